@@ -1,0 +1,129 @@
+# kvc — build, test, bench, install. `make V=1` shows the full commands.
+
+PREFIX ?= /usr/local
+DESTDIR ?=
+LIBDIR ?= $(PREFIX)/lib
+INCDIR ?= $(PREFIX)/include
+BINDIR ?= $(PREFIX)/bin
+
+CC ?= cc
+AR ?= ar
+OUT := build
+VERSION := 0.1.0
+SOVERSION := 0
+
+CFLAGS ?= -O2 -g
+KVC_CFLAGS := -std=c11 -D_GNU_SOURCE -Wall -Wextra -Wshadow -Wno-unused-parameter \
+	-fPIC -pthread -Iinclude $(CFLAGS)
+LDLIBS := -pthread -ldl
+
+# The CUDA toolkit is optional: the cuda backend needs only the driver, found
+# at run time. When the toolkit is here, its cuda.h checks our driver ABI.
+CUDA_HOME ?= $(firstword $(wildcard /usr/local/cuda /usr/lib/cuda))
+NVCC ?= $(shell command -v nvcc 2>/dev/null || { test -x "$(CUDA_HOME)/bin/nvcc" && echo "$(CUDA_HOME)/bin/nvcc"; })
+CUDA_H := $(wildcard $(CUDA_HOME)/include/cuda.h)
+
+ifeq ($(V),1)
+Q :=
+msg = @true
+else
+Q := @
+msg = @printf '  %-7s %s\n' $(1) $(2)
+endif
+
+LIB_SRCS := $(wildcard alloc/*.c runtime/*.c kernels/*.c)
+LIB_SRCS := $(filter-out alloc/backend_cuda_abi.c,$(LIB_SRCS))
+LIB_OBJS := $(LIB_SRCS:%.c=$(OUT)/%.o)
+KVCCTL_SRCS := $(wildcard tools/kvcctl/*.c)
+KVCCTL_OBJS := $(KVCCTL_SRCS:%.c=$(OUT)/%.o)
+TEST_SRCS := $(wildcard tests/test_*.c)
+TEST_SUPPORT := $(filter-out $(TEST_SRCS),$(wildcard tests/*.c))
+TEST_SUPPORT_OBJS := $(TEST_SUPPORT:%.c=$(OUT)/%.o)
+TESTS := $(TEST_SRCS:%.c=$(OUT)/%)
+EXAMPLES := $(patsubst %.c,$(OUT)/%,$(wildcard examples/*.c))
+BENCHES := $(patsubst %.c,$(OUT)/%,$(wildcard bench/*.c))
+
+STATIC_LIB := $(OUT)/libkvc.a
+SHARED_LIB := $(OUT)/libkvc.so.$(VERSION)
+KVCCTL := $(OUT)/kvcctl
+ABI_CHECK := $(if $(CUDA_H),$(OUT)/alloc/backend_cuda_abi.o)
+
+all: $(STATIC_LIB) $(SHARED_LIB) $(KVCCTL) $(EXAMPLES) $(TESTS) $(BENCHES) $(ABI_CHECK)
+
+-include $(shell find $(OUT) -name '*.d' 2>/dev/null)
+
+$(OUT)/%.o: %.c
+	$(call msg,CC,$@)
+	@mkdir -p $(@D)
+	$(Q)$(CC) $(KVC_CFLAGS) -MMD -MP -c $< -o $@
+
+# Compiled against the toolkit's cuda.h only to check our mirror of the ABI.
+$(OUT)/alloc/backend_cuda_abi.o: alloc/backend_cuda_abi.c alloc/cuda_driver.h
+	$(call msg,CHECK,$@)
+	@mkdir -p $(@D)
+	$(Q)$(CC) $(KVC_CFLAGS) -I$(CUDA_HOME)/include -c $< -o $@
+
+$(STATIC_LIB): $(LIB_OBJS)
+	$(call msg,AR,$@)
+	$(Q)rm -f $@ && $(AR) rcs $@ $^
+
+$(SHARED_LIB): $(LIB_OBJS) kvc.map
+	$(call msg,LD,$@)
+	$(Q)$(CC) -shared -Wl,-soname,libkvc.so.$(SOVERSION) -Wl,--version-script=kvc.map \
+		-Wl,-z,defs -o $@ $(LIB_OBJS) $(LDLIBS)
+	$(Q)ln -sf libkvc.so.$(VERSION) $(OUT)/libkvc.so.$(SOVERSION)
+	$(Q)ln -sf libkvc.so.$(VERSION) $(OUT)/libkvc.so
+
+$(KVCCTL): $(KVCCTL_OBJS) $(STATIC_LIB)
+	$(call msg,LD,$@)
+	$(Q)$(CC) -o $@ $(KVCCTL_OBJS) $(STATIC_LIB) $(LDLIBS) -lm
+
+$(OUT)/examples/%: examples/%.c $(STATIC_LIB)
+	$(call msg,CC,$@)
+	@mkdir -p $(@D)
+	$(Q)$(CC) $(KVC_CFLAGS) -o $@ $< $(STATIC_LIB) $(LDLIBS)
+
+# Tests may reach internal headers (the ops struct, the fake driver).
+$(OUT)/tests/test_%: tests/test_%.c $(TEST_SUPPORT_OBJS) $(STATIC_LIB)
+	$(call msg,CC,$@)
+	@mkdir -p $(@D)
+	$(Q)$(CC) $(KVC_CFLAGS) -Ialloc -Itests -o $@ $< $(TEST_SUPPORT_OBJS) $(STATIC_LIB) \
+		-lcmocka $(LDLIBS) -lm
+
+$(OUT)/bench/%: bench/%.c $(STATIC_LIB)
+	$(call msg,CC,$@)
+	@mkdir -p $(@D)
+	$(Q)$(CC) $(KVC_CFLAGS) -Ialloc -o $@ $< $(STATIC_LIB) $(LDLIBS) -lm
+
+test: $(TESTS) $(KVCCTL) $(EXAMPLES)
+	@tests/run-tests.sh $(TESTS)
+
+bench: $(BENCHES)
+	@set -e; for b in $(BENCHES); do $$b; done
+
+kvc.pc: kvc.pc.in Makefile
+	$(call msg,GEN,$@)
+	$(Q)sed -e 's|@PREFIX@|$(PREFIX)|' -e 's|@LIBDIR@|$(LIBDIR)|' \
+		-e 's|@INCDIR@|$(INCDIR)|' -e 's|@VERSION@|$(VERSION)|' $< > $(OUT)/kvc.pc
+
+install: $(STATIC_LIB) $(SHARED_LIB) $(KVCCTL) kvc.pc
+	install -d $(DESTDIR)$(LIBDIR)/pkgconfig $(DESTDIR)$(INCDIR)/kvc $(DESTDIR)$(BINDIR)
+	install -m 644 $(STATIC_LIB) $(DESTDIR)$(LIBDIR)/
+	install -m 755 $(SHARED_LIB) $(DESTDIR)$(LIBDIR)/
+	ln -sf libkvc.so.$(VERSION) $(DESTDIR)$(LIBDIR)/libkvc.so.$(SOVERSION)
+	ln -sf libkvc.so.$(VERSION) $(DESTDIR)$(LIBDIR)/libkvc.so
+	install -m 644 include/kvc/*.h $(DESTDIR)$(INCDIR)/kvc/
+	install -m 755 $(KVCCTL) $(DESTDIR)$(BINDIR)/
+	install -m 644 $(OUT)/kvc.pc $(DESTDIR)$(LIBDIR)/pkgconfig/
+
+deps:
+	tools/install-deps.sh
+
+format:
+	clang-format -i $$(git ls-files '*.c' '*.h')
+
+clean:
+	rm -rf $(OUT)
+
+.PHONY: all test bench install deps format clean kvc.pc
+.SECONDARY:

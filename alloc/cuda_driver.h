@@ -1,0 +1,111 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * The slice of the CUDA driver API the cuda backend uses, as a table of
+ * entry points. The real table is filled from libcuda.so.1 at run time;
+ * the fake driver (fake_driver.c) fills one with host-memory versions.
+ *
+ * The types mirror cuda.h's ABI (checked against the toolkit's cuda.h by
+ * backend_cuda_abi.c whenever the toolkit is installed), so the backend
+ * builds and runs with no toolkit at all: a driver is all it needs.
+ */
+#ifndef KVC_ALLOC_CUDA_DRIVER_H
+#define KVC_ALLOC_CUDA_DRIVER_H
+
+#include <stddef.h>
+
+typedef int kvc_cu_result;
+typedef int kvc_cu_device;
+typedef void *kvc_cu_context;
+typedef void *kvc_cu_stream;
+typedef unsigned long long kvc_cu_ptr;
+typedef unsigned long long kvc_cu_handle;
+
+/* CUresult values the backend tells apart. */
+#define KVC_CUDA_SUCCESS 0
+#define KVC_CUDA_ERROR_INVALID_VALUE 1
+#define KVC_CUDA_ERROR_OUT_OF_MEMORY 2
+#define KVC_CUDA_ERROR_NOT_INITIALIZED 3
+#define KVC_CUDA_ERROR_NO_DEVICE 100
+#define KVC_CUDA_ERROR_INVALID_DEVICE 101
+#define KVC_CUDA_ERROR_INVALID_HANDLE 400
+#define KVC_CUDA_ERROR_NOT_SUPPORTED 801
+
+/* Enumerators of the VMM structs. */
+#define KVC_CU_MEM_ALLOCATION_TYPE_PINNED 1
+#define KVC_CU_MEM_HANDLE_TYPE_NONE 0
+#define KVC_CU_MEM_LOCATION_TYPE_DEVICE 1
+#define KVC_CU_MEM_ACCESS_FLAGS_PROT_NONE 0
+#define KVC_CU_MEM_ACCESS_FLAGS_PROT_READ 1
+#define KVC_CU_MEM_ACCESS_FLAGS_PROT_READWRITE 3
+#define KVC_CU_MEM_ALLOC_GRANULARITY_MINIMUM 0
+
+/* CUmemLocation */
+struct kvc_cu_location {
+	int type;
+	int id;
+};
+
+/* CUmemAllocationProp */
+struct kvc_cu_alloc_prop {
+	int type;
+	int requested_handle_types;
+	struct kvc_cu_location location;
+	void *win32_handle_meta_data;
+	struct {
+		unsigned char compression_type;
+		unsigned char gpu_direct_rdma_capable;
+		unsigned short usage;
+		unsigned char reserved[4];
+	} alloc_flags;
+};
+
+/* CUmemAccessDesc */
+struct kvc_cu_access_desc {
+	struct kvc_cu_location location;
+	int flags;
+};
+
+/**
+ * struct kvc_cuda_driver - Driver entry points, named as in cuda.h.
+ * @name: backend name to report ("cuda" or "cuda-fake").
+ *
+ * Each member has the signature of the cuda.h function of the same name
+ * (the _v2 symbol where cuda.h maps one to it).
+ */
+struct kvc_cuda_driver {
+	const char *name;
+	kvc_cu_result (*cuInit)(unsigned int flags);
+	kvc_cu_result (*cuDeviceGetCount)(int *count);
+	kvc_cu_result (*cuDeviceGet)(kvc_cu_device *dev, int ordinal);
+	kvc_cu_result (*cuDevicePrimaryCtxRetain)(kvc_cu_context *ctx,
+						  kvc_cu_device dev);
+	kvc_cu_result (*cuDevicePrimaryCtxRelease)(kvc_cu_device dev);
+	kvc_cu_result (*cuCtxSetCurrent)(kvc_cu_context ctx);
+	kvc_cu_result (*cuMemGetAllocationGranularity)(
+		size_t *granularity, const struct kvc_cu_alloc_prop *prop,
+		int option);
+	kvc_cu_result (*cuMemAddressReserve)(kvc_cu_ptr *ptr, size_t size,
+					     size_t alignment, kvc_cu_ptr addr,
+					     unsigned long long flags);
+	kvc_cu_result (*cuMemAddressFree)(kvc_cu_ptr ptr, size_t size);
+	kvc_cu_result (*cuMemCreate)(kvc_cu_handle *handle, size_t size,
+				     const struct kvc_cu_alloc_prop *prop,
+				     unsigned long long flags);
+	kvc_cu_result (*cuMemRelease)(kvc_cu_handle handle);
+	kvc_cu_result (*cuMemMap)(kvc_cu_ptr ptr, size_t size, size_t offset,
+				  kvc_cu_handle handle,
+				  unsigned long long flags);
+	kvc_cu_result (*cuMemUnmap)(kvc_cu_ptr ptr, size_t size);
+	kvc_cu_result (*cuMemSetAccess)(kvc_cu_ptr ptr, size_t size,
+					const struct kvc_cu_access_desc *desc,
+					size_t count);
+	kvc_cu_result (*cuStreamCreate)(kvc_cu_stream *stream,
+					unsigned int flags);
+	kvc_cu_result (*cuStreamDestroy)(kvc_cu_stream stream);
+	kvc_cu_result (*cuStreamSynchronize)(kvc_cu_stream stream);
+	kvc_cu_result (*cuMemcpyDtoDAsync)(kvc_cu_ptr dst, kvc_cu_ptr src,
+					   size_t bytes, kvc_cu_stream stream);
+	kvc_cu_result (*cuGetErrorName)(kvc_cu_result err, const char **name);
+};
+
+#endif /* KVC_ALLOC_CUDA_DRIVER_H */

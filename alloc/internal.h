@@ -1,0 +1,162 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * The pool's inner structures, shared by pool.c, chunk.c, fill.c, check.c
+ * (and later compaction). Like mm/internal.h: not a public interface.
+ */
+#ifndef KVC_ALLOC_INTERNAL_H
+#define KVC_ALLOC_INTERNAL_H
+
+#include <pthread.h>
+#include <stdbool.h>
+#include <stdint.h>
+
+#include <kvc/pool.h>
+
+#include "backend.h"
+#include "list.h"
+
+/* Fill buckets are indexed by live count; more would make them costly. */
+#define KVC_MAX_BLOCKS_PER_CHUNK 65536u
+
+/**
+ * struct kvc_chunk - One chunk of the reservation.
+ * @link: in @fill.lists[@nr_live] while mapped; self-linked otherwise.
+ * @nr_live: live blocks in the chunk.
+ * @handle: the backend's token for the mapping.
+ * @owner: owner tag per block (0 for free blocks); NULL while unmapped.
+ * @live: bitmap of live blocks.
+ * @free_stack: local indices of the free blocks; @bpc - @nr_live of them.
+ *
+ * The metadata arrays exist only while the chunk is mapped, so the host
+ * memory a pool uses follows the device memory it maps.
+ */
+struct kvc_chunk {
+	struct list_head link;
+	uint32_t nr_live;
+	uint64_t handle;
+	uint64_t *owner;
+	uint64_t *live;
+	uint16_t *free_stack;
+};
+
+static inline bool chunk_mapped(const struct kvc_chunk *c)
+{
+	return c->owner != NULL;
+}
+
+/**
+ * struct kvc_fill - Mapped chunks sorted by how full they are.
+ * @lists: @bpc + 1 lists; list k holds the chunks with k live blocks
+ *         (list 0 the empty ones, list @bpc the full ones).
+ * @bits: one bit per non-empty partial list (1 .. @bpc - 1).
+ * @summary: one bit per non-zero word of @bits.
+ * @nr_words: words in @bits.
+ * @nr_summary: words in @summary.
+ * @column: histogram column of each live count.
+ * @hist: mapped chunks per histogram column.
+ *
+ * Finding the fullest partial chunk is two find-last-set scans, however
+ * many chunks the pool has: that keeps allocation O(1) per block.
+ */
+struct kvc_fill {
+	struct list_head *lists;
+	uint64_t *bits;
+	uint64_t *summary;
+	uint32_t nr_words;
+	uint32_t nr_summary;
+	uint8_t *column;
+	uint64_t hist[KVC_FILL_BUCKETS];
+};
+
+/**
+ * struct kvc_pool - A block pool.
+ * @lock: serialises every operation (see Documentation/allocator.rst).
+ * @be: the backend.
+ * @own_be: whether the pool opened @be and must close it.
+ * @va: the reservation.
+ * @block_bytes: bytes per block.
+ * @chunk_bytes: bytes per chunk.
+ * @bpc: blocks per chunk.
+ * @nr_chunks: chunks in the reservation.
+ * @max_mapped: cap on mapped chunks.
+ * @empty_kept: empty chunks kept mapped (the watermark).
+ * @chunks: @nr_chunks chunk descriptors.
+ * @unmapped: stack of unmapped chunk indices, @nr_unmapped deep.
+ * @nr_unmapped: depth of @unmapped.
+ * @fill: the mapped chunks by fill.
+ * @nr_live: live blocks.
+ * @nr_mapped: mapped chunks.
+ * @live_hwm: high-water mark of @nr_live.
+ * @mapped_hwm: high-water mark of @nr_mapped.
+ * @alloc_calls: successful allocs.
+ * @free_calls: successful frees.
+ * @alloc_failures: failed allocs.
+ * @unmap_failures: unmaps refused by the backend.
+ * @pub: the stats page, or NULL.
+ */
+struct kvc_pool {
+	pthread_mutex_t lock;
+	struct kvc_backend *be;
+	bool own_be;
+	struct kvc_va va;
+	uint64_t block_bytes;
+	uint64_t chunk_bytes;
+	uint32_t bpc;
+	uint32_t nr_chunks;
+	uint32_t max_mapped;
+	uint32_t empty_kept;
+	struct kvc_chunk *chunks;
+	uint32_t *unmapped;
+	uint32_t nr_unmapped;
+	struct kvc_fill fill;
+	uint64_t nr_live;
+	uint32_t nr_mapped;
+	uint64_t live_hwm;
+	uint32_t mapped_hwm;
+	uint64_t alloc_calls;
+	uint64_t free_calls;
+	uint64_t alloc_failures;
+	uint64_t unmap_failures;
+	struct kvc_stats_pub *pub;
+};
+
+/* fill.c */
+int kvc_fill_init(struct kvc_fill *fill, uint32_t bpc);
+void kvc_fill_exit(struct kvc_fill *fill);
+void kvc_fill_add(struct kvc_pool *pool, struct kvc_chunk *c);
+void kvc_fill_del(struct kvc_pool *pool, struct kvc_chunk *c);
+void kvc_fill_set_live(struct kvc_pool *pool, struct kvc_chunk *c,
+		       uint32_t nr_live);
+struct kvc_chunk *kvc_fill_fullest_partial(struct kvc_pool *pool);
+struct kvc_chunk *kvc_fill_first(struct kvc_pool *pool, uint32_t nr_live);
+int kvc_fill_check(struct kvc_pool *pool);
+
+/* chunk.c */
+int kvc_chunk_map(struct kvc_pool *pool, struct kvc_chunk *c);
+int kvc_chunk_unmap(struct kvc_pool *pool, struct kvc_chunk *c);
+uint32_t kvc_chunk_take(struct kvc_pool *pool, struct kvc_chunk *c,
+			uint32_t n, uint32_t *ids);
+int kvc_chunk_check(struct kvc_pool *pool, struct kvc_chunk *c);
+
+static inline uint32_t chunk_index(const struct kvc_pool *pool,
+				   const struct kvc_chunk *c)
+{
+	return (uint32_t)(c - pool->chunks);
+}
+
+static inline bool test_bit(const uint64_t *map, uint32_t bit)
+{
+	return map[bit / 64] >> (bit % 64) & 1;
+}
+
+static inline void set_bit(uint64_t *map, uint32_t bit)
+{
+	map[bit / 64] |= 1ull << (bit % 64);
+}
+
+static inline void clear_bit(uint64_t *map, uint32_t bit)
+{
+	map[bit / 64] &= ~(1ull << (bit % 64));
+}
+
+#endif /* KVC_ALLOC_INTERNAL_H */

@@ -1,0 +1,554 @@
+// SPDX-License-Identifier: MIT
+/*
+ * The block pool: one reservation, chunks mapped on demand, blocks handed
+ * out fullest-chunk-first and taken back in O(1). Every call is
+ * all-or-nothing: a failed alloc or free leaves the pool exactly as it was.
+ * Never unmaps a chunk with a live block; never drops a live block.
+ */
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <kvc/error.h>
+#include <kvc/pool.h>
+
+#include "error.h"
+#include "internal.h"
+#include "stats.h"
+
+void kvc_pool_params_init(struct kvc_pool_params *params)
+{
+	memset(params, 0, sizeof(*params));
+	params->empty_chunks_kept = 1;
+	params->backend_kind = KVC_BACKEND_AUTO;
+}
+
+static int check_params(const struct kvc_pool_params *p, uint64_t gran,
+			uint64_t *chunk_bytes, uint64_t *nr_chunks)
+{
+	uint64_t chunk = p->chunk_bytes ? p->chunk_bytes : gran;
+	uint64_t bpc, blocks, chunks, bytes;
+
+	if (!p->block_bytes)
+		return kvc_err(-EINVAL, "block_bytes is 0");
+	if (chunk % gran)
+		return kvc_err(-EINVAL, "chunk_bytes %llu is not a multiple of the %s granularity %llu",
+			       (unsigned long long)chunk, "backend",
+			       (unsigned long long)gran);
+	if (chunk % p->block_bytes)
+		return kvc_err(-EINVAL, "block_bytes %llu does not divide chunk_bytes %llu",
+			       (unsigned long long)p->block_bytes,
+			       (unsigned long long)chunk);
+	bpc = chunk / p->block_bytes;
+	if (bpc > KVC_MAX_BLOCKS_PER_CHUNK)
+		return kvc_err(-EINVAL, "%llu blocks per chunk, at most %u: use larger blocks or smaller chunks",
+			       (unsigned long long)bpc,
+			       KVC_MAX_BLOCKS_PER_CHUNK);
+	if (p->capacity_blocks) {
+		blocks = p->capacity_blocks;
+	} else if (p->va_bytes) {
+		blocks = p->va_bytes / p->block_bytes +
+			 !!(p->va_bytes % p->block_bytes);
+	} else {
+		return kvc_err(-EINVAL, "no capacity: set capacity_blocks or va_bytes");
+	}
+	if (blocks > KVC_MAX_BLOCKS)
+		return kvc_err(-EINVAL, "capacity of %llu blocks is beyond 2^32",
+			       (unsigned long long)blocks);
+	chunks = blocks / bpc + !!(blocks % bpc);
+	if (chunks * bpc > KVC_MAX_BLOCKS || chunks >= UINT32_MAX)
+		return kvc_err(-EINVAL, "capacity rounded to %llu chunks of %llu blocks is beyond 2^32 blocks",
+			       (unsigned long long)chunks,
+			       (unsigned long long)bpc);
+	if (__builtin_mul_overflow(chunks, chunk, &bytes))
+		return kvc_err(-EINVAL, "%llu chunks of %llu bytes overflow 64 bits",
+			       (unsigned long long)chunks,
+			       (unsigned long long)chunk);
+	if (p->max_mapped_bytes && p->max_mapped_bytes < chunk)
+		return kvc_err(-EINVAL, "max_mapped_bytes %llu is less than one chunk (%llu)",
+			       (unsigned long long)p->max_mapped_bytes,
+			       (unsigned long long)chunk);
+	*chunk_bytes = chunk;
+	*nr_chunks = chunks;
+	return 0;
+}
+
+static void fill_stats(struct kvc_pool *pool, struct kvc_pool_stats *st)
+{
+	const struct kvc_backend_calls *calls = &pool->va.calls;
+	uint64_t empty = pool->fill.hist[0];
+	uint64_t full = pool->fill.hist[KVC_FILL_BUCKETS - 1];
+
+	memset(st, 0, sizeof(*st));
+	st->block_bytes = pool->block_bytes;
+	st->chunk_bytes = pool->chunk_bytes;
+	st->blocks_per_chunk = pool->bpc;
+	st->blocks_total = (uint64_t)pool->nr_chunks * pool->bpc;
+	st->blocks_live = pool->nr_live;
+	st->blocks_free = st->blocks_total - pool->nr_live;
+	st->blocks_free_mapped = (uint64_t)pool->nr_mapped * pool->bpc -
+				 pool->nr_live;
+	st->chunks_total = pool->nr_chunks;
+	st->chunks_mapped = pool->nr_mapped;
+	st->chunks_empty = empty;
+	st->chunks_full = full;
+	st->chunks_partial = pool->nr_mapped - empty - full;
+	st->bytes_reserved = pool->va.bytes;
+	st->bytes_mapped = (uint64_t)pool->nr_mapped * pool->chunk_bytes;
+	st->bytes_live = pool->nr_live * pool->block_bytes;
+	st->blocks_live_hwm = pool->live_hwm;
+	st->bytes_mapped_hwm = (uint64_t)pool->mapped_hwm * pool->chunk_bytes;
+	st->alloc_calls = pool->alloc_calls;
+	st->free_calls = pool->free_calls;
+	st->alloc_failures = pool->alloc_failures;
+	st->unmap_failures = pool->unmap_failures;
+	st->backend_create = calls->create;
+	st->backend_map = calls->map;
+	st->backend_set_access = calls->set_access;
+	st->backend_unmap = calls->unmap;
+	st->backend_release = calls->release;
+	st->backend_copy = calls->copy;
+}
+
+/* Called at the end of every operation, under the lock. */
+static void publish(struct kvc_pool *pool)
+{
+	struct kvc_pool_stats st;
+
+	if (!pool->pub)
+		return;
+	fill_stats(pool, &st);
+	kvc_stats_pub_update(pool->pub, &st, pool->fill.hist);
+}
+
+static int open_backend(const struct kvc_pool_params *p, struct kvc_pool *pool)
+{
+	int err;
+
+	if (p->backend) {
+		pool->be = p->backend;
+		return 0;
+	}
+	err = kvc_backend_open(p->backend_kind, p->device, &pool->be);
+	if (err)
+		return err;
+	pool->own_be = true;
+	return 0;
+}
+
+int kvc_pool_create(const struct kvc_pool_params *params,
+		    struct kvc_pool **out)
+{
+	uint64_t chunk_bytes = 0, nr_chunks = 0, i;
+	struct kvc_pool *pool;
+	int err;
+
+	if (!params || !out)
+		return kvc_err(-EINVAL, "kvc_pool_create: NULL %s",
+			       params ? "out" : "params");
+	pool = calloc(1, sizeof(*pool));
+	if (!pool)
+		return kvc_err(-ENOMEM, "out of memory for the pool");
+	err = open_backend(params, pool);
+	if (err)
+		goto err_free;
+	err = check_params(params, pool->be->granularity, &chunk_bytes,
+			   &nr_chunks);
+	if (err)
+		goto err_backend;
+	pool->block_bytes = params->block_bytes;
+	pool->chunk_bytes = chunk_bytes;
+	pool->bpc = (uint32_t)(chunk_bytes / params->block_bytes);
+	pool->nr_chunks = (uint32_t)nr_chunks;
+	pool->max_mapped = pool->nr_chunks;
+	if (params->max_mapped_bytes &&
+	    params->max_mapped_bytes / chunk_bytes < nr_chunks)
+		pool->max_mapped =
+			(uint32_t)(params->max_mapped_bytes / chunk_bytes);
+	pool->empty_kept = params->empty_chunks_kept;
+
+	pool->chunks = calloc(nr_chunks, sizeof(*pool->chunks));
+	pool->unmapped = malloc(nr_chunks * sizeof(*pool->unmapped));
+	if (!pool->chunks || !pool->unmapped) {
+		err = kvc_err(-ENOMEM, "out of memory for %llu chunk descriptors",
+			      (unsigned long long)nr_chunks);
+		goto err_arrays;
+	}
+	err = kvc_fill_init(&pool->fill, pool->bpc);
+	if (err)
+		goto err_arrays;
+	/* Lowest chunk on top, so the pool grows from the base upwards. */
+	for (i = 0; i < nr_chunks; i++) {
+		list_init(&pool->chunks[i].link);
+		pool->unmapped[i] = (uint32_t)(nr_chunks - 1 - i);
+	}
+	pool->nr_unmapped = pool->nr_chunks;
+
+	err = pool->be->ops->reserve(pool->be, nr_chunks * chunk_bytes,
+				     &pool->va);
+	if (err)
+		goto err_fill;
+	err = pthread_mutex_init(&pool->lock, NULL);
+	if (err) {
+		err = kvc_err(-err, "pthread_mutex_init failed");
+		goto err_reserve;
+	}
+	if (!(params->flags & KVC_POOL_NO_STATS_PAGE)) {
+		/* A pool without a page still works: say so, carry on. */
+		if (kvc_stats_pub_open(pool->be->name, pool->be->device,
+				       params->name, &pool->pub))
+			kvc_notice("no stats page: %s", kvc_last_error());
+		publish(pool);
+	}
+	*out = pool;
+	return 0;
+
+err_reserve:
+	pool->be->ops->release(pool->be, &pool->va);
+err_fill:
+	kvc_fill_exit(&pool->fill);
+err_arrays:
+	free(pool->unmapped);
+	free(pool->chunks);
+err_backend:
+	if (pool->own_be)
+		kvc_backend_close(pool->be);
+err_free:
+	free(pool);
+	return err;
+}
+
+int kvc_pool_destroy(struct kvc_pool *pool)
+{
+	char msg[256] = "";
+	int err = 0, ret;
+	uint32_t i;
+
+	if (!pool)
+		return 0;
+	for (i = 0; i < pool->nr_chunks; i++) {
+		struct kvc_chunk *c = &pool->chunks[i];
+
+		if (!chunk_mapped(c))
+			continue;
+		kvc_fill_del(pool, c);
+		c->nr_live = 0;
+		ret = kvc_chunk_unmap(pool, c);
+		if (ret) {
+			/* Try once more: a transient device error should not leak. */
+			ret = kvc_chunk_unmap(pool, c);
+		}
+		if (ret && !err) {
+			err = ret;
+			snprintf(msg, sizeof(msg), "%s", kvc_last_error());
+		}
+		if (ret)
+			free(c->owner);
+	}
+	/* A reservation with a chunk still mapped cannot be released. */
+	if (!err) {
+		ret = pool->be->ops->release(pool->be, &pool->va);
+		if (ret) /* as above: one retry for a transient error */
+			ret = pool->be->ops->release(pool->be, &pool->va);
+		if (ret) {
+			err = ret;
+			snprintf(msg, sizeof(msg), "%s", kvc_last_error());
+		}
+	}
+	kvc_stats_pub_close(pool->pub);
+	pthread_mutex_destroy(&pool->lock);
+	kvc_fill_exit(&pool->fill);
+	free(pool->unmapped);
+	free(pool->chunks);
+	if (pool->own_be)
+		kvc_backend_close(pool->be);
+	free(pool);
+	if (err)
+		kvc_err(err, "pool destroyed, device memory leaked: %s", msg);
+	return err;
+}
+
+/* Unmap empty chunks until at most @keep stay mapped. Lock held. */
+static int trim_locked(struct kvc_pool *pool, uint32_t keep)
+{
+	struct kvc_chunk *c;
+	int err;
+
+	while (pool->fill.hist[0] > keep) {
+		/* The oldest empty chunk goes; recent ones are likeliest reused. */
+		c = list_last_entry(&pool->fill.lists[0], struct kvc_chunk, link);
+		kvc_fill_del(pool, c);
+		err = kvc_chunk_unmap(pool, c);
+		if (err) {
+			kvc_fill_add(pool, c);
+			pool->unmap_failures++;
+			return err;
+		}
+		pool->nr_mapped--;
+		pool->unmapped[pool->nr_unmapped++] = chunk_index(pool, c);
+	}
+	return 0;
+}
+
+/* Map @n more chunks as empty ones; all or none. Lock held. */
+static int grow_locked(struct kvc_pool *pool, uint32_t n)
+{
+	struct kvc_chunk *c;
+	uint32_t i;
+	int err;
+
+	for (i = 0; i < n; i++) {
+		c = &pool->chunks[pool->unmapped[pool->nr_unmapped - 1]];
+		err = kvc_chunk_map(pool, c);
+		if (err)
+			goto err_unwind;
+		pool->nr_unmapped--;
+		pool->nr_mapped++;
+		kvc_fill_add(pool, c);
+	}
+	return 0;
+
+err_unwind:
+	/*
+	 * Give back what this call mapped. Should the device refuse an
+	 * unmap now, that chunk stays mapped and empty: the pool is still
+	 * consistent, and a later trim retries.
+	 */
+	while (i--) {
+		c = kvc_fill_first(pool, 0);
+		kvc_fill_del(pool, c);
+		if (kvc_chunk_unmap(pool, c)) {
+			kvc_fill_add(pool, c);
+			pool->unmap_failures++;
+			continue;
+		}
+		pool->nr_mapped--;
+		pool->unmapped[pool->nr_unmapped++] = chunk_index(pool, c);
+	}
+	return err;
+}
+
+int kvc_pool_alloc(struct kvc_pool *pool, uint32_t n, uint32_t *ids)
+{
+	uint64_t free_mapped, need;
+	struct kvc_chunk *c;
+	uint32_t done = 0, taken;
+	int err;
+
+	if (!pool || (n && !ids))
+		return kvc_err(-EINVAL, "kvc_pool_alloc: NULL %s",
+			       pool ? "ids" : "pool");
+	if (!n)
+		return 0;
+	pthread_mutex_lock(&pool->lock);
+	free_mapped = (uint64_t)pool->nr_mapped * pool->bpc - pool->nr_live;
+	if (n > free_mapped) {
+		uint32_t room = pool->max_mapped - pool->nr_mapped;
+
+		if (room > pool->nr_unmapped)
+			room = pool->nr_unmapped;
+		need = (n - free_mapped + pool->bpc - 1) / pool->bpc;
+		if (need > room) {
+			err = kvc_err(-ENOMEM, "%u blocks wanted, %llu to be had within %s",
+				      n,
+				      (unsigned long long)(free_mapped +
+							   (uint64_t)room * pool->bpc),
+				      pool->max_mapped < pool->nr_chunks ?
+					      "the mapped-bytes cap" :
+					      "the capacity");
+			goto out_fail;
+		}
+		err = grow_locked(pool, (uint32_t)need);
+		if (err)
+			goto out_fail;
+	}
+	while (done < n) {
+		c = kvc_fill_fullest_partial(pool);
+		if (!c)
+			c = kvc_fill_first(pool, 0);
+		taken = kvc_chunk_take(pool, c, n - done, ids + done);
+		kvc_fill_set_live(pool, c, c->nr_live + taken);
+		done += taken;
+	}
+	pool->nr_live += n;
+	if (pool->nr_live > pool->live_hwm)
+		pool->live_hwm = pool->nr_live;
+	if (pool->nr_mapped > pool->mapped_hwm)
+		pool->mapped_hwm = pool->nr_mapped;
+	pool->alloc_calls++;
+	publish(pool);
+	pthread_mutex_unlock(&pool->lock);
+	return 0;
+
+out_fail:
+	pool->alloc_failures++;
+	publish(pool);
+	pthread_mutex_unlock(&pool->lock);
+	return err;
+}
+
+/* The chunk of a live block, or NULL. Lock held. */
+static struct kvc_chunk *live_chunk(struct kvc_pool *pool, uint32_t id)
+{
+	struct kvc_chunk *c;
+
+	if ((uint64_t)id >= (uint64_t)pool->nr_chunks * pool->bpc)
+		return NULL;
+	c = &pool->chunks[id / pool->bpc];
+	if (!chunk_mapped(c) || !test_bit(c->live, id % pool->bpc))
+		return NULL;
+	return c;
+}
+
+int kvc_pool_free(struct kvc_pool *pool, uint32_t n, const uint32_t *ids)
+{
+	struct kvc_chunk *c, *run = NULL;
+	uint32_t i, j, run_freed = 0;
+
+	if (!pool || (n && !ids))
+		return kvc_err(-EINVAL, "kvc_pool_free: NULL %s",
+			       pool ? "ids" : "pool");
+	if (!n)
+		return 0;
+	pthread_mutex_lock(&pool->lock);
+	/*
+	 * Pass one clears the live bits, so a repeated id is caught as not
+	 * live; on a bad id the bits cleared so far are set back.
+	 */
+	for (i = 0; i < n; i++) {
+		c = live_chunk(pool, ids[i]);
+		if (!c) {
+			for (j = 0; j < i; j++)
+				set_bit(pool->chunks[ids[j] / pool->bpc].live,
+					ids[j] % pool->bpc);
+			kvc_err(-EINVAL, "block %u (entry %u of %u) is not live or appears twice; nothing freed",
+				ids[i], i, n);
+			pthread_mutex_unlock(&pool->lock);
+			return -EINVAL;
+		}
+		clear_bit(c->live, ids[i] % pool->bpc);
+	}
+	/* Pass two: push on the free stacks, relink each run of one chunk once. */
+	for (i = 0; i < n; i++) {
+		uint32_t local = ids[i] % pool->bpc;
+
+		c = &pool->chunks[ids[i] / pool->bpc];
+		if (c != run) {
+			if (run)
+				kvc_fill_set_live(pool, run,
+						  run->nr_live - run_freed);
+			run = c;
+			run_freed = 0;
+		}
+		c->owner[local] = 0;
+		c->free_stack[pool->bpc - c->nr_live + run_freed] =
+			(uint16_t)local;
+		run_freed++;
+	}
+	kvc_fill_set_live(pool, run, run->nr_live - run_freed);
+	pool->nr_live -= n;
+	pool->free_calls++;
+	/* An unmap the device refuses is counted and retried later. */
+	trim_locked(pool, pool->empty_kept);
+	publish(pool);
+	pthread_mutex_unlock(&pool->lock);
+	return 0;
+}
+
+int kvc_pool_trim(struct kvc_pool *pool, uint32_t keep)
+{
+	int err;
+
+	if (!pool)
+		return kvc_err(-EINVAL, "kvc_pool_trim: NULL pool");
+	pthread_mutex_lock(&pool->lock);
+	err = trim_locked(pool, keep);
+	publish(pool);
+	pthread_mutex_unlock(&pool->lock);
+	return err;
+}
+
+int kvc_pool_block_addr(struct kvc_pool *pool, uint32_t id, uint64_t *addr)
+{
+	int err = 0;
+
+	if (!pool || !addr)
+		return kvc_err(-EINVAL, "kvc_pool_block_addr: NULL argument");
+	pthread_mutex_lock(&pool->lock);
+	if (live_chunk(pool, id))
+		*addr = pool->va.base + (uint64_t)id * pool->block_bytes;
+	else
+		err = kvc_err(-EINVAL, "block %u is not live", id);
+	pthread_mutex_unlock(&pool->lock);
+	return err;
+}
+
+uint64_t kvc_pool_base(const struct kvc_pool *pool)
+{
+	return pool->va.base;
+}
+
+int kvc_pool_set_owner(struct kvc_pool *pool, uint32_t id, uint64_t owner)
+{
+	struct kvc_chunk *c;
+	int err = 0;
+
+	if (!pool)
+		return kvc_err(-EINVAL, "kvc_pool_set_owner: NULL pool");
+	pthread_mutex_lock(&pool->lock);
+	c = live_chunk(pool, id);
+	if (c)
+		c->owner[id % pool->bpc] = owner;
+	else
+		err = kvc_err(-EINVAL, "block %u is not live", id);
+	pthread_mutex_unlock(&pool->lock);
+	return err;
+}
+
+int kvc_pool_get_owner(struct kvc_pool *pool, uint32_t id, uint64_t *owner)
+{
+	struct kvc_chunk *c;
+	int err = 0;
+
+	if (!pool || !owner)
+		return kvc_err(-EINVAL, "kvc_pool_get_owner: NULL argument");
+	pthread_mutex_lock(&pool->lock);
+	c = live_chunk(pool, id);
+	if (c)
+		*owner = c->owner[id % pool->bpc];
+	else
+		err = kvc_err(-EINVAL, "block %u is not live", id);
+	pthread_mutex_unlock(&pool->lock);
+	return err;
+}
+
+bool kvc_pool_is_live(struct kvc_pool *pool, uint32_t id)
+{
+	bool live;
+
+	pthread_mutex_lock(&pool->lock);
+	live = live_chunk(pool, id) != NULL;
+	pthread_mutex_unlock(&pool->lock);
+	return live;
+}
+
+void kvc_pool_get_stats(struct kvc_pool *pool, struct kvc_pool_stats *stats,
+			uint64_t *fill_hist)
+{
+	pthread_mutex_lock(&pool->lock);
+	fill_stats(pool, stats);
+	if (fill_hist)
+		memcpy(fill_hist, pool->fill.hist, sizeof(pool->fill.hist));
+	pthread_mutex_unlock(&pool->lock);
+}
+
+struct kvc_backend *kvc_pool_backend(const struct kvc_pool *pool)
+{
+	return pool->be;
+}
+
+const char *kvc_pool_stats_path(const struct kvc_pool *pool)
+{
+	return kvc_stats_pub_path(pool->pub);
+}

@@ -1,0 +1,95 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * kvc device backends, as the public API sees them: opaque handles that a
+ * pool maps its chunks through. The ops behind them live in alloc/backend.h.
+ */
+#ifndef KVC_BACKEND_H
+#define KVC_BACKEND_H
+
+#include <stdint.h>
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+struct kvc_backend;
+
+/**
+ * enum kvc_backend_kind - Which device a pool maps its chunks on.
+ * @KVC_BACKEND_AUTO: CUDA when a driver and a device answer, else host with
+ *                    a one-line notice on stderr.
+ * @KVC_BACKEND_HOST: host memory through mmap/memfd, same rules as CUDA VMM.
+ * @KVC_BACKEND_CUDA: the CUDA VMM driver API; fails with -ENODEV when no
+ *                    driver or device is present.
+ */
+enum kvc_backend_kind {
+	KVC_BACKEND_AUTO = 0,
+	KVC_BACKEND_HOST = 1,
+	KVC_BACKEND_CUDA = 2,
+};
+
+/** KVC_HOST_GRANULARITY - Default chunk granularity of the host backend. */
+#define KVC_HOST_GRANULARITY (2u << 20)
+
+/**
+ * kvc_backend_kind_parse() - Parse "auto", "host" or "cuda".
+ * @name: the name.
+ * @kind: set on success.
+ *
+ * Return: 0, or -EINVAL for an unknown name.
+ */
+int kvc_backend_kind_parse(const char *name, enum kvc_backend_kind *kind);
+
+/**
+ * kvc_backend_open() - Open a backend of the given kind.
+ * @kind: which backend; %KVC_BACKEND_AUTO falls back to host.
+ * @device: CUDA device ordinal (ignored by host).
+ * @out: set to the new backend on success.
+ *
+ * Return: 0; -EINVAL for bad arguments; -ENODEV when CUDA was asked for
+ * explicitly and no driver or device is there; -ENOMEM.
+ */
+int kvc_backend_open(enum kvc_backend_kind kind, int device,
+		     struct kvc_backend **out);
+
+/**
+ * kvc_backend_open_host() - Open a host backend with a chosen granularity.
+ * @granularity: chunk granularity in bytes: a power of two, at least the
+ *               page size; 0 means %KVC_HOST_GRANULARITY.
+ * @out: set to the new backend on success.
+ *
+ * A smaller granularity lets tests use small chunks; the rules (sizes and
+ * offsets multiples of it) are enforced as the CUDA driver enforces its own.
+ *
+ * Return: 0, -EINVAL for a bad granularity, -ENOMEM.
+ */
+int kvc_backend_open_host(uint64_t granularity, struct kvc_backend **out);
+
+/**
+ * kvc_backend_close() - Close a backend.
+ * @be: the backend, or NULL. Every pool using it must be destroyed first.
+ */
+void kvc_backend_close(struct kvc_backend *be);
+
+/**
+ * kvc_backend_name() - Name of a backend ("host", "cuda", "cuda-fake").
+ * @be: the backend.
+ *
+ * Return: a static string.
+ */
+const char *kvc_backend_name(const struct kvc_backend *be);
+
+/**
+ * kvc_backend_granularity() - The backend's allocation granularity.
+ * @be: the backend.
+ *
+ * Queried from the device when the backend opens, never assumed.
+ *
+ * Return: granularity in bytes.
+ */
+uint64_t kvc_backend_granularity(const struct kvc_backend *be);
+
+#ifdef __cplusplus
+}
+#endif
+#endif /* KVC_BACKEND_H */

@@ -1,0 +1,299 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * The kvc block pool: fixed-size blocks carved from physical chunks that are
+ * mapped on demand into one virtual-address reservation.
+ */
+#ifndef KVC_POOL_H
+#define KVC_POOL_H
+
+#include <stdbool.h>
+#include <stdint.h>
+
+#include <kvc/backend.h>
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+struct kvc_pool;
+
+/** KVC_MAX_BLOCKS - Block ids are 32-bit: a pool holds at most 2^32 blocks. */
+#define KVC_MAX_BLOCKS (1ull << 32)
+
+/** KVC_POOL_NO_STATS_PAGE - Do not publish a shared-memory stats page. */
+#define KVC_POOL_NO_STATS_PAGE (1u << 0)
+
+/**
+ * struct kvc_pool_params - How to build a pool.
+ * @block_bytes: bytes of one block; must divide @chunk_bytes.
+ * @capacity_blocks: capacity in blocks (rounded up to whole chunks); or 0
+ *                   and set @va_bytes instead.
+ * @va_bytes: capacity as the size of the virtual reservation (rounded up to
+ *            whole chunks); used only when @capacity_blocks is 0.
+ * @chunk_bytes: bytes of one physical chunk; 0 = the backend's granularity.
+ *               Must be a multiple of the granularity.
+ * @max_mapped_bytes: cap on physical bytes mapped at once; 0 = no cap
+ *                    beyond the capacity. At least one chunk.
+ * @empty_chunks_kept: empty chunks kept mapped for reuse (the watermark):
+ *                     hysteresis so that a free and an alloc at a chunk
+ *                     boundary do not unmap and map each time.
+ * @backend_kind: which backend to open when @backend is NULL.
+ * @device: CUDA device ordinal for %KVC_BACKEND_CUDA and %KVC_BACKEND_AUTO.
+ * @backend: a backend the caller opened and still owns (it must outlive
+ *           the pool); NULL to let the pool open and close its own.
+ * @name: a label shown by `kvcctl stats` (at most 31 bytes used); may be NULL.
+ * @flags: %KVC_POOL_NO_STATS_PAGE.
+ *
+ * Start from kvc_pool_params_init(), then set what differs.
+ */
+struct kvc_pool_params {
+	uint64_t block_bytes;
+	uint64_t capacity_blocks;
+	uint64_t va_bytes;
+	uint64_t chunk_bytes;
+	uint64_t max_mapped_bytes;
+	uint32_t empty_chunks_kept;
+	enum kvc_backend_kind backend_kind;
+	int device;
+	struct kvc_backend *backend;
+	const char *name;
+	uint32_t flags;
+};
+
+/**
+ * struct kvc_pool_stats - A pool's counters at one instant.
+ * @block_bytes: bytes per block.
+ * @chunk_bytes: bytes per chunk.
+ * @blocks_per_chunk: @chunk_bytes / @block_bytes.
+ * @blocks_total: capacity in blocks.
+ * @blocks_live: blocks handed out and not yet freed.
+ * @blocks_free: @blocks_total - @blocks_live.
+ * @blocks_free_mapped: free blocks inside mapped chunks.
+ * @chunks_total: chunks the reservation can hold.
+ * @chunks_mapped: chunks backed by physical memory.
+ * @chunks_empty: mapped chunks with no live block (kept by the watermark,
+ *                or left after a failed unmap).
+ * @chunks_partial: mapped chunks with some but not all blocks live.
+ * @chunks_full: mapped chunks with every block live.
+ * @bytes_reserved: size of the virtual reservation.
+ * @bytes_mapped: @chunks_mapped * @chunk_bytes.
+ * @bytes_live: @blocks_live * @block_bytes.
+ * @blocks_live_hwm: high-water mark of @blocks_live.
+ * @bytes_mapped_hwm: high-water mark of @bytes_mapped.
+ * @alloc_calls: successful kvc_pool_alloc() calls.
+ * @free_calls: successful kvc_pool_free() calls.
+ * @alloc_failures: kvc_pool_alloc() calls that returned an error.
+ * @unmap_failures: chunk unmaps the backend refused (the chunk stays mapped).
+ * @backend_create: physical allocations made (cuMemCreate, memfd extent).
+ * @backend_map: map calls (cuMemMap, mmap).
+ * @backend_set_access: access changes (cuMemSetAccess, mprotect).
+ * @backend_unmap: unmap calls (cuMemUnmap, mmap PROT_NONE).
+ * @backend_release: physical releases (cuMemRelease, hole punch).
+ * @backend_copy: block copies issued through the backend.
+ */
+struct kvc_pool_stats {
+	uint64_t block_bytes;
+	uint64_t chunk_bytes;
+	uint64_t blocks_per_chunk;
+	uint64_t blocks_total;
+	uint64_t blocks_live;
+	uint64_t blocks_free;
+	uint64_t blocks_free_mapped;
+	uint64_t chunks_total;
+	uint64_t chunks_mapped;
+	uint64_t chunks_empty;
+	uint64_t chunks_partial;
+	uint64_t chunks_full;
+	uint64_t bytes_reserved;
+	uint64_t bytes_mapped;
+	uint64_t bytes_live;
+	uint64_t blocks_live_hwm;
+	uint64_t bytes_mapped_hwm;
+	uint64_t alloc_calls;
+	uint64_t free_calls;
+	uint64_t alloc_failures;
+	uint64_t unmap_failures;
+	uint64_t backend_create;
+	uint64_t backend_map;
+	uint64_t backend_set_access;
+	uint64_t backend_unmap;
+	uint64_t backend_release;
+	uint64_t backend_copy;
+};
+
+/**
+ * KVC_FILL_BUCKETS - Columns of the chunk-occupancy histogram: mapped chunks
+ * by share of live blocks: empty, 1-10%, 11-20%, ..., 91-99%, full.
+ */
+#define KVC_FILL_BUCKETS 12
+
+/**
+ * kvc_pool_params_init() - Fill @params with defaults.
+ * @params: the parameters.
+ *
+ * Defaults: no block size or capacity (the caller must set them), chunk =
+ * backend granularity, no mapped-bytes cap, one empty chunk kept, backend
+ * %KVC_BACKEND_AUTO on device 0, a stats page published.
+ */
+void kvc_pool_params_init(struct kvc_pool_params *params);
+
+/**
+ * kvc_pool_create() - Reserve the address space and build a pool.
+ * @params: the parameters; read only during the call.
+ * @out: set to the new pool on success.
+ *
+ * Nothing is mapped yet: chunks are mapped when blocks are first needed.
+ *
+ * Return: 0; -EINVAL for bad parameters (zero or overflowing sizes, a block
+ * size that does not divide the chunk, a chunk that is not a multiple of the
+ * granularity, more than %KVC_MAX_BLOCKS blocks, NULL); -ENODEV when CUDA
+ * was asked for and is absent; -ENOMEM when the reservation or the host
+ * metadata cannot be had. kvc_last_error() says why.
+ */
+int kvc_pool_create(const struct kvc_pool_params *params,
+		    struct kvc_pool **out);
+
+/**
+ * kvc_pool_destroy() - Unmap every chunk, release the reservation, free.
+ * @pool: the pool, or NULL.
+ *
+ * Live blocks are dropped. The stats page is removed. The pool is freed
+ * even when the device refuses an unmap (its memory is then leaked, and
+ * the error returned so the caller can report it).
+ *
+ * Return: 0, or the first backend error met while tearing down.
+ */
+int kvc_pool_destroy(struct kvc_pool *pool);
+
+/**
+ * kvc_pool_alloc() - Allocate blocks from a pool.
+ * @pool: the pool.
+ * @n: number of blocks wanted.
+ * @ids: filled with @n block ids on success.
+ *
+ * All-or-nothing: on failure no block is taken and no chunk stays mapped
+ * that was not mapped before. Blocks come from the fullest partly used chunk
+ * first, then from empty mapped chunks, then from newly mapped chunks. New
+ * blocks carry owner tag 0. O(1) per block, whatever the pool size.
+ *
+ * Return: 0; -EINVAL for bad arguments; -ENOMEM when the capacity or the
+ * mapped-bytes cap is reached or the device is out of memory.
+ */
+int kvc_pool_alloc(struct kvc_pool *pool, uint32_t n, uint32_t *ids);
+
+/**
+ * kvc_pool_free() - Return blocks to a pool.
+ * @pool: the pool.
+ * @n: number of blocks.
+ * @ids: the block ids; each must be live, and appear once.
+ *
+ * All-or-nothing: if any id is out of range, not live or repeated, nothing
+ * is freed. A chunk that empties is kept mapped while fewer than
+ * @empty_chunks_kept are kept, else unmapped. O(1) per block.
+ *
+ * Return: 0, or -EINVAL for a bad id (nothing freed).
+ */
+int kvc_pool_free(struct kvc_pool *pool, uint32_t n, const uint32_t *ids);
+
+/**
+ * kvc_pool_trim() - Unmap empty chunks down to a number kept.
+ * @pool: the pool.
+ * @keep: empty chunks to keep mapped.
+ *
+ * Also retries unmaps the device refused earlier.
+ *
+ * Return: 0, or the first backend error (the chunks not unmapped stay
+ * mapped and empty).
+ */
+int kvc_pool_trim(struct kvc_pool *pool, uint32_t keep);
+
+/**
+ * kvc_pool_block_addr() - Address of a live block.
+ * @pool: the pool.
+ * @id: the block id.
+ * @addr: set to the block's device (or host) address.
+ *
+ * Return: 0, or -EINVAL when @id is not a live block.
+ */
+int kvc_pool_block_addr(struct kvc_pool *pool, uint32_t id, uint64_t *addr);
+
+/**
+ * kvc_pool_base() - Base address of the pool's reservation.
+ * @pool: the pool.
+ *
+ * Block @id lives at base + @id * block_bytes; kernels compute it so.
+ *
+ * Return: the base address.
+ */
+uint64_t kvc_pool_base(const struct kvc_pool *pool);
+
+/**
+ * kvc_pool_set_owner() - Set the owner tag of a live block.
+ * @pool: the pool.
+ * @id: the block id.
+ * @owner: an opaque 64-bit tag (the reverse map: who points at the block).
+ *
+ * Return: 0, or -EINVAL when @id is not a live block.
+ */
+int kvc_pool_set_owner(struct kvc_pool *pool, uint32_t id, uint64_t owner);
+
+/**
+ * kvc_pool_get_owner() - Read the owner tag of a live block.
+ * @pool: the pool.
+ * @id: the block id.
+ * @owner: set to the tag.
+ *
+ * Return: 0, or -EINVAL when @id is not a live block.
+ */
+int kvc_pool_get_owner(struct kvc_pool *pool, uint32_t id, uint64_t *owner);
+
+/**
+ * kvc_pool_is_live() - Whether a block id is currently allocated.
+ * @pool: the pool.
+ * @id: the block id.
+ *
+ * Return: true when @id is live.
+ */
+bool kvc_pool_is_live(struct kvc_pool *pool, uint32_t id);
+
+/**
+ * kvc_pool_get_stats() - Copy a pool's counters.
+ * @pool: the pool.
+ * @stats: filled on return.
+ * @fill_hist: if not NULL, filled with %KVC_FILL_BUCKETS chunk counts.
+ */
+void kvc_pool_get_stats(struct kvc_pool *pool, struct kvc_pool_stats *stats,
+			uint64_t *fill_hist);
+
+/**
+ * kvc_pool_backend() - The backend a pool maps through.
+ * @pool: the pool.
+ *
+ * Return: the backend (owned by the pool unless the caller passed it).
+ */
+struct kvc_backend *kvc_pool_backend(const struct kvc_pool *pool);
+
+/**
+ * kvc_pool_stats_path() - Path of the pool's shared-memory stats page.
+ * @pool: the pool.
+ *
+ * Return: the path, or NULL when the pool publishes none.
+ */
+const char *kvc_pool_stats_path(const struct kvc_pool *pool);
+
+/**
+ * kvc_pool_check() - Check every invariant of a pool.
+ * @pool: the pool.
+ *
+ * Counts, chunk lists, fill buckets, free stacks, live bitmaps and owner
+ * tags must agree. Tests call it after every operation. On failure
+ * kvc_last_error() names the first invariant broken.
+ *
+ * Return: 0, or -EFAULT when an invariant does not hold.
+ */
+int kvc_pool_check(struct kvc_pool *pool);
+
+#ifdef __cplusplus
+}
+#endif
+#endif /* KVC_POOL_H */
