@@ -101,12 +101,13 @@ test: $(TESTS) $(KVCCTL) $(EXAMPLES)
 bench: $(BENCHES)
 	@set -e; for b in $(BENCHES); do $$b; done
 
-kvc.pc: kvc.pc.in Makefile
+$(OUT)/kvc.pc: kvc.pc.in Makefile
 	$(call msg,GEN,$@)
+	@mkdir -p $(@D)
 	$(Q)sed -e 's|@PREFIX@|$(PREFIX)|' -e 's|@LIBDIR@|$(LIBDIR)|' \
-		-e 's|@INCDIR@|$(INCDIR)|' -e 's|@VERSION@|$(VERSION)|' $< > $(OUT)/kvc.pc
+		-e 's|@INCDIR@|$(INCDIR)|' -e 's|@VERSION@|$(VERSION)|' $< > $@
 
-install: $(STATIC_LIB) $(SHARED_LIB) $(KVCCTL) kvc.pc
+install: $(STATIC_LIB) $(SHARED_LIB) $(KVCCTL) $(OUT)/kvc.pc
 	install -d $(DESTDIR)$(LIBDIR)/pkgconfig $(DESTDIR)$(INCDIR)/kvc $(DESTDIR)$(BINDIR)
 	install -m 644 $(STATIC_LIB) $(DESTDIR)$(LIBDIR)/
 	install -m 755 $(SHARED_LIB) $(DESTDIR)$(LIBDIR)/
@@ -125,5 +126,5 @@ format:
 clean:
 	rm -rf $(OUT)
 
-.PHONY: all test bench install deps format clean kvc.pc
+.PHONY: all test bench install deps format clean
 .SECONDARY:

@@ -109,6 +109,7 @@ uint32_t kvc_chunk_take(struct kvc_pool *pool, struct kvc_chunk *c,
 	for (i = 0; i < n; i++) {
 		local = c->free_stack[--nr_free];
 		set_bit(c->live, local);
+		c->owner[local] = 0;
 		ids[i] = first + local;
 	}
 	return n;
@@ -120,7 +121,7 @@ uint32_t kvc_chunk_take(struct kvc_pool *pool, struct kvc_chunk *c,
  * @c: the chunk.
  *
  * Mapped: the live bitmap counts @nr_live, the free stack holds each free
- * block exactly once, and free blocks carry owner 0. Unmapped: no
+ * block exactly once, and no free is half done. Unmapped: no
  * metadata, no live block, not linked.
  *
  * Return: 0, or -EFAULT with a message.
@@ -142,6 +143,9 @@ int kvc_chunk_check(struct kvc_pool *pool, struct kvc_chunk *c)
 				       idx);
 		return 0;
 	}
+	if (c->freeing || c->next_freeing)
+		return kvc_err(-EFAULT, "chunk %u: a free was left half done",
+			       idx);
 	if (c->nr_live > bpc)
 		return kvc_err(-EFAULT, "chunk %u: %u live of %u", idx,
 			       c->nr_live, bpc);
@@ -168,10 +172,6 @@ int kvc_chunk_check(struct kvc_pool *pool, struct kvc_chunk *c)
 		else if (test_bit(c->live, local))
 			err = kvc_err(-EFAULT, "chunk %u: live block %u on the free stack",
 				      idx, local);
-		else if (c->owner[local])
-			err = kvc_err(-EFAULT, "chunk %u: free block %u has owner %#llx",
-				      idx, local,
-				      (unsigned long long)c->owner[local]);
 		else
 			set_bit(seen, local);
 	}

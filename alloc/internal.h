@@ -22,8 +22,12 @@
  * struct kvc_chunk - One chunk of the reservation.
  * @link: in @fill.lists[@nr_live] while mapped; self-linked otherwise.
  * @nr_live: live blocks in the chunk.
+ * @freeing: blocks a kvc_pool_free() in progress has pushed, not yet
+ *           counted in @nr_live; 0 between calls.
+ * @next_freeing: chains the chunks a free in progress has touched.
  * @handle: the backend's token for the mapping.
- * @owner: owner tag per block (0 for free blocks); NULL while unmapped.
+ * @owner: owner tag per block, meaningful for live blocks (set to 0 when
+ *         a block is handed out); NULL while unmapped.
  * @live: bitmap of live blocks.
  * @free_stack: local indices of the free blocks; @bpc - @nr_live of them.
  *
@@ -33,6 +37,8 @@
 struct kvc_chunk {
 	struct list_head link;
 	uint32_t nr_live;
+	uint32_t freeing;
+	struct kvc_chunk *next_freeing;
 	uint64_t handle;
 	uint64_t *owner;
 	uint64_t *live;
@@ -69,6 +75,35 @@ struct kvc_fill {
 };
 
 /**
+ * struct kvc_divisor - Division by blocks-per-chunk without a divide.
+ * @d: the divisor.
+ * @shift: log2(@d) when @d is a power of two, else -1.
+ * @magic: 2^64 / @d rounded up (Lemire's multiply-by-inverse).
+ *
+ * Block id -> chunk runs for every block freed; hot loops copy this to
+ * a local so that stores to bitmaps cannot force it to be reloaded.
+ */
+struct kvc_divisor {
+	uint32_t d;
+	int shift;
+	uint64_t magic;
+};
+
+static inline struct kvc_divisor kvc_divisor(uint32_t d)
+{
+	struct kvc_divisor v = { d, (d & (d - 1)) ? -1 : __builtin_ctz(d),
+				 UINT64_MAX / d + 1 };
+	return v;
+}
+
+static inline uint32_t kvc_div(struct kvc_divisor v, uint32_t n)
+{
+	if (v.shift >= 0)
+		return n >> v.shift;
+	return (uint32_t)(((unsigned __int128)v.magic * n) >> 64);
+}
+
+/**
  * struct kvc_pool - A block pool.
  * @lock: serialises every operation (see Documentation/allocator.rst).
  * @be: the backend.
@@ -77,6 +112,8 @@ struct kvc_fill {
  * @block_bytes: bytes per block.
  * @chunk_bytes: bytes per chunk.
  * @bpc: blocks per chunk.
+ * @div: divides block ids by @bpc.
+ * @nr_blocks: @nr_chunks * @bpc.
  * @nr_chunks: chunks in the reservation.
  * @max_mapped: cap on mapped chunks.
  * @empty_kept: empty chunks kept mapped (the watermark).
@@ -102,6 +139,8 @@ struct kvc_pool {
 	uint64_t block_bytes;
 	uint64_t chunk_bytes;
 	uint32_t bpc;
+	struct kvc_divisor div;
+	uint64_t nr_blocks;
 	uint32_t nr_chunks;
 	uint32_t max_mapped;
 	uint32_t empty_kept;
@@ -137,6 +176,16 @@ int kvc_chunk_unmap(struct kvc_pool *pool, struct kvc_chunk *c);
 uint32_t kvc_chunk_take(struct kvc_pool *pool, struct kvc_chunk *c,
 			uint32_t n, uint32_t *ids);
 int kvc_chunk_check(struct kvc_pool *pool, struct kvc_chunk *c);
+
+static inline uint32_t block_chunk(const struct kvc_pool *pool, uint32_t id)
+{
+	return kvc_div(pool->div, id);
+}
+
+static inline uint32_t block_local(const struct kvc_pool *pool, uint32_t id)
+{
+	return id - kvc_div(pool->div, id) * pool->bpc;
+}
 
 static inline uint32_t chunk_index(const struct kvc_pool *pool,
 				   const struct kvc_chunk *c)

@@ -84,7 +84,7 @@ static void fill_stats(struct kvc_pool *pool, struct kvc_pool_stats *st)
 	st->block_bytes = pool->block_bytes;
 	st->chunk_bytes = pool->chunk_bytes;
 	st->blocks_per_chunk = pool->bpc;
-	st->blocks_total = (uint64_t)pool->nr_chunks * pool->bpc;
+	st->blocks_total = pool->nr_blocks;
 	st->blocks_live = pool->nr_live;
 	st->blocks_free = st->blocks_total - pool->nr_live;
 	st->blocks_free_mapped = (uint64_t)pool->nr_mapped * pool->bpc -
@@ -160,7 +160,9 @@ int kvc_pool_create(const struct kvc_pool_params *params,
 	pool->block_bytes = params->block_bytes;
 	pool->chunk_bytes = chunk_bytes;
 	pool->bpc = (uint32_t)(chunk_bytes / params->block_bytes);
+	pool->div = kvc_divisor(pool->bpc);
 	pool->nr_chunks = (uint32_t)nr_chunks;
+	pool->nr_blocks = nr_chunks * pool->bpc;
 	pool->max_mapped = pool->nr_chunks;
 	if (params->max_mapped_bytes &&
 	    params->max_mapped_bytes / chunk_bytes < nr_chunks)
@@ -336,12 +338,15 @@ int kvc_pool_alloc(struct kvc_pool *pool, uint32_t n, uint32_t *ids)
 	uint32_t done = 0, taken;
 	int err;
 
-	if (!pool || (n && !ids))
-		return kvc_err(-EINVAL, "kvc_pool_alloc: NULL %s",
-			       pool ? "ids" : "pool");
+	if (!pool)
+		return kvc_err(-EINVAL, "kvc_pool_alloc: NULL pool");
 	if (!n)
 		return 0;
 	pthread_mutex_lock(&pool->lock);
+	if (!ids) {
+		err = kvc_err(-EINVAL, "kvc_pool_alloc: NULL ids");
+		goto out_fail;
+	}
 	free_mapped = (uint64_t)pool->nr_mapped * pool->bpc - pool->nr_live;
 	if (n > free_mapped) {
 		uint32_t room = pool->max_mapped - pool->nr_mapped;
@@ -388,23 +393,77 @@ out_fail:
 	return err;
 }
 
-/* The chunk of a live block, or NULL. Lock held. */
-static struct kvc_chunk *live_chunk(struct kvc_pool *pool, uint32_t id)
+/* The chunk of a live block, or NULL. Lock held; inlined on the free path. */
+static inline struct kvc_chunk *live_chunk(struct kvc_pool *pool, uint32_t id)
 {
 	struct kvc_chunk *c;
 
-	if ((uint64_t)id >= (uint64_t)pool->nr_chunks * pool->bpc)
+	if (id >= pool->nr_blocks)
 		return NULL;
-	c = &pool->chunks[id / pool->bpc];
-	if (!chunk_mapped(c) || !test_bit(c->live, id % pool->bpc))
+	c = &pool->chunks[block_chunk(pool, id)];
+	/* An unmapped chunk has no bitmap: one load answers both questions. */
+	if (!c->live || !test_bit(c->live, block_local(pool, id)))
 		return NULL;
 	return c;
 }
 
+/*
+ * The loop of kvc_pool_free(), inlined twice so that the division by
+ * blocks-per-chunk is a plain shift, or a plain multiply, in each copy.
+ * One pass validates and frees; the chunks it touches are chained through
+ * @next_freeing, their counts and lists updated once at the end, or, on a
+ * bad id, their blocks put back as they were.
+ * Return: 0, or the index of the first bad id plus one.
+ */
+static inline __attribute__((always_inline)) uint32_t
+free_blocks(struct kvc_pool *pool, uint32_t n, const uint32_t *ids,
+	    const bool pow2)
+{
+	struct kvc_chunk *chunks = pool->chunks, *c, *touched = NULL, *next;
+	const struct kvc_divisor div = pool->div;
+	const uint64_t nr_blocks = pool->nr_blocks;
+	const uint32_t bpc = pool->bpc;
+	uint32_t i, ci, local, top;
+
+	for (i = 0; i < n; i++) {
+		ci = pow2 ? ids[i] >> div.shift :
+			    (uint32_t)(((unsigned __int128)div.magic * ids[i]) >> 64);
+		local = ids[i] - ci * bpc;
+		c = &chunks[ci];
+		/* An unmapped chunk has no bitmap; a repeated id is not live. */
+		if (ids[i] >= nr_blocks || !c->live || !test_bit(c->live, local))
+			goto err_not_live;
+		clear_bit(c->live, local);
+		if (!c->freeing++) {
+			c->next_freeing = touched;
+			touched = c;
+		}
+		c->free_stack[bpc - c->nr_live + c->freeing - 1] =
+			(uint16_t)local;
+	}
+	for (c = touched; c; c = next) {
+		next = c->next_freeing;
+		c->next_freeing = NULL;
+		kvc_fill_set_live(pool, c, c->nr_live - c->freeing);
+		c->freeing = 0;
+	}
+	return 0;
+
+err_not_live:
+	/* The pushes sit above each stack's top: read them back, undo them. */
+	for (c = touched; c; c = next) {
+		next = c->next_freeing;
+		top = bpc - c->nr_live;
+		while (c->freeing)
+			set_bit(c->live, c->free_stack[top + --c->freeing]);
+		c->next_freeing = NULL;
+	}
+	return i + 1;
+}
+
 int kvc_pool_free(struct kvc_pool *pool, uint32_t n, const uint32_t *ids)
 {
-	struct kvc_chunk *c, *run = NULL;
-	uint32_t i, j, run_freed = 0;
+	uint32_t bad;
 
 	if (!pool || (n && !ids))
 		return kvc_err(-EINVAL, "kvc_pool_free: NULL %s",
@@ -412,41 +471,16 @@ int kvc_pool_free(struct kvc_pool *pool, uint32_t n, const uint32_t *ids)
 	if (!n)
 		return 0;
 	pthread_mutex_lock(&pool->lock);
-	/*
-	 * Pass one clears the live bits, so a repeated id is caught as not
-	 * live; on a bad id the bits cleared so far are set back.
-	 */
-	for (i = 0; i < n; i++) {
-		c = live_chunk(pool, ids[i]);
-		if (!c) {
-			for (j = 0; j < i; j++)
-				set_bit(pool->chunks[ids[j] / pool->bpc].live,
-					ids[j] % pool->bpc);
-			kvc_err(-EINVAL, "block %u (entry %u of %u) is not live or appears twice; nothing freed",
-				ids[i], i, n);
-			pthread_mutex_unlock(&pool->lock);
-			return -EINVAL;
-		}
-		clear_bit(c->live, ids[i] % pool->bpc);
+	if (pool->div.shift >= 0)
+		bad = free_blocks(pool, n, ids, true);
+	else
+		bad = free_blocks(pool, n, ids, false);
+	if (bad) {
+		kvc_err(-EINVAL, "block %u (entry %u of %u) is not live or appears twice; nothing freed",
+			ids[bad - 1], bad - 1, n);
+		pthread_mutex_unlock(&pool->lock);
+		return -EINVAL;
 	}
-	/* Pass two: push on the free stacks, relink each run of one chunk once. */
-	for (i = 0; i < n; i++) {
-		uint32_t local = ids[i] % pool->bpc;
-
-		c = &pool->chunks[ids[i] / pool->bpc];
-		if (c != run) {
-			if (run)
-				kvc_fill_set_live(pool, run,
-						  run->nr_live - run_freed);
-			run = c;
-			run_freed = 0;
-		}
-		c->owner[local] = 0;
-		c->free_stack[pool->bpc - c->nr_live + run_freed] =
-			(uint16_t)local;
-		run_freed++;
-	}
-	kvc_fill_set_live(pool, run, run->nr_live - run_freed);
 	pool->nr_live -= n;
 	pool->free_calls++;
 	/* An unmap the device refuses is counted and retried later. */
@@ -499,7 +533,7 @@ int kvc_pool_set_owner(struct kvc_pool *pool, uint32_t id, uint64_t owner)
 	pthread_mutex_lock(&pool->lock);
 	c = live_chunk(pool, id);
 	if (c)
-		c->owner[id % pool->bpc] = owner;
+		c->owner[block_local(pool, id)] = owner;
 	else
 		err = kvc_err(-EINVAL, "block %u is not live", id);
 	pthread_mutex_unlock(&pool->lock);
@@ -516,7 +550,7 @@ int kvc_pool_get_owner(struct kvc_pool *pool, uint32_t id, uint64_t *owner)
 	pthread_mutex_lock(&pool->lock);
 	c = live_chunk(pool, id);
 	if (c)
-		*owner = c->owner[id % pool->bpc];
+		*owner = c->owner[block_local(pool, id)];
 	else
 		err = kvc_err(-EINVAL, "block %u is not live", id);
 	pthread_mutex_unlock(&pool->lock);
@@ -527,6 +561,8 @@ bool kvc_pool_is_live(struct kvc_pool *pool, uint32_t id)
 {
 	bool live;
 
+	if (!pool)
+		return false;
 	pthread_mutex_lock(&pool->lock);
 	live = live_chunk(pool, id) != NULL;
 	pthread_mutex_unlock(&pool->lock);
@@ -536,6 +572,8 @@ bool kvc_pool_is_live(struct kvc_pool *pool, uint32_t id)
 void kvc_pool_get_stats(struct kvc_pool *pool, struct kvc_pool_stats *stats,
 			uint64_t *fill_hist)
 {
+	if (!pool || !stats)
+		return;
 	pthread_mutex_lock(&pool->lock);
 	fill_stats(pool, stats);
 	if (fill_hist)
