@@ -21,11 +21,16 @@
 #include "error.h"
 
 /*
- * Handles whose cuMemRelease failed after a successful unmap: their range
- * is free, so the pool may reuse it; the release is retried later.
+ * Device memory the driver refused to give back: a handle whose
+ * cuMemRelease failed, or, when unwinding a failed map, a range whose
+ * cuMemUnmap failed too (@bytes != 0). Both are retried before every map
+ * and at release and close, so a transient refusal leaks nothing and a
+ * range the pool believes free is unmapped before it is mapped again.
  */
 struct zombie {
 	kvc_cu_handle handle;
+	kvc_cu_ptr ptr;
+	size_t bytes;
 	struct zombie *next;
 };
 
@@ -88,19 +93,41 @@ static int bind(struct cuda_state *cs)
 	return r ? cu_err(cs->drv, r, "cuCtxSetCurrent", 0) : 0;
 }
 
-/* Retry releases that failed before. Caller holds cs->lock. */
+/* Retry what the driver refused before. Caller holds cs->lock. */
 static void release_zombies(struct cuda_state *cs)
 {
 	struct zombie **pz = &cs->zombies, *z;
 
 	while ((z = *pz)) {
-		if (cs->drv->cuMemRelease(z->handle) == KVC_CUDA_SUCCESS) {
+		if (z->bytes && cs->drv->cuMemUnmap(z->ptr, z->bytes) ==
+					KVC_CUDA_SUCCESS)
+			z->bytes = 0;
+		if (!z->bytes &&
+		    cs->drv->cuMemRelease(z->handle) == KVC_CUDA_SUCCESS) {
 			*pz = z->next;
 			free(z);
 		} else {
 			pz = &z->next;
 		}
 	}
+}
+
+/* Park what the driver refused to give back. Caller holds cs->lock. */
+static void add_zombie(struct cuda_state *cs, kvc_cu_handle handle,
+		       kvc_cu_ptr ptr, size_t bytes)
+{
+	struct zombie *z = malloc(sizeof(*z));
+
+	if (!z) {
+		kvc_notice("out of memory: device handle %#llx leaked",
+			   (unsigned long long)handle);
+		return;
+	}
+	z->handle = handle;
+	z->ptr = ptr;
+	z->bytes = bytes;
+	z->next = cs->zombies;
+	cs->zombies = z;
 }
 
 static int cuda_reserve(struct kvc_backend *be, uint64_t bytes,
@@ -154,6 +181,11 @@ static int cuda_map(struct kvc_backend *be, struct kvc_va *va, uint64_t off,
 	err = bind(cs);
 	if (err)
 		return err;
+	if (cs->zombies) {
+		pthread_mutex_lock(&cs->lock);
+		release_zombies(cs);
+		pthread_mutex_unlock(&cs->lock);
+	}
 	va->calls.create++;
 	r = drv->cuMemCreate(&h, bytes, &cs->prop, 0);
 	if (r)
@@ -174,25 +206,24 @@ static int cuda_map(struct kvc_backend *be, struct kvc_va *va, uint64_t off,
 	return 0;
 
 	/*
-	 * Unwinding can fail too; then the handle is parked as a zombie and
-	 * released later rather than leaked (a known bug elsewhere).
+	 * Unwinding can fail too; then what is left is parked and retried
+	 * rather than leaked or left mapped under the pool's feet (both are
+	 * known bugs elsewhere).
 	 */
 err_unmap:
 	va->calls.unmap++;
-	if (drv->cuMemUnmap(ptr, bytes))
-		kvc_notice("cuMemUnmap failed while unwinding a failed map");
+	if (drv->cuMemUnmap(ptr, bytes)) {
+		pthread_mutex_lock(&cs->lock);
+		add_zombie(cs, h, ptr, bytes);
+		pthread_mutex_unlock(&cs->lock);
+		return err;
+	}
 err_release:
 	va->calls.release++;
 	if (drv->cuMemRelease(h)) {
-		struct zombie *z = malloc(sizeof(*z));
-
-		if (z) {
-			pthread_mutex_lock(&cs->lock);
-			z->handle = h;
-			z->next = cs->zombies;
-			cs->zombies = z;
-			pthread_mutex_unlock(&cs->lock);
-		}
+		pthread_mutex_lock(&cs->lock);
+		add_zombie(cs, h, 0, 0);
+		pthread_mutex_unlock(&cs->lock);
 	}
 	return err;
 }
@@ -202,7 +233,6 @@ static int cuda_unmap(struct kvc_backend *be, struct kvc_va *va, uint64_t off,
 {
 	struct cuda_state *cs = state(be);
 	const struct kvc_cuda_driver *drv = cs->drv;
-	struct zombie *z;
 	kvc_cu_result r;
 	int err;
 
@@ -217,17 +247,8 @@ static int cuda_unmap(struct kvc_backend *be, struct kvc_va *va, uint64_t off,
 	pthread_mutex_lock(&cs->lock);
 	release_zombies(cs);
 	r = drv->cuMemRelease(handle);
-	if (r) {
-		/* The range is unmapped and reusable; only the handle waits. */
-		z = malloc(sizeof(*z));
-		if (z) {
-			z->handle = handle;
-			z->next = cs->zombies;
-			cs->zombies = z;
-		}
-		kvc_notice("cuMemRelease failed (%s); will retry",
-			   cu_name(drv, r));
-	}
+	if (r) /* The range is unmapped and reusable; only the handle waits. */
+		add_zombie(cs, handle, 0, 0);
 	pthread_mutex_unlock(&cs->lock);
 	return 0;
 }

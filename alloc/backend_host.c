@@ -22,9 +22,36 @@
 #include "backend.h"
 #include "error.h"
 
+/*
+ * @maps[g] is the length in granules of the mapping that starts at granule
+ * g, %INSIDE for the other granules of a mapping, 0 for unmapped ones:
+ * what lets unmap insist on exactly one map, and map refuse to land on a
+ * mapped range (MAP_FIXED would silently replace it).
+ */
+#define INSIDE UINT32_MAX
+
 struct host_va {
 	int memfd;
+	uint32_t *maps;
 };
+
+static bool range_free(const struct host_va *hv, uint64_t g, uint64_t n)
+{
+	uint64_t i;
+
+	for (i = g; i < g + n; i++)
+		if (hv->maps[i])
+			return false;
+	return true;
+}
+
+static void mark_range(struct host_va *hv, uint64_t g, uint64_t n, bool on)
+{
+	uint64_t i;
+
+	for (i = g; i < g + n; i++)
+		hv->maps[i] = !on ? 0 : i == g ? (uint32_t)n : INSIDE;
+}
 
 static bool aligned(const struct kvc_backend *be, uint64_t v)
 {
@@ -75,10 +102,20 @@ static int host_reserve(struct kvc_backend *be, uint64_t bytes,
 			munmap((void *)(al + bytes), start + be->granularity - al);
 		base = (void *)al;
 	}
+	if (bytes / be->granularity >= INSIDE) {
+		err = kvc_err(-EINVAL, "host reserve: %llu granules, too many",
+			      (unsigned long long)(bytes / be->granularity));
+		goto err_unmap;
+	}
+	hv->maps = calloc(bytes / be->granularity, sizeof(*hv->maps));
+	if (!hv->maps) {
+		err = kvc_err(-ENOMEM, "out of memory");
+		goto err_unmap;
+	}
 	hv->memfd = memfd_create("kvc-pool", MFD_CLOEXEC);
 	if (hv->memfd < 0) {
 		err = kvc_err(-errno, "memfd_create: %s", strerror(errno));
-		goto err_unmap;
+		goto err_maps;
 	}
 	if (ftruncate(hv->memfd, (off_t)bytes)) {
 		err = kvc_err(-errno, "memfd of %llu bytes: %s",
@@ -92,6 +129,8 @@ static int host_reserve(struct kvc_backend *be, uint64_t bytes,
 
 err_close:
 	close(hv->memfd);
+err_maps:
+	free(hv->maps);
 err_unmap:
 	munmap(base, bytes);
 err_free:
@@ -103,8 +142,11 @@ static int host_release(struct kvc_backend *be, struct kvc_va *va)
 {
 	struct host_va *hv = va->priv;
 
+	if (!range_free(hv, 0, va->bytes / be->granularity))
+		return kvc_err(-EBUSY, "host release: chunks still mapped");
 	munmap((void *)(uintptr_t)va->base, va->bytes);
 	close(hv->memfd);
+	free(hv->maps);
 	free(hv);
 	va->priv = NULL;
 	return 0;
@@ -120,6 +162,10 @@ static int host_map(struct kvc_backend *be, struct kvc_va *va, uint64_t off,
 	err = host_range_ok(be, va, off, bytes, "map");
 	if (err)
 		return err;
+	if (!range_free(hv, off / be->granularity, bytes / be->granularity))
+		return kvc_err(-EINVAL, "host map [%#llx, +%#llx): already mapped",
+			       (unsigned long long)off,
+			       (unsigned long long)bytes);
 	/* Like cuMemCreate: physical pages are really there after this. */
 	va->calls.create++;
 	if (fallocate(hv->memfd, 0, (off_t)off, (off_t)bytes))
@@ -139,6 +185,7 @@ static int host_map(struct kvc_backend *be, struct kvc_va *va, uint64_t off,
 			      (unsigned long long)off, strerror(errno));
 		goto err_unmap;
 	}
+	mark_range(hv, off / be->granularity, bytes / be->granularity, true);
 	*handle = off;
 	return 0;
 
@@ -161,16 +208,18 @@ static int host_unmap(struct kvc_backend *be, struct kvc_va *va, uint64_t off,
 	err = host_range_ok(be, va, off, bytes, "unmap");
 	if (err)
 		return err;
-	if (handle != off)
-		return kvc_err(-EINVAL, "host unmap at %#llx: handle of a mapping at %#llx",
+	if (handle != off ||
+	    hv->maps[off / be->granularity] != bytes / be->granularity)
+		return kvc_err(-EINVAL, "host unmap [%#llx, +%#llx): not exactly one mapping",
 			       (unsigned long long)off,
-			       (unsigned long long)handle);
+			       (unsigned long long)bytes);
 	va->calls.unmap++;
 	if (mmap(addr, bytes, PROT_NONE,
 		 MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE | MAP_FIXED, -1,
 		 0) == MAP_FAILED)
 		return kvc_err(-errno, "host unmap at %#llx: %s",
 			       (unsigned long long)off, strerror(errno));
+	mark_range(hv, off / be->granularity, bytes / be->granularity, false);
 	va->calls.release++;
 	if (fallocate(hv->memfd, FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE,
 		      (off_t)off, (off_t)bytes))

@@ -4,8 +4,10 @@
  * entry points. The real table is filled from libcuda.so.1 at run time;
  * the fake driver (fake_driver.c) fills one with host-memory versions.
  *
- * The types mirror cuda.h's ABI (checked against the toolkit's cuda.h by
- * backend_cuda_abi.c whenever the toolkit is installed), so the backend
+ * The types, struct layouts and constants mirror cuda.h's ABI (checked
+ * against the toolkit's cuda.h by backend_cuda_abi.c whenever the toolkit
+ * is installed; the entry points' signatures are checked by eye), so the
+ * backend
  * builds and runs with no toolkit at all: a driver is all it needs.
  */
 #ifndef KVC_ALLOC_CUDA_DRIVER_H

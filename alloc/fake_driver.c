@@ -6,8 +6,9 @@
  * made with mmap(PROT_NONE), and cuMemSetAccess opens it with mprotect, so
  * touching memory that the real driver would fault on faults here too.
  *
- * Rules enforced (a broken one returns CUDA_ERROR_INVALID_VALUE and is
- * counted as a violation): cuInit first; sizes, addresses and offsets are
+ * Calls before cuInit return CUDA_ERROR_NOT_INITIALIZED. Rules enforced (a
+ * broken one returns CUDA_ERROR_INVALID_VALUE and is counted as a
+ * violation): sizes, addresses and offsets are
  * multiples of the granularity; a map lies inside one reservation, over
  * nothing already mapped, within its handle; access is set only on a
  * fully mapped range; an unmap covers exactly what one map mapped; a
@@ -579,6 +580,12 @@ static kvc_cu_result fake_error_name(kvc_cu_result err, const char **name)
 		break;
 	case KVC_CUDA_ERROR_INVALID_DEVICE:
 		*name = "CUDA_ERROR_INVALID_DEVICE";
+		break;
+	case KVC_CUDA_ERROR_INVALID_HANDLE:
+		*name = "CUDA_ERROR_INVALID_HANDLE";
+		break;
+	case KVC_CUDA_ERROR_NOT_SUPPORTED:
+		*name = "CUDA_ERROR_NOT_SUPPORTED";
 		break;
 	default:
 		return KVC_CUDA_ERROR_INVALID_VALUE;

@@ -297,7 +297,7 @@ static int trim_locked(struct kvc_pool *pool, uint32_t keep)
 static int grow_locked(struct kvc_pool *pool, uint32_t n)
 {
 	struct kvc_chunk *c;
-	uint32_t i;
+	uint32_t i, k, top;
 	int err;
 
 	for (i = 0; i < n; i++) {
@@ -313,12 +313,13 @@ static int grow_locked(struct kvc_pool *pool, uint32_t n)
 
 err_unwind:
 	/*
-	 * Give back what this call mapped. Should the device refuse an
-	 * unmap now, that chunk stays mapped and empty: the pool is still
+	 * Give back what this call mapped: their indices still sit just
+	 * above the stack's top, the latest first. Should the device refuse
+	 * an unmap now, that chunk stays mapped and empty: the pool is still
 	 * consistent, and a later trim retries.
 	 */
-	while (i--) {
-		c = kvc_fill_first(pool, 0);
+	for (top = pool->nr_unmapped, k = 0; k < i; k++) {
+		c = &pool->chunks[pool->unmapped[top + k]];
 		kvc_fill_del(pool, c);
 		if (kvc_chunk_unmap(pool, c)) {
 			kvc_fill_add(pool, c);
@@ -326,6 +327,7 @@ err_unwind:
 			continue;
 		}
 		pool->nr_mapped--;
+		/* Writes a slot at or below top + k, already read. */
 		pool->unmapped[pool->nr_unmapped++] = chunk_index(pool, c);
 	}
 	return err;

@@ -10,6 +10,7 @@
 #include <fcntl.h>
 #include <limits.h>
 #include <sched.h>
+#include <signal.h>
 #include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -295,8 +296,14 @@ int kvc_stats_read(const char *path, struct kvc_stats_snapshot *snap)
 	}
 	page->backend[sizeof(page->backend) - 1] = '\0';
 	page->name[sizeof(page->name) - 1] = '\0';
-	snap->alive = page->start_time &&
-		      proc_start_time(pid) == page->start_time;
+	/*
+	 * A publisher that could not read its start time is judged by its
+	 * pid alone, so its page is never removed while it runs.
+	 */
+	if (page->start_time)
+		snap->alive = proc_start_time(pid) == page->start_time;
+	else
+		snap->alive = !kill(pid, 0) || errno == EPERM;
 	err = 0;
 out_unmap:
 	munmap((void *)shared, STATS_FILE_BYTES);

@@ -427,6 +427,38 @@ static void test_mapped_cap(void **state)
 	kvc_backend_close(be);
 }
 
+/*
+ * Two failures at once: cuMemSetAccess fails, and so does the cuMemUnmap
+ * that unwinds it. The range must not stay mapped under a chunk the pool
+ * thinks is free: the next map clears it first, and nothing leaks.
+ */
+static void test_double_fault_unwind(void **state)
+{
+	const struct kvc_cuda_driver *drv = *state;
+	struct kvc_fake_counts fc;
+	struct kvc_backend *be;
+	struct kvc_pool *pool;
+	struct model m = { 0 };
+
+	assert_int_equal(kvc_backend_open_cuda_driver(drv, 0, &be), 0);
+	pool = fake_pool(be, 0, 0);
+	assert_non_null(pool);
+	kvc_fake_fail(KVC_FAKE_SET_ACCESS, 1, KVC_CUDA_ERROR_OUT_OF_MEMORY);
+	kvc_fake_fail(KVC_FAKE_UNMAP, 1, KVC_CUDA_ERROR_INVALID_VALUE);
+	assert_int_equal(model_alloc(pool, &m, 5), -ENOMEM);
+	verify(pool, &m);
+	kvc_fake_counts(&fc);
+	assert_int_equal(fc.mappings, 1); /* parked, not forgotten */
+	assert_int_equal(model_alloc(pool, &m, 5), 0);
+	verify(pool, &m);
+	kvc_fake_counts(&fc);
+	assert_int_equal(fc.mappings, 1);
+	assert_int_equal(fc.handles, 1);
+	assert_no_violation();
+	assert_int_equal(kvc_pool_destroy(pool), 0);
+	kvc_backend_close(be);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -442,6 +474,8 @@ int main(void)
 		cmocka_unit_test_setup_teardown(test_device_out_of_memory, setup,
 						teardown),
 		cmocka_unit_test_setup_teardown(test_mapped_cap, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_double_fault_unwind, setup,
+						teardown),
 	};
 
 	return cmocka_run_group_tests(tests, NULL, NULL);

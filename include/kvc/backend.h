@@ -47,7 +47,8 @@ int kvc_backend_kind_parse(const char *name, enum kvc_backend_kind *kind);
  * @out: set to the new backend on success.
  *
  * Return: 0; -EINVAL for bad arguments; -ENODEV when CUDA was asked for
- * explicitly and no driver or device is there; -ENOMEM.
+ * explicitly and no driver or device is there; -EIO for other driver
+ * errors; -ENOMEM.
  */
 int kvc_backend_open(enum kvc_backend_kind kind, int device,
 		     struct kvc_backend **out);

@@ -17,7 +17,8 @@ extern "C" {
  * message saying which argument or device call failed and why.
  *
  * Return: the message, or "" when no call has failed on this thread yet.
- * The string stays valid until the next failing kvc call on this thread.
+ * Read it right after the failing call: the next kvc call on this thread
+ * that records a message (a failure, or a fallback it reports) replaces it.
  */
 const char *kvc_last_error(void);
 

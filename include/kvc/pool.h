@@ -84,12 +84,14 @@ struct kvc_pool_params {
  * @free_calls: successful kvc_pool_free() calls.
  * @alloc_failures: kvc_pool_alloc() calls that returned an error.
  * @unmap_failures: chunk unmaps the backend refused (the chunk stays mapped).
- * @backend_create: physical allocations made (cuMemCreate, memfd extent).
+ * @backend_create: physical allocation calls (cuMemCreate, memfd extent).
  * @backend_map: map calls (cuMemMap, mmap).
- * @backend_set_access: access changes (cuMemSetAccess, mprotect).
+ * @backend_set_access: access calls (cuMemSetAccess, mprotect).
  * @backend_unmap: unmap calls (cuMemUnmap, mmap PROT_NONE).
- * @backend_release: physical releases (cuMemRelease, hole punch).
+ * @backend_release: physical release calls (cuMemRelease, hole punch).
  * @backend_copy: block copies issued through the backend.
+ *
+ * The backend_* counters count calls made, failed ones included.
  */
 struct kvc_pool_stats {
 	uint64_t block_bytes;
@@ -148,7 +150,8 @@ void kvc_pool_params_init(struct kvc_pool_params *params);
  * size that does not divide the chunk, a chunk that is not a multiple of the
  * granularity, more than %KVC_MAX_BLOCKS blocks, NULL); -ENODEV when CUDA
  * was asked for and is absent; -ENOMEM when the reservation or the host
- * metadata cannot be had. kvc_last_error() says why.
+ * metadata cannot be had; -EIO for other device errors. kvc_last_error()
+ * says why.
  */
 int kvc_pool_create(const struct kvc_pool_params *params,
 		    struct kvc_pool **out);
@@ -172,7 +175,9 @@ int kvc_pool_destroy(struct kvc_pool *pool);
  * @ids: filled with @n block ids on success.
  *
  * All-or-nothing: on failure no block is taken and no chunk stays mapped
- * that was not mapped before. Blocks come from the fullest partly used chunk
+ * that was not mapped before (unless the device also refuses the unmap
+ * that undoes it; that chunk then stays mapped and empty, counted in
+ * @unmap_failures). Blocks come from the fullest partly used chunk
  * first, then from empty mapped chunks, then from newly mapped chunks. New
  * blocks carry owner tag 0. O(1) per block, whatever the pool size.
  *
@@ -188,8 +193,10 @@ int kvc_pool_alloc(struct kvc_pool *pool, uint32_t n, uint32_t *ids);
  * @ids: the block ids; each must be live, and appear once.
  *
  * All-or-nothing: if any id is out of range, not live or repeated, nothing
- * is freed. A chunk that empties is kept mapped while fewer than
- * @empty_chunks_kept are kept, else unmapped. O(1) per block.
+ * is freed. Chunks that empty join the empty mapped ones; beyond
+ * @empty_chunks_kept the oldest empty chunks are unmapped. O(1) per block.
+ * An unmap the device refuses does not fail the call: the chunk stays
+ * mapped and empty, is counted in @unmap_failures, and is retried later.
  *
  * Return: 0, or -EINVAL for a bad id (nothing freed).
  */
@@ -289,7 +296,8 @@ const char *kvc_pool_stats_path(const struct kvc_pool *pool);
  * tags must agree. Tests call it after every operation. On failure
  * kvc_last_error() names the first invariant broken.
  *
- * Return: 0, or -EFAULT when an invariant does not hold.
+ * Return: 0, -EFAULT when an invariant does not hold, -EINVAL for a NULL
+ * pool, -ENOMEM when the checker's scratch memory cannot be had.
  */
 int kvc_pool_check(struct kvc_pool *pool);
 

@@ -91,9 +91,11 @@ const char *kvc_stats_dir(void);
  * by the caller's user with mode 0600, is smaller or larger than a page,
  * or carries another magic, version or layout size.
  *
- * Return: 0; -ENOENT when gone; -EPERM for another user's page or a wrong
- * mode; -EPROTO for a malformed page or another version; -EAGAIN when the
- * writer kept it busy through every retry. kvc_last_error() says why.
+ * Return: 0; -ENOENT when gone; -EPERM for another user's page, a wrong
+ * mode or a symbolic link; -EPROTO for a name that is not a page's, a
+ * malformed page, another version, or a pid that disagrees with the name;
+ * -EAGAIN when the writer kept it busy through every retry; -EINVAL for
+ * a path that is too long. kvc_last_error() says why.
  */
 int kvc_stats_read(const char *path, struct kvc_stats_snapshot *snap);
 

@@ -1,0 +1,79 @@
+// SPDX-License-Identifier: MIT
+/*
+ * Option values and usage errors for every kvcctl subcommand. Values are
+ * parsed strictly: "12abc", " 5", "+3", "1e3" and "-1" are refused, not
+ * read as something the user did not type.
+ */
+#include <errno.h>
+#include <stdarg.h>
+#include <stdbool.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "kvcctl.h"
+
+int kvcctl_usage_error(const char *cmd, const char *fmt, ...)
+{
+	va_list ap;
+
+	fprintf(stderr, "kvcctl%s%s: ", cmd ? " " : "", cmd ? cmd : "");
+	va_start(ap, fmt);
+	vfprintf(stderr, fmt, ap);
+	va_end(ap);
+	fprintf(stderr, "\nTry 'kvcctl%s%s --help'.\n", cmd ? " " : "",
+		cmd ? cmd : "");
+	return KVCCTL_EXIT_USAGE;
+}
+
+static bool is_digit(char c)
+{
+	return c >= '0' && c <= '9';
+}
+
+int kvcctl_parse_u64(const char *s, uint64_t min, uint64_t max,
+		     uint64_t *out)
+{
+	unsigned long long value;
+	char *end;
+
+	if (!s || !is_digit(*s))
+		return -EINVAL;
+	errno = 0;
+	value = strtoull(s, &end, 10);
+	if (*end)
+		return -EINVAL;
+	if (errno == ERANGE || value < min || value > max)
+		return -ERANGE;
+	*out = value;
+	return 0;
+}
+
+int kvcctl_parse_seconds(const char *s, double min, double max, double *out)
+{
+	bool digits = false, point = false;
+	const char *p;
+	double value;
+	char *end;
+
+	if (!s)
+		return -EINVAL;
+	/* Only [0-9]*.?[0-9]*: strtod would also take "inf", "0x1p3", "1e9". */
+	for (p = s; *p; p++) {
+		if (is_digit(*p))
+			digits = true;
+		else if (*p == '.' && !point)
+			point = true;
+		else
+			return -EINVAL;
+	}
+	if (!digits)
+		return -EINVAL;
+	errno = 0;
+	value = strtod(s, &end);
+	if (*end || errno == ERANGE)
+		return -ERANGE;
+	if (value < min || value > max)
+		return -ERANGE;
+	*out = value;
+	return 0;
+}

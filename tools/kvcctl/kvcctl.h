@@ -1,0 +1,133 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * kvcctl: what a subcommand is (an entry in the command table of main.c),
+ * and the helpers the subcommands share for reading their options and
+ * writing text that other people and programs will read.
+ */
+#ifndef KVCCTL_H
+#define KVCCTL_H
+
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+
+/* Exit statuses, the same for every subcommand. */
+#define KVCCTL_EXIT_OK 0	/* done, including "nothing found" */
+#define KVCCTL_EXIT_FAIL 1	/* the command ran and something failed */
+#define KVCCTL_EXIT_USAGE 2	/* bad command line; nothing was done */
+
+/**
+ * struct kvcctl_cmd - One subcommand.
+ * @name: the word typed after `kvcctl`.
+ * @fn: runs the command; argv[0] is @name, getopt-style options follow.
+ *      Returns the process exit status (KVCCTL_EXIT_*). `--help` must print
+ *      the command's usage on stdout and return KVCCTL_EXIT_OK.
+ * @help: one line for `kvcctl --help`.
+ */
+struct kvcctl_cmd {
+	const char *name;
+	int (*fn)(int argc, char **argv);
+	const char *help;
+};
+
+/* Subcommands, one file each. */
+int kvcctl_stats(int argc, char **argv);
+
+/* args.c: option values and usage errors. */
+
+/**
+ * kvcctl_usage_error() - Report a bad command line.
+ * @cmd: the subcommand ("stats"), or NULL for kvcctl itself.
+ * @fmt: printf-style message naming the flag or argument at fault.
+ *
+ * Prints one line with the message, then one line with a usage hint,
+ * both on stderr.
+ *
+ * Return: %KVCCTL_EXIT_USAGE.
+ */
+int kvcctl_usage_error(const char *cmd, const char *fmt, ...)
+	__attribute__((format(printf, 2, 3)));
+
+/**
+ * kvcctl_parse_u64() - Parse a decimal integer option value.
+ * @s: the text; digits only, no sign, no spaces.
+ * @min: smallest value accepted.
+ * @max: largest value accepted.
+ * @out: set on success.
+ *
+ * Return: 0, -EINVAL when @s is not a decimal number, -ERANGE when it is
+ * out of [@min, @max].
+ */
+int kvcctl_parse_u64(const char *s, uint64_t min, uint64_t max,
+		     uint64_t *out);
+
+/**
+ * kvcctl_parse_seconds() - Parse a duration such as "2" or "0.5".
+ * @s: the text; digits with at most one decimal point, no sign or exponent.
+ * @min: shortest duration accepted, in seconds.
+ * @max: longest duration accepted, in seconds.
+ * @out: set on success.
+ *
+ * Return: 0, -EINVAL when @s is not such a number, -ERANGE when it is out
+ * of [@min, @max].
+ */
+int kvcctl_parse_seconds(const char *s, double min, double max, double *out);
+
+/* text.c: human units, terminal-safe names, JSON strings, flushing. */
+
+/**
+ * kvcctl_flush() - Flush stdout and say whether all of it was written.
+ *
+ * The first write error is kept, so a later call still reports it.
+ *
+ * Return: 0, or the -errno of the first failed write (-ENOSPC, -EPIPE...).
+ */
+int kvcctl_flush(void);
+
+/* Room for "1023.9 KiB" and the like, with the NUL. */
+#define KVCCTL_BYTES_LEN 16
+
+/**
+ * kvcctl_human_bytes() - Format a byte count in binary units.
+ * @bytes: the count.
+ * @buf: at least %KVCCTL_BYTES_LEN bytes.
+ *
+ * "512 B", "84.2 KiB", "2.0 MiB", ... up to EiB, one decimal.
+ *
+ * Return: @buf.
+ */
+char *kvcctl_human_bytes(uint64_t bytes, char *buf);
+
+/**
+ * kvcctl_sanitize() - Copy text from another process for a terminal.
+ * @dst: the copy; NUL-terminated, at most @len - 1 bytes.
+ * @len: size of @dst, at least 1.
+ * @src: the text, NUL-terminated.
+ *
+ * Control characters (C0, DEL, C1) and bytes that are not valid UTF-8
+ * become '?', so a name cannot move the cursor or change the terminal.
+ * The copy stops at a character boundary when @dst is full.
+ */
+void kvcctl_sanitize(char *dst, size_t len, const char *src);
+
+/**
+ * kvcctl_text_width() - Columns a sanitized UTF-8 string takes.
+ * @s: the string.
+ *
+ * Counts characters, one column each.
+ *
+ * Return: the width.
+ */
+size_t kvcctl_text_width(const char *s);
+
+/**
+ * kvcctl_json_string() - Write a JSON string literal.
+ * @out: the stream.
+ * @s: the text, NUL-terminated, from anywhere.
+ *
+ * Quotes, backslashes and control characters are escaped; bytes that are
+ * not valid UTF-8 become U+FFFD, so the output is always valid JSON.
+ */
+void kvcctl_json_string(FILE *out, const char *s);
+
+#endif /* KVCCTL_H */
