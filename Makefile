@@ -95,7 +95,7 @@ $(OUT)/bench/%: bench/%.c $(STATIC_LIB)
 	@mkdir -p $(@D)
 	$(Q)$(CC) $(KVC_CFLAGS) -Ialloc -o $@ $< $(STATIC_LIB) $(LDLIBS) -lm
 
-test: $(TESTS) $(KVCCTL) $(EXAMPLES)
+test: all
 	@tests/run-tests.sh $(TESTS)
 
 bench: $(BENCHES)
@@ -123,8 +123,11 @@ deps:
 format:
 	clang-format -i $$(git ls-files '*.c' '*.h')
 
+format-check:
+	clang-format --dry-run --Werror $$(git ls-files '*.c' '*.h')
+
 clean:
 	rm -rf $(OUT)
 
-.PHONY: all test bench install deps format clean
+.PHONY: all test bench install deps format format-check clean
 .SECONDARY:

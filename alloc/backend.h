@@ -118,8 +118,8 @@ struct kvc_cuda_driver;
  * Return: 0, -ENODEV when the driver has no such device, -EIO for other
  * driver failures, -ENOMEM.
  */
-int kvc_backend_open_cuda_driver(const struct kvc_cuda_driver *drv,
-				 int device, struct kvc_backend **out);
+int kvc_backend_open_cuda_driver(const struct kvc_cuda_driver *drv, int device,
+				 struct kvc_backend **out);
 
 /**
  * kvc_backend_open_cuda() - Open the cuda backend over the real driver.

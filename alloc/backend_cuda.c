@@ -99,8 +99,8 @@ static void release_zombies(struct cuda_state *cs)
 	struct zombie **pz = &cs->zombies, *z;
 
 	while ((z = *pz)) {
-		if (z->bytes && cs->drv->cuMemUnmap(z->ptr, z->bytes) ==
-					KVC_CUDA_SUCCESS)
+		if (z->bytes &&
+		    cs->drv->cuMemUnmap(z->ptr, z->bytes) == KVC_CUDA_SUCCESS)
 			z->bytes = 0;
 		if (!z->bytes &&
 		    cs->drv->cuMemRelease(z->handle) == KVC_CUDA_SUCCESS) {
@@ -322,8 +322,8 @@ static const struct kvc_backend_ops cuda_ops = {
 	.close = cuda_close,
 };
 
-int kvc_backend_open_cuda_driver(const struct kvc_cuda_driver *drv,
-				 int device, struct kvc_backend **out)
+int kvc_backend_open_cuda_driver(const struct kvc_cuda_driver *drv, int device,
+				 struct kvc_backend **out)
 {
 	struct kvc_backend *be;
 	struct cuda_state *cs;
@@ -335,7 +335,8 @@ int kvc_backend_open_cuda_driver(const struct kvc_cuda_driver *drv,
 		return kvc_err(-EINVAL, "cuda backend: bad arguments");
 	r = drv->cuInit(0);
 	if (r)
-		return kvc_err(-ENODEV, "cuInit: %s (%d): no usable CUDA device",
+		return kvc_err(-ENODEV,
+			       "cuInit: %s (%d): no usable CUDA device",
 			       cu_name(drv, r), r);
 	r = drv->cuDeviceGetCount(&count);
 	if (r)
@@ -440,8 +441,8 @@ static void load_real_driver(void)
 
 	lib = dlopen("libcuda.so.1", RTLD_NOW | RTLD_LOCAL);
 	if (!lib) {
-		snprintf(real_error, sizeof(real_error),
-			 "no CUDA driver (%s)", dlerror());
+		snprintf(real_error, sizeof(real_error), "no CUDA driver (%s)",
+			 dlerror());
 		return;
 	}
 	for (i = 0; i < sizeof(syms) / sizeof(syms[0]); i++) {

@@ -63,9 +63,11 @@ static int host_range_ok(struct kvc_backend *be, struct kvc_va *va,
 {
 	if (!bytes || !aligned(be, off) || !aligned(be, bytes) ||
 	    off > va->bytes || bytes > va->bytes - off)
-		return kvc_err(-EINVAL, "host %s [%#llx, +%#llx): not granularity-aligned or outside the reservation",
-			       what, (unsigned long long)off,
-			       (unsigned long long)bytes);
+		return kvc_err(
+			-EINVAL,
+			"host %s [%#llx, +%#llx): not granularity-aligned or outside the reservation",
+			what, (unsigned long long)off,
+			(unsigned long long)bytes);
 	return 0;
 }
 
@@ -77,9 +79,11 @@ static int host_reserve(struct kvc_backend *be, uint64_t bytes,
 	int err;
 
 	if (!bytes || !aligned(be, bytes))
-		return kvc_err(-EINVAL, "host reserve of %llu bytes: not a multiple of %llu",
-			       (unsigned long long)bytes,
-			       (unsigned long long)be->granularity);
+		return kvc_err(
+			-EINVAL,
+			"host reserve of %llu bytes: not a multiple of %llu",
+			(unsigned long long)bytes,
+			(unsigned long long)be->granularity);
 	hv = calloc(1, sizeof(*hv));
 	if (!hv)
 		return kvc_err(-ENOMEM, "out of memory");
@@ -99,7 +103,8 @@ static int host_reserve(struct kvc_backend *be, uint64_t bytes,
 		if (al > start)
 			munmap(base, al - start);
 		if (start + be->granularity > al)
-			munmap((void *)(al + bytes), start + be->granularity - al);
+			munmap((void *)(al + bytes),
+			       start + be->granularity - al);
 		base = (void *)al;
 	}
 	if (bytes / be->granularity >= INSIDE) {
@@ -163,9 +168,9 @@ static int host_map(struct kvc_backend *be, struct kvc_va *va, uint64_t off,
 	if (err)
 		return err;
 	if (!range_free(hv, off / be->granularity, bytes / be->granularity))
-		return kvc_err(-EINVAL, "host map [%#llx, +%#llx): already mapped",
-			       (unsigned long long)off,
-			       (unsigned long long)bytes);
+		return kvc_err(
+			-EINVAL, "host map [%#llx, +%#llx): already mapped",
+			(unsigned long long)off, (unsigned long long)bytes);
 	/* Like cuMemCreate: physical pages are really there after this. */
 	va->calls.create++;
 	if (fallocate(hv->memfd, 0, (off_t)off, (off_t)bytes))
@@ -190,8 +195,8 @@ static int host_map(struct kvc_backend *be, struct kvc_va *va, uint64_t off,
 	return 0;
 
 err_unmap:
-	mmap(addr, bytes, PROT_NONE, MAP_PRIVATE | MAP_ANONYMOUS |
-	     MAP_NORESERVE | MAP_FIXED, -1, 0);
+	mmap(addr, bytes, PROT_NONE,
+	     MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE | MAP_FIXED, -1, 0);
 err_release:
 	fallocate(hv->memfd, FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE,
 		  (off_t)off, (off_t)bytes);
@@ -210,9 +215,10 @@ static int host_unmap(struct kvc_backend *be, struct kvc_va *va, uint64_t off,
 		return err;
 	if (handle != off ||
 	    hv->maps[off / be->granularity] != bytes / be->granularity)
-		return kvc_err(-EINVAL, "host unmap [%#llx, +%#llx): not exactly one mapping",
-			       (unsigned long long)off,
-			       (unsigned long long)bytes);
+		return kvc_err(
+			-EINVAL,
+			"host unmap [%#llx, +%#llx): not exactly one mapping",
+			(unsigned long long)off, (unsigned long long)bytes);
 	va->calls.unmap++;
 	if (mmap(addr, bytes, PROT_NONE,
 		 MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE | MAP_FIXED, -1,
@@ -239,7 +245,8 @@ static int host_copy(struct kvc_backend *be, struct kvc_va *va,
 
 		if (c->src > va->bytes || c->bytes > va->bytes - c->src ||
 		    c->dst > va->bytes || c->bytes > va->bytes - c->dst)
-			return kvc_err(-EINVAL, "host copy %u: outside the reservation",
+			return kvc_err(-EINVAL,
+				       "host copy %u: outside the reservation",
 				       i);
 	}
 	for (i = 0; i < n; i++) {
@@ -281,9 +288,11 @@ int kvc_backend_open_host(uint64_t granularity, struct kvc_backend **out)
 	if (!granularity)
 		granularity = KVC_HOST_GRANULARITY;
 	if (granularity < page || (granularity & (granularity - 1)))
-		return kvc_err(-EINVAL, "host granularity %llu: must be a power of two of at least %llu",
-			       (unsigned long long)granularity,
-			       (unsigned long long)page);
+		return kvc_err(
+			-EINVAL,
+			"host granularity %llu: must be a power of two of at least %llu",
+			(unsigned long long)granularity,
+			(unsigned long long)page);
 	be = calloc(1, sizeof(*be));
 	if (!be)
 		return kvc_err(-ENOMEM, "out of memory");

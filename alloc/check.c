@@ -20,11 +20,12 @@ static int check_locked(struct kvc_pool *pool)
 	int err;
 
 	if (pool->nr_mapped + pool->nr_unmapped != pool->nr_chunks)
-		return kvc_err(-EFAULT, "pool: %u mapped + %u unmapped != %u chunks",
-			       pool->nr_mapped, pool->nr_unmapped,
-			       pool->nr_chunks);
+		return kvc_err(
+			-EFAULT, "pool: %u mapped + %u unmapped != %u chunks",
+			pool->nr_mapped, pool->nr_unmapped, pool->nr_chunks);
 	if (pool->nr_mapped > pool->max_mapped)
-		return kvc_err(-EFAULT, "pool: %u chunks mapped over the cap of %u",
+		return kvc_err(-EFAULT,
+			       "pool: %u chunks mapped over the cap of %u",
 			       pool->nr_mapped, pool->max_mapped);
 	for (i = 0; i < pool->nr_chunks; i++) {
 		struct kvc_chunk *c = &pool->chunks[i];
@@ -36,17 +37,21 @@ static int check_locked(struct kvc_pool *pool)
 		nr_mapped += chunk_mapped(c);
 	}
 	if (nr_live != pool->nr_live)
-		return kvc_err(-EFAULT, "pool: chunks hold %llu live blocks, count says %llu",
-			       (unsigned long long)nr_live,
-			       (unsigned long long)pool->nr_live);
+		return kvc_err(
+			-EFAULT,
+			"pool: chunks hold %llu live blocks, count says %llu",
+			(unsigned long long)nr_live,
+			(unsigned long long)pool->nr_live);
 	if (nr_mapped != pool->nr_mapped)
 		return kvc_err(-EFAULT, "pool: %u chunks mapped, count says %u",
 			       nr_mapped, pool->nr_mapped);
-	if (pool->live_hwm < pool->nr_live || pool->mapped_hwm < pool->nr_mapped)
-		return kvc_err(-EFAULT, "pool: a high-water mark is below its value");
-	if (pool->fill.hist[0] > pool->empty_kept &&
-	    pool->unmap_failures == 0)
-		return kvc_err(-EFAULT, "pool: %llu empty chunks mapped, watermark %u",
+	if (pool->live_hwm < pool->nr_live ||
+	    pool->mapped_hwm < pool->nr_mapped)
+		return kvc_err(-EFAULT,
+			       "pool: a high-water mark is below its value");
+	if (pool->fill.hist[0] > pool->empty_kept && pool->unmap_failures == 0)
+		return kvc_err(-EFAULT,
+			       "pool: %llu empty chunks mapped, watermark %u",
 			       (unsigned long long)pool->fill.hist[0],
 			       pool->empty_kept);
 	/* The unmapped stack names each unmapped chunk exactly once. */
@@ -59,8 +64,10 @@ static int check_locked(struct kvc_pool *pool)
 
 		if (idx >= pool->nr_chunks || test_bit(seen, idx) ||
 		    chunk_mapped(&pool->chunks[idx]))
-			err = kvc_err(-EFAULT, "pool: unmapped stack entry %u names chunk %u wrongly",
-				      i, idx);
+			err = kvc_err(
+				-EFAULT,
+				"pool: unmapped stack entry %u names chunk %u wrongly",
+				i, idx);
 		else
 			set_bit(seen, idx);
 	}

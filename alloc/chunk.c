@@ -40,10 +40,12 @@ int kvc_chunk_map(struct kvc_pool *pool, struct kvc_chunk *c)
 	meta = calloc(1, (bpc + words) * sizeof(uint64_t) +
 				 bpc * sizeof(uint16_t));
 	if (!meta)
-		return kvc_err(-ENOMEM, "out of host memory for chunk %u metadata",
+		return kvc_err(-ENOMEM,
+			       "out of host memory for chunk %u metadata",
 			       chunk_index(pool, c));
 	err = pool->be->ops->map(pool->be, &pool->va,
-				 (uint64_t)chunk_index(pool, c) * pool->chunk_bytes,
+				 (uint64_t)chunk_index(pool, c) *
+					 pool->chunk_bytes,
 				 pool->chunk_bytes, &c->handle);
 	if (err) {
 		free(meta);
@@ -74,7 +76,8 @@ int kvc_chunk_unmap(struct kvc_pool *pool, struct kvc_chunk *c)
 		return kvc_err(-EBUSY, "chunk %u still holds %u live blocks",
 			       chunk_index(pool, c), c->nr_live);
 	err = pool->be->ops->unmap(pool->be, &pool->va,
-				   (uint64_t)chunk_index(pool, c) * pool->chunk_bytes,
+				   (uint64_t)chunk_index(pool, c) *
+					   pool->chunk_bytes,
 				   pool->chunk_bytes, c->handle);
 	if (err)
 		return err;
@@ -97,8 +100,8 @@ int kvc_chunk_unmap(struct kvc_pool *pool, struct kvc_chunk *c)
  *
  * Return: the number taken, min(@n, free blocks of @c).
  */
-uint32_t kvc_chunk_take(struct kvc_pool *pool, struct kvc_chunk *c,
-			uint32_t n, uint32_t *ids)
+uint32_t kvc_chunk_take(struct kvc_pool *pool, struct kvc_chunk *c, uint32_t n,
+			uint32_t *ids)
 {
 	uint32_t first = chunk_index(pool, c) * pool->bpc;
 	uint32_t nr_free = pool->bpc - c->nr_live;
@@ -136,8 +139,10 @@ int kvc_chunk_check(struct kvc_pool *pool, struct kvc_chunk *c)
 
 	if (!chunk_mapped(c)) {
 		if (c->nr_live || c->live || c->free_stack)
-			return kvc_err(-EFAULT, "chunk %u: unmapped but has %u live blocks or metadata",
-				       idx, c->nr_live);
+			return kvc_err(
+				-EFAULT,
+				"chunk %u: unmapped but has %u live blocks or metadata",
+				idx, c->nr_live);
 		if (c->link.next != &c->link)
 			return kvc_err(-EFAULT, "chunk %u: unmapped but linked",
 				       idx);
@@ -152,11 +157,12 @@ int kvc_chunk_check(struct kvc_pool *pool, struct kvc_chunk *c)
 	for (i = 0; i < words; i++)
 		count += (uint32_t)__builtin_popcountll(c->live[i]);
 	if (count != c->nr_live)
-		return kvc_err(-EFAULT, "chunk %u: bitmap has %u live, count says %u",
+		return kvc_err(-EFAULT,
+			       "chunk %u: bitmap has %u live, count says %u",
 			       idx, count, c->nr_live);
 	if (bpc % 64 && c->live[words - 1] >> (bpc % 64))
-		return kvc_err(-EFAULT, "chunk %u: live bits past the last block",
-			       idx);
+		return kvc_err(-EFAULT,
+			       "chunk %u: live bits past the last block", idx);
 	seen = calloc(words, sizeof(*seen));
 	if (!seen)
 		return kvc_err(-ENOMEM, "out of memory checking chunk %u", idx);
@@ -164,14 +170,19 @@ int kvc_chunk_check(struct kvc_pool *pool, struct kvc_chunk *c)
 		uint16_t local = c->free_stack[i];
 
 		if (local >= bpc)
-			err = kvc_err(-EFAULT, "chunk %u: free stack holds %u, past %u",
+			err = kvc_err(-EFAULT,
+				      "chunk %u: free stack holds %u, past %u",
 				      idx, local, bpc);
 		else if (test_bit(seen, local))
-			err = kvc_err(-EFAULT, "chunk %u: block %u twice on the free stack",
-				      idx, local);
+			err = kvc_err(
+				-EFAULT,
+				"chunk %u: block %u twice on the free stack",
+				idx, local);
 		else if (test_bit(c->live, local))
-			err = kvc_err(-EFAULT, "chunk %u: live block %u on the free stack",
-				      idx, local);
+			err = kvc_err(
+				-EFAULT,
+				"chunk %u: live block %u on the free stack",
+				idx, local);
 		else
 			set_bit(seen, local);
 	}

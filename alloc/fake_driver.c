@@ -29,16 +29,16 @@
 #include "fake_driver.h"
 
 struct fake_handle {
-	uint64_t phys;		/* offset in the memfd */
+	uint64_t phys; /* offset in the memfd */
 	uint64_t size;
-	uint32_t maps;		/* live mappings of it */
+	uint32_t maps; /* live mappings of it */
 	bool released;
 };
 
 struct fake_mapping {
 	uint64_t ptr;
 	uint64_t size;
-	uint64_t handle;	/* index + 1 */
+	uint64_t handle; /* index + 1 */
 	int access;
 };
 
@@ -121,16 +121,16 @@ static kvc_cu_result enter(enum kvc_fake_fn fn)
 	return KVC_CUDA_SUCCESS;
 }
 
-#define ENTER(fn)                                   \
-	kvc_cu_result r;                            \
-	pthread_mutex_lock(&fake.lock);             \
-	r = enter(fn);                              \
-	if (r)                                      \
+#define ENTER(fn)                       \
+	kvc_cu_result r;                \
+	pthread_mutex_lock(&fake.lock); \
+	r = enter(fn);                  \
+	if (r)                          \
 		goto out;
 
-#define LEAVE()                                     \
-out:                                                \
-	pthread_mutex_unlock(&fake.lock);           \
+#define LEAVE()                           \
+out:                                      \
+	pthread_mutex_unlock(&fake.lock); \
 	return r;
 
 static bool gran_ok(uint64_t v)
@@ -239,8 +239,9 @@ static kvc_cu_result fake_address_reserve(kvc_cu_ptr *ptr, size_t size,
 	ENTER(KVC_FAKE_ADDRESS_RESERVE);
 	if (!size || !gran_ok(size) || flags ||
 	    (alignment && (alignment & (alignment - 1)))) {
-		r = violation("cuMemAddressReserve: size %zu / alignment %zu not valid",
-			      size, alignment);
+		r = violation(
+			"cuMemAddressReserve: size %zu / alignment %zu not valid",
+			size, alignment);
 		goto out;
 	}
 	if (alignment < gran)
@@ -301,12 +302,14 @@ static kvc_cu_result fake_address_free(kvc_cu_ptr ptr, size_t size)
 	ENTER(KVC_FAKE_ADDRESS_FREE);
 	res = find_reservation(ptr, size);
 	if (!res || res->ptr != ptr || res->size != size) {
-		r = violation("cuMemAddressFree: [%#llx, +%zu) is not a whole reservation",
-			      ptr, size);
+		r = violation(
+			"cuMemAddressFree: [%#llx, +%zu) is not a whole reservation",
+			ptr, size);
 		goto out;
 	}
 	if (overlaps_mapping(ptr, size)) {
-		r = violation("cuMemAddressFree: reservation still has mappings");
+		r = violation(
+			"cuMemAddressFree: reservation still has mappings");
 		goto out;
 	}
 	munmap((void *)(uintptr_t)ptr, size);
@@ -323,8 +326,9 @@ static kvc_cu_result fake_create(kvc_cu_handle *handle, size_t size,
 
 	ENTER(KVC_FAKE_CREATE);
 	if (!size || !gran_ok(size) || flags) {
-		r = violation("cuMemCreate: size %zu not a multiple of the granularity",
-			      size);
+		r = violation(
+			"cuMemCreate: size %zu not a multiple of the granularity",
+			size);
 		goto out;
 	}
 	r = check_prop("cuMemCreate", prop);
@@ -366,7 +370,8 @@ static struct fake_handle *live_handle(kvc_cu_handle handle)
 static void maybe_free_phys(struct fake_handle *h)
 {
 	if (h->released && !h->maps) {
-		fallocate(fake.memfd, FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE,
+		fallocate(fake.memfd,
+			  FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE,
 			  (off_t)h->phys, (off_t)h->size);
 		fake.counts.memory_used -= h->size;
 	}
@@ -379,8 +384,9 @@ static kvc_cu_result fake_release(kvc_cu_handle handle)
 	ENTER(KVC_FAKE_RELEASE);
 	h = live_handle(handle);
 	if (!h) {
-		r = violation("cuMemRelease: handle %llu unknown or already released",
-			      handle);
+		r = violation(
+			"cuMemRelease: handle %llu unknown or already released",
+			handle);
 		goto out;
 	}
 	h->released = true;
@@ -404,13 +410,15 @@ static kvc_cu_result fake_map(kvc_cu_ptr ptr, size_t size, size_t offset,
 	}
 	if (!size || !gran_ok(ptr) || !gran_ok(size) || !gran_ok(offset) ||
 	    flags || offset > h->size || size > h->size - offset) {
-		r = violation("cuMemMap: [%#llx, +%zu) at offset %zu is misaligned or outside the handle",
-			      ptr, size, offset);
+		r = violation(
+			"cuMemMap: [%#llx, +%zu) at offset %zu is misaligned or outside the handle",
+			ptr, size, offset);
 		goto out;
 	}
 	if (!find_reservation(ptr, size)) {
-		r = violation("cuMemMap: [%#llx, +%zu) is not inside a reservation",
-			      ptr, size);
+		r = violation(
+			"cuMemMap: [%#llx, +%zu) is not inside a reservation",
+			ptr, size);
 		goto out;
 	}
 	if (overlaps_mapping(ptr, size)) {
@@ -420,9 +428,9 @@ static kvc_cu_result fake_map(kvc_cu_ptr ptr, size_t size, size_t offset,
 	}
 	fake.maps = grow(fake.maps, &fake.cap_maps, fake.nr_maps + 1,
 			 sizeof(*fake.maps));
-	if (!fake.maps ||
-	    mmap((void *)(uintptr_t)ptr, size, PROT_NONE, MAP_SHARED | MAP_FIXED,
-		 fake.memfd, (off_t)(h->phys + offset)) == MAP_FAILED) {
+	if (!fake.maps || mmap((void *)(uintptr_t)ptr, size, PROT_NONE,
+			       MAP_SHARED | MAP_FIXED, fake.memfd,
+			       (off_t)(h->phys + offset)) == MAP_FAILED) {
 		r = KVC_CUDA_ERROR_OUT_OF_MEMORY;
 		goto out;
 	}
@@ -479,8 +487,9 @@ static kvc_cu_result fake_set_access(kvc_cu_ptr ptr, size_t size,
 	}
 	if (!size || !gran_ok(ptr) || !gran_ok(size) ||
 	    !fully_mapped(ptr, size, 0)) {
-		r = violation("cuMemSetAccess: [%#llx, +%zu) is not fully mapped",
-			      ptr, size);
+		r = violation(
+			"cuMemSetAccess: [%#llx, +%zu) is not fully mapped",
+			ptr, size);
 		goto out;
 	}
 	prot = desc->flags == KVC_CU_MEM_ACCESS_FLAGS_PROT_READWRITE ?
@@ -508,8 +517,9 @@ static kvc_cu_result fake_unmap(kvc_cu_ptr ptr, size_t size)
 		if (fake.maps[i].ptr == ptr && fake.maps[i].size == size)
 			m = &fake.maps[i];
 	if (!m) {
-		r = violation("cuMemUnmap: [%#llx, +%zu) is not exactly one mapping",
-			      ptr, size);
+		r = violation(
+			"cuMemUnmap: [%#llx, +%zu) is not exactly one mapping",
+			ptr, size);
 		goto out;
 	}
 	mmap((void *)(uintptr_t)ptr, size, PROT_NONE,
@@ -552,8 +562,9 @@ static kvc_cu_result fake_memcpy(kvc_cu_ptr dst, kvc_cu_ptr src, size_t bytes,
 	ENTER(KVC_FAKE_MEMCPY);
 	if (!fully_mapped(src, bytes, KVC_CU_MEM_ACCESS_FLAGS_PROT_READ) ||
 	    !fully_mapped(dst, bytes, KVC_CU_MEM_ACCESS_FLAGS_PROT_READWRITE)) {
-		r = violation("cuMemcpyDtoDAsync: %#llx -> %#llx (%zu bytes) touches inaccessible memory",
-			      src, dst, bytes);
+		r = violation(
+			"cuMemcpyDtoDAsync: %#llx -> %#llx (%zu bytes) touches inaccessible memory",
+			src, dst, bytes);
 		goto out;
 	}
 	memmove((void *)(uintptr_t)dst, (void *)(uintptr_t)src, bytes);

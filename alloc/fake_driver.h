@@ -78,7 +78,8 @@ struct kvc_fake_counts {
  *
  * Return: the table, or NULL when @cfg is invalid or the fake is not clean.
  */
-const struct kvc_cuda_driver *kvc_fake_driver(const struct kvc_fake_config *cfg);
+const struct kvc_cuda_driver *
+kvc_fake_driver(const struct kvc_fake_config *cfg);
 
 /**
  * kvc_fake_fail() - Make the @nth next call of @fn fail.

@@ -103,7 +103,8 @@ void kvc_fill_del(struct kvc_pool *pool, struct kvc_chunk *c)
 	struct kvc_fill *fill = &pool->fill;
 
 	list_del_init(&c->link);
-	if (is_partial(pool, c->nr_live) && list_empty(&fill->lists[c->nr_live]))
+	if (is_partial(pool, c->nr_live) &&
+	    list_empty(&fill->lists[c->nr_live]))
 		list_became_empty(fill, c->nr_live);
 	fill->hist[fill->column[c->nr_live]]--;
 }
@@ -161,8 +162,9 @@ struct kvc_chunk *kvc_fill_first(struct kvc_pool *pool, uint32_t nr_live)
 {
 	struct list_head *list = &pool->fill.lists[nr_live];
 
-	return list_empty(list) ? NULL :
-				  list_first_entry(list, struct kvc_chunk, link);
+	return list_empty(list) ?
+		       NULL :
+		       list_first_entry(list, struct kvc_chunk, link);
 }
 
 /**
@@ -183,38 +185,48 @@ int kvc_fill_check(struct kvc_pool *pool)
 		bool nonempty = !list_empty(&fill->lists[k]);
 
 		if (is_partial(pool, k) && nonempty != test_bit(fill->bits, k))
-			return kvc_err(-EFAULT, "fill: bit %u is %d, list %s", k,
-				       test_bit(fill->bits, k),
+			return kvc_err(-EFAULT, "fill: bit %u is %d, list %s",
+				       k, test_bit(fill->bits, k),
 				       nonempty ? "non-empty" : "empty");
 		if (!is_partial(pool, k) && test_bit(fill->bits, k))
-			return kvc_err(-EFAULT, "fill: bit %u set for a list that is not partial",
-				       k);
-		list_for_each(pos, &fill->lists[k]) {
+			return kvc_err(
+				-EFAULT,
+				"fill: bit %u set for a list that is not partial",
+				k);
+		list_for_each(pos, &fill->lists[k])
+		{
 			struct kvc_chunk *c =
 				list_entry(pos, struct kvc_chunk, link);
 
 			if (!chunk_mapped(c))
-				return kvc_err(-EFAULT, "fill: chunk %u on list %u is not mapped",
-					       chunk_index(pool, c), k);
+				return kvc_err(
+					-EFAULT,
+					"fill: chunk %u on list %u is not mapped",
+					chunk_index(pool, c), k);
 			if (c->nr_live != k)
-				return kvc_err(-EFAULT, "fill: chunk %u with %u live on list %u",
-					       chunk_index(pool, c), c->nr_live,
-					       k);
+				return kvc_err(
+					-EFAULT,
+					"fill: chunk %u with %u live on list %u",
+					chunk_index(pool, c), c->nr_live, k);
 			hist[fill->column[k]]++;
 			nr_linked++;
 		}
 	}
 	for (w = 0; w < fill->nr_words; w++)
 		if (!!fill->bits[w] != test_bit(fill->summary, w))
-			return kvc_err(-EFAULT, "fill: summary bit %u disagrees with its word",
-				       w);
+			return kvc_err(
+				-EFAULT,
+				"fill: summary bit %u disagrees with its word",
+				w);
 	if (nr_linked != pool->nr_mapped)
 		return kvc_err(-EFAULT, "fill: %llu chunks linked, %u mapped",
 			       (unsigned long long)nr_linked, pool->nr_mapped);
 	for (k = 0; k < KVC_FILL_BUCKETS; k++)
 		if (hist[k] != fill->hist[k])
-			return kvc_err(-EFAULT, "fill: histogram column %u is %llu, counted %llu",
-				       k, (unsigned long long)fill->hist[k],
-				       (unsigned long long)hist[k]);
+			return kvc_err(
+				-EFAULT,
+				"fill: histogram column %u is %llu, counted %llu",
+				k, (unsigned long long)fill->hist[k],
+				(unsigned long long)hist[k]);
 	return 0;
 }

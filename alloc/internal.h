@@ -173,8 +173,8 @@ int kvc_fill_check(struct kvc_pool *pool);
 /* chunk.c */
 int kvc_chunk_map(struct kvc_pool *pool, struct kvc_chunk *c);
 int kvc_chunk_unmap(struct kvc_pool *pool, struct kvc_chunk *c);
-uint32_t kvc_chunk_take(struct kvc_pool *pool, struct kvc_chunk *c,
-			uint32_t n, uint32_t *ids);
+uint32_t kvc_chunk_take(struct kvc_pool *pool, struct kvc_chunk *c, uint32_t n,
+			uint32_t *ids);
 int kvc_chunk_check(struct kvc_pool *pool, struct kvc_chunk *c);
 
 static inline uint32_t block_chunk(const struct kvc_pool *pool, uint32_t id)

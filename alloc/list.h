@@ -11,7 +11,7 @@ struct list_head {
 };
 
 #define list_entry(ptr, type, member) \
-	((type *)((char *)(ptr) - offsetof(type, member)))
+	((type *)((char *)(ptr)-offsetof(type, member)))
 #define list_first_entry(head, type, member) \
 	list_entry((head)->next, type, member)
 #define list_last_entry(head, type, member) \

@@ -33,42 +33,51 @@ static int check_params(const struct kvc_pool_params *p, uint64_t gran,
 	if (!p->block_bytes)
 		return kvc_err(-EINVAL, "block_bytes is 0");
 	if (chunk % gran)
-		return kvc_err(-EINVAL, "chunk_bytes %llu is not a multiple of the %s granularity %llu",
-			       (unsigned long long)chunk, "backend",
-			       (unsigned long long)gran);
+		return kvc_err(
+			-EINVAL,
+			"chunk_bytes %llu is not a multiple of the backend's granularity %llu",
+			(unsigned long long)chunk, (unsigned long long)gran);
 	if (chunk % p->block_bytes)
-		return kvc_err(-EINVAL, "block_bytes %llu does not divide chunk_bytes %llu",
-			       (unsigned long long)p->block_bytes,
-			       (unsigned long long)chunk);
+		return kvc_err(
+			-EINVAL,
+			"block_bytes %llu does not divide chunk_bytes %llu",
+			(unsigned long long)p->block_bytes,
+			(unsigned long long)chunk);
 	bpc = chunk / p->block_bytes;
 	if (bpc > KVC_MAX_BLOCKS_PER_CHUNK)
-		return kvc_err(-EINVAL, "%llu blocks per chunk, at most %u: use larger blocks or smaller chunks",
-			       (unsigned long long)bpc,
-			       KVC_MAX_BLOCKS_PER_CHUNK);
+		return kvc_err(
+			-EINVAL,
+			"%llu blocks per chunk, at most %u: use larger blocks or smaller chunks",
+			(unsigned long long)bpc, KVC_MAX_BLOCKS_PER_CHUNK);
 	if (p->capacity_blocks) {
 		blocks = p->capacity_blocks;
 	} else if (p->va_bytes) {
 		blocks = p->va_bytes / p->block_bytes +
 			 !!(p->va_bytes % p->block_bytes);
 	} else {
-		return kvc_err(-EINVAL, "no capacity: set capacity_blocks or va_bytes");
+		return kvc_err(-EINVAL,
+			       "no capacity: set capacity_blocks or va_bytes");
 	}
 	if (blocks > KVC_MAX_BLOCKS)
-		return kvc_err(-EINVAL, "capacity of %llu blocks is beyond 2^32",
+		return kvc_err(-EINVAL,
+			       "capacity of %llu blocks is beyond 2^32",
 			       (unsigned long long)blocks);
 	chunks = blocks / bpc + !!(blocks % bpc);
 	if (chunks * bpc > KVC_MAX_BLOCKS || chunks >= UINT32_MAX)
-		return kvc_err(-EINVAL, "capacity rounded to %llu chunks of %llu blocks is beyond 2^32 blocks",
-			       (unsigned long long)chunks,
-			       (unsigned long long)bpc);
+		return kvc_err(
+			-EINVAL,
+			"capacity rounded to %llu chunks of %llu blocks is beyond 2^32 blocks",
+			(unsigned long long)chunks, (unsigned long long)bpc);
 	if (__builtin_mul_overflow(chunks, chunk, &bytes))
-		return kvc_err(-EINVAL, "%llu chunks of %llu bytes overflow 64 bits",
-			       (unsigned long long)chunks,
-			       (unsigned long long)chunk);
+		return kvc_err(
+			-EINVAL, "%llu chunks of %llu bytes overflow 64 bits",
+			(unsigned long long)chunks, (unsigned long long)chunk);
 	if (p->max_mapped_bytes && p->max_mapped_bytes < chunk)
-		return kvc_err(-EINVAL, "max_mapped_bytes %llu is less than one chunk (%llu)",
-			       (unsigned long long)p->max_mapped_bytes,
-			       (unsigned long long)chunk);
+		return kvc_err(
+			-EINVAL,
+			"max_mapped_bytes %llu is less than one chunk (%llu)",
+			(unsigned long long)p->max_mapped_bytes,
+			(unsigned long long)chunk);
 	*chunk_bytes = chunk;
 	*nr_chunks = chunks;
 	return 0;
@@ -87,8 +96,8 @@ static void fill_stats(struct kvc_pool *pool, struct kvc_pool_stats *st)
 	st->blocks_total = pool->nr_blocks;
 	st->blocks_live = pool->nr_live;
 	st->blocks_free = st->blocks_total - pool->nr_live;
-	st->blocks_free_mapped = (uint64_t)pool->nr_mapped * pool->bpc -
-				 pool->nr_live;
+	st->blocks_free_mapped =
+		(uint64_t)pool->nr_mapped * pool->bpc - pool->nr_live;
 	st->chunks_total = pool->nr_chunks;
 	st->chunks_mapped = pool->nr_mapped;
 	st->chunks_empty = empty;
@@ -137,8 +146,7 @@ static int open_backend(const struct kvc_pool_params *p, struct kvc_pool *pool)
 	return 0;
 }
 
-int kvc_pool_create(const struct kvc_pool_params *params,
-		    struct kvc_pool **out)
+int kvc_pool_create(const struct kvc_pool_params *params, struct kvc_pool **out)
 {
 	uint64_t chunk_bytes = 0, nr_chunks = 0, i;
 	struct kvc_pool *pool;
@@ -173,7 +181,8 @@ int kvc_pool_create(const struct kvc_pool_params *params,
 	pool->chunks = calloc(nr_chunks, sizeof(*pool->chunks));
 	pool->unmapped = malloc(nr_chunks * sizeof(*pool->unmapped));
 	if (!pool->chunks || !pool->unmapped) {
-		err = kvc_err(-ENOMEM, "out of memory for %llu chunk descriptors",
+		err = kvc_err(-ENOMEM,
+			      "out of memory for %llu chunk descriptors",
 			      (unsigned long long)nr_chunks);
 		goto err_arrays;
 	}
@@ -279,7 +288,8 @@ static int trim_locked(struct kvc_pool *pool, uint32_t keep)
 
 	while (pool->fill.hist[0] > keep) {
 		/* The oldest empty chunk goes; recent ones are likeliest reused. */
-		c = list_last_entry(&pool->fill.lists[0], struct kvc_chunk, link);
+		c = list_last_entry(&pool->fill.lists[0], struct kvc_chunk,
+				    link);
 		kvc_fill_del(pool, c);
 		err = kvc_chunk_unmap(pool, c);
 		if (err) {
@@ -357,13 +367,15 @@ int kvc_pool_alloc(struct kvc_pool *pool, uint32_t n, uint32_t *ids)
 			room = pool->nr_unmapped;
 		need = (n - free_mapped + pool->bpc - 1) / pool->bpc;
 		if (need > room) {
-			err = kvc_err(-ENOMEM, "%u blocks wanted, %llu to be had within %s",
-				      n,
-				      (unsigned long long)(free_mapped +
-							   (uint64_t)room * pool->bpc),
-				      pool->max_mapped < pool->nr_chunks ?
-					      "the mapped-bytes cap" :
-					      "the capacity");
+			err = kvc_err(
+				-ENOMEM,
+				"%u blocks wanted, %llu to be had within %s", n,
+				(unsigned long long)(free_mapped +
+						     (uint64_t)room *
+							     pool->bpc),
+				pool->max_mapped < pool->nr_chunks ?
+					"the mapped-bytes cap" :
+					"the capacity");
 			goto out_fail;
 		}
 		err = grow_locked(pool, (uint32_t)need);
@@ -429,11 +441,14 @@ free_blocks(struct kvc_pool *pool, uint32_t n, const uint32_t *ids,
 
 	for (i = 0; i < n; i++) {
 		ci = pow2 ? ids[i] >> div.shift :
-			    (uint32_t)(((unsigned __int128)div.magic * ids[i]) >> 64);
+			    (uint32_t)(((unsigned __int128)div.magic *
+					ids[i]) >>
+				       64);
 		local = ids[i] - ci * bpc;
 		c = &chunks[ci];
 		/* An unmapped chunk has no bitmap; a repeated id is not live. */
-		if (ids[i] >= nr_blocks || !c->live || !test_bit(c->live, local))
+		if (ids[i] >= nr_blocks || !c->live ||
+		    !test_bit(c->live, local))
 			goto err_not_live;
 		clear_bit(c->live, local);
 		if (!c->freeing++) {
@@ -478,7 +493,8 @@ int kvc_pool_free(struct kvc_pool *pool, uint32_t n, const uint32_t *ids)
 	else
 		bad = free_blocks(pool, n, ids, false);
 	if (bad) {
-		kvc_err(-EINVAL, "block %u (entry %u of %u) is not live or appears twice; nothing freed",
+		kvc_err(-EINVAL,
+			"block %u (entry %u of %u) is not live or appears twice; nothing freed",
 			ids[bad - 1], bad - 1, n);
 		pthread_mutex_unlock(&pool->lock);
 		return -EINVAL;

@@ -236,8 +236,8 @@ int kvc_stats_read(const char *path, struct kvc_stats_snapshot *snap)
 	if (fd < 0) {
 		err = -errno;
 		if (err == -ELOOP)
-			return kvc_err(-EPERM, "%s: is a symbolic link, refused",
-				       path);
+			return kvc_err(-EPERM,
+				       "%s: is a symbolic link, refused", path);
 		return kvc_err(err, "%s: %s", path, strerror(errno));
 	}
 	if (fstat(fd, &st)) {
@@ -280,8 +280,9 @@ int kvc_stats_read(const char *path, struct kvc_stats_snapshot *snap)
 		goto out_unmap;
 	}
 	if (page->version != KVC_STATS_VERSION) {
-		err = kvc_err(-EPROTO, "%s: layout version %u, this kvc reads %u",
-			      path, page->version, KVC_STATS_VERSION);
+		err = kvc_err(-EPROTO,
+			      "%s: layout version %u, this kvc reads %u", path,
+			      page->version, KVC_STATS_VERSION);
 		goto out_unmap;
 	}
 	if (page->page_bytes != sizeof(*page)) {

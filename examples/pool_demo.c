@@ -22,7 +22,7 @@
 
 #include <kvc/kvc.h>
 
-#define BATCH 64	/* blocks per kvc_pool_alloc() call */
+#define BATCH 64 /* blocks per kvc_pool_alloc() call */
 
 struct demo_opts {
 	enum kvc_backend_kind backend;
@@ -34,15 +34,15 @@ struct demo_opts {
 static volatile sig_atomic_t stop;
 
 static const char usage[] =
-"Usage: pool_demo [--backend auto|host|cuda] [--blocks N] [--block-bytes N]\n"
-"                 [--hold SECONDS]\n"
-"\n"
-"  --backend KIND    where chunks are mapped (default auto)\n"
-"  --blocks N        blocks to allocate (default 1024); the pool holds\n"
-"                    four times as many\n"
-"  --block-bytes N   bytes per block (default 16384)\n"
-"  --hold SECONDS    then stay alive that long, or until Ctrl-C, so that\n"
-"                    'kvcctl stats' can show the pool\n";
+	"Usage: pool_demo [--backend auto|host|cuda] [--blocks N] [--block-bytes N]\n"
+	"                 [--hold SECONDS]\n"
+	"\n"
+	"  --backend KIND    where chunks are mapped (default auto)\n"
+	"  --blocks N        blocks to allocate (default 1024); the pool holds\n"
+	"                    four times as many\n"
+	"  --block-bytes N   bytes per block (default 16384)\n"
+	"  --hold SECONDS    then stay alive that long, or until Ctrl-C, so that\n"
+	"                    'kvcctl stats' can show the pool\n";
 
 static int bad_value(const char *flag, const char *value)
 {
@@ -229,7 +229,8 @@ int main(int argc, char **argv)
 		goto err_free;
 	}
 	printf("allocated %" PRIu64 " blocks in batches of %d, freed %" PRIu32
-	       " (every other one)\n", o.blocks, BATCH, nr_freed);
+	       " (every other one)\n",
+	       o.blocks, BATCH, nr_freed);
 	print_stats(pool);
 
 	if (o.hold > 0)

@@ -94,9 +94,12 @@ static void test_no_device(void **state)
 static void test_open_faults(void **state)
 {
 	static const enum kvc_fake_fn fns[] = {
-		KVC_FAKE_INIT,		KVC_FAKE_DEVICE_GET_COUNT,
-		KVC_FAKE_DEVICE_GET,	KVC_FAKE_CTX_RETAIN,
-		KVC_FAKE_CTX_SET_CURRENT, KVC_FAKE_GRANULARITY,
+		KVC_FAKE_INIT,
+		KVC_FAKE_DEVICE_GET_COUNT,
+		KVC_FAKE_DEVICE_GET,
+		KVC_FAKE_CTX_RETAIN,
+		KVC_FAKE_CTX_SET_CURRENT,
+		KVC_FAKE_GRANULARITY,
 		KVC_FAKE_STREAM_CREATE,
 	};
 	const struct kvc_cuda_driver *drv = *state;
@@ -247,7 +250,8 @@ static int model_copy(struct kvc_pool *pool, struct model *m, uint32_t src,
 	if (!err)
 		m->seed[dst] = m->seed[src];
 	else
-		fill_block(pool, m, dst); /* a failed copy leaves dst undefined */
+		fill_block(pool, m,
+			   dst); /* a failed copy leaves dst undefined */
 	return err;
 }
 
@@ -288,8 +292,8 @@ static int scenario(struct kvc_backend *be)
 	src = first_live(&m, 0);
 	dst = first_live(&m, 1);
 	if (src >= 0 && dst >= 0)
-		failures += model_copy(pool, &m, (uint32_t)src,
-				       (uint32_t)dst) != 0;
+		failures +=
+			model_copy(pool, &m, (uint32_t)src, (uint32_t)dst) != 0;
 	verify(pool, &m);
 	failures += model_free(pool, &m, 3, 0) != 0;
 	verify(pool, &m);
@@ -357,25 +361,31 @@ static void test_fault_every_call(void **state)
 				 */
 				if (fn == KVC_FAKE_ADDRESS_FREE &&
 				    fc.reservations == 1) {
-					assert_int_equal(drv->cuMemAddressFree(
-						last_base,
-						(uint64_t)CAPACITY * BLOCK), 0);
+					assert_int_equal(
+						drv->cuMemAddressFree(
+							last_base,
+							(uint64_t)CAPACITY *
+								BLOCK),
+						0);
 					kvc_fake_counts(&fc);
 				}
 				/* Everything the pool made is released. */
 				if (fc.handles || fc.mappings ||
 				    fc.reservations != 0)
-					fail_msg("%s #%llu failing: %llu handles, %llu mappings, %llu reservations left",
-						 kvc_fake_fn_name(fn),
-						 (unsigned long long)nth,
-						 (unsigned long long)fc.handles,
-						 (unsigned long long)fc.mappings,
-						 (unsigned long long)fc.reservations);
+					fail_msg(
+						"%s #%llu failing: %llu handles, %llu mappings, %llu reservations left",
+						kvc_fake_fn_name(fn),
+						(unsigned long long)nth,
+						(unsigned long long)fc.handles,
+						(unsigned long long)fc.mappings,
+						(unsigned long long)
+							fc.reservations);
 				if (fc.violations)
-					fail_msg("%s #%llu failing: rule broken: %s",
-						 kvc_fake_fn_name(fn),
-						 (unsigned long long)nth,
-						 kvc_fake_last_violation());
+					fail_msg(
+						"%s #%llu failing: rule broken: %s",
+						kvc_fake_fn_name(fn),
+						(unsigned long long)nth,
+						kvc_fake_last_violation());
 				injected++;
 			}
 		}
@@ -462,18 +472,22 @@ static void test_double_fault_unwind(void **state)
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
-		cmocka_unit_test_setup_teardown(test_open_close, setup, teardown),
-		cmocka_unit_test_setup_teardown(test_no_device, setup, teardown),
-		cmocka_unit_test_setup_teardown(test_open_faults, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_open_close, setup,
+						teardown),
+		cmocka_unit_test_setup_teardown(test_no_device, setup,
+						teardown),
+		cmocka_unit_test_setup_teardown(test_open_faults, setup,
+						teardown),
 		cmocka_unit_test_setup_teardown(test_real_driver_absent, setup,
 						teardown),
 		cmocka_unit_test_setup_teardown(test_scenario_clean, setup,
 						teardown),
 		cmocka_unit_test_setup_teardown(test_fault_every_call, setup,
 						teardown),
-		cmocka_unit_test_setup_teardown(test_device_out_of_memory, setup,
+		cmocka_unit_test_setup_teardown(test_device_out_of_memory,
+						setup, teardown),
+		cmocka_unit_test_setup_teardown(test_mapped_cap, setup,
 						teardown),
-		cmocka_unit_test_setup_teardown(test_mapped_cap, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_double_fault_unwind, setup,
 						teardown),
 	};

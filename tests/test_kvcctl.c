@@ -191,7 +191,7 @@ static char *json_string(struct json_parser *ps)
 		if (*s == '"')
 			break;
 		if (*s < 0x20)
-			goto bad;	/* raw control character, or the end */
+			goto bad; /* raw control character, or the end */
 		if (*s != '\\') {
 			len = utf8_len(s);
 			if (!len)
@@ -203,14 +203,31 @@ static char *json_string(struct json_parser *ps)
 		}
 		s++;
 		switch (*s) {
-		case '"': case '\\': case '/':
+		case '"':
+		case '\\':
+		case '/':
 			*d++ = (char)*s++;
 			continue;
-		case 'b': *d++ = '\b'; s++; continue;
-		case 'f': *d++ = '\f'; s++; continue;
-		case 'n': *d++ = '\n'; s++; continue;
-		case 'r': *d++ = '\r'; s++; continue;
-		case 't': *d++ = '\t'; s++; continue;
+		case 'b':
+			*d++ = '\b';
+			s++;
+			continue;
+		case 'f':
+			*d++ = '\f';
+			s++;
+			continue;
+		case 'n':
+			*d++ = '\n';
+			s++;
+			continue;
+		case 'r':
+			*d++ = '\r';
+			s++;
+			continue;
+		case 't':
+			*d++ = '\t';
+			s++;
+			continue;
 		case 'u':
 			if (hex4((const char *)s + 1, &cp))
 				goto bad;
@@ -227,7 +244,7 @@ static char *json_string(struct json_parser *ps)
 				     (lo - 0xdc00);
 			}
 			if (!cp)
-				goto bad;	/* would cut the C string */
+				goto bad; /* would cut the C string */
 			d += put_utf8(d, cp);
 			continue;
 		default:
@@ -479,7 +496,7 @@ static const struct json *json_pool(const struct json *arr, pid_t pid)
 /* ---- Running programs ---- */
 
 struct result {
-	int status;	/* exit status; 128 + signal when killed */
+	int status; /* exit status; 128 + signal when killed */
 	char *out;
 	char *err;
 };
@@ -657,7 +674,7 @@ static int split_words(char *line, char **words, int max)
 
 struct demo {
 	pid_t pid;
-	int out_fd;	/* kept open: the demo never writes to a closed pipe */
+	int out_fd; /* kept open: the demo never writes to a closed pipe */
 	char page[PATH_MAX];
 };
 
@@ -871,14 +888,15 @@ static bool file_exists(const char *path)
 /* ---- The tests ---- */
 
 static const char *const required_fields[] = {
-	"block_bytes", "chunk_bytes", "blocks_per_chunk", "blocks_total",
-	"blocks_live", "blocks_free", "blocks_free_mapped", "chunks_total",
-	"chunks_mapped", "chunks_empty", "chunks_partial", "chunks_full",
-	"bytes_reserved", "bytes_mapped", "bytes_live", "blocks_live_hwm",
-	"bytes_mapped_hwm", "alloc_calls", "free_calls", "alloc_failures",
-	"unmap_failures", "backend_create", "backend_map",
-	"backend_set_access", "backend_unmap", "backend_release",
-	"backend_copy",
+	"block_bytes",	      "chunk_bytes",	  "blocks_per_chunk",
+	"blocks_total",	      "blocks_live",	  "blocks_free",
+	"blocks_free_mapped", "chunks_total",	  "chunks_mapped",
+	"chunks_empty",	      "chunks_partial",	  "chunks_full",
+	"bytes_reserved",     "bytes_mapped",	  "bytes_live",
+	"blocks_live_hwm",    "bytes_mapped_hwm", "alloc_calls",
+	"free_calls",	      "alloc_failures",	  "unmap_failures",
+	"backend_create",     "backend_map",	  "backend_set_access",
+	"backend_unmap",      "backend_release",  "backend_copy",
 };
 
 /* The relations every pool's counters must satisfy. */
@@ -1130,7 +1148,7 @@ static void test_no_pools_and_missing_dir(void **state)
 
 struct usage_case {
 	const char *args[4];
-	const char *says;	/* the flag or word the error must name */
+	const char *says; /* the flag or word the error must name */
 };
 
 static void test_usage_errors(void **state)
@@ -1228,8 +1246,8 @@ static void test_write_error(void **state)
 	if (!full)
 		skip();
 	assert_non_null(err);
-	assert_int_equal(wait_exit(spawn(argv, full, err), RUN_TIMEOUT_MS,
-				   &status), 0);
+	assert_int_equal(
+		wait_exit(spawn(argv, full, err), RUN_TIMEOUT_MS, &status), 0);
 	assert_int_equal(exit_code(status), 1);
 	text = slurp(err);
 	assert_non_null(strstr(text, "error writing output"));
@@ -1455,8 +1473,8 @@ static void test_watch_count(void **state)
 	assert_int_equal(r.status, 0);
 	assert_null(strstr(r.out, "\033["));
 	assert_non_null(strstr(r.out, "every 0.05s"));
-	assert_non_null(strstr(strstr(r.out, "every 0.05s") + 1,
-			       "every 0.05s"));
+	assert_non_null(
+		strstr(strstr(r.out, "every 0.05s") + 1, "every 0.05s"));
 	assert_non_null(strstr(r.out, "pool_demo"));
 	result_free(&r);
 }

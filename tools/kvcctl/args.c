@@ -30,8 +30,7 @@ static bool is_digit(char c)
 	return c >= '0' && c <= '9';
 }
 
-int kvcctl_parse_u64(const char *s, uint64_t min, uint64_t max,
-		     uint64_t *out)
+int kvcctl_parse_u64(const char *s, uint64_t min, uint64_t max, uint64_t *out)
 {
 	unsigned long long value;
 	char *end;

@@ -12,9 +12,9 @@
 #include <stdio.h>
 
 /* Exit statuses, the same for every subcommand. */
-#define KVCCTL_EXIT_OK 0	/* done, including "nothing found" */
-#define KVCCTL_EXIT_FAIL 1	/* the command ran and something failed */
-#define KVCCTL_EXIT_USAGE 2	/* bad command line; nothing was done */
+#define KVCCTL_EXIT_OK 0 /* done, including "nothing found" */
+#define KVCCTL_EXIT_FAIL 1 /* the command ran and something failed */
+#define KVCCTL_EXIT_USAGE 2 /* bad command line; nothing was done */
 
 /**
  * struct kvcctl_cmd - One subcommand.
@@ -58,8 +58,7 @@ int kvcctl_usage_error(const char *cmd, const char *fmt, ...)
  * Return: 0, -EINVAL when @s is not a decimal number, -ERANGE when it is
  * out of [@min, @max].
  */
-int kvcctl_parse_u64(const char *s, uint64_t min, uint64_t max,
-		     uint64_t *out);
+int kvcctl_parse_u64(const char *s, uint64_t min, uint64_t max, uint64_t *out);
 
 /**
  * kvcctl_parse_seconds() - Parse a duration such as "2" or "0.5".

@@ -22,12 +22,11 @@ static void usage(FILE *out)
 {
 	size_t i;
 
-	fprintf(out,
-		"Usage: kvcctl COMMAND [OPTIONS]\n"
-		"       kvcctl help [COMMAND]\n"
-		"       kvcctl --version\n"
-		"\n"
-		"Commands:\n");
+	fprintf(out, "Usage: kvcctl COMMAND [OPTIONS]\n"
+		     "       kvcctl help [COMMAND]\n"
+		     "       kvcctl --version\n"
+		     "\n"
+		     "Commands:\n");
 	for (i = 0; i < NR_COMMANDS; i++)
 		fprintf(out, "  %-10s %s\n", commands[i].name,
 			commands[i].help);
@@ -57,9 +56,8 @@ static int help(int argc, char **argv)
 		return KVCCTL_EXIT_OK;
 	}
 	if (argc > 2)
-		return kvcctl_usage_error(NULL,
-					  "help: unexpected argument '%s'",
-					  argv[2]);
+		return kvcctl_usage_error(
+			NULL, "help: unexpected argument '%s'", argv[2]);
 	cmd = find_command(argv[1]);
 	if (!cmd)
 		return kvcctl_usage_error(NULL, "help: unknown command '%s'",

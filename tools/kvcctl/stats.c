@@ -76,29 +76,29 @@ static const struct option long_opts[] = {
 };
 
 static const char usage_text[] =
-"Usage: kvcctl stats [--pid N] [--json] [--watch SECONDS [--count N]]\n"
-"                    [--dir DIR] [--clean]\n"
-"\n"
-"Show the kvc pools of your running processes, read from the stats\n"
-"page each pool publishes.\n"
-"\n"
-"Options:\n"
-"  -p, --pid N          only the pools of process N\n"
-"  -j, --json           print a JSON array, one object per pool\n"
-"  -w, --watch SECONDS  show again every SECONDS (0.5 is fine) until\n"
-"                       interrupted\n"
-"  -n, --count N        with --watch: stop after N refreshes\n"
-"  -d, --dir DIR        read the pages in DIR (default: $KVC_STATS_DIR,\n"
-"                       else " KVC_STATS_DIR ")\n"
-"  -c, --clean          remove the pages of processes that are gone\n"
-"  -h, --help           show this help\n"
-"\n"
-"A pool whose process is gone is shown as 'stale'. A page that does not\n"
-"pass the reader's checks is refused: reported on stderr, not shown.\n"
-"\n"
-"Exit status: 0 on success, also when no pool is found; 1 when the\n"
-"directory cannot be read or a stale page cannot be removed; 2 for a\n"
-"bad command line.\n";
+	"Usage: kvcctl stats [--pid N] [--json] [--watch SECONDS [--count N]]\n"
+	"                    [--dir DIR] [--clean]\n"
+	"\n"
+	"Show the kvc pools of your running processes, read from the stats\n"
+	"page each pool publishes.\n"
+	"\n"
+	"Options:\n"
+	"  -p, --pid N          only the pools of process N\n"
+	"  -j, --json           print a JSON array, one object per pool\n"
+	"  -w, --watch SECONDS  show again every SECONDS (0.5 is fine) until\n"
+	"                       interrupted\n"
+	"  -n, --count N        with --watch: stop after N refreshes\n"
+	"  -d, --dir DIR        read the pages in DIR (default: $KVC_STATS_DIR,\n"
+	"                       else " KVC_STATS_DIR ")\n"
+	"  -c, --clean          remove the pages of processes that are gone\n"
+	"  -h, --help           show this help\n"
+	"\n"
+	"A pool whose process is gone is shown as 'stale'. A page that does not\n"
+	"pass the reader's checks is refused: reported on stderr, not shown.\n"
+	"\n"
+	"Exit status: 0 on success, also when no pool is found; 1 when the\n"
+	"directory cannot be read or a stale page cannot be removed; 2 for a\n"
+	"bad command line.\n";
 
 static void usage(FILE *out)
 {
@@ -164,8 +164,8 @@ static int parse_options(int argc, char **argv, struct stats_opts *o)
 		switch (opt) {
 		case 'p':
 			if (kvcctl_parse_u64(optarg, 1, INT_MAX, &value))
-				return kvcctl_usage_error(CMD,
-					"--pid: '%s' is not a process id",
+				return kvcctl_usage_error(
+					CMD, "--pid: '%s' is not a process id",
 					optarg);
 			o->pid = (pid_t)value;
 			break;
@@ -175,20 +175,23 @@ static int parse_options(int argc, char **argv, struct stats_opts *o)
 		case 'w':
 			if (kvcctl_parse_seconds(optarg, WATCH_MIN, WATCH_MAX,
 						 &o->watch))
-				return kvcctl_usage_error(CMD,
+				return kvcctl_usage_error(
+					CMD,
 					"--watch: '%s' is not a number of seconds from %g to %g",
 					optarg, WATCH_MIN, WATCH_MAX);
 			break;
 		case OPT_COUNT:
 			if (kvcctl_parse_u64(optarg, 1, UINT64_MAX, &o->count))
-				return kvcctl_usage_error(CMD,
+				return kvcctl_usage_error(
+					CMD,
 					"--count: '%s' is not a positive number",
 					optarg);
 			have_count = true;
 			break;
 		case 'd':
 			if (!*optarg)
-				return kvcctl_usage_error(CMD,
+				return kvcctl_usage_error(
+					CMD,
 					"--dir: the directory name is empty");
 			o->dir = optarg;
 			break;
@@ -254,7 +257,8 @@ static uint32_t clean_stale(const struct stats_opts *o,
 			if (!err || err == -ENOENT) {
 				if (!err) {
 					fprintf(out,
-						"removed stale page %s (pid %" PRIu32 ", pool '%s')\n",
+						"removed stale page %s (pid %" PRIu32
+						", pool '%s')\n",
 						snaps[i].path,
 						snaps[i].page.pid, name);
 					removed++;

@@ -86,7 +86,7 @@ static const struct column columns[NR_COLUMNS] = {
 
 /* Column headings of the histogram, in the order of fill_hist[]. */
 static const char *const fill_heads[] = {
-	"empty", "1-10%", "11-20%", "21-30%", "31-40%", "41-50%",
+	"empty",  "1-10%",  "11-20%", "21-30%", "31-40%", "41-50%",
 	"51-60%", "61-70%", "71-80%", "81-90%", "91-99%", "full",
 };
 
@@ -223,8 +223,9 @@ static void put_fill_hist(FILE *out, const struct kvc_stats_snapshot *snaps,
 	for (b = 0; b < KVC_FILL_BUCKETS; b++) {
 		fill_width[b] = FILL_WIDTH;
 		for (r = 0; r < n; r++) {
-			size_t len = (size_t)snprintf(num, sizeof(num),
-					"%" PRIu64, snaps[r].page.fill_hist[b]);
+			size_t len =
+				(size_t)snprintf(num, sizeof(num), "%" PRIu64,
+						 snaps[r].page.fill_hist[b]);
 
 			if (len > fill_width[b])
 				fill_width[b] = len;
@@ -305,35 +306,25 @@ struct stat_field {
 	size_t offset;
 };
 
-#define STAT_FIELD(f) { #f, offsetof(struct kvc_pool_stats, f) }
+#define STAT_FIELD(f)                                  \
+	{                                              \
+#f, offsetof(struct kvc_pool_stats, f) \
+	}
 
 static const struct stat_field stat_fields[] = {
-	STAT_FIELD(block_bytes),
-	STAT_FIELD(chunk_bytes),
-	STAT_FIELD(blocks_per_chunk),
-	STAT_FIELD(blocks_total),
-	STAT_FIELD(blocks_live),
-	STAT_FIELD(blocks_free),
-	STAT_FIELD(blocks_free_mapped),
-	STAT_FIELD(chunks_total),
-	STAT_FIELD(chunks_mapped),
-	STAT_FIELD(chunks_empty),
-	STAT_FIELD(chunks_partial),
-	STAT_FIELD(chunks_full),
-	STAT_FIELD(bytes_reserved),
-	STAT_FIELD(bytes_mapped),
-	STAT_FIELD(bytes_live),
-	STAT_FIELD(blocks_live_hwm),
-	STAT_FIELD(bytes_mapped_hwm),
-	STAT_FIELD(alloc_calls),
-	STAT_FIELD(free_calls),
-	STAT_FIELD(alloc_failures),
-	STAT_FIELD(unmap_failures),
-	STAT_FIELD(backend_create),
-	STAT_FIELD(backend_map),
-	STAT_FIELD(backend_set_access),
-	STAT_FIELD(backend_unmap),
-	STAT_FIELD(backend_release),
+	STAT_FIELD(block_bytes),	STAT_FIELD(chunk_bytes),
+	STAT_FIELD(blocks_per_chunk),	STAT_FIELD(blocks_total),
+	STAT_FIELD(blocks_live),	STAT_FIELD(blocks_free),
+	STAT_FIELD(blocks_free_mapped), STAT_FIELD(chunks_total),
+	STAT_FIELD(chunks_mapped),	STAT_FIELD(chunks_empty),
+	STAT_FIELD(chunks_partial),	STAT_FIELD(chunks_full),
+	STAT_FIELD(bytes_reserved),	STAT_FIELD(bytes_mapped),
+	STAT_FIELD(bytes_live),		STAT_FIELD(blocks_live_hwm),
+	STAT_FIELD(bytes_mapped_hwm),	STAT_FIELD(alloc_calls),
+	STAT_FIELD(free_calls),		STAT_FIELD(alloc_failures),
+	STAT_FIELD(unmap_failures),	STAT_FIELD(backend_create),
+	STAT_FIELD(backend_map),	STAT_FIELD(backend_set_access),
+	STAT_FIELD(backend_unmap),	STAT_FIELD(backend_release),
 	STAT_FIELD(backend_copy),
 };
 
@@ -351,16 +342,18 @@ static void put_json_pool(FILE *out, const struct kvc_stats_snapshot *snap)
 	size_t i;
 	int b;
 
-	fprintf(out, "  {\n    \"pid\": %" PRIu32 ",\n    \"name\": ",
-		page->pid);
+	fprintf(out,
+		"  {\n    \"pid\": %" PRIu32 ",\n    \"name\": ", page->pid);
 	kvcctl_json_string(out, page->name);
 	fprintf(out, ",\n    \"backend\": ");
 	kvcctl_json_string(out, page->backend);
-	fprintf(out, ",\n    \"device\": %d,\n    \"alive\": %s,\n"
-		"    \"path\": ", (int)page->device,
-		snap->alive ? "true" : "false");
+	fprintf(out,
+		",\n    \"device\": %d,\n    \"alive\": %s,\n"
+		"    \"path\": ",
+		(int)page->device, snap->alive ? "true" : "false");
 	kvcctl_json_string(out, snap->path);
-	fprintf(out, ",\n    \"created_ns\": %" PRIu64
+	fprintf(out,
+		",\n    \"created_ns\": %" PRIu64
 		",\n    \"updated_ns\": %" PRIu64 ",\n",
 		page->created_ns, page->updated_ns);
 	for (i = 0; i < sizeof(stat_fields) / sizeof(stat_fields[0]); i++) {
