@@ -13,6 +13,12 @@ VERSION := 0.1.0
 SOVERSION := 0
 
 CFLAGS ?= -O2 -g
+# make DEBUG=1: sanitizers, and the pool checks its invariants on every call.
+ifeq ($(DEBUG),1)
+CFLAGS := -O1 -g -fsanitize=address,undefined -fno-omit-frame-pointer -DKVC_DEBUG
+LDFLAGS += -fsanitize=address,undefined
+OUT := build-debug
+endif
 KVC_CFLAGS := -std=c11 -D_GNU_SOURCE -Wall -Wextra -Wshadow -Wno-unused-parameter \
 	-fPIC -pthread -Iinclude $(CFLAGS)
 LDLIBS := -pthread -ldl
@@ -70,13 +76,13 @@ $(STATIC_LIB): $(LIB_OBJS)
 $(SHARED_LIB): $(LIB_OBJS) kvc.map
 	$(call msg,LD,$@)
 	$(Q)$(CC) -shared -Wl,-soname,libkvc.so.$(SOVERSION) -Wl,--version-script=kvc.map \
-		-Wl,-z,defs -o $@ $(LIB_OBJS) $(LDLIBS)
+		-Wl,-z,defs $(LDFLAGS) -o $@ $(LIB_OBJS) $(LDLIBS)
 	$(Q)ln -sf libkvc.so.$(VERSION) $(OUT)/libkvc.so.$(SOVERSION)
 	$(Q)ln -sf libkvc.so.$(VERSION) $(OUT)/libkvc.so
 
 $(KVCCTL): $(KVCCTL_OBJS) $(STATIC_LIB)
 	$(call msg,LD,$@)
-	$(Q)$(CC) -o $@ $(KVCCTL_OBJS) $(STATIC_LIB) $(LDLIBS) -lm
+	$(Q)$(CC) $(LDFLAGS) -o $@ $(KVCCTL_OBJS) $(STATIC_LIB) $(LDLIBS) -lm
 
 $(OUT)/examples/%: examples/%.c $(STATIC_LIB)
 	$(call msg,CC,$@)
@@ -87,7 +93,8 @@ $(OUT)/examples/%: examples/%.c $(STATIC_LIB)
 $(OUT)/tests/test_%: tests/test_%.c $(TEST_SUPPORT_OBJS) $(STATIC_LIB)
 	$(call msg,CC,$@)
 	@mkdir -p $(@D)
-	$(Q)$(CC) $(KVC_CFLAGS) -Ialloc -Itests -o $@ $< $(TEST_SUPPORT_OBJS) $(STATIC_LIB) \
+	$(Q)$(CC) $(KVC_CFLAGS) -Ialloc -Itests -DKVCCTL='"$(KVCCTL)"' \
+		-DPOOL_DEMO='"$(OUT)/examples/pool_demo"' -o $@ $< $(TEST_SUPPORT_OBJS) $(STATIC_LIB) \
 		-lcmocka $(LDLIBS) -lm
 
 $(OUT)/bench/%: bench/%.c $(STATIC_LIB)
@@ -96,7 +103,7 @@ $(OUT)/bench/%: bench/%.c $(STATIC_LIB)
 	$(Q)$(CC) $(KVC_CFLAGS) -Ialloc -o $@ $< $(STATIC_LIB) $(LDLIBS) -lm
 
 test: all
-	@tests/run-tests.sh $(TESTS)
+	@TEST_LOG_DIR=$(OUT)/test-logs tests/run-tests.sh $(TESTS)
 
 bench: $(BENCHES)
 	@set -e; for b in $(BENCHES); do $$b; done

@@ -13,7 +13,7 @@
 #include "error.h"
 #include "internal.h"
 
-static int check_locked(struct kvc_pool *pool)
+int kvc_pool_check_locked(struct kvc_pool *pool)
 {
 	uint64_t nr_live = 0, *seen;
 	uint32_t i, nr_mapped = 0;
@@ -84,7 +84,7 @@ int kvc_pool_check(struct kvc_pool *pool)
 	if (!pool)
 		return kvc_err(-EINVAL, "kvc_pool_check: NULL pool");
 	pthread_mutex_lock(&pool->lock);
-	err = check_locked(pool);
+	err = kvc_pool_check_locked(pool);
 	pthread_mutex_unlock(&pool->lock);
 	return err;
 }

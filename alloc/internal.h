@@ -170,6 +170,9 @@ struct kvc_chunk *kvc_fill_fullest_partial(struct kvc_pool *pool);
 struct kvc_chunk *kvc_fill_first(struct kvc_pool *pool, uint32_t nr_live);
 int kvc_fill_check(struct kvc_pool *pool);
 
+/* check.c */
+int kvc_pool_check_locked(struct kvc_pool *pool);
+
 /* chunk.c */
 int kvc_chunk_map(struct kvc_pool *pool, struct kvc_chunk *c);
 int kvc_chunk_unmap(struct kvc_pool *pool, struct kvc_chunk *c);

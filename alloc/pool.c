@@ -120,11 +120,21 @@ static void fill_stats(struct kvc_pool *pool, struct kvc_pool_stats *st)
 	st->backend_copy = calls->copy;
 }
 
-/* Called at the end of every operation, under the lock. */
+/*
+ * Called at the end of every operation, under the lock. Debug builds
+ * (make DEBUG=1) check every invariant here, as mimalloc's do, and stop at
+ * the first operation that breaks one.
+ */
 static void publish(struct kvc_pool *pool)
 {
 	struct kvc_pool_stats st;
 
+#ifdef KVC_DEBUG
+	if (kvc_pool_check_locked(pool)) {
+		kvc_notice("pool invariant broken: %s", kvc_last_error());
+		abort();
+	}
+#endif
 	if (!pool->pub)
 		return;
 	fill_stats(pool, &st);
