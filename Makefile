@@ -90,6 +90,11 @@ $(OUT)/examples/%: examples/%.c $(STATIC_LIB)
 	$(Q)$(CC) $(KVC_CFLAGS) -o $@ $< $(STATIC_LIB) $(LDLIBS)
 
 # Tests may reach internal headers (the ops struct, the fake driver).
+$(OUT)/tests/%.o: tests/%.c
+	$(call msg,CC,$@)
+	@mkdir -p $(@D)
+	$(Q)$(CC) $(KVC_CFLAGS) -Ialloc -Itests -MMD -MP -c $< -o $@
+
 $(OUT)/tests/test_%: tests/test_%.c $(TEST_SUPPORT_OBJS) $(STATIC_LIB)
 	$(call msg,CC,$@)
 	@mkdir -p $(@D)

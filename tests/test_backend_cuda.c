@@ -14,20 +14,13 @@
 
 #include "backend.h"
 #include "fake_driver.h"
+#include "scenario.h"
 
-#define GRAN (64u << 10)
-#define BLOCK (4u << 10)
-#define CAPACITY 256u
+#define GRAN SCENARIO_GRAN
+#define BLOCK SCENARIO_BLOCK
+#define CAPACITY SCENARIO_CAPACITY
 
 static const struct kvc_fake_config small_gpu = { GRAN, 1, 0 };
-
-/* What the scenario believes is live, and what each block should hold. */
-struct model {
-	uint8_t live[CAPACITY];
-	uint32_t seed[CAPACITY];
-	uint32_t nr_live;
-	uint32_t next_seed;
-};
 
 static void assert_fake_clean(void)
 {
@@ -135,185 +128,13 @@ static void test_real_driver_absent(void **state)
 	kvc_backend_close(be);
 }
 
-static struct kvc_pool *fake_pool(struct kvc_backend *be, uint32_t kept,
-				  uint64_t max_mapped)
-{
-	struct kvc_pool_params p;
-	struct kvc_pool *pool = NULL;
-
-	kvc_pool_params_init(&p);
-	p.block_bytes = BLOCK;
-	p.capacity_blocks = CAPACITY;
-	p.empty_chunks_kept = kept;
-	p.max_mapped_bytes = max_mapped;
-	p.backend = be;
-	p.flags = KVC_POOL_NO_STATS_PAGE;
-	if (kvc_pool_create(&p, &pool))
-		return NULL;
-	return pool;
-}
-
-static void fill_block(struct kvc_pool *pool, struct model *m, uint32_t id)
-{
-	uint32_t *words = (uint32_t *)(uintptr_t)(kvc_pool_base(pool) +
-						  (uint64_t)id * BLOCK);
-	uint32_t i;
-
-	m->seed[id] = ++m->next_seed;
-	for (i = 0; i < BLOCK / 4; i++)
-		words[i] = m->seed[id] * 2654435761u + i;
-}
-
-/* Every block the model holds is live and holds what was written. */
-static void verify(struct kvc_pool *pool, const struct model *m)
-{
-	struct kvc_pool_stats st;
-	uint32_t id, i;
-
-	if (kvc_pool_check(pool))
-		fail_msg("pool check: %s", kvc_last_error());
-	kvc_pool_get_stats(pool, &st, NULL);
-	assert_int_equal(st.blocks_live, m->nr_live);
-	for (id = 0; id < CAPACITY; id++) {
-		const uint32_t *words;
-
-		assert_int_equal(kvc_pool_is_live(pool, id), m->live[id]);
-		if (!m->live[id])
-			continue;
-		words = (const uint32_t *)(uintptr_t)(kvc_pool_base(pool) +
-						      (uint64_t)id * BLOCK);
-		for (i = 0; i < BLOCK / 4; i++)
-			if (words[i] != m->seed[id] * 2654435761u + i)
-				fail_msg("block %u word %u lost its contents",
-					 id, i);
-	}
-}
-
-static int model_alloc(struct kvc_pool *pool, struct model *m, uint32_t n)
-{
-	struct kvc_pool_stats before, after;
-	uint32_t ids[CAPACITY], i;
-	int err;
-
-	kvc_pool_get_stats(pool, &before, NULL);
-	err = kvc_pool_alloc(pool, n, ids);
-	kvc_pool_get_stats(pool, &after, NULL);
-	if (err) {
-		/* All-or-nothing: nothing taken, nothing left mapped. */
-		assert_int_equal(after.blocks_live, before.blocks_live);
-		assert_int_equal(after.chunks_mapped, before.chunks_mapped);
-		return err;
-	}
-	for (i = 0; i < n; i++) {
-		assert_false(m->live[ids[i]]);
-		m->live[ids[i]] = 1;
-		m->nr_live++;
-		fill_block(pool, m, ids[i]);
-	}
-	return 0;
-}
-
-/* Free every @stride-th live block, starting at the @skip-th. */
-static int model_free(struct kvc_pool *pool, struct model *m, uint32_t stride,
-		      uint32_t skip)
-{
-	uint32_t ids[CAPACITY], n = 0, id, seen = 0, i;
-	int err;
-
-	for (id = 0; id < CAPACITY; id++)
-		if (m->live[id] && seen++ % stride == skip)
-			ids[n++] = id;
-	err = kvc_pool_free(pool, n, ids);
-	if (err)
-		return err;
-	for (i = 0; i < n; i++) {
-		m->live[ids[i]] = 0;
-		m->nr_live--;
-	}
-	return 0;
-}
-
-/* Copy block @src over block @dst through the backend, then fence. */
-static int model_copy(struct kvc_pool *pool, struct model *m, uint32_t src,
-		      uint32_t dst)
-{
-	struct kvc_backend *be = kvc_pool_backend(pool);
-	struct kvc_va va = { .base = kvc_pool_base(pool),
-			     .bytes = (uint64_t)CAPACITY * BLOCK };
-	struct kvc_copy c = { (uint64_t)src * BLOCK, (uint64_t)dst * BLOCK,
-			      BLOCK };
-	int err;
-
-	err = be->ops->copy(be, &va, &c, 1);
-	if (!err)
-		err = be->ops->fence(be, &va);
-	if (!err)
-		m->seed[dst] = m->seed[src];
-	else
-		fill_block(pool, m,
-			   dst); /* a failed copy leaves dst undefined */
-	return err;
-}
-
-static int first_live(const struct model *m, uint32_t nth)
-{
-	uint32_t id;
-
-	for (id = 0; id < CAPACITY; id++)
-		if (m->live[id] && !nth--)
-			return (int)id;
-	return -1;
-}
-
-/* Base of the scenario's last pool, to reclaim a reservation it leaked. */
-static uint64_t last_base;
-
-/*
- * The scripted scenario: grow, fragment, regrow past the watermark, copy,
- * shrink, trim. Returns how many steps failed; checks after every step.
- */
-static int scenario(struct kvc_backend *be)
-{
-	struct kvc_pool *pool;
-	struct model m = { 0 };
-	int failures = 0, src, dst;
-
-	pool = fake_pool(be, 1, 0);
-	if (!pool)
-		return 1;
-	last_base = kvc_pool_base(pool);
-	verify(pool, &m);
-	failures += model_alloc(pool, &m, 40) != 0;
-	verify(pool, &m);
-	failures += model_free(pool, &m, 2, 1) != 0;
-	verify(pool, &m);
-	failures += model_alloc(pool, &m, 50) != 0;
-	verify(pool, &m);
-	src = first_live(&m, 0);
-	dst = first_live(&m, 1);
-	if (src >= 0 && dst >= 0)
-		failures +=
-			model_copy(pool, &m, (uint32_t)src, (uint32_t)dst) != 0;
-	verify(pool, &m);
-	failures += model_free(pool, &m, 3, 0) != 0;
-	verify(pool, &m);
-	failures += model_free(pool, &m, 1, 0) != 0;
-	verify(pool, &m);
-	failures += kvc_pool_trim(pool, 0) != 0;
-	verify(pool, &m);
-	failures += model_alloc(pool, &m, 17) != 0;
-	verify(pool, &m);
-	failures += kvc_pool_destroy(pool) != 0;
-	return failures;
-}
-
 static void test_scenario_clean(void **state)
 {
 	const struct kvc_cuda_driver *drv = *state;
 	struct kvc_backend *be;
 
 	assert_int_equal(kvc_backend_open_cuda_driver(drv, 0, &be), 0);
-	assert_int_equal(scenario(be), 0);
+	assert_int_equal(scenario_run(be), 0);
 	assert_no_violation();
 	kvc_backend_close(be);
 }
@@ -334,7 +155,7 @@ static void test_fault_every_call(void **state)
 	/* One clean run counts the calls the scenario makes. */
 	assert_int_equal(kvc_backend_open_cuda_driver(drv, 0, &be), 0);
 	kvc_fake_counts(&base);
-	assert_int_equal(scenario(be), 0);
+	assert_int_equal(scenario_run(be), 0);
 	kvc_fake_counts(&fc);
 	for (fn = 0; fn < KVC_FAKE_NR_FNS; fn++)
 		calls[fn] = fc.calls[fn] - base.calls[fn];
@@ -346,7 +167,7 @@ static void test_fault_every_call(void **state)
 		for (nth = 1; nth <= calls[fn]; nth++) {
 			for (r = 0; r < 2; r++) {
 				kvc_fake_fail(fn, nth, results[r]);
-				failures = scenario(be);
+				failures = scenario_run(be);
 				kvc_fake_fail(fn, 0, 0);
 				kvc_fake_counts(&fc);
 				/*
@@ -363,7 +184,7 @@ static void test_fault_every_call(void **state)
 				    fc.reservations == 1) {
 					assert_int_equal(
 						drv->cuMemAddressFree(
-							last_base,
+							scenario_last_base,
 							(uint64_t)CAPACITY *
 								BLOCK),
 						0);
@@ -401,19 +222,19 @@ static void test_device_out_of_memory(void **state)
 	const struct kvc_cuda_driver *drv = kvc_fake_driver(&tiny);
 	struct kvc_backend *be;
 	struct kvc_pool *pool;
-	struct model m = { 0 };
+	struct scenario_model m = { 0 };
 
 	assert_int_equal(kvc_backend_open_cuda_driver(drv, 0, &be), 0);
-	pool = fake_pool(be, 0, 0);
+	pool = scenario_pool(be, 0, 0);
 	assert_non_null(pool);
 	/* 16 blocks per chunk, three chunks of device memory. */
-	assert_int_equal(model_alloc(pool, &m, 40), 0);
-	verify(pool, &m);
-	assert_int_equal(model_alloc(pool, &m, 20), -ENOMEM);
+	assert_int_equal(scenario_alloc(pool, &m, 40), 0);
+	scenario_verify(pool, &m);
+	assert_int_equal(scenario_alloc(pool, &m, 20), -ENOMEM);
 	assert_non_null(strstr(kvc_last_error(), "OUT_OF_MEMORY"));
-	verify(pool, &m);
-	assert_int_equal(model_alloc(pool, &m, 8), 0);
-	verify(pool, &m);
+	scenario_verify(pool, &m);
+	assert_int_equal(scenario_alloc(pool, &m, 8), 0);
+	scenario_verify(pool, &m);
 	assert_int_equal(kvc_pool_destroy(pool), 0);
 	kvc_backend_close(be);
 }
@@ -424,15 +245,15 @@ static void test_mapped_cap(void **state)
 	const struct kvc_cuda_driver *drv = *state;
 	struct kvc_backend *be;
 	struct kvc_pool *pool;
-	struct model m = { 0 };
+	struct scenario_model m = { 0 };
 
 	assert_int_equal(kvc_backend_open_cuda_driver(drv, 0, &be), 0);
-	pool = fake_pool(be, 0, 2 * GRAN);
+	pool = scenario_pool(be, 0, 2 * GRAN);
 	assert_non_null(pool);
-	assert_int_equal(model_alloc(pool, &m, 32), 0);
-	assert_int_equal(model_alloc(pool, &m, 1), -ENOMEM);
+	assert_int_equal(scenario_alloc(pool, &m, 32), 0);
+	assert_int_equal(scenario_alloc(pool, &m, 1), -ENOMEM);
 	assert_non_null(strstr(kvc_last_error(), "cap"));
-	verify(pool, &m);
+	scenario_verify(pool, &m);
 	assert_int_equal(kvc_pool_destroy(pool), 0);
 	kvc_backend_close(be);
 }
@@ -448,19 +269,19 @@ static void test_double_fault_unwind(void **state)
 	struct kvc_fake_counts fc;
 	struct kvc_backend *be;
 	struct kvc_pool *pool;
-	struct model m = { 0 };
+	struct scenario_model m = { 0 };
 
 	assert_int_equal(kvc_backend_open_cuda_driver(drv, 0, &be), 0);
-	pool = fake_pool(be, 0, 0);
+	pool = scenario_pool(be, 0, 0);
 	assert_non_null(pool);
 	kvc_fake_fail(KVC_FAKE_SET_ACCESS, 1, KVC_CUDA_ERROR_OUT_OF_MEMORY);
 	kvc_fake_fail(KVC_FAKE_UNMAP, 1, KVC_CUDA_ERROR_INVALID_VALUE);
-	assert_int_equal(model_alloc(pool, &m, 5), -ENOMEM);
-	verify(pool, &m);
+	assert_int_equal(scenario_alloc(pool, &m, 5), -ENOMEM);
+	scenario_verify(pool, &m);
 	kvc_fake_counts(&fc);
 	assert_int_equal(fc.mappings, 1); /* parked, not forgotten */
-	assert_int_equal(model_alloc(pool, &m, 5), 0);
-	verify(pool, &m);
+	assert_int_equal(scenario_alloc(pool, &m, 5), 0);
+	scenario_verify(pool, &m);
 	kvc_fake_counts(&fc);
 	assert_int_equal(fc.mappings, 1);
 	assert_int_equal(fc.handles, 1);
