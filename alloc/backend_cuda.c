@@ -112,6 +112,13 @@ static void release_zombies(struct cuda_state *cs)
 	}
 }
 
+static void retry_zombies(struct cuda_state *cs)
+{
+	pthread_mutex_lock(&cs->lock);
+	release_zombies(cs);
+	pthread_mutex_unlock(&cs->lock);
+}
+
 /* Park what the driver refused to give back. Caller holds cs->lock. */
 static void add_zombie(struct cuda_state *cs, kvc_cu_handle handle,
 		       kvc_cu_ptr ptr, size_t bytes)
@@ -159,9 +166,7 @@ static int cuda_release(struct kvc_backend *be, struct kvc_va *va)
 	err = bind(cs);
 	if (err)
 		return err;
-	pthread_mutex_lock(&cs->lock);
-	release_zombies(cs);
-	pthread_mutex_unlock(&cs->lock);
+	retry_zombies(cs);
 	r = cs->drv->cuMemAddressFree(va->base, va->bytes);
 	if (r)
 		return cu_err(cs->drv, r, "cuMemAddressFree", va->bytes);
@@ -181,11 +186,7 @@ static int cuda_map(struct kvc_backend *be, struct kvc_va *va, uint64_t off,
 	err = bind(cs);
 	if (err)
 		return err;
-	if (cs->zombies) {
-		pthread_mutex_lock(&cs->lock);
-		release_zombies(cs);
-		pthread_mutex_unlock(&cs->lock);
-	}
+	retry_zombies(cs); /* maps are rare: the lock costs nothing here */
 	va->calls.create++;
 	r = drv->cuMemCreate(&h, bytes, &cs->prop, 0);
 	if (r)

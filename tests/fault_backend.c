@@ -79,7 +79,8 @@ static int f_copy(struct kvc_backend *be, struct kvc_va *va,
 {
 	int err = enter(be, FAULT_COPY);
 
-	return err ? err : fb(be)->inner->ops->copy(fb(be)->inner, va, copies, n);
+	return err ? err :
+		     fb(be)->inner->ops->copy(fb(be)->inner, va, copies, n);
 }
 
 static int f_fence(struct kvc_backend *be, struct kvc_va *va)

@@ -35,8 +35,8 @@ struct fault_counts {
 /* Wrap @inner (owned from now on: closing the wrapper closes it). */
 struct kvc_backend *fault_backend_wrap(struct kvc_backend *inner);
 /* Fail the @nth next call of @op with @err; @nth 0 cancels. */
-void fault_backend_fail(struct kvc_backend *be, enum fault_op op,
-			uint64_t nth, int err);
+void fault_backend_fail(struct kvc_backend *be, enum fault_op op, uint64_t nth,
+			int err);
 void fault_backend_counts(struct kvc_backend *be, struct fault_counts *out);
 const char *fault_op_name(enum fault_op op);
 

@@ -23,7 +23,7 @@
 #define CAPACITY SCENARIO_CAPACITY
 
 struct kvc_pool *scenario_pool(struct kvc_backend *be, uint32_t kept,
-				  uint64_t max_mapped)
+			       uint64_t max_mapped)
 {
 	struct kvc_pool_params p;
 	struct kvc_pool *pool = NULL;
@@ -101,8 +101,8 @@ int scenario_alloc(struct kvc_pool *pool, struct scenario_model *m, uint32_t n)
 }
 
 /* Free every @stride-th live block, starting at the @skip-th. */
-int scenario_free(struct kvc_pool *pool, struct scenario_model *m, uint32_t stride,
-		      uint32_t skip)
+int scenario_free(struct kvc_pool *pool, struct scenario_model *m,
+		  uint32_t stride, uint32_t skip)
 {
 	uint32_t ids[CAPACITY], n = 0, id, seen = 0, i;
 	int err;
@@ -122,7 +122,7 @@ int scenario_free(struct kvc_pool *pool, struct scenario_model *m, uint32_t stri
 
 /* Copy block @src over block @dst through the backend, then fence. */
 int scenario_copy(struct kvc_pool *pool, struct scenario_model *m, uint32_t src,
-		      uint32_t dst)
+		  uint32_t dst)
 {
 	struct kvc_backend *be = kvc_pool_backend(pool);
 	struct kvc_va va = { .base = kvc_pool_base(pool),
@@ -138,7 +138,7 @@ int scenario_copy(struct kvc_pool *pool, struct scenario_model *m, uint32_t src,
 		m->seed[dst] = m->seed[src];
 	else
 		scenario_fill(pool, m,
-			   dst); /* a failed copy leaves dst undefined */
+			      dst); /* a failed copy leaves dst undefined */
 	return err;
 }
 
@@ -179,8 +179,8 @@ int scenario_run(struct kvc_backend *be)
 	src = first_live(&m, 0);
 	dst = first_live(&m, 1);
 	if (src >= 0 && dst >= 0)
-		failures +=
-			scenario_copy(pool, &m, (uint32_t)src, (uint32_t)dst) != 0;
+		failures += scenario_copy(pool, &m, (uint32_t)src,
+					  (uint32_t)dst) != 0;
 	scenario_verify(pool, &m);
 	failures += scenario_free(pool, &m, 3, 0) != 0;
 	scenario_verify(pool, &m);

@@ -31,12 +31,11 @@ struct kvc_pool *scenario_pool(struct kvc_backend *be, uint32_t kept,
 void scenario_fill(struct kvc_pool *pool, struct scenario_model *m,
 		   uint32_t id);
 void scenario_verify(struct kvc_pool *pool, const struct scenario_model *m);
-int scenario_alloc(struct kvc_pool *pool, struct scenario_model *m,
-		   uint32_t n);
+int scenario_alloc(struct kvc_pool *pool, struct scenario_model *m, uint32_t n);
 int scenario_free(struct kvc_pool *pool, struct scenario_model *m,
 		  uint32_t stride, uint32_t skip);
-int scenario_copy(struct kvc_pool *pool, struct scenario_model *m,
-		  uint32_t src, uint32_t dst);
+int scenario_copy(struct kvc_pool *pool, struct scenario_model *m, uint32_t src,
+		  uint32_t dst);
 /* Runs the whole scenario; returns how many steps failed. */
 int scenario_run(struct kvc_backend *be);
 

@@ -152,8 +152,8 @@ int main(void)
 	const struct CMUnitTest tests[] = {
 		cmocka_unit_test_setup_teardown(test_fault_every_op, setup,
 						teardown),
-		cmocka_unit_test_setup_teardown(test_map_failure_is_clean, setup,
-						teardown),
+		cmocka_unit_test_setup_teardown(test_map_failure_is_clean,
+						setup, teardown),
 		cmocka_unit_test_setup_teardown(test_unmap_refused_then_retried,
 						setup, teardown),
 		cmocka_unit_test_setup_teardown(test_reserve_failure, setup,
