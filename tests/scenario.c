@@ -18,6 +18,7 @@
 
 #include "backend.h"
 #include "scenario.h"
+#include "testutil.h"
 
 #define BLOCK SCENARIO_BLOCK
 #define CAPACITY SCENARIO_CAPACITY
@@ -57,8 +58,7 @@ void scenario_verify(struct kvc_pool *pool, const struct scenario_model *m)
 	struct kvc_pool_stats st;
 	uint32_t id, i;
 
-	if (kvc_pool_check(pool))
-		fail_msg("pool check: %s", kvc_last_error());
+	CHECK(pool);
 	kvc_pool_get_stats(pool, &st, NULL);
 	assert_int_equal(st.blocks_live, m->nr_live);
 	for (id = 0; id < CAPACITY; id++) {

@@ -21,6 +21,8 @@
 
 #include <cmocka.h>
 
+#include "testutil.h"
+
 #include <kvc/kvc.h>
 
 #define GRAN (64ull << 10)
@@ -35,25 +37,6 @@ struct fixture {
 
 /* ------------------------------------------------------------------ */
 /* helpers */
-
-#define EXPECT_U64(got, want)                                                \
-	do {                                                                 \
-		uint64_t got_ = (uint64_t)(got), want_ = (uint64_t)(want);   \
-		if (got_ != want_)                                           \
-			fail_msg("%s = %" PRIu64 ", expected %s = %" PRIu64, \
-				 #got, got_, #want, want_);                  \
-	} while (0)
-
-#define CHECK(pool) check_pool(pool, __FILE__, __LINE__)
-
-static void check_pool(struct kvc_pool *pool, const char *file, int line)
-{
-	int err = kvc_pool_check(pool);
-
-	if (err)
-		fail_msg("%s:%d: kvc_pool_check() = %d: %s", file, line, err,
-			 kvc_last_error());
-}
 
 #define ALLOC_OK(pool, n, ids) alloc_ok(pool, n, ids, __FILE__, __LINE__)
 

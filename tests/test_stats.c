@@ -28,6 +28,8 @@
 
 #include <cmocka.h>
 
+#include "testutil.h"
+
 #include <kvc/kvc.h>
 
 #define GRAN (64ull << 10)
@@ -44,22 +46,6 @@ struct fixture {
 
 /* ------------------------------------------------------------------ */
 /* helpers */
-
-#define EXPECT_U64(got, want)                                                \
-	do {                                                                 \
-		uint64_t got_ = (uint64_t)(got), want_ = (uint64_t)(want);   \
-		if (got_ != want_)                                           \
-			fail_msg("%s = %" PRIu64 ", expected %s = %" PRIu64, \
-				 #got, got_, #want, want_);                  \
-	} while (0)
-
-#define CHECK(pool)                                               \
-	do {                                                      \
-		int e_ = kvc_pool_check(pool);                    \
-		if (e_)                                           \
-			fail_msg("kvc_pool_check() = %d: %s", e_, \
-				 kvc_last_error());               \
-	} while (0)
 
 /* clang-format off */
 #define STATS_FIELDS(X) \
