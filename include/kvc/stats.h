@@ -40,8 +40,8 @@ extern "C" {
  * @device: CUDA device ordinal, or -1 for host.
  * @backend: backend name, NUL-terminated.
  * @name: the pool's label, NUL-terminated.
- * @created_ns: CLOCK_REALTIME of creation, in ns.
- * @updated_ns: CLOCK_REALTIME of the last update, in ns.
+ * @created_ns: CLOCK_REALTIME_COARSE of creation, in ns.
+ * @updated_ns: CLOCK_REALTIME_COARSE of the last update, in ns.
  * @stats: the counters.
  * @fill_hist: mapped chunks by fill (%KVC_FILL_BUCKETS columns).
  */
