@@ -10,6 +10,7 @@
 #include <fcntl.h>
 #include <limits.h>
 #include <sched.h>
+#include <stddef.h>
 #include <signal.h>
 #include <stdatomic.h>
 #include <stdio.h>
@@ -92,9 +93,16 @@ int kvc_stats_pub_open(const char *backend, int device, const char *name,
 	pub = calloc(1, sizeof(*pub));
 	if (!pub)
 		return kvc_err(-ENOMEM, "stats page: out of memory");
-	snprintf(pub->path, sizeof(pub->path), "%s/" KVC_STATS_PREFIX "%d.%u",
-		 kvc_stats_dir(), (int)getpid(),
-		 atomic_fetch_add(&next_page_nr, 1));
+	if (snprintf(pub->path, sizeof(pub->path),
+		     "%s/" KVC_STATS_PREFIX "%d.%u", kvc_stats_dir(),
+		     (int)getpid(), atomic_fetch_add(&next_page_nr, 1)) >=
+	    (int)sizeof(pub->path)) {
+		err = kvc_err(-ENAMETOOLONG,
+			      "stats page: directory name too long: %s",
+			      kvc_stats_dir());
+		goto err_free;
+	}
+
 	fd = open(pub->path, O_RDWR | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC,
 		  0600);
 	if (fd < 0) {
@@ -194,21 +202,43 @@ static pid_t name_pid(const char *name)
 	return (pid_t)pid;
 }
 
-static int copy_page(const struct kvc_stats_page *shared,
-		     struct kvc_stats_page *copy)
+/* One pread of @bytes at @off: never faults, even if the file shrinks. */
+static int read_at(int fd, void *buf, size_t bytes, off_t off)
 {
+	ssize_t n = pread(fd, buf, bytes, off);
+
+	if (n < 0)
+		return -errno;
+	return (size_t)n == bytes ? 0 : -EPROTO;
+}
+
+/*
+ * The reader's half of the seqlock, through pread: seq, then the page,
+ * then seq again, each a separate system call so none is reordered. A
+ * writer that died mid-update leaves seq odd for good; then there is no
+ * point in waiting.
+ */
+static int copy_page(int fd, struct kvc_stats_page *copy, bool writer_alive)
+{
+	const off_t seq_off = offsetof(struct kvc_stats_page, seq);
 	uint32_t s1, s2;
-	int i;
+	int i, err;
 
 	for (i = 0; i < READ_RETRIES; i++) {
-		s1 = __atomic_load_n(&shared->seq, __ATOMIC_ACQUIRE);
+		err = read_at(fd, &s1, sizeof(s1), seq_off);
+		if (err)
+			return err;
 		if (s1 & 1) {
+			if (!writer_alive)
+				return -EAGAIN;
 			sched_yield();
 			continue;
 		}
-		memcpy(copy, shared, sizeof(*copy));
-		__atomic_thread_fence(__ATOMIC_ACQUIRE);
-		s2 = __atomic_load_n(&shared->seq, __ATOMIC_RELAXED);
+		err = read_at(fd, copy, sizeof(*copy), 0);
+		if (!err)
+			err = read_at(fd, &s2, sizeof(s2), seq_off);
+		if (err)
+			return err;
 		if (s1 == s2)
 			return 0;
 	}
@@ -217,7 +247,6 @@ static int copy_page(const struct kvc_stats_page *shared,
 
 int kvc_stats_read(const char *path, struct kvc_stats_snapshot *snap)
 {
-	const struct kvc_stats_page *shared;
 	struct kvc_stats_page *page = &snap->page;
 	const char *base;
 	struct stat st;
@@ -264,40 +293,33 @@ int kvc_stats_read(const char *path, struct kvc_stats_snapshot *snap)
 			      (long long)st.st_size, STATS_FILE_BYTES);
 		goto out_close;
 	}
-	shared = mmap(NULL, STATS_FILE_BYTES, PROT_READ, MAP_SHARED, fd, 0);
-	if (shared == MAP_FAILED) {
-		err = kvc_err(-errno, "%s: mmap: %s", path, strerror(errno));
+	/* The header is written once, before the magic: check it first. */
+	err = read_at(fd, page, sizeof(*page), 0);
+	if (err) {
+		kvc_err(err, "%s: cannot read: %s", path, strerror(-err));
 		goto out_close;
 	}
-	if (__atomic_load_n(&shared->magic, __ATOMIC_ACQUIRE) !=
-	    KVC_STATS_MAGIC) {
+	if (page->magic != KVC_STATS_MAGIC) {
 		err = kvc_err(-EPROTO, "%s: bad magic, not a kvc stats page",
 			      path);
-		goto out_unmap;
-	}
-	err = copy_page(shared, page);
-	if (err) {
-		kvc_err(err, "%s: writer busy, no consistent copy", path);
-		goto out_unmap;
+		goto out_close;
 	}
 	if (page->version != KVC_STATS_VERSION) {
 		err = kvc_err(-EPROTO,
 			      "%s: layout version %u, this kvc reads %u", path,
 			      page->version, KVC_STATS_VERSION);
-		goto out_unmap;
+		goto out_close;
 	}
 	if (page->page_bytes != sizeof(*page)) {
 		err = kvc_err(-EPROTO, "%s: layout of %u bytes, expected %zu",
 			      path, page->page_bytes, sizeof(*page));
-		goto out_unmap;
+		goto out_close;
 	}
 	if (page->pid != (uint32_t)pid) {
 		err = kvc_err(-EPROTO, "%s: names pid %d but holds pid %u",
 			      path, (int)pid, page->pid);
-		goto out_unmap;
+		goto out_close;
 	}
-	page->backend[sizeof(page->backend) - 1] = '\0';
-	page->name[sizeof(page->name) - 1] = '\0';
 	/*
 	 * A publisher that could not read its start time is judged by its
 	 * pid alone, so its page is never removed while it runs.
@@ -306,9 +328,29 @@ int kvc_stats_read(const char *path, struct kvc_stats_snapshot *snap)
 		snap->alive = proc_start_time(pid) == page->start_time;
 	else
 		snap->alive = !kill(pid, 0) || errno == EPERM;
+	err = copy_page(fd, page, snap->alive);
+	if (err == -EAGAIN && !snap->alive) {
+		/* Its writer died mid-update: stale, counters unreliable. */
+		snap->torn = true;
+		err = read_at(fd, page, sizeof(*page), 0);
+	}
+	if (err) {
+		kvc_err(err, "%s: %s", path,
+			err == -EAGAIN ? "writer busy, no consistent copy" :
+					 "cannot read");
+		goto out_close;
+	}
+	/* The copy is re-read: the header must still hold. */
+	if (page->magic != KVC_STATS_MAGIC ||
+	    page->version != KVC_STATS_VERSION ||
+	    page->page_bytes != sizeof(*page) || page->pid != (uint32_t)pid) {
+		err = kvc_err(-EPROTO, "%s: header changed while reading",
+			      path);
+		goto out_close;
+	}
+	page->backend[sizeof(page->backend) - 1] = '\0';
+	page->name[sizeof(page->name) - 1] = '\0';
 	err = 0;
-out_unmap:
-	munmap((void *)shared, STATS_FILE_BYTES);
 out_close:
 	close(fd);
 	return err;

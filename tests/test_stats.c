@@ -844,6 +844,49 @@ static void test_reused_pid_is_stale(void **state)
 	assert_int_equal(access(bad, F_OK), 0);
 }
 
+/* A writer that died mid-update: stale and torn, read at once, removable. */
+static void test_torn_page_of_dead_writer(void **state)
+{
+	struct fixture *fx = *state;
+	struct kvc_stats_snapshot snap;
+	struct kvc_stats_page page;
+	char path[PATH_MAX];
+
+	pool_open(fx);
+	good_page(fx, &page);
+	page.seq |= 1;
+	page.start_time += 12345; /* our pid, but not us: a dead writer */
+	page_name(fx, path, sizeof(path), (long)getpid(), 779);
+	write_page(path, &page, PAGE_FILE_BYTES, 0600);
+	assert_int_equal(kvc_stats_read(path, &snap), 0);
+	assert_false(snap.alive);
+	assert_true(snap.torn);
+	assert_int_equal(kvc_stats_remove_stale(path), 0);
+	assert_int_equal(access(path, F_OK), -1);
+	/* A consistent page is not torn. */
+	assert_int_equal(kvc_stats_read(kvc_pool_stats_path(fx->pool), &snap),
+			 0);
+	assert_false(snap.torn);
+}
+
+/* A directory name too long for a page path: the pool works, no page. */
+static void test_stats_dir_too_long(void **state)
+{
+	struct fixture *fx = *state;
+	char dir[400];
+	uint32_t ids[4];
+
+	memset(dir, 'd', sizeof(dir) - 1);
+	dir[0] = '/';
+	dir[sizeof(dir) - 1] = '\0';
+	assert_int_equal(setenv("KVC_STATS_DIR", dir, 1), 0);
+	pool_open(fx);
+	assert_null(kvc_pool_stats_path(fx->pool));
+	assert_int_equal(kvc_pool_alloc(fx->pool, 4, ids), 0);
+	assert_int_equal(kvc_pool_free(fx->pool, 4, ids), 0);
+	assert_int_equal(setenv("KVC_STATS_DIR", fx->dir, 1), 0);
+}
+
 /* ------------------------------------------------------------------ */
 /* seqlock */
 
@@ -1015,6 +1058,10 @@ int main(void)
 		cmocka_unit_test_setup_teardown(test_stale_page, setup,
 						teardown),
 		cmocka_unit_test_setup_teardown(test_reused_pid_is_stale, setup,
+						teardown),
+		cmocka_unit_test_setup_teardown(test_torn_page_of_dead_writer,
+						setup, teardown),
+		cmocka_unit_test_setup_teardown(test_stats_dir_too_long, setup,
 						teardown),
 		cmocka_unit_test_setup_teardown(
 			test_seqlock_consistent_snapshots, setup, teardown),

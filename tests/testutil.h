@@ -20,8 +20,7 @@
 /* Every invariant of @pool holds, or the test fails at the caller's line. */
 #define CHECK(pool) check_pool(pool, __FILE__, __LINE__)
 
-static inline void check_pool(struct kvc_pool *pool, const char *file,
-			      int line)
+static inline void check_pool(struct kvc_pool *pool, const char *file, int line)
 {
 	int err = kvc_pool_check(pool);
 

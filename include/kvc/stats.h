@@ -68,11 +68,14 @@ struct kvc_stats_page {
  * @page: the page's contents.
  * @alive: whether the publishing process still runs (same pid, same start
  *         time); a page whose process is gone is stale.
+ * @torn: the process died in the middle of an update, so the counters
+ *        may disagree with each other (only ever with @alive false).
  */
 struct kvc_stats_snapshot {
 	char path[256];
 	struct kvc_stats_page page;
 	bool alive;
+	bool torn;
 };
 
 /**
@@ -94,7 +97,8 @@ const char *kvc_stats_dir(void);
  * Return: 0; -ENOENT when gone; -EPERM for another user's page, a wrong
  * mode or a symbolic link; -EPROTO for a name that is not a page's, a
  * malformed page, another version, or a pid that disagrees with the name;
- * -EAGAIN when the writer kept it busy through every retry; -EINVAL for
+ * -EAGAIN when a running writer kept it busy through every retry (a page
+ * whose writer died mid-update reads as stale and @torn); -EINVAL for
  * a path that is too long. kvc_last_error() says why.
  */
 int kvc_stats_read(const char *path, struct kvc_stats_snapshot *snap);

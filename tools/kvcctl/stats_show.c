@@ -145,8 +145,9 @@ static void fill_row(struct row *row, const struct kvc_stats_snapshot *snap)
 			 (int)page->device);
 	else
 		snprintf(row->cell[COL_BACKEND], CELL_LEN, "%s", backend);
+	/* "torn": its process died mid-update, counters may disagree. */
 	snprintf(row->cell[COL_STATE], CELL_LEN, "%s",
-		 snap->alive ? "live" : "stale");
+		 snap->alive ? "live" : snap->torn ? "torn" : "stale");
 	set_bytes(row, COL_BLOCK_BYTES, st->block_bytes);
 	set_bytes(row, COL_CHUNK_BYTES, st->chunk_bytes);
 	set_u64(row, COL_BLOCKS_LIVE, st->blocks_live);
@@ -349,8 +350,9 @@ static void put_json_pool(FILE *out, const struct kvc_stats_snapshot *snap)
 	kvcctl_json_string(out, page->backend);
 	fprintf(out,
 		",\n    \"device\": %d,\n    \"alive\": %s,\n"
-		"    \"path\": ",
-		(int)page->device, snap->alive ? "true" : "false");
+		"    \"torn\": %s,\n    \"path\": ",
+		(int)page->device, snap->alive ? "true" : "false",
+		snap->torn ? "true" : "false");
 	kvcctl_json_string(out, snap->path);
 	fprintf(out,
 		",\n    \"created_ns\": %" PRIu64
