@@ -10,6 +10,7 @@
 #include <dlfcn.h>
 #include <errno.h>
 #include <pthread.h>
+#include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -112,11 +113,23 @@ static void release_zombies(struct cuda_state *cs)
 	}
 }
 
-static void retry_zombies(struct cuda_state *cs)
+/*
+ * Retry what was parked; then whether a range still mapped by the driver
+ * overlaps [@ptr, @ptr + @bytes), which must then not be mapped over or
+ * given back.
+ */
+static bool retry_zombies(struct cuda_state *cs, kvc_cu_ptr ptr, uint64_t bytes)
 {
+	struct zombie *z;
+	bool busy = false;
+
 	pthread_mutex_lock(&cs->lock);
 	release_zombies(cs);
+	for (z = cs->zombies; z && !busy; z = z->next)
+		busy = z->bytes && z->ptr < ptr + bytes &&
+		       ptr < z->ptr + z->bytes;
 	pthread_mutex_unlock(&cs->lock);
+	return busy;
 }
 
 /* Park what the driver refused to give back. Caller holds cs->lock. */
@@ -166,7 +179,10 @@ static int cuda_release(struct kvc_backend *be, struct kvc_va *va)
 	err = bind(cs);
 	if (err)
 		return err;
-	retry_zombies(cs);
+	if (retry_zombies(cs, va->base, va->bytes))
+		return kvc_err(
+			-EIO,
+			"cuMemAddressFree: the driver still refuses to unmap a range inside the reservation");
 	r = cs->drv->cuMemAddressFree(va->base, va->bytes);
 	if (r)
 		return cu_err(cs->drv, r, "cuMemAddressFree", va->bytes);
@@ -186,7 +202,12 @@ static int cuda_map(struct kvc_backend *be, struct kvc_va *va, uint64_t off,
 	err = bind(cs);
 	if (err)
 		return err;
-	retry_zombies(cs); /* maps are rare: the lock costs nothing here */
+	/* Maps are rare: the lock costs nothing here. */
+	if (retry_zombies(cs, ptr, bytes))
+		return kvc_err(
+			-EIO,
+			"chunk at %#llx: the driver still refuses to unmap it after an earlier failure",
+			(unsigned long long)ptr);
 	va->calls.create++;
 	r = drv->cuMemCreate(&h, bytes, &cs->prop, 0);
 	if (r)

@@ -11,7 +11,8 @@
  * violation): sizes, addresses and offsets are
  * multiples of the granularity; a map lies inside one reservation, over
  * nothing already mapped, within its handle; access is set only on a
- * fully mapped range; an unmap covers exactly what one map mapped; a
+ * fully mapped range, of whole mappings (the fake tracks access per
+ * mapping); an unmap covers exactly what one map mapped; a
  * handle is released once; a reservation is freed whole and only when
  * nothing inside it is mapped; copies touch only accessible memory.
  */
@@ -138,16 +139,19 @@ static bool gran_ok(uint64_t v)
 	return (v & (fake.cfg.granularity - 1)) == 0;
 }
 
-static void *grow(void *arr, uint64_t *cap, uint64_t need, size_t elem)
+/* Make room for @need elements; on failure *@arr is kept as it was. */
+static bool grow(void **arr, uint64_t *cap, uint64_t need, size_t elem)
 {
 	void *p;
 
 	if (need <= *cap)
-		return arr;
-	p = realloc(arr, (size_t)(need * 2) * elem);
-	if (p)
-		*cap = need * 2;
-	return p;
+		return true;
+	p = realloc(*arr, (size_t)(need * 2) * elem);
+	if (!p)
+		return false;
+	*arr = p;
+	*cap = need * 2;
+	return true;
 }
 
 static kvc_cu_result fake_init(unsigned int flags)
@@ -246,9 +250,8 @@ static kvc_cu_result fake_address_reserve(kvc_cu_ptr *ptr, size_t size,
 	}
 	if (alignment < gran)
 		alignment = gran;
-	fake.res = grow(fake.res, &fake.cap_res, fake.nr_res + 1,
-			sizeof(*fake.res));
-	if (!fake.res) {
+	if (!grow((void **)&fake.res, &fake.cap_res, fake.nr_res + 1,
+		  sizeof(*fake.res))) {
 		r = KVC_CUDA_ERROR_OUT_OF_MEMORY;
 		goto out;
 	}
@@ -339,9 +342,8 @@ static kvc_cu_result fake_create(kvc_cu_handle *handle, size_t size,
 		r = KVC_CUDA_ERROR_OUT_OF_MEMORY;
 		goto out;
 	}
-	fake.handles = grow(fake.handles, &fake.cap_handles,
-			    fake.nr_handles + 1, sizeof(*fake.handles));
-	if (!fake.handles ||
+	if (!grow((void **)&fake.handles, &fake.cap_handles,
+		  fake.nr_handles + 1, sizeof(*fake.handles)) ||
 	    fallocate(fake.memfd, 0, (off_t)fake.next_phys, (off_t)size)) {
 		r = KVC_CUDA_ERROR_OUT_OF_MEMORY;
 		goto out;
@@ -426,11 +428,11 @@ static kvc_cu_result fake_map(kvc_cu_ptr ptr, size_t size, size_t offset,
 			      size);
 		goto out;
 	}
-	fake.maps = grow(fake.maps, &fake.cap_maps, fake.nr_maps + 1,
-			 sizeof(*fake.maps));
-	if (!fake.maps || mmap((void *)(uintptr_t)ptr, size, PROT_NONE,
-			       MAP_SHARED | MAP_FIXED, fake.memfd,
-			       (off_t)(h->phys + offset)) == MAP_FAILED) {
+	if (!grow((void **)&fake.maps, &fake.cap_maps, fake.nr_maps + 1,
+		  sizeof(*fake.maps)) ||
+	    mmap((void *)(uintptr_t)ptr, size, PROT_NONE,
+		 MAP_SHARED | MAP_FIXED, fake.memfd,
+		 (off_t)(h->phys + offset)) == MAP_FAILED) {
 		r = KVC_CUDA_ERROR_OUT_OF_MEMORY;
 		goto out;
 	}
@@ -450,6 +452,8 @@ static bool fully_mapped(uint64_t ptr, uint64_t size, int min_access)
 	uint64_t at = ptr, i;
 	bool found;
 
+	if (ptr + size < ptr)
+		return false;
 	while (at < ptr + size) {
 		found = false;
 		for (i = 0; i < fake.nr_maps; i++) {
@@ -491,6 +495,18 @@ static kvc_cu_result fake_set_access(kvc_cu_ptr ptr, size_t size,
 			"cuMemSetAccess: [%#llx, +%zu) is not fully mapped",
 			ptr, size);
 		goto out;
+	}
+	/* Access is tracked per mapping: a range must hold whole ones. */
+	for (i = 0; i < fake.nr_maps; i++) {
+		struct fake_mapping *m = &fake.maps[i];
+
+		if (m->ptr < ptr + size && ptr < m->ptr + m->size &&
+		    (m->ptr < ptr || m->ptr + m->size > ptr + size)) {
+			r = violation(
+				"cuMemSetAccess: [%#llx, +%zu) splits a mapping; the fake tracks access per mapping",
+				ptr, size);
+			goto out;
+		}
 	}
 	prot = desc->flags == KVC_CU_MEM_ACCESS_FLAGS_PROT_READWRITE ?
 		       PROT_READ | PROT_WRITE :

@@ -326,7 +326,9 @@ static int grow_locked(struct kvc_pool *pool, uint32_t n)
 		if (err)
 			goto err_unwind;
 		pool->nr_unmapped--;
-		pool->nr_mapped++;
+		/* Here, not after the alloc: a failed one may leave it mapped. */
+		if (++pool->nr_mapped > pool->mapped_hwm)
+			pool->mapped_hwm = pool->nr_mapped;
 		kvc_fill_add(pool, c);
 	}
 	return 0;
@@ -403,8 +405,6 @@ int kvc_pool_alloc(struct kvc_pool *pool, uint32_t n, uint32_t *ids)
 	pool->nr_live += n;
 	if (pool->nr_live > pool->live_hwm)
 		pool->live_hwm = pool->nr_live;
-	if (pool->nr_mapped > pool->mapped_hwm)
-		pool->mapped_hwm = pool->nr_mapped;
 	pool->alloc_calls++;
 	publish(pool);
 	pthread_mutex_unlock(&pool->lock);

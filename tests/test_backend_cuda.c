@@ -280,6 +280,11 @@ static void test_double_fault_unwind(void **state)
 	scenario_verify(pool, &m);
 	kvc_fake_counts(&fc);
 	assert_int_equal(fc.mappings, 1); /* parked, not forgotten */
+	/* Refused once more: the chunk is not mapped over, alloc fails. */
+	kvc_fake_fail(KVC_FAKE_UNMAP, 1, KVC_CUDA_ERROR_INVALID_VALUE);
+	assert_int_equal(scenario_alloc(pool, &m, 5), -EIO);
+	assert_no_violation();
+	scenario_verify(pool, &m);
 	assert_int_equal(scenario_alloc(pool, &m, 5), 0);
 	scenario_verify(pool, &m);
 	kvc_fake_counts(&fc);

@@ -137,6 +137,37 @@ static void test_unmap_refused_then_retried(void **state)
 	assert_nothing_held(be, "after destroy");
 }
 
+/*
+ * Two failures: the second map of a batch fails, and so does the unmap
+ * that undoes the first. That chunk stays mapped and empty, and the
+ * high-water mark must still cover it.
+ */
+static void test_unwind_refused_keeps_hwm(void **state)
+{
+	struct kvc_backend *be = *state;
+	struct scenario_model m = { 0 };
+	struct kvc_pool_stats st;
+	struct kvc_pool *pool;
+	uint32_t ids[20];
+
+	pool = scenario_pool(be, 0, 0);
+	assert_non_null(pool);
+	fault_backend_fail(be, FAULT_MAP, 2, -ENOMEM);
+	fault_backend_fail(be, FAULT_UNMAP, 1, -EIO);
+	/* Not scenario_alloc(): it insists that nothing stays mapped. */
+	assert_int_equal(kvc_pool_alloc(pool, 20, ids), -ENOMEM);
+	scenario_verify(pool, &m);
+	kvc_pool_get_stats(pool, &st, NULL);
+	assert_int_equal(st.chunks_mapped, 1);
+	assert_int_equal(st.chunks_empty, 1);
+	assert_true(st.bytes_mapped_hwm >= st.bytes_mapped);
+	assert_int_equal(st.unmap_failures, 1);
+	assert_int_equal(kvc_pool_trim(pool, 0), 0);
+	scenario_verify(pool, &m);
+	assert_int_equal(kvc_pool_destroy(pool), 0);
+	assert_nothing_held(be, "after destroy");
+}
+
 /* A reservation that cannot be had fails create with nothing left. */
 static void test_reserve_failure(void **state)
 {
@@ -155,6 +186,8 @@ int main(void)
 		cmocka_unit_test_setup_teardown(test_map_failure_is_clean,
 						setup, teardown),
 		cmocka_unit_test_setup_teardown(test_unmap_refused_then_retried,
+						setup, teardown),
+		cmocka_unit_test_setup_teardown(test_unwind_refused_keeps_hwm,
 						setup, teardown),
 		cmocka_unit_test_setup_teardown(test_reserve_failure, setup,
 						teardown),

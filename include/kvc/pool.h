@@ -182,7 +182,8 @@ int kvc_pool_destroy(struct kvc_pool *pool);
  * blocks carry owner tag 0. O(1) per block, whatever the pool size.
  *
  * Return: 0; -EINVAL for bad arguments; -ENOMEM when the capacity or the
- * mapped-bytes cap is reached or the device is out of memory.
+ * mapped-bytes cap is reached or the device is out of memory; -EIO (or
+ * another -errno from the backend) for other device errors.
  */
 int kvc_pool_alloc(struct kvc_pool *pool, uint32_t n, uint32_t *ids);
 

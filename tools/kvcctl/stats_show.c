@@ -147,7 +147,9 @@ static void fill_row(struct row *row, const struct kvc_stats_snapshot *snap)
 		snprintf(row->cell[COL_BACKEND], CELL_LEN, "%s", backend);
 	/* "torn": its process died mid-update, counters may disagree. */
 	snprintf(row->cell[COL_STATE], CELL_LEN, "%s",
-		 snap->alive ? "live" : snap->torn ? "torn" : "stale");
+		 snap->alive ? "live" :
+		 snap->torn  ? "torn" :
+			       "stale");
 	set_bytes(row, COL_BLOCK_BYTES, st->block_bytes);
 	set_bytes(row, COL_CHUNK_BYTES, st->chunk_bytes);
 	set_u64(row, COL_BLOCKS_LIVE, st->blocks_live);
