@@ -86,12 +86,26 @@ static struct cuda_state *state(struct kvc_backend *be)
 	return be->priv;
 }
 
-/* Driver calls need the context current on the calling thread. */
+/*
+ * Driver calls need the pool's context current on the calling thread. It
+ * is pushed for the call and popped after, so the caller's own current
+ * context (a CUDA runtime application's device) is left as it was.
+ */
 static int bind(struct cuda_state *cs)
 {
-	kvc_cu_result r = cs->drv->cuCtxSetCurrent(cs->ctx);
+	kvc_cu_result r = cs->drv->cuCtxPushCurrent(cs->ctx);
 
-	return r ? cu_err(cs->drv, r, "cuCtxSetCurrent", 0) : 0;
+	return r ? cu_err(cs->drv, r, "cuCtxPushCurrent", 0) : 0;
+}
+
+static void unbind(struct cuda_state *cs)
+{
+	kvc_cu_context ctx;
+
+	/* Once more on failure: a context left pushed leaks into the caller. */
+	if (cs->drv->cuCtxPopCurrent(&ctx) && cs->drv->cuCtxPopCurrent(&ctx))
+		kvc_notice(
+			"cuCtxPopCurrent failed: the pool's context stays current on this thread");
 }
 
 /* Retry what the driver refused before. Caller holds cs->lock. */
@@ -150,17 +164,13 @@ static void add_zombie(struct cuda_state *cs, kvc_cu_handle handle,
 	cs->zombies = z;
 }
 
-static int cuda_reserve(struct kvc_backend *be, uint64_t bytes,
-			struct kvc_va *va)
+static int reserve_bound(struct kvc_backend *be, uint64_t bytes,
+			 struct kvc_va *va)
 {
 	struct cuda_state *cs = state(be);
 	kvc_cu_ptr base = 0;
 	kvc_cu_result r;
-	int err;
 
-	err = bind(cs);
-	if (err)
-		return err;
 	r = cs->drv->cuMemAddressReserve(&base, bytes, be->granularity, 0, 0);
 	if (r)
 		return cu_err(cs->drv, r, "cuMemAddressReserve", bytes);
@@ -170,15 +180,11 @@ static int cuda_reserve(struct kvc_backend *be, uint64_t bytes,
 	return 0;
 }
 
-static int cuda_release(struct kvc_backend *be, struct kvc_va *va)
+static int release_bound(struct kvc_backend *be, struct kvc_va *va)
 {
 	struct cuda_state *cs = state(be);
 	kvc_cu_result r;
-	int err;
 
-	err = bind(cs);
-	if (err)
-		return err;
 	if (retry_zombies(cs, va->base, va->bytes))
 		return kvc_err(
 			-EIO,
@@ -189,8 +195,8 @@ static int cuda_release(struct kvc_backend *be, struct kvc_va *va)
 	return 0;
 }
 
-static int cuda_map(struct kvc_backend *be, struct kvc_va *va, uint64_t off,
-		    uint64_t bytes, uint64_t *handle)
+static int map_bound(struct kvc_backend *be, struct kvc_va *va, uint64_t off,
+		     uint64_t bytes, uint64_t *handle)
 {
 	struct cuda_state *cs = state(be);
 	const struct kvc_cuda_driver *drv = cs->drv;
@@ -199,9 +205,6 @@ static int cuda_map(struct kvc_backend *be, struct kvc_va *va, uint64_t off,
 	kvc_cu_result r;
 	int err;
 
-	err = bind(cs);
-	if (err)
-		return err;
 	/* Maps are rare: the lock costs nothing here. */
 	if (retry_zombies(cs, ptr, bytes))
 		return kvc_err(
@@ -250,17 +253,13 @@ err_release:
 	return err;
 }
 
-static int cuda_unmap(struct kvc_backend *be, struct kvc_va *va, uint64_t off,
-		      uint64_t bytes, uint64_t handle)
+static int unmap_bound(struct kvc_backend *be, struct kvc_va *va, uint64_t off,
+		       uint64_t bytes, uint64_t handle)
 {
 	struct cuda_state *cs = state(be);
 	const struct kvc_cuda_driver *drv = cs->drv;
 	kvc_cu_result r;
-	int err;
 
-	err = bind(cs);
-	if (err)
-		return err;
 	va->calls.unmap++;
 	r = drv->cuMemUnmap(va->base + off, bytes);
 	if (r)
@@ -275,17 +274,13 @@ static int cuda_unmap(struct kvc_backend *be, struct kvc_va *va, uint64_t off,
 	return 0;
 }
 
-static int cuda_copy(struct kvc_backend *be, struct kvc_va *va,
-		     const struct kvc_copy *copies, uint32_t n)
+static int copy_bound(struct kvc_backend *be, struct kvc_va *va,
+		      const struct kvc_copy *copies, uint32_t n)
 {
 	struct cuda_state *cs = state(be);
 	kvc_cu_result r;
 	uint32_t i;
-	int err;
 
-	err = bind(cs);
-	if (err)
-		return err;
 	for (i = 0; i < n; i++) {
 		va->calls.copy++;
 		r = cs->drv->cuMemcpyDtoDAsync(va->base + copies[i].dst,
@@ -299,17 +294,84 @@ static int cuda_copy(struct kvc_backend *be, struct kvc_va *va,
 }
 
 /* Waits for this backend's stream only, never the whole device. */
-static int cuda_fence(struct kvc_backend *be, struct kvc_va *va)
+static int fence_bound(struct kvc_backend *be, struct kvc_va *va)
 {
 	struct cuda_state *cs = state(be);
 	kvc_cu_result r;
-	int err;
 
-	err = bind(cs);
-	if (err)
-		return err;
 	r = cs->drv->cuStreamSynchronize(cs->stream);
 	return r ? cu_err(cs->drv, r, "cuStreamSynchronize", 0) : 0;
+}
+
+/* The ops: each runs its _bound() body with the pool's context pushed. */
+static int cuda_reserve(struct kvc_backend *be, uint64_t bytes,
+			struct kvc_va *va)
+{
+	int err = bind(state(be));
+
+	if (err)
+		return err;
+	err = reserve_bound(be, bytes, va);
+	unbind(state(be));
+	return err;
+}
+
+static int cuda_release(struct kvc_backend *be, struct kvc_va *va)
+{
+	int err = bind(state(be));
+
+	if (err)
+		return err;
+	err = release_bound(be, va);
+	unbind(state(be));
+	return err;
+}
+
+static int cuda_map(struct kvc_backend *be, struct kvc_va *va, uint64_t off,
+		    uint64_t bytes, uint64_t *handle)
+{
+	int err = bind(state(be));
+
+	if (err)
+		return err;
+	err = map_bound(be, va, off, bytes, handle);
+	unbind(state(be));
+	return err;
+}
+
+static int cuda_unmap(struct kvc_backend *be, struct kvc_va *va, uint64_t off,
+		      uint64_t bytes, uint64_t handle)
+{
+	int err = bind(state(be));
+
+	if (err)
+		return err;
+	err = unmap_bound(be, va, off, bytes, handle);
+	unbind(state(be));
+	return err;
+}
+
+static int cuda_copy(struct kvc_backend *be, struct kvc_va *va,
+		     const struct kvc_copy *copies, uint32_t n)
+{
+	int err = bind(state(be));
+
+	if (err)
+		return err;
+	err = copy_bound(be, va, copies, n);
+	unbind(state(be));
+	return err;
+}
+
+static int cuda_fence(struct kvc_backend *be, struct kvc_va *va)
+{
+	int err = bind(state(be));
+
+	if (err)
+		return err;
+	err = fence_bound(be, va);
+	unbind(state(be));
+	return err;
 }
 
 static void cuda_close(struct kvc_backend *be)
@@ -317,7 +379,8 @@ static void cuda_close(struct kvc_backend *be)
 	struct cuda_state *cs = state(be);
 	struct zombie *z;
 
-	bind(cs);
+	bool bound = !bind(cs);
+
 	pthread_mutex_lock(&cs->lock);
 	release_zombies(cs);
 	while ((z = cs->zombies)) {
@@ -328,6 +391,8 @@ static void cuda_close(struct kvc_backend *be)
 	}
 	pthread_mutex_unlock(&cs->lock);
 	cs->drv->cuStreamDestroy(cs->stream);
+	if (bound)
+		unbind(cs);
 	cs->drv->cuDevicePrimaryCtxRelease(cs->dev);
 	pthread_mutex_destroy(&cs->lock);
 	free(cs);
@@ -396,17 +461,18 @@ int kvc_backend_open_cuda_driver(const struct kvc_cuda_driver *drv, int device,
 		&gran, &cs->prop, KVC_CU_MEM_ALLOC_GRANULARITY_MINIMUM);
 	if (r) {
 		err = cu_err(drv, r, "cuMemGetAllocationGranularity", 0);
-		goto err_ctx;
+		goto err_unbind;
 	}
 	if (!gran || (gran & (gran - 1))) {
 		err = kvc_err(-EIO, "driver reports granularity %zu", gran);
-		goto err_ctx;
+		goto err_unbind;
 	}
 	r = drv->cuStreamCreate(&cs->stream, 0);
 	if (r) {
 		err = cu_err(drv, r, "cuStreamCreate", 0);
-		goto err_ctx;
+		goto err_unbind;
 	}
+	unbind(cs);
 	pthread_mutex_init(&cs->lock, NULL);
 	be->ops = &cuda_ops;
 	be->name = drv->name;
@@ -416,6 +482,8 @@ int kvc_backend_open_cuda_driver(const struct kvc_cuda_driver *drv, int device,
 	*out = be;
 	return 0;
 
+err_unbind:
+	unbind(cs);
 err_ctx:
 	drv->cuDevicePrimaryCtxRelease(cs->dev);
 err_free:
@@ -441,7 +509,8 @@ static void load_real_driver(void)
 		SYM(cuDeviceGet, "cuDeviceGet"),
 		SYM(cuDevicePrimaryCtxRetain, "cuDevicePrimaryCtxRetain"),
 		SYM(cuDevicePrimaryCtxRelease, "cuDevicePrimaryCtxRelease_v2"),
-		SYM(cuCtxSetCurrent, "cuCtxSetCurrent"),
+		SYM(cuCtxPushCurrent, "cuCtxPushCurrent_v2"),
+		SYM(cuCtxPopCurrent, "cuCtxPopCurrent_v2"),
 		SYM(cuMemGetAllocationGranularity,
 		    "cuMemGetAllocationGranularity"),
 		SYM(cuMemAddressReserve, "cuMemAddressReserve"),

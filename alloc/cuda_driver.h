@@ -82,7 +82,8 @@ struct kvc_cuda_driver {
 	kvc_cu_result (*cuDevicePrimaryCtxRetain)(kvc_cu_context *ctx,
 						  kvc_cu_device dev);
 	kvc_cu_result (*cuDevicePrimaryCtxRelease)(kvc_cu_device dev);
-	kvc_cu_result (*cuCtxSetCurrent)(kvc_cu_context ctx);
+	kvc_cu_result (*cuCtxPushCurrent)(kvc_cu_context ctx);
+	kvc_cu_result (*cuCtxPopCurrent)(kvc_cu_context *ctx);
 	kvc_cu_result (*cuMemGetAllocationGranularity)(
 		size_t *granularity, const struct kvc_cu_alloc_prop *prop,
 		int option);

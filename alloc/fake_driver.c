@@ -72,7 +72,8 @@ static const char *const fn_names[KVC_FAKE_NR_FNS] = {
 	[KVC_FAKE_DEVICE_GET] = "cuDeviceGet",
 	[KVC_FAKE_CTX_RETAIN] = "cuDevicePrimaryCtxRetain",
 	[KVC_FAKE_CTX_RELEASE] = "cuDevicePrimaryCtxRelease",
-	[KVC_FAKE_CTX_SET_CURRENT] = "cuCtxSetCurrent",
+	[KVC_FAKE_CTX_PUSH] = "cuCtxPushCurrent",
+	[KVC_FAKE_CTX_POP] = "cuCtxPopCurrent",
 	[KVC_FAKE_GRANULARITY] = "cuMemGetAllocationGranularity",
 	[KVC_FAKE_ADDRESS_RESERVE] = "cuMemAddressReserve",
 	[KVC_FAKE_ADDRESS_FREE] = "cuMemAddressFree",
@@ -203,11 +204,34 @@ static kvc_cu_result fake_ctx_release(kvc_cu_device dev)
 	LEAVE();
 }
 
-static kvc_cu_result fake_ctx_set_current(kvc_cu_context ctx)
+/* Each thread has its own stack of current contexts, as in the driver. */
+static _Thread_local kvc_cu_context ctx_stack[16];
+static _Thread_local unsigned int ctx_depth;
+
+static kvc_cu_result fake_ctx_push(kvc_cu_context ctx)
 {
-	ENTER(KVC_FAKE_CTX_SET_CURRENT);
-	if (ctx && !fake.counts.contexts)
-		r = violation("cuCtxSetCurrent: context not retained");
+	ENTER(KVC_FAKE_CTX_PUSH);
+	if (!ctx || !fake.counts.contexts)
+		r = violation("cuCtxPushCurrent: context not retained");
+	else if (ctx_depth == sizeof(ctx_stack) / sizeof(ctx_stack[0]))
+		r = violation("cuCtxPushCurrent: pushed %u deep, never popped?",
+			      ctx_depth);
+	else {
+		ctx_stack[ctx_depth++] = ctx;
+		fake.counts.pushed++;
+	}
+	LEAVE();
+}
+
+static kvc_cu_result fake_ctx_pop(kvc_cu_context *ctx)
+{
+	ENTER(KVC_FAKE_CTX_POP);
+	if (!ctx_depth) {
+		r = violation("cuCtxPopCurrent: nothing pushed on this thread");
+	} else {
+		*ctx = ctx_stack[--ctx_depth];
+		fake.counts.pushed--;
+	}
 	LEAVE();
 }
 
@@ -627,7 +651,8 @@ static const struct kvc_cuda_driver fake_table = {
 	.cuDeviceGet = fake_device_get,
 	.cuDevicePrimaryCtxRetain = fake_ctx_retain,
 	.cuDevicePrimaryCtxRelease = fake_ctx_release,
-	.cuCtxSetCurrent = fake_ctx_set_current,
+	.cuCtxPushCurrent = fake_ctx_push,
+	.cuCtxPopCurrent = fake_ctx_pop,
 	.cuMemGetAllocationGranularity = fake_granularity,
 	.cuMemAddressReserve = fake_address_reserve,
 	.cuMemAddressFree = fake_address_free,
@@ -657,7 +682,7 @@ const struct kvc_cuda_driver *kvc_fake_driver(const struct kvc_fake_config *cfg)
 	pthread_mutex_lock(&fake.lock);
 	if (fake.counts.handles || fake.counts.mappings ||
 	    fake.counts.reservations || fake.counts.streams ||
-	    fake.counts.contexts) {
+	    fake.counts.contexts || fake.counts.pushed) {
 		drv = NULL;
 		goto out;
 	}

@@ -18,7 +18,8 @@ enum kvc_fake_fn {
 	KVC_FAKE_DEVICE_GET,
 	KVC_FAKE_CTX_RETAIN,
 	KVC_FAKE_CTX_RELEASE,
-	KVC_FAKE_CTX_SET_CURRENT,
+	KVC_FAKE_CTX_PUSH,
+	KVC_FAKE_CTX_POP,
 	KVC_FAKE_GRANULARITY,
 	KVC_FAKE_ADDRESS_RESERVE,
 	KVC_FAKE_ADDRESS_FREE,
@@ -53,6 +54,7 @@ struct kvc_fake_config {
  * @mappings: live cuMemMap mappings.
  * @reservations: live address reservations.
  * @contexts: retained primary contexts.
+ * @pushed: contexts pushed and not yet popped, over all threads.
  * @streams: live streams.
  * @memory_used: bytes of device memory held by live handles.
  * @violations: calls that broke a rule (and were refused).
@@ -63,6 +65,7 @@ struct kvc_fake_counts {
 	uint64_t mappings;
 	uint64_t reservations;
 	uint64_t contexts;
+	uint64_t pushed;
 	uint64_t streams;
 	uint64_t memory_used;
 	uint64_t violations;

@@ -31,6 +31,7 @@ static void assert_fake_clean(void)
 	assert_int_equal(fc.mappings, 0);
 	assert_int_equal(fc.reservations, 0);
 	assert_int_equal(fc.contexts, 0);
+	assert_int_equal(fc.pushed, 0);
 	assert_int_equal(fc.streams, 0);
 	assert_int_equal(fc.memory_used, 0);
 }
@@ -87,12 +88,9 @@ static void test_no_device(void **state)
 static void test_open_faults(void **state)
 {
 	static const enum kvc_fake_fn fns[] = {
-		KVC_FAKE_INIT,
-		KVC_FAKE_DEVICE_GET_COUNT,
-		KVC_FAKE_DEVICE_GET,
-		KVC_FAKE_CTX_RETAIN,
-		KVC_FAKE_CTX_SET_CURRENT,
-		KVC_FAKE_GRANULARITY,
+		KVC_FAKE_INIT,		KVC_FAKE_DEVICE_GET_COUNT,
+		KVC_FAKE_DEVICE_GET,	KVC_FAKE_CTX_RETAIN,
+		KVC_FAKE_CTX_PUSH,	KVC_FAKE_GRANULARITY,
 		KVC_FAKE_STREAM_CREATE,
 	};
 	const struct kvc_cuda_driver *drv = *state;
@@ -295,6 +293,35 @@ static void test_double_fault_unwind(void **state)
 	kvc_backend_close(be);
 }
 
+/*
+ * The backend pushes its context for each call and pops it after: the
+ * caller's own current context (a CUDA runtime application's) stays.
+ */
+static void test_caller_context_kept(void **state)
+{
+	const struct kvc_cuda_driver *drv = *state;
+	kvc_cu_context mine, top = NULL;
+	struct kvc_backend *be;
+	struct kvc_pool *pool;
+	struct scenario_model m = { 0 };
+	struct kvc_fake_counts fc;
+
+	assert_int_equal(kvc_backend_open_cuda_driver(drv, 0, &be), 0);
+	assert_int_equal(drv->cuDevicePrimaryCtxRetain(&mine, 0), 0);
+	assert_int_equal(drv->cuCtxPushCurrent(mine), 0);
+	pool = scenario_pool(be, 0, 0);
+	assert_non_null(pool);
+	assert_int_equal(scenario_alloc(pool, &m, 40), 0);
+	assert_int_equal(scenario_free(pool, &m, 1, 0), 0);
+	assert_int_equal(kvc_pool_destroy(pool), 0);
+	kvc_fake_counts(&fc);
+	assert_int_equal(fc.pushed, 1); /* only the caller's */
+	assert_int_equal(drv->cuCtxPopCurrent(&top), 0);
+	assert_ptr_equal(top, mine);
+	assert_int_equal(drv->cuDevicePrimaryCtxRelease(0), 0);
+	kvc_backend_close(be);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -315,6 +342,8 @@ int main(void)
 		cmocka_unit_test_setup_teardown(test_mapped_cap, setup,
 						teardown),
 		cmocka_unit_test_setup_teardown(test_double_fault_unwind, setup,
+						teardown),
+		cmocka_unit_test_setup_teardown(test_caller_context_kept, setup,
 						teardown),
 	};
 
