@@ -52,7 +52,10 @@ static const char *cu_name(const struct kvc_cuda_driver *drv, kvc_cu_result r)
 
 	if (drv->cuGetErrorName && drv->cuGetErrorName(r, &name) == 0 && name)
 		return name;
-	return "CUDA_ERROR_UNKNOWN";
+	/* The toolkit's stub libcuda answers everything with this. */
+	if (r == KVC_CUDA_ERROR_STUB_LIBRARY)
+		return "CUDA_ERROR_STUB_LIBRARY (a toolkit stub, not a driver)";
+	return "unnamed CUDA error";
 }
 
 /* Map a driver failure to -errno and record which call failed. */
