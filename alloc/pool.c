@@ -417,8 +417,8 @@ out_fail:
 	return err;
 }
 
-/* The chunk of a live block, or NULL. Lock held; inlined on the free path. */
-static inline struct kvc_chunk *live_chunk(struct kvc_pool *pool, uint32_t id)
+/* The chunk of a live block, or NULL. Lock held. */
+static struct kvc_chunk *live_chunk(struct kvc_pool *pool, uint32_t id)
 {
 	struct kvc_chunk *c;
 
