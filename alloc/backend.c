@@ -21,14 +21,17 @@ int kvc_backend_kind_parse(const char *name, enum kvc_backend_kind *kind)
 	static const char *const names[] = { "auto", "host", "cuda" };
 	unsigned int i;
 
-	for (i = 0; name && kind && i < sizeof(names) / sizeof(names[0]); i++) {
+	if (!name || !kind)
+		return kvc_err(-EINVAL,
+			       "kvc_backend_kind_parse: NULL argument");
+	for (i = 0; i < sizeof(names) / sizeof(names[0]); i++) {
 		if (!strcmp(name, names[i])) {
 			*kind = (enum kvc_backend_kind)i;
 			return 0;
 		}
 	}
 	return kvc_err(-EINVAL, "unknown backend '%s': use auto, host or cuda",
-		       name ? name : "(null)");
+		       name);
 }
 
 int kvc_backend_open(enum kvc_backend_kind kind, int device,

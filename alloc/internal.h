@@ -96,11 +96,20 @@ static inline struct kvc_divisor kvc_divisor(uint32_t d)
 	return v;
 }
 
-static inline uint32_t kvc_div(struct kvc_divisor v, uint32_t n)
+/*
+ * @pow2 must say whether @v.shift applies; a hot loop that passes a
+ * constant gets a copy with no branch (see free_blocks() in pool.c).
+ */
+static inline uint32_t kvc_div_by(struct kvc_divisor v, uint32_t n, bool pow2)
 {
-	if (v.shift >= 0)
+	if (pow2)
 		return n >> v.shift;
 	return (uint32_t)(((unsigned __int128)v.magic * n) >> 64);
+}
+
+static inline uint32_t kvc_div(struct kvc_divisor v, uint32_t n)
+{
+	return kvc_div_by(v, n, v.shift >= 0);
 }
 
 /**

@@ -450,15 +450,13 @@ free_blocks(struct kvc_pool *pool, uint32_t n, const uint32_t *ids,
 	uint32_t i, ci, local, top;
 
 	for (i = 0; i < n; i++) {
-		ci = pow2 ? ids[i] >> div.shift :
-			    (uint32_t)(((unsigned __int128)div.magic *
-					ids[i]) >>
-				       64);
+		if (ids[i] >= nr_blocks)
+			goto err_not_live;
+		ci = kvc_div_by(div, ids[i], pow2);
 		local = ids[i] - ci * bpc;
 		c = &chunks[ci];
 		/* An unmapped chunk has no bitmap; a repeated id is not live. */
-		if (ids[i] >= nr_blocks || !c->live ||
-		    !test_bit(c->live, local))
+		if (!c->live || !test_bit(c->live, local))
 			goto err_not_live;
 		clear_bit(c->live, local);
 		if (!c->freeing++) {

@@ -184,7 +184,7 @@ void kvc_stats_pub_close(struct kvc_stats_pub *pub)
 /* "kvc.<pid>.<n>" -> pid, or 0 when the name is not a page's. */
 static pid_t name_pid(const char *name)
 {
-	unsigned long pid, nr;
+	unsigned long pid;
 	char *end;
 
 	if (strncmp(name, KVC_STATS_PREFIX, strlen(KVC_STATS_PREFIX)))
@@ -195,8 +195,7 @@ static pid_t name_pid(const char *name)
 	pid = strtoul(name, &end, 10);
 	if (*end != '.' || pid == 0 || pid > INT_MAX)
 		return 0;
-	nr = strtoul(end + 1, &end, 10);
-	(void)nr;
+	strtoul(end + 1, &end, 10);
 	if (*end != '\0' || end[-1] == '.')
 		return 0;
 	return (pid_t)pid;
