@@ -214,6 +214,18 @@ static void test_fault_every_call(void **state)
 		      injected, absorbed);
 }
 
+/* A cuda backend over @drv and a scenario pool on it; asserts both. */
+static struct kvc_pool *open_pool(const struct kvc_cuda_driver *drv,
+				  uint64_t max_mapped, struct kvc_backend **be)
+{
+	struct kvc_pool *pool;
+
+	assert_int_equal(kvc_backend_open_cuda_driver(drv, 0, be), 0);
+	pool = scenario_pool(*be, 0, max_mapped);
+	assert_non_null(pool);
+	return pool;
+}
+
 static void test_device_out_of_memory(void **state)
 {
 	const struct kvc_fake_config tiny = { GRAN, 1, 3 * GRAN };
@@ -222,9 +234,7 @@ static void test_device_out_of_memory(void **state)
 	struct kvc_pool *pool;
 	struct scenario_model m = { 0 };
 
-	assert_int_equal(kvc_backend_open_cuda_driver(drv, 0, &be), 0);
-	pool = scenario_pool(be, 0, 0);
-	assert_non_null(pool);
+	pool = open_pool(drv, 0, &be);
 	/* 16 blocks per chunk, three chunks of device memory. */
 	assert_int_equal(scenario_alloc(pool, &m, 40), 0);
 	scenario_verify(pool, &m);
@@ -245,9 +255,7 @@ static void test_mapped_cap(void **state)
 	struct kvc_pool *pool;
 	struct scenario_model m = { 0 };
 
-	assert_int_equal(kvc_backend_open_cuda_driver(drv, 0, &be), 0);
-	pool = scenario_pool(be, 0, 2 * GRAN);
-	assert_non_null(pool);
+	pool = open_pool(drv, 2 * GRAN, &be);
 	assert_int_equal(scenario_alloc(pool, &m, 32), 0);
 	assert_int_equal(scenario_alloc(pool, &m, 1), -ENOMEM);
 	assert_non_null(strstr(kvc_last_error(), "cap"));
@@ -269,9 +277,7 @@ static void test_double_fault_unwind(void **state)
 	struct kvc_pool *pool;
 	struct scenario_model m = { 0 };
 
-	assert_int_equal(kvc_backend_open_cuda_driver(drv, 0, &be), 0);
-	pool = scenario_pool(be, 0, 0);
-	assert_non_null(pool);
+	pool = open_pool(drv, 0, &be);
 	kvc_fake_fail(KVC_FAKE_SET_ACCESS, 1, KVC_CUDA_ERROR_OUT_OF_MEMORY);
 	kvc_fake_fail(KVC_FAKE_UNMAP, 1, KVC_CUDA_ERROR_INVALID_VALUE);
 	assert_int_equal(scenario_alloc(pool, &m, 5), -ENOMEM);
