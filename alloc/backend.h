@@ -69,6 +69,19 @@ struct kvc_copy {
  *         still mapped and usable and the call may be retried.
  * @copy: copy @n blocks inside @va, ordered after earlier copies.
  * @fence: wait until every copy issued so far has completed.
+ * @fence_after: order the copies issued from now on after the work @f
+ *               names (cuda: the backend's stream waits for it). Never
+ *               blocks the host.
+ * @fence_record: capture, as @token, the point after everything issued
+ *                so far on the backend's stream: copies and the work of
+ *                earlier @fence_after calls. Host: @token 0, complete.
+ * @fence_query: 0 when @token has completed, -EBUSY while it is pending,
+ *               another -errno when the device reports an error.
+ * @fence_sync: block until @token completes; 0 or -errno.
+ * @fence_signal: order the work queued on @f from now on after @token
+ *                (cuda: @f's stream waits for it). Only for a stream;
+ *                -EINVAL for another kind. Host: nothing to do.
+ * @fence_put: drop @token (it may still be pending).
  * @close: free the backend itself.
  *
  * All offsets and sizes given to @map and @unmap are multiples of the
@@ -87,6 +100,18 @@ struct kvc_backend_ops {
 	int (*copy)(struct kvc_backend *be, struct kvc_va *va,
 		    const struct kvc_copy *copies, uint32_t n);
 	int (*fence)(struct kvc_backend *be, struct kvc_va *va);
+	int (*fence_after)(struct kvc_backend *be, struct kvc_va *va,
+			   const struct kvc_fence *f);
+	int (*fence_record)(struct kvc_backend *be, struct kvc_va *va,
+			    uint64_t *token);
+	int (*fence_query)(struct kvc_backend *be, struct kvc_va *va,
+			   uint64_t token);
+	int (*fence_sync)(struct kvc_backend *be, struct kvc_va *va,
+			  uint64_t token);
+	int (*fence_signal)(struct kvc_backend *be, struct kvc_va *va,
+			    uint64_t token, const struct kvc_fence *f);
+	void (*fence_put)(struct kvc_backend *be, struct kvc_va *va,
+			  uint64_t token);
 	void (*close)(struct kvc_backend *be);
 };
 

@@ -4,13 +4,16 @@
  * driver API and mapped into one cuMemAddressReserve'd range. It talks to
  * the driver only through a struct kvc_cuda_driver, filled from
  * libcuda.so.1 at run time (so binaries start where no driver is) or by
- * the fake driver in tests. Never assumes the granularity; never leaks a
- * handle on a failed map; never calls a device-wide synchronize.
+ * the fake driver in tests. Fences are CUDA events, waited for by one
+ * stream or one host call, never by the device as a whole. Never assumes
+ * the granularity; never leaks a handle on a failed map; never calls a
+ * device-wide synchronize.
  */
 #include <dlfcn.h>
 #include <errno.h>
 #include <pthread.h>
 #include <stdbool.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -306,6 +309,123 @@ static int fence_bound(struct kvc_backend *be, struct kvc_va *va)
 	return r ? cu_err(cs->drv, r, "cuStreamSynchronize", 0) : 0;
 }
 
+/*
+ * Fences. A token is a CUevent (created without timing, which makes it
+ * cheap) cast to a u64; a CUevent is never NULL, so token 0 (what the host
+ * backend hands out) is taken as "completed": query and sync return 0,
+ * signal and put do nothing. Events and streams of the caller are used
+ * only during the call, never kept.
+ */
+static kvc_cu_event token_event(uint64_t token)
+{
+	return (kvc_cu_event)(uintptr_t)token;
+}
+
+/* Once more on failure, as for the context: a refusal should not leak. */
+static void destroy_event(struct cuda_state *cs, kvc_cu_event ev)
+{
+	if (cs->drv->cuEventDestroy(ev) && cs->drv->cuEventDestroy(ev))
+		kvc_notice("cuEventDestroy failed: one CUDA event leaked");
+}
+
+/* A fresh event recorded on @stream: the point after its work so far. */
+static int record_event(struct cuda_state *cs, kvc_cu_stream stream,
+			kvc_cu_event *out)
+{
+	const struct kvc_cuda_driver *drv = cs->drv;
+	kvc_cu_event ev;
+	kvc_cu_result r;
+
+	r = drv->cuEventCreate(&ev, KVC_CU_EVENT_DISABLE_TIMING);
+	if (r)
+		return cu_err(drv, r, "cuEventCreate", 0);
+	r = drv->cuEventRecord(ev, stream);
+	if (r) {
+		int err = cu_err(drv, r, "cuEventRecord", 0);
+
+		destroy_event(cs, ev);
+		return err;
+	}
+	*out = ev;
+	return 0;
+}
+
+static int fence_after_bound(struct kvc_backend *be, struct kvc_va *va,
+			     const struct kvc_fence *f)
+{
+	struct cuda_state *cs = state(be);
+	const struct kvc_cuda_driver *drv = cs->drv;
+	kvc_cu_event ev;
+	kvc_cu_result r;
+	int err;
+
+	if (f->kind == KVC_FENCE_CUDA_EVENT) {
+		r = drv->cuStreamWaitEvent(cs->stream, f->handle,
+					   KVC_CU_EVENT_WAIT_DEFAULT);
+		return r ? cu_err(drv, r, "cuStreamWaitEvent", 0) : 0;
+	}
+	/*
+	 * A stream: capture its work so far in an event of our own, wait
+	 * for it, and drop it. The driver keeps the event alive for the
+	 * waiter, so destroying it at once is legal.
+	 */
+	err = record_event(cs, f->handle, &ev);
+	if (err)
+		return err;
+	r = drv->cuStreamWaitEvent(cs->stream, ev, KVC_CU_EVENT_WAIT_DEFAULT);
+	if (r)
+		err = cu_err(drv, r, "cuStreamWaitEvent", 0);
+	destroy_event(cs, ev);
+	return err;
+}
+
+static int fence_record_bound(struct kvc_backend *be, struct kvc_va *va,
+			      uint64_t *token)
+{
+	struct cuda_state *cs = state(be);
+	kvc_cu_event ev;
+	int err;
+
+	err = record_event(cs, cs->stream, &ev);
+	if (!err)
+		*token = (uint64_t)(uintptr_t)ev;
+	return err;
+}
+
+static int fence_query_bound(struct kvc_backend *be, struct kvc_va *va,
+			     uint64_t token)
+{
+	struct cuda_state *cs = state(be);
+	kvc_cu_result r;
+
+	r = cs->drv->cuEventQuery(token_event(token));
+	if (r == KVC_CUDA_ERROR_NOT_READY)
+		return -EBUSY;
+	return r ? cu_err(cs->drv, r, "cuEventQuery", 0) : 0;
+}
+
+/* Waits for this one event only, never the whole device. */
+static int fence_sync_bound(struct kvc_backend *be, struct kvc_va *va,
+			    uint64_t token)
+{
+	struct cuda_state *cs = state(be);
+	kvc_cu_result r;
+
+	r = cs->drv->cuEventSynchronize(token_event(token));
+	return r ? cu_err(cs->drv, r, "cuEventSynchronize", 0) : 0;
+}
+
+static int fence_signal_bound(struct kvc_backend *be, struct kvc_va *va,
+			      uint64_t token, const struct kvc_fence *f)
+{
+	struct cuda_state *cs = state(be);
+	kvc_cu_result r;
+
+	r = cs->drv->cuStreamWaitEvent(f->handle, token_event(token),
+				       KVC_CU_EVENT_WAIT_DEFAULT);
+	return r ? cu_err(cs->drv, r, "cuStreamWaitEvent", 0) : 0;
+}
+
 /* The ops: each runs its _bound() body with the pool's context pushed. */
 static int cuda_reserve(struct kvc_backend *be, uint64_t bytes,
 			struct kvc_va *va)
@@ -377,6 +497,99 @@ static int cuda_fence(struct kvc_backend *be, struct kvc_va *va)
 	return err;
 }
 
+static int cuda_fence_after(struct kvc_backend *be, struct kvc_va *va,
+			    const struct kvc_fence *f)
+{
+	int err;
+
+	if (!f || f->kind == KVC_FENCE_NONE)
+		return 0;
+	if (f->kind != KVC_FENCE_CUDA_STREAM && f->kind != KVC_FENCE_CUDA_EVENT)
+		return kvc_err(-EINVAL, "fence_after: unknown fence kind %d",
+			       (int)f->kind);
+	err = bind(state(be));
+	if (err)
+		return err;
+	err = fence_after_bound(be, va, f);
+	unbind(state(be));
+	return err;
+}
+
+static int cuda_fence_record(struct kvc_backend *be, struct kvc_va *va,
+			     uint64_t *token)
+{
+	int err = bind(state(be));
+
+	if (err)
+		return err;
+	err = fence_record_bound(be, va, token);
+	unbind(state(be));
+	return err;
+}
+
+static int cuda_fence_query(struct kvc_backend *be, struct kvc_va *va,
+			    uint64_t token)
+{
+	int err;
+
+	if (!token)
+		return 0;
+	err = bind(state(be));
+	if (err)
+		return err;
+	err = fence_query_bound(be, va, token);
+	unbind(state(be));
+	return err;
+}
+
+static int cuda_fence_sync(struct kvc_backend *be, struct kvc_va *va,
+			   uint64_t token)
+{
+	int err;
+
+	if (!token)
+		return 0;
+	err = bind(state(be));
+	if (err)
+		return err;
+	err = fence_sync_bound(be, va, token);
+	unbind(state(be));
+	return err;
+}
+
+static int cuda_fence_signal(struct kvc_backend *be, struct kvc_va *va,
+			     uint64_t token, const struct kvc_fence *f)
+{
+	int err;
+
+	if (!f || f->kind != KVC_FENCE_CUDA_STREAM)
+		return kvc_err(-EINVAL,
+			       "fence_signal: the fence must be a CUDA stream");
+	if (!token)
+		return 0;
+	err = bind(state(be));
+	if (err)
+		return err;
+	err = fence_signal_bound(be, va, token, f);
+	unbind(state(be));
+	return err;
+}
+
+/* Destroying a pending event is legal: the driver frees it when it fires. */
+static void cuda_fence_put(struct kvc_backend *be, struct kvc_va *va,
+			   uint64_t token)
+{
+	struct cuda_state *cs = state(be);
+	bool bound;
+
+	if (!token)
+		return;
+	bound = !bind(cs);
+	destroy_event(cs, token_event(token));
+	if (bound)
+		unbind(cs);
+}
+
 static void cuda_close(struct kvc_backend *be)
 {
 	struct cuda_state *cs = state(be);
@@ -409,6 +622,12 @@ static const struct kvc_backend_ops cuda_ops = {
 	.unmap = cuda_unmap,
 	.copy = cuda_copy,
 	.fence = cuda_fence,
+	.fence_after = cuda_fence_after,
+	.fence_record = cuda_fence_record,
+	.fence_query = cuda_fence_query,
+	.fence_sync = cuda_fence_sync,
+	.fence_signal = cuda_fence_signal,
+	.fence_put = cuda_fence_put,
 	.close = cuda_close,
 };
 
@@ -527,6 +746,12 @@ static void load_real_driver(void)
 		SYM(cuStreamDestroy, "cuStreamDestroy_v2"),
 		SYM(cuStreamSynchronize, "cuStreamSynchronize"),
 		SYM(cuMemcpyDtoDAsync, "cuMemcpyDtoDAsync_v2"),
+		SYM(cuEventCreate, "cuEventCreate"),
+		SYM(cuEventRecord, "cuEventRecord"),
+		SYM(cuEventQuery, "cuEventQuery"),
+		SYM(cuEventSynchronize, "cuEventSynchronize"),
+		SYM(cuEventDestroy, "cuEventDestroy_v2"),
+		SYM(cuStreamWaitEvent, "cuStreamWaitEvent"),
 		SYM(cuGetErrorName, "cuGetErrorName"),
 #undef SYM
 	};

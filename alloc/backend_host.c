@@ -263,6 +263,42 @@ static int host_fence(struct kvc_backend *be, struct kvc_va *va)
 	return 0;
 }
 
+/*
+ * Host memory is touched only by the host, synchronously: whatever fence
+ * the caller names has completed, and every token is complete at birth.
+ */
+static int host_fence_after(struct kvc_backend *be, struct kvc_va *va,
+			    const struct kvc_fence *f)
+{
+	return 0;
+}
+
+static int host_fence_record(struct kvc_backend *be, struct kvc_va *va,
+			     uint64_t *token)
+{
+	*token = 0;
+	return 0;
+}
+
+static int host_fence_token(struct kvc_backend *be, struct kvc_va *va,
+			    uint64_t token)
+{
+	return 0;
+}
+
+static int host_fence_signal(struct kvc_backend *be, struct kvc_va *va,
+			     uint64_t token, const struct kvc_fence *f)
+{
+	if (!f || f->kind != KVC_FENCE_CUDA_STREAM)
+		return kvc_err(-EINVAL, "host fence_signal: not a stream");
+	return 0;
+}
+
+static void host_fence_put(struct kvc_backend *be, struct kvc_va *va,
+			   uint64_t token)
+{
+}
+
 static void host_close(struct kvc_backend *be)
 {
 	free(be);
@@ -275,6 +311,12 @@ static const struct kvc_backend_ops host_ops = {
 	.unmap = host_unmap,
 	.copy = host_copy,
 	.fence = host_fence,
+	.fence_after = host_fence_after,
+	.fence_record = host_fence_record,
+	.fence_query = host_fence_token,
+	.fence_sync = host_fence_token,
+	.fence_signal = host_fence_signal,
+	.fence_put = host_fence_put,
 	.close = host_close,
 };
 

@@ -16,7 +16,7 @@
 int kvc_pool_check_locked(struct kvc_pool *pool)
 {
 	uint64_t nr_live = 0, *seen;
-	uint32_t i, nr_mapped = 0;
+	uint32_t i, nr_mapped = 0, nr_fenced = 0;
 	int err;
 
 	if (pool->nr_mapped + pool->nr_unmapped != pool->nr_chunks)
@@ -35,6 +35,8 @@ int kvc_pool_check_locked(struct kvc_pool *pool)
 			return err;
 		nr_live += c->nr_live;
 		nr_mapped += chunk_mapped(c);
+		nr_fenced +=
+			chunk_mapped(c) && !c->nr_live && chunk_fenced(pool, c);
 	}
 	if (nr_live != pool->nr_live)
 		return kvc_err(
@@ -49,11 +51,14 @@ int kvc_pool_check_locked(struct kvc_pool *pool)
 	    pool->mapped_hwm < pool->nr_mapped)
 		return kvc_err(-EFAULT,
 			       "pool: a high-water mark is below its value");
-	if (pool->fill.hist[0] > pool->empty_kept && pool->unmap_failures == 0)
-		return kvc_err(-EFAULT,
-			       "pool: %llu empty chunks mapped, watermark %u",
-			       (unsigned long long)pool->fill.hist[0],
-			       pool->empty_kept);
+	/* Beyond the watermark, only chunks a fence holds may stay empty. */
+	if (pool->fill.hist[0] > pool->empty_kept + nr_fenced &&
+	    pool->unmap_failures == 0)
+		return kvc_err(
+			-EFAULT,
+			"pool: %llu empty chunks mapped, watermark %u, %u held by fences",
+			(unsigned long long)pool->fill.hist[0],
+			pool->empty_kept, nr_fenced);
 	/* The unmapped stack names each unmapped chunk exactly once. */
 	seen = calloc((pool->nr_chunks + 63) / 64, sizeof(*seen));
 	if (!seen)
@@ -74,6 +79,12 @@ int kvc_pool_check_locked(struct kvc_pool *pool)
 	free(seen);
 	if (err)
 		return err;
+	err = kvc_fence_check(pool);
+	if (err)
+		return err;
+	if (pool->compact_active && !(pool->compact_high > 0))
+		return kvc_err(-EFAULT,
+			       "pool: proactive compaction on with no marks");
 	return kvc_fill_check(pool);
 }
 

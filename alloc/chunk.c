@@ -75,6 +75,10 @@ int kvc_chunk_unmap(struct kvc_pool *pool, struct kvc_chunk *c)
 	if (c->nr_live)
 		return kvc_err(-EBUSY, "chunk %u still holds %u live blocks",
 			       chunk_index(pool, c), c->nr_live);
+	if (chunk_fenced(pool, c))
+		return kvc_err(-EBUSY,
+			       "chunk %u: device work on it has not finished",
+			       chunk_index(pool, c));
 	err = pool->be->ops->unmap(pool->be, &pool->va,
 				   (uint64_t)chunk_index(pool, c) *
 					   pool->chunk_bytes,
@@ -86,6 +90,8 @@ int kvc_chunk_unmap(struct kvc_pool *pool, struct kvc_chunk *c)
 	c->live = NULL;
 	c->free_stack = NULL;
 	c->handle = 0;
+	c->fence_seq = 0;
+	pool->chunks_released++;
 	return 0;
 }
 
@@ -116,6 +122,26 @@ uint32_t kvc_chunk_take(struct kvc_pool *pool, struct kvc_chunk *c, uint32_t n,
 		ids[i] = first + local;
 	}
 	return n;
+}
+
+/**
+ * kvc_chunk_untake() - Give back the blocks the last take handed out.
+ * @pool: the pool, locked.
+ * @c: the chunk, whose @nr_live still counts them.
+ * @n: how many the take returned.
+ * @ids: the ids it returned.
+ *
+ * A take only reads the free stack, so the entries are still above its
+ * top: clearing the live bits and the count restores the chunk exactly.
+ * The caller moves the chunk between fill lists.
+ */
+void kvc_chunk_untake(struct kvc_pool *pool, struct kvc_chunk *c, uint32_t n,
+		      const uint32_t *ids)
+{
+	uint32_t first = chunk_index(pool, c) * pool->bpc, i;
+
+	for (i = 0; i < n; i++)
+		clear_bit(c->live, ids[i] - first);
 }
 
 /**

@@ -19,6 +19,7 @@ typedef int kvc_cu_result;
 typedef int kvc_cu_device;
 typedef void *kvc_cu_context;
 typedef void *kvc_cu_stream;
+typedef void *kvc_cu_event;
 typedef unsigned long long kvc_cu_ptr;
 typedef unsigned long long kvc_cu_handle;
 
@@ -30,7 +31,9 @@ typedef unsigned long long kvc_cu_handle;
 #define KVC_CUDA_ERROR_STUB_LIBRARY 34
 #define KVC_CUDA_ERROR_NO_DEVICE 100
 #define KVC_CUDA_ERROR_INVALID_DEVICE 101
+#define KVC_CUDA_ERROR_INVALID_CONTEXT 201
 #define KVC_CUDA_ERROR_INVALID_HANDLE 400
+#define KVC_CUDA_ERROR_NOT_READY 600
 #define KVC_CUDA_ERROR_NOT_SUPPORTED 801
 
 /* Enumerators of the VMM structs. */
@@ -41,6 +44,11 @@ typedef unsigned long long kvc_cu_handle;
 #define KVC_CU_MEM_ACCESS_FLAGS_PROT_READ 1
 #define KVC_CU_MEM_ACCESS_FLAGS_PROT_READWRITE 3
 #define KVC_CU_MEM_ALLOC_GRANULARITY_MINIMUM 0
+
+/* Event flags (CUevent_flags) and stream-wait flags (CUevent_wait_flags). */
+#define KVC_CU_EVENT_DEFAULT 0x0
+#define KVC_CU_EVENT_DISABLE_TIMING 0x2
+#define KVC_CU_EVENT_WAIT_DEFAULT 0x0
 
 /* CUmemLocation */
 struct kvc_cu_location {
@@ -109,6 +117,15 @@ struct kvc_cuda_driver {
 	kvc_cu_result (*cuStreamSynchronize)(kvc_cu_stream stream);
 	kvc_cu_result (*cuMemcpyDtoDAsync)(kvc_cu_ptr dst, kvc_cu_ptr src,
 					   size_t bytes, kvc_cu_stream stream);
+	kvc_cu_result (*cuEventCreate)(kvc_cu_event *event, unsigned int flags);
+	kvc_cu_result (*cuEventRecord)(kvc_cu_event event,
+				       kvc_cu_stream stream);
+	kvc_cu_result (*cuEventQuery)(kvc_cu_event event);
+	kvc_cu_result (*cuEventSynchronize)(kvc_cu_event event);
+	kvc_cu_result (*cuEventDestroy)(kvc_cu_event event);
+	kvc_cu_result (*cuStreamWaitEvent)(kvc_cu_stream stream,
+					   kvc_cu_event event,
+					   unsigned int flags);
 	kvc_cu_result (*cuGetErrorName)(kvc_cu_result err, const char **name);
 };
 

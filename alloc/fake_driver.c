@@ -15,6 +15,27 @@
  * mapping); an unmap covers exactly what one map mapped; a
  * handle is released once; a reservation is freed whole and only when
  * nothing inside it is mapped; copies touch only accessible memory.
+ *
+ * Streams and events. Each stream (the NULL default stream too) has a
+ * FIFO of operations: copies, "kernels" (kvc_fake_launch()), event records
+ * and waits. In sync mode (the default) an operation runs as soon as it is
+ * queued, so nothing is ever pending. In async mode (kvc_fake_set_async())
+ * operations stay queued until kvc_fake_run(), cuStreamSynchronize or
+ * cuEventSynchronize runs them, in stream order; a wait holds its stream
+ * until the record it waits for (the event's latest record when the wait
+ * was queued) has run. Every operation is numbered when queued, and a wait
+ * only ever waits for an earlier number, so queued work can always drain.
+ * More rules: streams and events are created with a context current on the
+ * thread (else CUDA_ERROR_INVALID_CONTEXT); handles must be live (else
+ * CUDA_ERROR_INVALID_HANDLE); cuMemUnmap and cuMemAddressFree are refused
+ * over a range that queued work touches (cuMemUnmap is not ordered with
+ * streams: the device would fault); queued work that finds its memory
+ * unmapped or inaccessible when it runs is a violation and is skipped.
+ * Destroying a stream or an event with work still queued is allowed, as
+ * in CUDA: the work still runs, the handle is dead at once. The legacy
+ * default stream does not synchronise with other streams here: only
+ * explicit waits order streams, so code relying on implicit ordering
+ * shows up as unordered.
  */
 #include <errno.h>
 #include <fcntl.h>
@@ -48,6 +69,50 @@ struct fake_reservation {
 	uint64_t size;
 };
 
+enum fake_op_kind {
+	OP_MEMCPY,
+	OP_KERNEL,
+	OP_RECORD,
+	OP_WAIT,
+};
+
+/* One queued stream operation. */
+struct fake_op {
+	enum fake_op_kind kind;
+	uint64_t serial; /* queue order over all streams, from 1 */
+	uint64_t dst; /* memcpy destination; kernel range */
+	uint64_t src; /* memcpy source */
+	uint64_t bytes; /* memcpy, kernel */
+	uint64_t event; /* record: the event's slot */
+	uint64_t record; /* wait: serial of the record waited for */
+};
+
+/* A stream; slot 0 is the NULL default stream, always live. */
+struct fake_stream {
+	struct fake_op *ops; /* queued: ops[head .. nr) */
+	uint64_t head, nr, cap;
+	uint32_t gen; /* bumped at each create: stale handles are caught */
+	bool live;
+};
+
+struct fake_event {
+	uint64_t record; /* serial of its latest record, 0 if never recorded */
+	uint64_t queued; /* its record operations still queued */
+	uint32_t gen;
+	bool live;
+};
+
+/*
+ * Stream and event handles: a tag, the slot's generation and the slot, so
+ * a destroyed handle, or one of the other kind, is told apart.
+ */
+#define STREAM_TAG 0x5ull
+#define EVENT_TAG 0xeull
+#define SLOT_BITS 24
+#define MAX_SLOTS (1ull << SLOT_BITS)
+
+_Static_assert(sizeof(void *) == 8, "the fake encodes handles in 64 bits");
+
 static struct {
 	pthread_mutex_t lock;
 	struct kvc_fake_config cfg;
@@ -60,6 +125,12 @@ static struct {
 	uint64_t nr_maps, cap_maps;
 	struct fake_reservation *res;
 	uint64_t nr_res, cap_res;
+	struct fake_stream *streams;
+	uint64_t nr_streams, cap_streams;
+	struct fake_event *events;
+	uint64_t nr_events, cap_events;
+	uint64_t next_serial;
+	bool async;
 	struct kvc_fake_counts counts;
 	uint64_t fail_at[KVC_FAKE_NR_FNS];
 	kvc_cu_result fail_result[KVC_FAKE_NR_FNS];
@@ -86,6 +157,12 @@ static const char *const fn_names[KVC_FAKE_NR_FNS] = {
 	[KVC_FAKE_STREAM_DESTROY] = "cuStreamDestroy",
 	[KVC_FAKE_STREAM_SYNC] = "cuStreamSynchronize",
 	[KVC_FAKE_MEMCPY] = "cuMemcpyDtoDAsync",
+	[KVC_FAKE_EVENT_CREATE] = "cuEventCreate",
+	[KVC_FAKE_EVENT_RECORD] = "cuEventRecord",
+	[KVC_FAKE_EVENT_QUERY] = "cuEventQuery",
+	[KVC_FAKE_EVENT_SYNC] = "cuEventSynchronize",
+	[KVC_FAKE_EVENT_DESTROY] = "cuEventDestroy",
+	[KVC_FAKE_STREAM_WAIT_EVENT] = "cuStreamWaitEvent",
 };
 
 const char *kvc_fake_fn_name(enum kvc_fake_fn fn)
@@ -107,6 +184,13 @@ static kvc_cu_result violation(const char *fmt, ...)
 	va_end(ap);
 	fake.counts.violations++;
 	return KVC_CUDA_ERROR_INVALID_VALUE;
+}
+
+/* A dead or foreign stream or event handle: a violation too. */
+static kvc_cu_result bad_handle(const char *call, const void *handle)
+{
+	violation("%s: handle %p is not a live one", call, handle);
+	return KVC_CUDA_ERROR_INVALID_HANDLE;
 }
 
 /* Count the call; fail it if it is the one chosen. Lock held. */
@@ -322,6 +406,254 @@ static bool overlaps_mapping(uint64_t ptr, uint64_t size)
 	return false;
 }
 
+/* Whether every byte of [ptr, ptr + size) is mapped. */
+static bool fully_mapped(uint64_t ptr, uint64_t size, int min_access)
+{
+	uint64_t at = ptr, i;
+	bool found;
+
+	if (ptr + size < ptr)
+		return false;
+	while (at < ptr + size) {
+		found = false;
+		for (i = 0; i < fake.nr_maps; i++) {
+			struct fake_mapping *m = &fake.maps[i];
+
+			if (at >= m->ptr && at < m->ptr + m->size &&
+			    (m->access & min_access) == min_access) {
+				at = m->ptr + m->size;
+				found = true;
+				break;
+			}
+		}
+		if (!found)
+			return false;
+	}
+	return true;
+}
+
+/*
+ * Stream work. Lock held throughout; the stream and event tables are not
+ * reallocated while work runs (only creating one grows them).
+ */
+
+static void *make_handle(uint64_t tag, uint64_t slot, uint32_t gen)
+{
+	return (void *)(uintptr_t)(tag << 60 | (uint64_t)gen << SLOT_BITS |
+				   slot);
+}
+
+static uint64_t handle_slot(const void *handle, uint64_t tag, uint32_t *gen)
+{
+	uint64_t v = (uint64_t)(uintptr_t)handle;
+
+	if (v >> 60 != tag)
+		return 0;
+	*gen = (uint32_t)(v >> SLOT_BITS);
+	return v & (MAX_SLOTS - 1);
+}
+
+/* A live stream, or NULL. The NULL handle is the default stream. */
+static struct fake_stream *find_stream(kvc_cu_stream handle)
+{
+	uint32_t gen = 0;
+	uint64_t slot;
+
+	if (!fake.nr_streams)
+		return NULL;
+	if (!handle)
+		return &fake.streams[0];
+	slot = handle_slot(handle, STREAM_TAG, &gen);
+	if (!slot || slot >= fake.nr_streams || !fake.streams[slot].live ||
+	    fake.streams[slot].gen != gen)
+		return NULL;
+	return &fake.streams[slot];
+}
+
+static struct fake_event *find_event(kvc_cu_event handle)
+{
+	uint32_t gen = 0;
+	uint64_t slot = handle_slot(handle, EVENT_TAG, &gen);
+
+	if (!handle || slot >= fake.nr_events || !fake.events[slot].live ||
+	    fake.events[slot].gen != gen)
+		return NULL;
+	return &fake.events[slot];
+}
+
+static bool stream_idle(const struct fake_stream *s)
+{
+	return s->head == s->nr;
+}
+
+/* The stream whose queue still holds operation @serial, or NULL. */
+static struct fake_stream *queued_in(uint64_t serial)
+{
+	uint64_t i, j;
+
+	for (i = 0; i < fake.nr_streams; i++) {
+		struct fake_stream *s = &fake.streams[i];
+
+		if (stream_idle(s) || serial < s->ops[s->head].serial ||
+		    serial > s->ops[s->nr - 1].serial)
+			continue;
+		for (j = s->head; j < s->nr; j++)
+			if (s->ops[j].serial == serial)
+				return s;
+	}
+	return NULL;
+}
+
+static bool event_done(const struct fake_event *e)
+{
+	return !e->queued || !queued_in(e->record);
+}
+
+static bool runnable(const struct fake_op *op)
+{
+	return op->kind != OP_WAIT || !queued_in(op->record);
+}
+
+static bool ranges_overlap(uint64_t a, uint64_t a_bytes, uint64_t b,
+			   uint64_t b_bytes)
+{
+	return a < b + b_bytes && b < a + a_bytes;
+}
+
+/* Whether queued work reads or writes any of [ptr, ptr + size). */
+static bool queued_touches(uint64_t ptr, uint64_t size)
+{
+	uint64_t i, j;
+
+	for (i = 0; i < fake.nr_streams; i++) {
+		struct fake_stream *s = &fake.streams[i];
+
+		for (j = s->head; j < s->nr; j++) {
+			struct fake_op *op = &s->ops[j];
+
+			if ((op->kind == OP_MEMCPY || op->kind == OP_KERNEL) &&
+			    ranges_overlap(ptr, size, op->dst, op->bytes))
+				return true;
+			if (op->kind == OP_MEMCPY &&
+			    ranges_overlap(ptr, size, op->src, op->bytes))
+				return true;
+		}
+	}
+	return false;
+}
+
+/* Run the operation at the head of @s (runnable: the caller checked). */
+static void run_head(struct fake_stream *s)
+{
+	struct fake_op op = s->ops[s->head++];
+	uint8_t *p;
+	uint64_t i;
+
+	if (stream_idle(s))
+		s->head = s->nr = 0;
+	fake.counts.pending--;
+	switch (op.kind) {
+	case OP_MEMCPY:
+		if (!fully_mapped(op.src, op.bytes,
+				  KVC_CU_MEM_ACCESS_FLAGS_PROT_READ) ||
+		    !fully_mapped(op.dst, op.bytes,
+				  KVC_CU_MEM_ACCESS_FLAGS_PROT_READWRITE)) {
+			violation(
+				"queued cuMemcpyDtoDAsync %#llx -> %#llx (%llu bytes) found its memory unmapped or inaccessible when it ran",
+				(unsigned long long)op.src,
+				(unsigned long long)op.dst,
+				(unsigned long long)op.bytes);
+			break;
+		}
+		memmove((void *)(uintptr_t)op.dst, (void *)(uintptr_t)op.src,
+			op.bytes);
+		break;
+	case OP_KERNEL:
+		if (!fully_mapped(op.dst, op.bytes,
+				  KVC_CU_MEM_ACCESS_FLAGS_PROT_READWRITE)) {
+			violation(
+				"kernel on [%#llx, +%llu) found its memory unmapped or not read-write when it ran",
+				(unsigned long long)op.dst,
+				(unsigned long long)op.bytes);
+			break;
+		}
+		p = (uint8_t *)(uintptr_t)op.dst;
+		for (i = 0; i < op.bytes; i++)
+			p[i]++;
+		break;
+	case OP_RECORD:
+		fake.events[op.event].queued--;
+		break;
+	case OP_WAIT:
+		break;
+	}
+}
+
+/* Run whatever can run, streams in turn, until nothing can. */
+static uint64_t run_all(void)
+{
+	uint64_t ran = 0, i;
+	bool progress;
+
+	do {
+		progress = false;
+		for (i = 0; i < fake.nr_streams; i++) {
+			struct fake_stream *s = &fake.streams[i];
+
+			if (!stream_idle(s) && runnable(&s->ops[s->head])) {
+				run_head(s);
+				ran++;
+				progress = true;
+			}
+		}
+	} while (progress);
+	return ran;
+}
+
+/*
+ * Run operation @serial, if still queued, and what it needs: what is
+ * before it on its stream, and the records its waits wait for. Nothing
+ * more, so work that nothing waited for stays queued. A wait only waits
+ * for an earlier operation, so the recursion ends.
+ */
+static void run_through(uint64_t serial)
+{
+	struct fake_stream *s = queued_in(serial);
+
+	while (s && !stream_idle(s) && s->ops[s->head].serial <= serial) {
+		struct fake_op *op = &s->ops[s->head];
+
+		if (runnable(op))
+			run_head(s);
+		else
+			run_through(op->record);
+	}
+}
+
+/* Queue @op on @s; in sync mode it runs at once. */
+static kvc_cu_result enqueue(struct fake_stream *s, struct fake_op *op)
+{
+	if (s->head && s->head * 2 >= s->nr) {
+		memmove(s->ops, s->ops + s->head,
+			(size_t)(s->nr - s->head) * sizeof(*s->ops));
+		s->nr -= s->head;
+		s->head = 0;
+	}
+	if (!grow((void **)&s->ops, &s->cap, s->nr + 1, sizeof(*s->ops)))
+		return KVC_CUDA_ERROR_OUT_OF_MEMORY;
+	op->serial = ++fake.next_serial;
+	s->ops[s->nr++] = *op;
+	fake.counts.pending++;
+	if (op->kind == OP_RECORD) {
+		fake.events[op->event].record = op->serial;
+		fake.events[op->event].queued++;
+	}
+	/* Nothing else is queued in sync mode: this runs now. */
+	if (!fake.async)
+		run_all();
+	return KVC_CUDA_SUCCESS;
+}
+
 static kvc_cu_result fake_address_free(kvc_cu_ptr ptr, size_t size)
 {
 	struct fake_reservation *res;
@@ -337,6 +669,11 @@ static kvc_cu_result fake_address_free(kvc_cu_ptr ptr, size_t size)
 	if (overlaps_mapping(ptr, size)) {
 		r = violation(
 			"cuMemAddressFree: reservation still has mappings");
+		goto out;
+	}
+	if (queued_touches(ptr, size)) {
+		r = violation(
+			"cuMemAddressFree: work still queued on a stream uses the reservation");
 		goto out;
 	}
 	munmap((void *)(uintptr_t)ptr, size);
@@ -470,32 +807,6 @@ static kvc_cu_result fake_map(kvc_cu_ptr ptr, size_t size, size_t offset,
 	LEAVE();
 }
 
-/* Whether every byte of [ptr, ptr + size) is mapped. */
-static bool fully_mapped(uint64_t ptr, uint64_t size, int min_access)
-{
-	uint64_t at = ptr, i;
-	bool found;
-
-	if (ptr + size < ptr)
-		return false;
-	while (at < ptr + size) {
-		found = false;
-		for (i = 0; i < fake.nr_maps; i++) {
-			struct fake_mapping *m = &fake.maps[i];
-
-			if (at >= m->ptr && at < m->ptr + m->size &&
-			    (m->access & min_access) == min_access) {
-				at = m->ptr + m->size;
-				found = true;
-				break;
-			}
-		}
-		if (!found)
-			return false;
-	}
-	return true;
-}
-
 static kvc_cu_result fake_set_access(kvc_cu_ptr ptr, size_t size,
 				     const struct kvc_cu_access_desc *desc,
 				     size_t count)
@@ -562,6 +873,13 @@ static kvc_cu_result fake_unmap(kvc_cu_ptr ptr, size_t size)
 			ptr, size);
 		goto out;
 	}
+	/* cuMemUnmap does not wait for streams: the device would fault. */
+	if (queued_touches(ptr, size)) {
+		r = violation(
+			"cuMemUnmap: [%#llx, +%zu) is used by work still queued on a stream",
+			ptr, size);
+		goto out;
+	}
 	mmap((void *)(uintptr_t)ptr, size, PROT_NONE,
 	     MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE | MAP_FIXED, -1, 0);
 	fake.handles[m->handle - 1].maps--;
@@ -571,35 +889,92 @@ static kvc_cu_result fake_unmap(kvc_cu_ptr ptr, size_t size)
 	LEAVE();
 }
 
+/* Streams and events are made in the current context, as in the driver. */
+static kvc_cu_result need_context(const char *call)
+{
+	if (ctx_depth)
+		return KVC_CUDA_SUCCESS;
+	violation("%s: no context is current on this thread", call);
+	return KVC_CUDA_ERROR_INVALID_CONTEXT;
+}
+
 static kvc_cu_result fake_stream_create(kvc_cu_stream *stream,
 					unsigned int flags)
 {
+	struct fake_stream *s;
+	uint64_t slot;
+
 	ENTER(KVC_FAKE_STREAM_CREATE);
+	r = need_context("cuStreamCreate");
+	if (r)
+		goto out;
+	/* Slot 0 is the default stream; a dead one is reused once idle. */
+	for (slot = 1; slot < fake.nr_streams; slot++)
+		if (!fake.streams[slot].live &&
+		    stream_idle(&fake.streams[slot]))
+			break;
+	if (slot == fake.nr_streams) {
+		if (slot == MAX_SLOTS ||
+		    !grow((void **)&fake.streams, &fake.cap_streams, slot + 1,
+			  sizeof(*fake.streams))) {
+			r = KVC_CUDA_ERROR_OUT_OF_MEMORY;
+			goto out;
+		}
+		memset(&fake.streams[slot], 0, sizeof(*fake.streams));
+		fake.nr_streams++;
+	}
+	s = &fake.streams[slot];
+	s->live = true;
+	s->gen++;
 	fake.counts.streams++;
-	*stream = (kvc_cu_stream)(uintptr_t)(0x2000 + fake.counts.streams);
+	*stream = make_handle(STREAM_TAG, slot, s->gen);
 	LEAVE();
 }
 
+/* Work still queued on the stream runs; only the handle dies now. */
 static kvc_cu_result fake_stream_destroy(kvc_cu_stream stream)
 {
+	struct fake_stream *s;
+
 	ENTER(KVC_FAKE_STREAM_DESTROY);
-	if (!fake.counts.streams)
-		r = violation("cuStreamDestroy: no stream");
-	else
-		fake.counts.streams--;
+	s = find_stream(stream);
+	if (!s || !stream) {
+		r = bad_handle("cuStreamDestroy", stream);
+		goto out;
+	}
+	s->live = false;
+	fake.counts.streams--;
 	LEAVE();
 }
 
 static kvc_cu_result fake_stream_sync(kvc_cu_stream stream)
 {
+	struct fake_stream *s;
+
 	ENTER(KVC_FAKE_STREAM_SYNC);
+	s = find_stream(stream);
+	if (!s) {
+		r = bad_handle("cuStreamSynchronize", stream);
+		goto out;
+	}
+	if (!stream_idle(s))
+		run_through(s->ops[s->nr - 1].serial);
 	LEAVE();
 }
 
 static kvc_cu_result fake_memcpy(kvc_cu_ptr dst, kvc_cu_ptr src, size_t bytes,
 				 kvc_cu_stream stream)
 {
+	struct fake_op op = { .kind = OP_MEMCPY };
+	struct fake_stream *s;
+
 	ENTER(KVC_FAKE_MEMCPY);
+	s = find_stream(stream);
+	if (!s) {
+		r = bad_handle("cuMemcpyDtoDAsync", stream);
+		goto out;
+	}
+	/* Checked when queued, and again when it runs. */
 	if (!fully_mapped(src, bytes, KVC_CU_MEM_ACCESS_FLAGS_PROT_READ) ||
 	    !fully_mapped(dst, bytes, KVC_CU_MEM_ACCESS_FLAGS_PROT_READWRITE)) {
 		r = violation(
@@ -607,7 +982,137 @@ static kvc_cu_result fake_memcpy(kvc_cu_ptr dst, kvc_cu_ptr src, size_t bytes,
 			src, dst, bytes);
 		goto out;
 	}
-	memmove((void *)(uintptr_t)dst, (void *)(uintptr_t)src, bytes);
+	op.dst = dst;
+	op.src = src;
+	op.bytes = bytes;
+	r = enqueue(s, &op);
+	LEAVE();
+}
+
+static kvc_cu_result fake_event_create(kvc_cu_event *event, unsigned int flags)
+{
+	struct fake_event *e;
+	uint64_t slot;
+
+	ENTER(KVC_FAKE_EVENT_CREATE);
+	r = need_context("cuEventCreate");
+	if (r)
+		goto out;
+	/* CU_EVENT_BLOCKING_SYNC (1) and CU_EVENT_DISABLE_TIMING only. */
+	if (flags & ~(unsigned int)(0x1 | KVC_CU_EVENT_DISABLE_TIMING)) {
+		r = violation("cuEventCreate: flags %#x not supported", flags);
+		goto out;
+	}
+	/* A destroyed event's slot is reused once its records have run. */
+	for (slot = 0; slot < fake.nr_events; slot++)
+		if (!fake.events[slot].live && !fake.events[slot].queued)
+			break;
+	if (slot == fake.nr_events) {
+		if (slot == MAX_SLOTS ||
+		    !grow((void **)&fake.events, &fake.cap_events, slot + 1,
+			  sizeof(*fake.events))) {
+			r = KVC_CUDA_ERROR_OUT_OF_MEMORY;
+			goto out;
+		}
+		memset(&fake.events[slot], 0, sizeof(*fake.events));
+		fake.nr_events++;
+	}
+	e = &fake.events[slot];
+	e->live = true;
+	e->gen++;
+	e->record = 0;
+	fake.counts.events++;
+	*event = make_handle(EVENT_TAG, slot, e->gen);
+	LEAVE();
+}
+
+static kvc_cu_result fake_event_record(kvc_cu_event event, kvc_cu_stream stream)
+{
+	struct fake_op op = { .kind = OP_RECORD };
+	struct fake_stream *s;
+	struct fake_event *e;
+
+	ENTER(KVC_FAKE_EVENT_RECORD);
+	e = find_event(event);
+	s = find_stream(stream);
+	if (!e || !s) {
+		r = bad_handle("cuEventRecord", !e ? event : stream);
+		goto out;
+	}
+	op.event = (uint64_t)(e - fake.events);
+	r = enqueue(s, &op);
+	LEAVE();
+}
+
+/* An event never recorded has completed, as in CUDA. */
+static kvc_cu_result fake_event_query(kvc_cu_event event)
+{
+	struct fake_event *e;
+
+	ENTER(KVC_FAKE_EVENT_QUERY);
+	e = find_event(event);
+	if (!e)
+		r = bad_handle("cuEventQuery", event);
+	else if (!event_done(e))
+		r = KVC_CUDA_ERROR_NOT_READY;
+	LEAVE();
+}
+
+static kvc_cu_result fake_event_sync(kvc_cu_event event)
+{
+	struct fake_event *e;
+
+	ENTER(KVC_FAKE_EVENT_SYNC);
+	e = find_event(event);
+	if (!e)
+		r = bad_handle("cuEventSynchronize", event);
+	else if (e->queued)
+		run_through(e->record);
+	LEAVE();
+}
+
+/* Records still queued run; the handle dies now. */
+static kvc_cu_result fake_event_destroy(kvc_cu_event event)
+{
+	struct fake_event *e;
+
+	ENTER(KVC_FAKE_EVENT_DESTROY);
+	e = find_event(event);
+	if (!e) {
+		r = bad_handle("cuEventDestroy", event);
+		goto out;
+	}
+	e->live = false;
+	fake.counts.events--;
+	LEAVE();
+}
+
+/* The wait is for the event's latest record as of now, not a later one. */
+static kvc_cu_result fake_stream_wait_event(kvc_cu_stream stream,
+					    kvc_cu_event event,
+					    unsigned int flags)
+{
+	struct fake_op op = { .kind = OP_WAIT };
+	struct fake_stream *s;
+	struct fake_event *e;
+
+	ENTER(KVC_FAKE_STREAM_WAIT_EVENT);
+	e = find_event(event);
+	s = find_stream(stream);
+	if (!e || !s) {
+		r = bad_handle("cuStreamWaitEvent", !e ? event : stream);
+		goto out;
+	}
+	if (flags != KVC_CU_EVENT_WAIT_DEFAULT) {
+		r = violation("cuStreamWaitEvent: flags %#x not supported",
+			      flags);
+		goto out;
+	}
+	/* Nothing to wait for: no operation queued. */
+	if (event_done(e))
+		goto out;
+	op.record = e->record;
+	r = enqueue(s, &op);
 	LEAVE();
 }
 
@@ -632,8 +1137,14 @@ static kvc_cu_result fake_error_name(kvc_cu_result err, const char **name)
 	case KVC_CUDA_ERROR_INVALID_DEVICE:
 		*name = "CUDA_ERROR_INVALID_DEVICE";
 		break;
+	case KVC_CUDA_ERROR_INVALID_CONTEXT:
+		*name = "CUDA_ERROR_INVALID_CONTEXT";
+		break;
 	case KVC_CUDA_ERROR_INVALID_HANDLE:
 		*name = "CUDA_ERROR_INVALID_HANDLE";
+		break;
+	case KVC_CUDA_ERROR_NOT_READY:
+		*name = "CUDA_ERROR_NOT_READY";
 		break;
 	case KVC_CUDA_ERROR_NOT_SUPPORTED:
 		*name = "CUDA_ERROR_NOT_SUPPORTED";
@@ -665,6 +1176,12 @@ static const struct kvc_cuda_driver fake_table = {
 	.cuStreamDestroy = fake_stream_destroy,
 	.cuStreamSynchronize = fake_stream_sync,
 	.cuMemcpyDtoDAsync = fake_memcpy,
+	.cuEventCreate = fake_event_create,
+	.cuEventRecord = fake_event_record,
+	.cuEventQuery = fake_event_query,
+	.cuEventSynchronize = fake_event_sync,
+	.cuEventDestroy = fake_event_destroy,
+	.cuStreamWaitEvent = fake_stream_wait_event,
 	.cuGetErrorName = fake_error_name,
 };
 
@@ -682,9 +1199,21 @@ const struct kvc_cuda_driver *kvc_fake_driver(const struct kvc_fake_config *cfg)
 	pthread_mutex_lock(&fake.lock);
 	if (fake.counts.handles || fake.counts.mappings ||
 	    fake.counts.reservations || fake.counts.streams ||
-	    fake.counts.contexts || fake.counts.pushed) {
+	    fake.counts.events || fake.counts.pending || fake.counts.contexts ||
+	    fake.counts.pushed) {
 		drv = NULL;
 		goto out;
+	}
+	/* The default stream, slot 0; other slots keep their generation. */
+	if (!fake.nr_streams) {
+		if (!grow((void **)&fake.streams, &fake.cap_streams, 1,
+			  sizeof(*fake.streams))) {
+			drv = NULL;
+			goto out;
+		}
+		memset(&fake.streams[0], 0, sizeof(*fake.streams));
+		fake.streams[0].live = true;
+		fake.nr_streams = 1;
 	}
 	if (fake.memfd < 0)
 		fake.memfd = memfd_create("kvc-fake-device", MFD_CLOEXEC);
@@ -697,6 +1226,8 @@ const struct kvc_cuda_driver *kvc_fake_driver(const struct kvc_fake_config *cfg)
 	fake.initialized = false;
 	fake.next_phys = 0;
 	fake.nr_handles = fake.nr_maps = fake.nr_res = 0;
+	fake.next_serial = 0;
+	fake.async = false;
 	memset(&fake.counts, 0, sizeof(fake.counts));
 	memset(fake.fail_at, 0, sizeof(fake.fail_at));
 	fake.violation[0] = '\0';
@@ -720,4 +1251,40 @@ void kvc_fake_counts(struct kvc_fake_counts *counts)
 	pthread_mutex_lock(&fake.lock);
 	*counts = fake.counts;
 	pthread_mutex_unlock(&fake.lock);
+}
+
+void kvc_fake_set_async(bool on)
+{
+	pthread_mutex_lock(&fake.lock);
+	fake.async = on;
+	if (!on)
+		run_all();
+	pthread_mutex_unlock(&fake.lock);
+}
+
+kvc_cu_result kvc_fake_launch(kvc_cu_stream stream, kvc_cu_ptr ptr,
+			      size_t bytes)
+{
+	struct fake_op op = { .kind = OP_KERNEL, .dst = ptr, .bytes = bytes };
+	struct fake_stream *s;
+	kvc_cu_result r;
+
+	pthread_mutex_lock(&fake.lock);
+	s = find_stream(stream);
+	if (!s)
+		r = bad_handle("kvc_fake_launch", stream);
+	else
+		r = enqueue(s, &op);
+	pthread_mutex_unlock(&fake.lock);
+	return r;
+}
+
+uint64_t kvc_fake_run(void)
+{
+	uint64_t ran;
+
+	pthread_mutex_lock(&fake.lock);
+	ran = run_all();
+	pthread_mutex_unlock(&fake.lock);
+	return ran;
 }

@@ -3,10 +3,29 @@
  * A fake CUDA driver for tests: the VMM calls implemented on host memory,
  * enforcing the driver's rules, counting what is outstanding, and failing
  * the Nth call of any entry point on demand. One fake per process.
+ *
+ * Streams and events behave as in the driver, with work that can be made
+ * to take time (kvc_fake_set_async()). A test that plays the caller's
+ * part makes its streams and events as a CUDA application would, with a
+ * context current on the thread (cuStreamCreate and cuEventCreate fail
+ * with CUDA_ERROR_INVALID_CONTEXT otherwise):
+ *
+ *	drv->cuDevicePrimaryCtxRetain(&ctx, 0);
+ *	drv->cuCtxPushCurrent(ctx);
+ *	drv->cuStreamCreate(&stream, 0);
+ *	drv->cuEventCreate(&event, 0);
+ *	drv->cuCtxPopCurrent(&ctx);
+ *
+ * The other stream and event calls need no context. At the end: destroy
+ * them (no context needed), then cuDevicePrimaryCtxRelease(0). The NULL
+ * stream is the default stream; it does not synchronise implicitly with
+ * other streams here (only explicit waits order streams).
  */
 #ifndef KVC_ALLOC_FAKE_DRIVER_H
 #define KVC_ALLOC_FAKE_DRIVER_H
 
+#include <stdbool.h>
+#include <stddef.h>
 #include <stdint.h>
 
 #include "cuda_driver.h"
@@ -32,6 +51,12 @@ enum kvc_fake_fn {
 	KVC_FAKE_STREAM_DESTROY,
 	KVC_FAKE_STREAM_SYNC,
 	KVC_FAKE_MEMCPY,
+	KVC_FAKE_EVENT_CREATE,
+	KVC_FAKE_EVENT_RECORD,
+	KVC_FAKE_EVENT_QUERY,
+	KVC_FAKE_EVENT_SYNC,
+	KVC_FAKE_EVENT_DESTROY,
+	KVC_FAKE_STREAM_WAIT_EVENT,
 	KVC_FAKE_NR_FNS,
 };
 
@@ -55,7 +80,11 @@ struct kvc_fake_config {
  * @reservations: live address reservations.
  * @contexts: retained primary contexts.
  * @pushed: contexts pushed and not yet popped, over all threads.
- * @streams: live streams.
+ * @streams: live streams (not destroyed; a destroyed stream's queued
+ *           work is still counted in @pending).
+ * @events: live events (not destroyed).
+ * @pending: stream operations queued and not yet run (async mode only:
+ *           in sync mode they run when queued).
  * @memory_used: bytes of device memory held by live handles.
  * @violations: calls that broke a rule (and were refused).
  * @calls: calls per entry point.
@@ -67,6 +96,8 @@ struct kvc_fake_counts {
 	uint64_t contexts;
 	uint64_t pushed;
 	uint64_t streams;
+	uint64_t events;
+	uint64_t pending;
 	uint64_t memory_used;
 	uint64_t violations;
 	uint64_t calls[KVC_FAKE_NR_FNS];
@@ -77,7 +108,11 @@ struct kvc_fake_counts {
  * @cfg: the device to emulate, or NULL for one device, 2 MiB granularity,
  *       unlimited memory.
  *
- * Everything the previous fake held must have been released.
+ * Everything the previous fake held must have been released: handles,
+ * mappings, reservations, contexts (retained or pushed), streams, events,
+ * and queued work (run it with kvc_fake_run() first), so that a test that
+ * leaks any of them makes the next reset fail. Resets to sync mode, zero
+ * counts and no pending failure.
  *
  * Return: the table, or NULL when @cfg is invalid or the fake is not clean.
  */
@@ -112,5 +147,61 @@ const char *kvc_fake_fn_name(enum kvc_fake_fn fn);
  * Return: a message, or "" when none was broken.
  */
 const char *kvc_fake_last_violation(void);
+
+/**
+ * kvc_fake_set_async() - Model device work that takes time.
+ * @on: true: stream operations (copies, kernels from kvc_fake_launch(),
+ *      event records, waits) queue on their stream and run only when
+ *      kvc_fake_run() or a synchronize call runs them, in stream order,
+ *      a wait holding its stream until the event's record has run.
+ *      false (the default after kvc_fake_driver()): they run at once;
+ *      switching to false first runs everything queued.
+ *
+ * In async mode:
+ * - cuStreamSynchronize runs that stream's queue and, recursively, the
+ *   records its waits wait for; cuEventSynchronize runs what the event's
+ *   latest record needs. Neither runs unrelated work, so a test sees
+ *   what a missing wait would leave undone.
+ * - cuEventQuery returns CUDA_ERROR_NOT_READY while the event's latest
+ *   record is queued; an event never recorded has completed.
+ * - cuStreamWaitEvent waits for the event's latest record as of the call
+ *   (recording the event again later does not move the wait).
+ * - cuMemUnmap or cuMemAddressFree of a range that queued work touches
+ *   is a violation, refused (the real device would fault on the running
+ *   kernel); queued work that finds its range unmapped or inaccessible
+ *   when it runs is a violation, and is skipped.
+ * - Destroying a stream or an event with work queued is allowed, as in
+ *   CUDA: the handle dies at once, the work still runs.
+ */
+void kvc_fake_set_async(bool on);
+
+/**
+ * kvc_fake_launch() - Queue a "kernel" that reads and writes a range.
+ * @stream: a stream of the fake (from its cuStreamCreate), or NULL for the
+ *          default stream.
+ * @ptr: first byte it touches.
+ * @bytes: bytes it touches.
+ *
+ * When it runs it checks that the range is mapped with read-write access
+ * (a violation otherwise, and the kernel is skipped) and adds 1 to every
+ * byte, so tests can see that it ran, and in which order. As on a device,
+ * the fault is not reported to the launch, not even in sync mode. Not an
+ * entry point: kvc_fake_fail() cannot fail it, and it needs no context.
+ *
+ * Return: 0, or CUDA_ERROR_INVALID_HANDLE (a violation) for a stream that
+ * is not live.
+ */
+kvc_cu_result kvc_fake_launch(kvc_cu_stream stream, kvc_cu_ptr ptr,
+			      size_t bytes);
+
+/**
+ * kvc_fake_run() - Run queued work until nothing more can run.
+ *
+ * Streams take turns, one operation each, until none can run. Queued work
+ * always drains: a wait only waits for a record queued before it.
+ *
+ * Return: the number of operations run (0 in sync mode).
+ */
+uint64_t kvc_fake_run(void);
 
 #endif /* KVC_ALLOC_FAKE_DRIVER_H */

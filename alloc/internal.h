@@ -1,7 +1,7 @@
 /* SPDX-License-Identifier: MIT */
 /*
  * The pool's inner structures, shared by pool.c, chunk.c, fill.c, check.c
- * (and later compaction). Like mm/internal.h: not a public interface.
+ * fence.c and compact.c. Like mm/internal.h: not a public interface.
  */
 #ifndef KVC_ALLOC_INTERNAL_H
 #define KVC_ALLOC_INTERNAL_H
@@ -10,6 +10,7 @@
 #include <stdbool.h>
 #include <stdint.h>
 
+#include <kvc/compact.h>
 #include <kvc/pool.h>
 
 #include "backend.h"
@@ -26,6 +27,9 @@
  *           counted in @nr_live; 0 between calls.
  * @next_freeing: chains the chunks a free in progress has touched.
  * @handle: the backend's token for the mapping.
+ * @fence_seq: the newest fence covering device work on its blocks (0 =
+ *             none): the chunk is not unmapped before that fence has
+ *             completed (see fence.c).
  * @owner: owner tag per block, meaningful for live blocks (set to 0 when
  *         a block is handed out); NULL while unmapped.
  * @live: bitmap of live blocks.
@@ -40,6 +44,7 @@ struct kvc_chunk {
 	uint32_t freeing;
 	struct kvc_chunk *next_freeing;
 	uint64_t handle;
+	uint64_t fence_seq;
 	uint64_t *owner;
 	uint64_t *live;
 	uint16_t *free_stack;
@@ -113,6 +118,38 @@ static inline uint32_t kvc_div(struct kvc_divisor v, uint32_t n)
 }
 
 /**
+ * struct kvc_fence_slot - A captured fence the pool waits on.
+ * @seq: its sequence number, increasing with capture order.
+ * @token: the backend's token.
+ */
+struct kvc_fence_slot {
+	uint64_t seq;
+	uint64_t token;
+};
+
+/**
+ * struct kvc_fences - The pool's captured fences, oldest first.
+ * @ring: @cap slots; @nr of them in use from @head.
+ * @head: the oldest slot.
+ * @nr: slots in use.
+ * @cap: slots allocated (0 or a power of two).
+ * @next_seq: the next sequence number to hand out (starts at 1).
+ * @done_seq: every fence with seq <= @done_seq has completed.
+ *
+ * Fences are retired in capture order: one that completes out of order
+ * waits for the older ones. That is conservative, never early, and keeps
+ * "has chunk C's fence completed" one comparison.
+ */
+struct kvc_fences {
+	struct kvc_fence_slot *ring;
+	uint32_t head;
+	uint32_t nr;
+	uint32_t cap;
+	uint64_t next_seq;
+	uint64_t done_seq;
+};
+
+/**
  * struct kvc_pool - A block pool.
  * @lock: serialises every operation (see Documentation/allocator.rst).
  * @be: the backend.
@@ -138,6 +175,23 @@ static inline uint32_t kvc_div(struct kvc_divisor v, uint32_t n)
  * @free_calls: successful frees.
  * @alloc_failures: failed allocs.
  * @unmap_failures: unmaps refused by the backend.
+ * @fences: captured fences that may hold chunks mapped.
+ * @move_fn: told of moved blocks, or NULL.
+ * @move_arg: passed to @move_fn.
+ * @plans: compaction plans not yet freed (destroy orphans them).
+ * @compact_high: proactive compaction's start mark (0 = off).
+ * @compact_low: proactive compaction's stop mark.
+ * @compact_budget: bytes per proactive tick (0 = no limit).
+ * @compact_chunks: chunks per proactive tick (0 = no limit).
+ * @compact_active: proactive compaction is between its marks.
+ * @compactions: compactions run.
+ * @blocks_moved: blocks moved by compaction.
+ * @bytes_copied: bytes copied by compaction.
+ * @chunks_vacated: chunks compaction emptied.
+ * @chunks_released: chunks unmapped.
+ * @compact_failures: compactions stopped by a device error.
+ * @unmap_deferred: empty chunks over the watermark a fence kept mapped at
+ *                  the last trim.
  * @pub: the stats page, or NULL.
  */
 struct kvc_pool {
@@ -165,6 +219,22 @@ struct kvc_pool {
 	uint64_t free_calls;
 	uint64_t alloc_failures;
 	uint64_t unmap_failures;
+	struct kvc_fences fences;
+	kvc_move_fn move_fn;
+	void *move_arg;
+	struct list_head plans;
+	double compact_high;
+	double compact_low;
+	uint64_t compact_budget;
+	uint32_t compact_chunks;
+	bool compact_active;
+	uint64_t compactions;
+	uint64_t blocks_moved;
+	uint64_t bytes_copied;
+	uint64_t chunks_vacated;
+	uint64_t chunks_released;
+	uint64_t compact_failures;
+	uint64_t unmap_deferred;
 	struct kvc_stats_pub *pub;
 };
 
@@ -179,6 +249,43 @@ struct kvc_chunk *kvc_fill_fullest_partial(struct kvc_pool *pool);
 struct kvc_chunk *kvc_fill_first(struct kvc_pool *pool, uint32_t nr_live);
 int kvc_fill_check(struct kvc_pool *pool);
 
+/* fence.c */
+int kvc_fence_valid(const struct kvc_fence *f, const char *who);
+int kvc_fence_capture(struct kvc_pool *pool, const struct kvc_fence *f,
+		      uint64_t *seq);
+int kvc_fence_push(struct kvc_pool *pool, uint64_t token, uint64_t *seq);
+void kvc_fence_poll(struct kvc_pool *pool);
+int kvc_fence_wait_all(struct kvc_pool *pool);
+void kvc_fence_exit(struct kvc_pool *pool);
+int kvc_fence_check(struct kvc_pool *pool);
+
+static inline bool chunk_fenced(const struct kvc_pool *pool,
+				const struct kvc_chunk *c)
+{
+	return c->fence_seq > pool->fences.done_seq;
+}
+
+/**
+ * kvc_pool_reclaimable() - Chunks a full compaction would free now.
+ * @pool: the pool, locked.
+ *
+ * Return: non-empty mapped chunks minus ceil(live / blocks per chunk).
+ */
+static inline uint32_t kvc_pool_reclaimable(const struct kvc_pool *pool)
+{
+	uint64_t used = pool->nr_mapped - pool->fill.hist[0];
+	uint64_t need = (pool->nr_live + pool->bpc - 1) / pool->bpc;
+
+	return used > need ? (uint32_t)(used - need) : 0;
+}
+
+/* pool.c */
+int kvc_pool_trim_locked(struct kvc_pool *pool, uint32_t keep);
+void kvc_pool_publish(struct kvc_pool *pool);
+
+/* compact.c */
+void kvc_compact_orphan_plans(struct kvc_pool *pool);
+
 /* check.c */
 int kvc_pool_check_locked(struct kvc_pool *pool);
 
@@ -187,6 +294,8 @@ int kvc_chunk_map(struct kvc_pool *pool, struct kvc_chunk *c);
 int kvc_chunk_unmap(struct kvc_pool *pool, struct kvc_chunk *c);
 uint32_t kvc_chunk_take(struct kvc_pool *pool, struct kvc_chunk *c, uint32_t n,
 			uint32_t *ids);
+void kvc_chunk_untake(struct kvc_pool *pool, struct kvc_chunk *c, uint32_t n,
+		      const uint32_t *ids);
 int kvc_chunk_check(struct kvc_pool *pool, struct kvc_chunk *c);
 
 static inline uint32_t block_chunk(const struct kvc_pool *pool, uint32_t id)

@@ -6,6 +6,7 @@
  * Never unmaps a chunk with a live block; never drops a live block.
  */
 #include <errno.h>
+#include <math.h> /* INFINITY only: no libm */
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -78,9 +79,75 @@ static int check_params(const struct kvc_pool_params *p, uint64_t gran,
 			"max_mapped_bytes %llu is less than one chunk (%llu)",
 			(unsigned long long)p->max_mapped_bytes,
 			(unsigned long long)chunk);
+	if (!(p->compact_high >= 0 && p->compact_high <= 1) ||
+	    (p->compact_high > 0 &&
+	     !(p->compact_low >= 0 && p->compact_low < p->compact_high)))
+		return kvc_err(
+			-EINVAL,
+			"compaction marks high %g, low %g: need 0 <= low < high <= 1 (high 0 = off)",
+			p->compact_high, p->compact_low);
+	if (p->compact_budget_bytes && p->compact_budget_bytes < chunk)
+		return kvc_err(
+			-EINVAL,
+			"compact_budget_bytes %llu is less than one chunk (%llu): proactive compaction could never vacate one",
+			(unsigned long long)p->compact_budget_bytes,
+			(unsigned long long)chunk);
 	*chunk_bytes = chunk;
 	*nr_chunks = chunks;
 	return 0;
+}
+
+/*
+ * The fragmentation figures, for a request of one whole chunk: the unit a
+ * pool can give back to the device. Free space is counted inside mapped
+ * chunks only; unmapped capacity is not memory the pool holds.
+ */
+static void fill_frag_stats(struct kvc_pool *pool, struct kvc_pool_stats *st)
+{
+	uint64_t bpc = pool->bpc, empty = st->chunks_empty;
+	uint64_t free = st->blocks_free_mapped;
+	double index;
+
+	st->free_blocks_in_partial_chunks = free - empty * bpc;
+	st->free_chunks_mapped = empty;
+	st->chunks_reclaimable = kvc_pool_reclaimable(pool);
+	st->compactions = pool->compactions;
+	st->blocks_moved = pool->blocks_moved;
+	st->bytes_copied = pool->bytes_copied;
+	st->chunks_vacated = pool->chunks_vacated;
+	st->chunks_released = pool->chunks_released;
+	st->compact_failures = pool->compact_failures;
+	st->fences_pending = pool->fences.nr;
+	st->chunks_unmap_deferred = pool->unmap_deferred;
+	if (!st->bytes_mapped)
+		st->frag_ratio = 0;
+	else if (!st->bytes_live)
+		st->frag_ratio = INFINITY;
+	else
+		st->frag_ratio =
+			(double)st->bytes_mapped / (double)st->bytes_live - 1;
+	/* As mm/vmstat.c: 1 when nothing is free, -1 when the request fits. */
+	st->unusable_index = free ? (double)st->free_blocks_in_partial_chunks /
+					     (double)free :
+				    1;
+	if (!free) {
+		st->fragmentation_index = 0;
+	} else if (empty) {
+		st->fragmentation_index = -1;
+	} else {
+		index = 1 - (1 + (double)free / (double)bpc) /
+				    (double)st->chunks_partial;
+		/*
+		 * Few partial chunks holding much free space: failing for
+		 * lack of memory, not fragmentation. The kernel's formula
+		 * dips below 0 there; 0 says the same thing.
+		 */
+		st->fragmentation_index = index < 0 ? 0 : index;
+	}
+	st->compact_score = st->chunks_mapped ?
+				    (double)st->chunks_reclaimable /
+					    (double)st->chunks_mapped :
+				    0;
 }
 
 static void fill_stats(struct kvc_pool *pool, struct kvc_pool_stats *st)
@@ -118,6 +185,7 @@ static void fill_stats(struct kvc_pool *pool, struct kvc_pool_stats *st)
 	st->backend_unmap = calls->unmap;
 	st->backend_release = calls->release;
 	st->backend_copy = calls->copy;
+	fill_frag_stats(pool, st);
 }
 
 /*
@@ -125,7 +193,7 @@ static void fill_stats(struct kvc_pool *pool, struct kvc_pool_stats *st)
  * (make DEBUG=1) check every invariant here, as mimalloc's do, and stop at
  * the first operation that breaks one.
  */
-static void publish(struct kvc_pool *pool)
+void kvc_pool_publish(struct kvc_pool *pool)
 {
 	struct kvc_pool_stats st;
 
@@ -187,6 +255,12 @@ int kvc_pool_create(const struct kvc_pool_params *params, struct kvc_pool **out)
 		pool->max_mapped =
 			(uint32_t)(params->max_mapped_bytes / chunk_bytes);
 	pool->empty_kept = params->empty_chunks_kept;
+	pool->fences.next_seq = 1;
+	list_init(&pool->plans);
+	pool->compact_high = params->compact_high;
+	pool->compact_low = params->compact_low;
+	pool->compact_budget = params->compact_budget_bytes;
+	pool->compact_chunks = params->compact_budget_chunks;
 
 	pool->chunks = calloc(nr_chunks, sizeof(*pool->chunks));
 	pool->unmapped = malloc(nr_chunks * sizeof(*pool->unmapped));
@@ -220,7 +294,7 @@ int kvc_pool_create(const struct kvc_pool_params *params, struct kvc_pool **out)
 		if (kvc_stats_pub_open(pool->be->name, pool->be->device,
 				       params->name, &pool->pub))
 			kvc_notice("no stats page: %s", kvc_last_error());
-		publish(pool);
+		kvc_pool_publish(pool);
 	}
 	*out = pool;
 	return 0;
@@ -242,12 +316,20 @@ err_free:
 
 int kvc_pool_destroy(struct kvc_pool *pool)
 {
+	bool mapped_left = false;
 	char msg[256] = "";
 	int err = 0, ret;
 	uint32_t i;
 
 	if (!pool)
 		return 0;
+	kvc_compact_orphan_plans(pool);
+	/* No chunk is unmapped under running work, even at the end. */
+	ret = kvc_fence_wait_all(pool);
+	if (ret) {
+		err = ret;
+		snprintf(msg, sizeof(msg), "%s", kvc_last_error());
+	}
 	for (i = 0; i < pool->nr_chunks; i++) {
 		struct kvc_chunk *c = &pool->chunks[i];
 
@@ -264,11 +346,13 @@ int kvc_pool_destroy(struct kvc_pool *pool)
 			err = ret;
 			snprintf(msg, sizeof(msg), "%s", kvc_last_error());
 		}
-		if (ret)
+		if (ret) {
 			free(c->owner);
+			mapped_left = true;
+		}
 	}
 	/* A reservation with a chunk still mapped cannot be released. */
-	if (!err) {
+	if (!mapped_left) {
 		ret = pool->be->ops->release(pool->be, &pool->va);
 		if (ret) /* as above: one retry for a transient error */
 			ret = pool->be->ops->release(pool->be, &pool->va);
@@ -278,6 +362,7 @@ int kvc_pool_destroy(struct kvc_pool *pool)
 		}
 	}
 	kvc_stats_pub_close(pool->pub);
+	kvc_fence_exit(pool);
 	pthread_mutex_destroy(&pool->lock);
 	kvc_fill_exit(&pool->fill);
 	free(pool->unmapped);
@@ -290,16 +375,33 @@ int kvc_pool_destroy(struct kvc_pool *pool)
 	return err;
 }
 
-/* Unmap empty chunks until at most @keep stay mapped. Lock held. */
-static int trim_locked(struct kvc_pool *pool, uint32_t keep)
+/*
+ * Unmap empty chunks until at most @keep stay mapped, oldest first (recent
+ * ones are likeliest reused). A chunk whose fence is pending stays, counts
+ * as kept, and moves to the front, so that each pass looks at each empty
+ * chunk at most once. Lock held.
+ */
+int kvc_pool_trim_locked(struct kvc_pool *pool, uint32_t keep)
 {
+	struct list_head *empties = &pool->fill.lists[0];
+	uint64_t left = pool->fill.hist[0], fenced = 0;
 	struct kvc_chunk *c;
 	int err;
 
-	while (pool->fill.hist[0] > keep) {
-		/* The oldest empty chunk goes; recent ones are likeliest reused. */
-		c = list_last_entry(&pool->fill.lists[0], struct kvc_chunk,
-				    link);
+	/* Every trim retires what has completed, so fences cannot pile up. */
+	if (pool->fences.nr)
+		kvc_fence_poll(pool);
+	if (left <= keep) {
+		pool->unmap_deferred = 0;
+		return 0;
+	}
+	for (; left && pool->fill.hist[0] > keep + fenced; left--) {
+		c = list_last_entry(empties, struct kvc_chunk, link);
+		if (chunk_fenced(pool, c)) {
+			list_move(&c->link, empties);
+			fenced++;
+			continue;
+		}
 		kvc_fill_del(pool, c);
 		err = kvc_chunk_unmap(pool, c);
 		if (err) {
@@ -310,6 +412,8 @@ static int trim_locked(struct kvc_pool *pool, uint32_t keep)
 		pool->nr_mapped--;
 		pool->unmapped[pool->nr_unmapped++] = chunk_index(pool, c);
 	}
+	pool->unmap_deferred =
+		pool->fill.hist[0] > keep ? pool->fill.hist[0] - keep : 0;
 	return 0;
 }
 
@@ -406,13 +510,13 @@ int kvc_pool_alloc(struct kvc_pool *pool, uint32_t n, uint32_t *ids)
 	if (pool->nr_live > pool->live_hwm)
 		pool->live_hwm = pool->nr_live;
 	pool->alloc_calls++;
-	publish(pool);
+	kvc_pool_publish(pool);
 	pthread_mutex_unlock(&pool->lock);
 	return 0;
 
 out_fail:
 	pool->alloc_failures++;
-	publish(pool);
+	kvc_pool_publish(pool);
 	pthread_mutex_unlock(&pool->lock);
 	return err;
 }
@@ -441,7 +545,7 @@ static struct kvc_chunk *live_chunk(struct kvc_pool *pool, uint32_t id)
  */
 static inline __attribute__((always_inline)) uint32_t
 free_blocks(struct kvc_pool *pool, uint32_t n, const uint32_t *ids,
-	    const bool pow2)
+	    uint64_t seq, const bool pow2)
 {
 	struct kvc_chunk *chunks = pool->chunks, *c, *touched = NULL, *next;
 	const struct kvc_divisor div = pool->div;
@@ -469,6 +573,8 @@ free_blocks(struct kvc_pool *pool, uint32_t n, const uint32_t *ids,
 	for (c = touched; c; c = next) {
 		next = c->next_freeing;
 		c->next_freeing = NULL;
+		if (seq)
+			c->fence_seq = seq;
 		kvc_fill_set_live(pool, c, c->nr_live - c->freeing);
 		c->freeing = 0;
 	}
@@ -486,9 +592,32 @@ err_not_live:
 	return i + 1;
 }
 
-int kvc_pool_free(struct kvc_pool *pool, uint32_t n, const uint32_t *ids)
+/* Free, stamping the chunks touched with fence @seq (0 = none). */
+static int free_locked(struct kvc_pool *pool, uint32_t n, const uint32_t *ids,
+		       uint64_t seq)
 {
 	uint32_t bad;
+
+	if (pool->div.shift >= 0)
+		bad = free_blocks(pool, n, ids, seq, true);
+	else
+		bad = free_blocks(pool, n, ids, seq, false);
+	if (bad)
+		return kvc_err(
+			-EINVAL,
+			"block %u (entry %u of %u) is not live or appears twice; nothing freed",
+			ids[bad - 1], bad - 1, n);
+	pool->nr_live -= n;
+	pool->free_calls++;
+	/* An unmap the device refuses is counted and retried later. */
+	kvc_pool_trim_locked(pool, pool->empty_kept);
+	kvc_pool_publish(pool);
+	return 0;
+}
+
+int kvc_pool_free(struct kvc_pool *pool, uint32_t n, const uint32_t *ids)
+{
+	int err;
 
 	if (!pool || (n && !ids))
 		return kvc_err(-EINVAL, "kvc_pool_free: NULL %s",
@@ -496,24 +625,49 @@ int kvc_pool_free(struct kvc_pool *pool, uint32_t n, const uint32_t *ids)
 	if (!n)
 		return 0;
 	pthread_mutex_lock(&pool->lock);
-	if (pool->div.shift >= 0)
-		bad = free_blocks(pool, n, ids, true);
-	else
-		bad = free_blocks(pool, n, ids, false);
-	if (bad) {
-		kvc_err(-EINVAL,
-			"block %u (entry %u of %u) is not live or appears twice; nothing freed",
-			ids[bad - 1], bad - 1, n);
-		pthread_mutex_unlock(&pool->lock);
-		return -EINVAL;
-	}
-	pool->nr_live -= n;
-	pool->free_calls++;
-	/* An unmap the device refuses is counted and retried later. */
-	trim_locked(pool, pool->empty_kept);
-	publish(pool);
+	err = free_locked(pool, n, ids, 0);
 	pthread_mutex_unlock(&pool->lock);
-	return 0;
+	return err;
+}
+
+int kvc_pool_free_fenced(struct kvc_pool *pool, uint32_t n, const uint32_t *ids,
+			 const struct kvc_fence *fence)
+{
+	uint64_t seq = 0;
+	int err;
+
+	if (!pool || (n && !ids))
+		return kvc_err(-EINVAL, "kvc_pool_free_fenced: NULL %s",
+			       pool ? "ids" : "pool");
+	err = kvc_fence_valid(fence, "kvc_pool_free_fenced");
+	if (err || !n)
+		return err;
+	pthread_mutex_lock(&pool->lock);
+	/*
+	 * Captured before anything is freed, so that a capture the device
+	 * refuses frees nothing. A fence captured for ids that then turn out
+	 * bad stamps no chunk, and retires as any other.
+	 */
+	if (fence)
+		err = kvc_fence_capture(pool, fence, &seq);
+	if (!err)
+		err = free_locked(pool, n, ids, seq);
+	pthread_mutex_unlock(&pool->lock);
+	return err;
+}
+
+int kvc_pool_fence_wait(struct kvc_pool *pool)
+{
+	int err, ret;
+
+	if (!pool)
+		return kvc_err(-EINVAL, "kvc_pool_fence_wait: NULL pool");
+	pthread_mutex_lock(&pool->lock);
+	err = kvc_fence_wait_all(pool);
+	ret = kvc_pool_trim_locked(pool, pool->empty_kept);
+	kvc_pool_publish(pool);
+	pthread_mutex_unlock(&pool->lock);
+	return err ? err : ret;
 }
 
 int kvc_pool_trim(struct kvc_pool *pool, uint32_t keep)
@@ -523,8 +677,8 @@ int kvc_pool_trim(struct kvc_pool *pool, uint32_t keep)
 	if (!pool)
 		return kvc_err(-EINVAL, "kvc_pool_trim: NULL pool");
 	pthread_mutex_lock(&pool->lock);
-	err = trim_locked(pool, keep);
-	publish(pool);
+	err = kvc_pool_trim_locked(pool, keep);
+	kvc_pool_publish(pool);
 	pthread_mutex_unlock(&pool->lock);
 	return err;
 }

@@ -1,7 +1,8 @@
-/* Description: the cuda backend and the pool on it, run against the fake driver, with a failure injected at every driver call. */
+/* Description: the cuda backend and the pool on it, run against the fake driver, with a failure injected at every driver call; its fence ops over the fake's stream model, and over the real driver where there is one. */
 #include <errno.h>
 #include <setjmp.h>
 #include <stdarg.h>
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 #include <stdio.h>
@@ -33,6 +34,8 @@ static void assert_fake_clean(void)
 	assert_int_equal(fc.contexts, 0);
 	assert_int_equal(fc.pushed, 0);
 	assert_int_equal(fc.streams, 0);
+	assert_int_equal(fc.events, 0);
+	assert_int_equal(fc.pending, 0);
 	assert_int_equal(fc.memory_used, 0);
 }
 
@@ -328,6 +331,598 @@ static void test_caller_context_kept(void **state)
 	kvc_backend_close(be);
 }
 
+/*
+ * Fences. Each test gets a cuda backend over the fake with one chunk
+ * mapped at offset 0 of a two-chunk reservation (its bytes readable from
+ * the host at @mem), and a stream of the caller's own, made as a CUDA
+ * runtime application would: with a context current.
+ */
+struct fence_fx {
+	const struct kvc_cuda_driver *drv;
+	struct kvc_backend *be;
+	const struct kvc_backend_ops *ops;
+	struct kvc_va va;
+	uint64_t handle;
+	kvc_cu_context ctx;
+	kvc_cu_stream stream;
+	uint8_t *mem;
+	uint64_t violations; /* the ones the test provokes on purpose */
+};
+
+#define SRC 0
+#define DST BLOCK
+
+static const struct kvc_copy one_copy = { SRC, DST, BLOCK };
+
+/* Calls the driver wants a current context for: streams, events. */
+static void caller_push(struct fence_fx *fx)
+{
+	assert_int_equal(fx->drv->cuCtxPushCurrent(fx->ctx), 0);
+}
+
+static void caller_pop(struct fence_fx *fx)
+{
+	kvc_cu_context top;
+
+	assert_int_equal(fx->drv->cuCtxPopCurrent(&top), 0);
+	assert_ptr_equal(top, fx->ctx);
+}
+
+static kvc_cu_event caller_event(struct fence_fx *fx)
+{
+	kvc_cu_event ev;
+
+	caller_push(fx);
+	assert_int_equal(fx->drv->cuEventCreate(&ev, 0), 0);
+	caller_pop(fx);
+	return ev;
+}
+
+static int setup_fence(void **state)
+{
+	struct fence_fx *fx = calloc(1, sizeof(*fx));
+
+	if (!fx)
+		return -1;
+	*state = fx;
+	fx->drv = kvc_fake_driver(&small_gpu);
+	if (!fx->drv || kvc_backend_open_cuda_driver(fx->drv, 0, &fx->be))
+		return -1;
+	fx->ops = fx->be->ops;
+	if (fx->ops->reserve(fx->be, 2 * GRAN, &fx->va) ||
+	    fx->ops->map(fx->be, &fx->va, 0, GRAN, &fx->handle))
+		return -1;
+	fx->mem = (uint8_t *)(uintptr_t)fx->va.base;
+	if (fx->drv->cuDevicePrimaryCtxRetain(&fx->ctx, 0) ||
+	    fx->drv->cuCtxPushCurrent(fx->ctx) ||
+	    fx->drv->cuStreamCreate(&fx->stream, 0) ||
+	    fx->drv->cuCtxPopCurrent(&fx->ctx))
+		return -1;
+	memset(fx->mem, 0, GRAN);
+	return 0;
+}
+
+static int teardown_fence(void **state)
+{
+	struct fence_fx *fx = *state;
+	struct kvc_fake_counts fc;
+
+	kvc_fake_set_async(false); /* runs what is left */
+	assert_int_equal(fx->drv->cuStreamDestroy(fx->stream), 0);
+	assert_int_equal(fx->drv->cuDevicePrimaryCtxRelease(0), 0);
+	assert_int_equal(fx->ops->unmap(fx->be, &fx->va, 0, GRAN, fx->handle),
+			 0);
+	assert_int_equal(fx->ops->release(fx->be, &fx->va), 0);
+	kvc_backend_close(fx->be);
+	kvc_fake_counts(&fc);
+	if (fc.violations != fx->violations)
+		fail_msg("%llu driver rules broken, %llu expected; last: %s",
+			 (unsigned long long)fc.violations,
+			 (unsigned long long)fx->violations,
+			 kvc_fake_last_violation());
+	assert_fake_clean();
+	free(fx);
+	return 0;
+}
+
+static uint64_t fake_pending(void)
+{
+	struct kvc_fake_counts fc;
+
+	kvc_fake_counts(&fc);
+	return fc.pending;
+}
+
+static uint64_t fake_events(void)
+{
+	struct kvc_fake_counts fc;
+
+	kvc_fake_counts(&fc);
+	return fc.events;
+}
+
+/* Every byte of [@off, @off + @bytes) of the chunk is @v. */
+static void assert_bytes(const struct fence_fx *fx, uint64_t off,
+			 uint64_t bytes, uint8_t v)
+{
+	uint64_t i;
+
+	for (i = 0; i < bytes; i++)
+		if (fx->mem[off + i] != v)
+			fail_msg("byte %llu is %u, expected %u",
+				 (unsigned long long)(off + i),
+				 fx->mem[off + i], v);
+}
+
+/* Sync mode: work runs when issued, every token has completed at birth. */
+static void test_fence_sync_mode(void **state)
+{
+	struct fence_fx *fx = *state;
+	const struct kvc_fence none = { KVC_FENCE_NONE, NULL };
+	const struct kvc_fence dflt = { KVC_FENCE_CUDA_STREAM, NULL };
+	const struct kvc_fence mine = { KVC_FENCE_CUDA_STREAM, fx->stream };
+	struct kvc_fence ev = { KVC_FENCE_CUDA_EVENT, NULL };
+	uint64_t token = 0;
+
+	ev.handle = caller_event(fx);
+	memset(fx->mem + SRC, 3, BLOCK);
+	assert_int_equal(kvc_fake_launch(fx->stream, fx->va.base + SRC, BLOCK),
+			 0);
+	assert_int_equal(fx->drv->cuEventRecord(ev.handle, fx->stream), 0);
+	assert_int_equal(fx->ops->fence_after(fx->be, &fx->va, NULL), 0);
+	assert_int_equal(fx->ops->fence_after(fx->be, &fx->va, &none), 0);
+	assert_int_equal(fx->ops->fence_after(fx->be, &fx->va, &dflt), 0);
+	assert_int_equal(fx->ops->fence_after(fx->be, &fx->va, &mine), 0);
+	assert_int_equal(fx->ops->fence_after(fx->be, &fx->va, &ev), 0);
+	assert_int_equal(fx->ops->copy(fx->be, &fx->va, &one_copy, 1), 0);
+	assert_bytes(fx, DST, BLOCK, 4);
+	assert_int_equal(fx->ops->fence_record(fx->be, &fx->va, &token), 0);
+	assert_true(token != 0);
+	assert_int_equal(fake_events(), 2);
+	assert_int_equal(fx->ops->fence_query(fx->be, &fx->va, token), 0);
+	assert_int_equal(fx->ops->fence_sync(fx->be, &fx->va, token), 0);
+	assert_int_equal(fx->ops->fence_signal(fx->be, &fx->va, token, &mine),
+			 0);
+	assert_int_equal(fx->ops->fence_signal(fx->be, &fx->va, token, &dflt),
+			 0);
+	/* Only a stream can be made to wait. */
+	assert_int_equal(fx->ops->fence_signal(fx->be, &fx->va, token, &ev),
+			 -EINVAL);
+	assert_int_equal(fx->ops->fence_signal(fx->be, &fx->va, token, &none),
+			 -EINVAL);
+	fx->ops->fence_put(fx->be, &fx->va, token);
+	/* Token 0, the host's, has always completed. */
+	assert_int_equal(fx->ops->fence_query(fx->be, &fx->va, 0), 0);
+	assert_int_equal(fx->ops->fence_sync(fx->be, &fx->va, 0), 0);
+	assert_int_equal(fx->ops->fence_signal(fx->be, &fx->va, 0, &mine), 0);
+	fx->ops->fence_put(fx->be, &fx->va, 0);
+	assert_int_equal(fx->drv->cuEventDestroy(ev.handle), 0);
+	assert_int_equal(fake_events(), 0);
+	assert_int_equal(fake_pending(), 0);
+}
+
+/* Async: a token is pending until the copies before it have run. */
+static void test_fence_query_async(void **state)
+{
+	struct fence_fx *fx = *state;
+	uint64_t token, dropped;
+
+	kvc_fake_set_async(true);
+	memset(fx->mem + SRC, 9, BLOCK);
+	assert_int_equal(fx->ops->copy(fx->be, &fx->va, &one_copy, 1), 0);
+	assert_int_equal(fx->ops->fence_record(fx->be, &fx->va, &token), 0);
+	assert_int_equal(fx->ops->fence_query(fx->be, &fx->va, token), -EBUSY);
+	assert_bytes(fx, DST, BLOCK, 0);
+	/* Dropping a pending token is allowed; its record still runs. */
+	assert_int_equal(fx->ops->fence_record(fx->be, &fx->va, &dropped), 0);
+	fx->ops->fence_put(fx->be, &fx->va, dropped);
+	assert_int_equal(fake_pending(), 3);
+	assert_int_equal(kvc_fake_run(), 3);
+	assert_int_equal(fx->ops->fence_query(fx->be, &fx->va, token), 0);
+	assert_bytes(fx, DST, BLOCK, 9);
+	fx->ops->fence_put(fx->be, &fx->va, token);
+	assert_int_equal(fake_events(), 0);
+	assert_int_equal(kvc_fake_run(), 0);
+}
+
+/*
+ * fence_after orders the backend's copy after the caller's kernel: the
+ * copy sees the kernel's +1 only when it was ordered after it. Syncing
+ * the token runs only what the token needs, so without the fence the
+ * kernel is still queued when the copy has run.
+ */
+static void fence_after_case(struct fence_fx *fx, const struct kvc_fence *f,
+			     kvc_cu_stream caller, bool ordered)
+{
+	uint64_t token;
+
+	memset(fx->mem, 0, 2 * BLOCK);
+	memset(fx->mem + SRC, 7, BLOCK);
+	kvc_fake_set_async(true);
+	assert_int_equal(kvc_fake_launch(caller, fx->va.base + SRC, BLOCK), 0);
+	if (f->kind == KVC_FENCE_CUDA_EVENT)
+		assert_int_equal(fx->drv->cuEventRecord(f->handle, caller), 0);
+	if (ordered)
+		assert_int_equal(fx->ops->fence_after(fx->be, &fx->va, f), 0);
+	assert_int_equal(fx->ops->copy(fx->be, &fx->va, &one_copy, 1), 0);
+	assert_int_equal(fx->ops->fence_record(fx->be, &fx->va, &token), 0);
+	assert_int_equal(fx->ops->fence_query(fx->be, &fx->va, token), -EBUSY);
+	assert_int_equal(fx->ops->fence_sync(fx->be, &fx->va, token), 0);
+	assert_int_equal(fx->ops->fence_query(fx->be, &fx->va, token), 0);
+	assert_bytes(fx, DST, BLOCK, ordered ? 8 : 7);
+	if (!ordered)
+		assert_true(fake_pending() > 0); /* the kernel */
+	fx->ops->fence_put(fx->be, &fx->va, token);
+	kvc_fake_set_async(false);
+	assert_bytes(fx, SRC, BLOCK, 8);
+	assert_int_equal(fake_pending(), 0);
+}
+
+static void test_fence_after_stream(void **state)
+{
+	struct fence_fx *fx = *state;
+	const struct kvc_fence mine = { KVC_FENCE_CUDA_STREAM, fx->stream };
+	const struct kvc_fence dflt = { KVC_FENCE_CUDA_STREAM, NULL };
+
+	fence_after_case(fx, &mine, fx->stream, false);
+	fence_after_case(fx, &mine, fx->stream, true);
+	fence_after_case(fx, &dflt, NULL, true);
+	/* The temporary event was dropped at once. */
+	assert_int_equal(fake_events(), 0);
+}
+
+static void test_fence_after_event(void **state)
+{
+	struct fence_fx *fx = *state;
+	struct kvc_fence ev = { KVC_FENCE_CUDA_EVENT, NULL };
+
+	ev.handle = caller_event(fx);
+	fence_after_case(fx, &ev, fx->stream, false);
+	fence_after_case(fx, &ev, fx->stream, true);
+	assert_int_equal(fx->drv->cuEventDestroy(ev.handle), 0);
+}
+
+/*
+ * fence_signal orders the caller's later work after the backend's copies:
+ * a kernel on the caller's stream sees the copied bytes (5, then +1).
+ * Without it, syncing the caller's stream runs the kernel alone.
+ */
+static void test_fence_signal(void **state)
+{
+	struct fence_fx *fx = *state;
+	const struct kvc_fence mine = { KVC_FENCE_CUDA_STREAM, fx->stream };
+	uint64_t token;
+	int ordered;
+
+	for (ordered = 0; ordered < 2; ordered++) {
+		memset(fx->mem, 0, 2 * BLOCK);
+		memset(fx->mem + SRC, 5, BLOCK);
+		kvc_fake_set_async(true);
+		assert_int_equal(fx->ops->copy(fx->be, &fx->va, &one_copy, 1),
+				 0);
+		assert_int_equal(fx->ops->fence_record(fx->be, &fx->va, &token),
+				 0);
+		if (ordered)
+			assert_int_equal(fx->ops->fence_signal(fx->be, &fx->va,
+							       token, &mine),
+					 0);
+		/* The caller may drop the token once the stream waits. */
+		fx->ops->fence_put(fx->be, &fx->va, token);
+		assert_int_equal(
+			kvc_fake_launch(fx->stream, fx->va.base + DST, BLOCK),
+			0);
+		assert_int_equal(fx->drv->cuStreamSynchronize(fx->stream), 0);
+		assert_bytes(fx, DST, BLOCK, ordered ? 6 : 1);
+		assert_int_equal(fake_pending(), ordered ? 0 : 2);
+		/* Unordered, the copy runs last and overwrites the kernel's. */
+		kvc_fake_set_async(false);
+		assert_bytes(fx, DST, BLOCK, ordered ? 6 : 5);
+	}
+}
+
+/* fence_sync runs what the token needs and nothing else. */
+static void test_fence_sync_runs_needed(void **state)
+{
+	struct fence_fx *fx = *state;
+	const struct kvc_fence mine = { KVC_FENCE_CUDA_STREAM, fx->stream };
+	uint64_t token;
+
+	kvc_fake_set_async(true);
+	memset(fx->mem + SRC, 2, BLOCK);
+	/* The caller's kernel; the backend waits for it... */
+	assert_int_equal(kvc_fake_launch(fx->stream, fx->va.base + SRC, BLOCK),
+			 0);
+	assert_int_equal(fx->ops->fence_after(fx->be, &fx->va, &mine), 0);
+	/* ...but not for this one, queued after the wait. */
+	assert_int_equal(
+		kvc_fake_launch(fx->stream, fx->va.base + 2 * BLOCK, BLOCK), 0);
+	assert_int_equal(fx->ops->copy(fx->be, &fx->va, &one_copy, 1), 0);
+	assert_int_equal(fx->ops->fence_record(fx->be, &fx->va, &token), 0);
+	assert_int_equal(fx->ops->fence_sync(fx->be, &fx->va, token), 0);
+	assert_bytes(fx, DST, BLOCK, 3);
+	assert_bytes(fx, 2 * BLOCK, BLOCK, 0);
+	assert_int_equal(fake_pending(), 1);
+	/* The old fence op waits for the backend's stream as a whole. */
+	assert_int_equal(fx->ops->fence(fx->be, &fx->va), 0);
+	assert_int_equal(fake_pending(), 1);
+	fx->ops->fence_put(fx->be, &fx->va, token);
+	assert_int_equal(kvc_fake_run(), 1);
+	assert_bytes(fx, 2 * BLOCK, BLOCK, 1);
+}
+
+/*
+ * cuMemUnmap is not ordered with streams: unmapping a chunk that queued
+ * work still touches is refused by the fake (a fault on a real device),
+ * and is fine once the work has run. Queued work that finds its memory
+ * inaccessible when it runs is a violation too.
+ */
+static void test_unmap_under_queued_work(void **state)
+{
+	struct fence_fx *fx = *state;
+	struct kvc_cu_access_desc ro = { { KVC_CU_MEM_LOCATION_TYPE_DEVICE, 0 },
+					 KVC_CU_MEM_ACCESS_FLAGS_PROT_READ };
+	struct kvc_cu_access_desc rw = ro;
+	uint64_t handle;
+
+	rw.flags = KVC_CU_MEM_ACCESS_FLAGS_PROT_READWRITE;
+	assert_int_equal(fx->ops->map(fx->be, &fx->va, GRAN, GRAN, &handle), 0);
+	kvc_fake_set_async(true);
+	assert_int_equal(
+		kvc_fake_launch(fx->stream, fx->va.base + GRAN + 16, 1), 0);
+	assert_int_equal(fx->ops->unmap(fx->be, &fx->va, GRAN, GRAN, handle),
+			 -EINVAL);
+	fx->violations++;
+	assert_non_null(strstr(kvc_fake_last_violation(), "queued"));
+	/* The chunk is still mapped and usable; the kernel runs on it. */
+	assert_int_equal(kvc_fake_run(), 1);
+	assert_int_equal(fx->mem[GRAN + 16], 1);
+	assert_int_equal(fx->ops->unmap(fx->be, &fx->va, GRAN, GRAN, handle),
+			 0);
+
+	/* Read-only by the time it runs: a fault, the kernel is skipped. */
+	assert_int_equal(kvc_fake_launch(fx->stream, fx->va.base, BLOCK), 0);
+	assert_int_equal(fx->drv->cuMemSetAccess(fx->va.base, GRAN, &ro, 1), 0);
+	assert_int_equal(kvc_fake_run(), 1);
+	fx->violations++;
+	assert_non_null(strstr(kvc_fake_last_violation(), "when it ran"));
+	assert_bytes(fx, 0, BLOCK, 0);
+	assert_int_equal(fx->drv->cuMemSetAccess(fx->va.base, GRAN, &rw, 1), 0);
+}
+
+/*
+ * The fake's own rules: a stream wait is for the record as of the wait; a
+ * destroyed stream's work still runs; handles die when destroyed;
+ * streams and events need a current context; the fake will not reset
+ * while events or queued work remain.
+ */
+static void test_fake_stream_model(void **state)
+{
+	struct fence_fx *fx = *state;
+	const struct kvc_fake_config cfg = small_gpu;
+	kvc_cu_event ev = caller_event(fx), never = caller_event(fx);
+	kvc_cu_stream other;
+
+	kvc_fake_set_async(true);
+	assert_int_equal(fx->drv->cuEventQuery(never), 0);
+	assert_int_equal(fx->drv->cuEventSynchronize(never), 0);
+	caller_push(fx);
+	assert_int_equal(fx->drv->cuStreamCreate(&other, 0), 0);
+	caller_pop(fx);
+
+	/* stream: K(A), record; other: wait, K(B); stream: K(C), record. */
+	assert_int_equal(kvc_fake_launch(fx->stream, fx->va.base, 1), 0);
+	assert_int_equal(fx->drv->cuEventRecord(ev, fx->stream), 0);
+	assert_int_equal(fx->drv->cuEventQuery(ev), KVC_CUDA_ERROR_NOT_READY);
+	assert_int_equal(fx->drv->cuStreamWaitEvent(other, ev, 0), 0);
+	assert_int_equal(kvc_fake_launch(other, fx->va.base + 1, 1), 0);
+	assert_int_equal(kvc_fake_launch(fx->stream, fx->va.base + 2, 1), 0);
+	assert_int_equal(fx->drv->cuEventRecord(ev, fx->stream), 0);
+	assert_int_equal(fake_pending(), 6);
+	assert_int_equal(kvc_fake_driver(&cfg), NULL);
+	/* The other stream's work needs K(A) and the first record only. */
+	assert_int_equal(fx->drv->cuStreamSynchronize(other), 0);
+	assert_bytes(fx, 0, 2, 1);
+	assert_bytes(fx, 2, 1, 0);
+	assert_int_equal(fake_pending(), 2);
+	assert_int_equal(fx->drv->cuEventQuery(ev), KVC_CUDA_ERROR_NOT_READY);
+
+	/* Destroyed with work queued: the handle dies, the work still runs. */
+	assert_int_equal(kvc_fake_launch(other, fx->va.base + 3, 1), 0);
+	assert_int_equal(fx->drv->cuStreamDestroy(other), 0);
+	assert_int_equal(fx->drv->cuStreamSynchronize(other),
+			 KVC_CUDA_ERROR_INVALID_HANDLE);
+	fx->violations++;
+	assert_int_equal(fake_pending(), 3);
+	kvc_fake_set_async(false);
+	assert_bytes(fx, 0, 4, 1);
+	assert_int_equal(fx->drv->cuEventQuery(ev), 0);
+
+	kvc_fake_set_async(true);
+	assert_int_equal(kvc_fake_launch(fx->stream, fx->va.base, 1), 0);
+	assert_int_equal(fx->drv->cuEventRecord(ev, fx->stream), 0);
+	assert_int_equal(kvc_fake_launch(fx->stream, fx->va.base + 1, 1), 0);
+	assert_int_equal(fx->drv->cuEventSynchronize(ev), 0);
+	assert_int_equal(fx->mem[0], 2);
+	assert_int_equal(fx->mem[1], 1);
+	assert_int_equal(fake_pending(), 1);
+	assert_int_equal(kvc_fake_run(), 1);
+
+	/* Dead handles. */
+	assert_int_equal(fx->drv->cuEventDestroy(ev), 0);
+	assert_int_equal(fx->drv->cuEventQuery(ev),
+			 KVC_CUDA_ERROR_INVALID_HANDLE);
+	assert_int_equal(fx->drv->cuEventDestroy(ev),
+			 KVC_CUDA_ERROR_INVALID_HANDLE);
+	fx->violations += 2;
+	assert_int_equal(kvc_fake_launch(fx->stream, 0, 0), 0);
+	assert_int_equal(kvc_fake_launch((kvc_cu_stream)ev, 0, 0),
+			 KVC_CUDA_ERROR_INVALID_HANDLE);
+	fx->violations++;
+
+	/* No context current: no stream, no event. */
+	assert_int_equal(fx->drv->cuStreamCreate(&other, 0),
+			 KVC_CUDA_ERROR_INVALID_CONTEXT);
+	assert_int_equal(fx->drv->cuEventCreate(&ev, 0),
+			 KVC_CUDA_ERROR_INVALID_CONTEXT);
+	fx->violations += 2;
+
+	assert_int_equal(kvc_fake_driver(&cfg), NULL); /* never still lives */
+	assert_int_equal(fx->drv->cuEventDestroy(never), 0);
+}
+
+/*
+ * Every fence op, once; returns how many failed. Leaves nothing queued
+ * and no token alive.
+ */
+static int fence_scenario(struct fence_fx *fx, kvc_cu_event ev)
+{
+	const struct kvc_fence mine = { KVC_FENCE_CUDA_STREAM, fx->stream };
+	const struct kvc_fence event = { KVC_FENCE_CUDA_EVENT, ev };
+	uint64_t token;
+	int failures = 0, err;
+
+	assert_int_equal(kvc_fake_launch(fx->stream, fx->va.base + SRC, BLOCK),
+			 0);
+	failures += fx->ops->fence_after(fx->be, &fx->va, &mine) != 0;
+	failures += fx->ops->fence_after(fx->be, &fx->va, &event) != 0;
+	failures += fx->ops->copy(fx->be, &fx->va, &one_copy, 1) != 0;
+	err = fx->ops->fence_record(fx->be, &fx->va, &token);
+	if (err) {
+		failures++;
+	} else {
+		err = fx->ops->fence_query(fx->be, &fx->va, token);
+		if (err != -EBUSY) {
+			assert_true(err < 0);
+			failures++;
+		}
+		failures += fx->ops->fence_signal(fx->be, &fx->va, token,
+						  &mine) != 0;
+		failures += fx->ops->fence_sync(fx->be, &fx->va, token) != 0;
+		fx->ops->fence_put(fx->be, &fx->va, token);
+	}
+	/* A token dropped while pending. */
+	err = fx->ops->fence_record(fx->be, &fx->va, &token);
+	if (err)
+		failures++;
+	else
+		fx->ops->fence_put(fx->be, &fx->va, token);
+	assert_int_equal(fake_events(), 1); /* the caller's */
+	kvc_fake_run();
+	return failures;
+}
+
+/*
+ * A failure injected at every driver call the fence ops make: each comes
+ * back as -errno from the op, and no event is left. Some are absorbed: a
+ * refused cuEventDestroy or cuCtxPopCurrent is retried, and fence_put
+ * destroys its event even when it cannot push the context.
+ */
+static void test_fence_faults(void **state)
+{
+	static const kvc_cu_result results[] = {
+		KVC_CUDA_ERROR_OUT_OF_MEMORY,
+		KVC_CUDA_ERROR_INVALID_VALUE,
+	};
+	struct fence_fx *fx = *state;
+	struct kvc_fake_counts base, fc;
+	uint64_t calls[KVC_FAKE_NR_FNS], nth;
+	unsigned int fn, r, injected = 0;
+	kvc_cu_event ev = caller_event(fx);
+	int failures;
+
+	kvc_fake_set_async(true);
+	assert_int_equal(fx->drv->cuEventRecord(ev, fx->stream), 0);
+	kvc_fake_counts(&base);
+	assert_int_equal(fence_scenario(fx, ev), 0);
+	kvc_fake_counts(&fc);
+	for (fn = 0; fn < KVC_FAKE_NR_FNS; fn++)
+		calls[fn] = fc.calls[fn] - base.calls[fn];
+	assert_true(calls[KVC_FAKE_EVENT_CREATE] > 0);
+	assert_true(calls[KVC_FAKE_EVENT_RECORD] > 0);
+	assert_true(calls[KVC_FAKE_EVENT_QUERY] > 0);
+	assert_true(calls[KVC_FAKE_EVENT_SYNC] > 0);
+	assert_true(calls[KVC_FAKE_EVENT_DESTROY] > 0);
+	assert_true(calls[KVC_FAKE_STREAM_WAIT_EVENT] > 0);
+
+	for (fn = 0; fn < KVC_FAKE_NR_FNS; fn++) {
+		for (nth = 1; nth <= calls[fn]; nth++) {
+			for (r = 0; r < 2; r++) {
+				kvc_fake_fail(fn, nth, results[r]);
+				failures = fence_scenario(fx, ev);
+				kvc_fake_fail(fn, 0, 0);
+				kvc_fake_counts(&fc);
+				if (!failures && fn != KVC_FAKE_EVENT_DESTROY &&
+				    fn != KVC_FAKE_CTX_POP &&
+				    fn != KVC_FAKE_CTX_PUSH)
+					fail_msg(
+						"%s #%llu failing: no op failed",
+						kvc_fake_fn_name(fn),
+						(unsigned long long)nth);
+				if (fc.events != 1 || fc.pending || fc.pushed)
+					fail_msg(
+						"%s #%llu failing: %llu events, %llu pending, %llu pushed left",
+						kvc_fake_fn_name(fn),
+						(unsigned long long)nth,
+						(unsigned long long)fc.events,
+						(unsigned long long)fc.pending,
+						(unsigned long long)fc.pushed);
+				if (fc.violations)
+					fail_msg(
+						"%s #%llu failing: rule broken: %s",
+						kvc_fake_fn_name(fn),
+						(unsigned long long)nth,
+						kvc_fake_last_violation());
+				injected++;
+			}
+		}
+	}
+	assert_int_equal(fx->drv->cuEventDestroy(ev), 0);
+	print_message("injected %u failures in fence ops\n", injected);
+}
+
+/*
+ * The real driver, where there is one: every fence op through the ops
+ * struct, on the legacy default stream. Skipped without a GPU.
+ */
+static void test_fence_real_driver(void **state)
+{
+	const struct kvc_fence none = { KVC_FENCE_NONE, NULL };
+	const struct kvc_fence dflt = { KVC_FENCE_CUDA_STREAM, NULL };
+	const struct kvc_backend_ops *ops;
+	struct kvc_backend *be;
+	struct kvc_va va = { 0 };
+	uint64_t handle, token = 0, gran;
+	struct kvc_copy c;
+	int err;
+
+	err = kvc_backend_open(KVC_BACKEND_CUDA, 0, &be);
+	if (err) {
+		assert_int_equal(err, -ENODEV);
+		skip();
+	}
+	ops = be->ops;
+	gran = kvc_backend_granularity(be);
+	c = (struct kvc_copy){ 0, gran / 2, gran / 2 };
+	assert_int_equal(ops->reserve(be, 2 * gran, &va), 0);
+	assert_int_equal(ops->map(be, &va, 0, gran, &handle), 0);
+	assert_int_equal(ops->fence_after(be, &va, &none), 0);
+	assert_int_equal(ops->fence_after(be, &va, &dflt), 0);
+	assert_int_equal(ops->copy(be, &va, &c, 1), 0);
+	assert_int_equal(ops->fence_record(be, &va, &token), 0);
+	assert_true(token != 0);
+	err = ops->fence_query(be, &va, token);
+	assert_true(err == 0 || err == -EBUSY);
+	assert_int_equal(ops->fence_signal(be, &va, token, &dflt), 0);
+	assert_int_equal(ops->fence_signal(be, &va, token, &none), -EINVAL);
+	assert_int_equal(ops->fence_sync(be, &va, token), 0);
+	assert_int_equal(ops->fence_query(be, &va, token), 0);
+	ops->fence_put(be, &va, token);
+	assert_int_equal(ops->fence(be, &va), 0);
+	assert_int_equal(ops->unmap(be, &va, 0, gran, handle), 0);
+	assert_int_equal(ops->release(be, &va), 0);
+	kvc_backend_close(be);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -351,6 +946,25 @@ int main(void)
 						teardown),
 		cmocka_unit_test_setup_teardown(test_caller_context_kept, setup,
 						teardown),
+		cmocka_unit_test_setup_teardown(test_fence_sync_mode,
+						setup_fence, teardown_fence),
+		cmocka_unit_test_setup_teardown(test_fence_query_async,
+						setup_fence, teardown_fence),
+		cmocka_unit_test_setup_teardown(test_fence_after_stream,
+						setup_fence, teardown_fence),
+		cmocka_unit_test_setup_teardown(test_fence_after_event,
+						setup_fence, teardown_fence),
+		cmocka_unit_test_setup_teardown(test_fence_signal, setup_fence,
+						teardown_fence),
+		cmocka_unit_test_setup_teardown(test_fence_sync_runs_needed,
+						setup_fence, teardown_fence),
+		cmocka_unit_test_setup_teardown(test_unmap_under_queued_work,
+						setup_fence, teardown_fence),
+		cmocka_unit_test_setup_teardown(test_fake_stream_model,
+						setup_fence, teardown_fence),
+		cmocka_unit_test_setup_teardown(test_fence_faults, setup_fence,
+						teardown_fence),
+		cmocka_unit_test(test_fence_real_driver),
 	};
 
 	return cmocka_run_group_tests(tests, NULL, NULL);

@@ -1,4 +1,4 @@
-/* Description: kvcctl stats end to end against running pool_demo processes: JSON and table, --pid, usage errors, refused and stale pages, --clean, --watch */
+/* Description: kvcctl stats end to end against running pool_demo processes: JSON and table, fragmentation and compaction fields (also from forged pages), --pid, usage errors, refused and stale pages, --clean, --watch, pool_demo --evict and --compact-after */
 // SPDX-License-Identifier: MIT
 /*
  * Runs the built programs build/kvcctl and build/examples/pool_demo (paths
@@ -13,6 +13,7 @@
 #include <fcntl.h>
 #include <inttypes.h>
 #include <limits.h>
+#include <math.h>
 #include <poll.h>
 #include <setjmp.h>
 #include <signal.h>
@@ -676,6 +677,8 @@ struct demo {
 	pid_t pid;
 	int out_fd; /* kept open: the demo never writes to a closed pipe */
 	char page[PATH_MAX];
+	char out[8192]; /* what it printed so far */
+	size_t out_len;
 };
 
 struct fixture {
@@ -765,35 +768,59 @@ static int teardown(void **state)
 }
 
 /*
- * Start pool_demo --hold on the host backend and wait until it says it is
- * holding: by then every alloc and free is done and published.
+ * Read the demo's stdout until it holds @text (or fail): by then the demo
+ * has done what it prints before @text, and published it.
  */
-static struct demo *start_demo(struct fixture *f, const char *blocks,
-			       const char *block_bytes)
+static void demo_wait(struct demo *d, const char *text)
+{
+	struct pollfd pfd;
+	int waited = 0;
+	ssize_t got;
+
+	while (!strstr(d->out, text)) {
+		pfd.fd = d->out_fd;
+		pfd.events = POLLIN;
+		if (waited > RUN_TIMEOUT_MS)
+			fail_msg("pool_demo did not print '%s':\n%s", text,
+				 d->out);
+		if (poll(&pfd, 1, 100) <= 0) {
+			waited += 100;
+			continue;
+		}
+		got = read(d->out_fd, d->out + d->out_len,
+			   sizeof(d->out) - 1 - d->out_len);
+		if (got <= 0)
+			fail_msg("pool_demo ended before '%s':\n%s", text,
+				 d->out);
+		d->out_len += (size_t)got;
+		d->out[d->out_len] = '\0';
+	}
+}
+
+/*
+ * Start pool_demo --backend host with @args (NULL-terminated, may be NULL)
+ * then --hold 60, and wait until it says it is holding: by then every
+ * alloc and free is done and published.
+ */
+static struct demo *start_demo_args(struct fixture *f, const char *const *args)
 {
 	struct demo *d = &f->demo[f->nr_demos];
-	char *argv[12], buf[4096], *page, *nl;
-	struct pollfd pfd;
-	int fds[2], n = 0, waited = 0;
-	size_t used = 0;
-	ssize_t got;
+	char *argv[24], *page, *nl;
+	int fds[2], n = 0;
 
 	assert_true(f->nr_demos < MAX_DEMOS);
 	argv[n++] = POOL_DEMO;
 	argv[n++] = "--backend";
 	argv[n++] = "host";
+	while (args && *args) {
+		assert_true(n < 20);
+		argv[n++] = (char *)*args++;
+	}
 	argv[n++] = "--hold";
 	argv[n++] = "60";
-	if (blocks) {
-		argv[n++] = "--blocks";
-		argv[n++] = (char *)blocks;
-	}
-	if (block_bytes) {
-		argv[n++] = "--block-bytes";
-		argv[n++] = (char *)block_bytes;
-	}
 	argv[n] = NULL;
-	buf[0] = '\0';
+	d->out[0] = '\0';
+	d->out_len = 0;
 	assert_int_equal(pipe2(fds, O_CLOEXEC), 0);
 	d->pid = fork();
 	assert_true(d->pid >= 0);
@@ -807,23 +834,8 @@ static struct demo *start_demo(struct fixture *f, const char *blocks,
 	d->out_fd = fds[0];
 	f->nr_demos++;
 
-	while (!strstr(buf, "holding")) {
-		pfd.fd = d->out_fd;
-		pfd.events = POLLIN;
-		if (waited > RUN_TIMEOUT_MS)
-			fail_msg("pool_demo did not start holding");
-		if (poll(&pfd, 1, 100) <= 0) {
-			waited += 100;
-			buf[used] = '\0';
-			continue;
-		}
-		got = read(d->out_fd, buf + used, sizeof(buf) - 1 - used);
-		if (got <= 0)
-			fail_msg("pool_demo ended:\n%.*s", (int)used, buf);
-		used += (size_t)got;
-		buf[used] = '\0';
-	}
-	page = strstr(buf, "stats page: ");
+	demo_wait(d, "holding");
+	page = strstr(d->out, "stats page: ");
 	assert_non_null(page);
 	page += strlen("stats page: ");
 	nl = strchr(page, '\n');
@@ -832,6 +844,25 @@ static struct demo *start_demo(struct fixture *f, const char *blocks,
 	assert_int_equal(strncmp(d->page, f->pages, strlen(f->pages)), 0);
 	assert_int_equal(access(d->page, R_OK), 0);
 	return d;
+}
+
+/* The same with the demo's --blocks and --block-bytes (NULL: default). */
+static struct demo *start_demo(struct fixture *f, const char *blocks,
+			       const char *block_bytes)
+{
+	const char *args[5];
+	int n = 0;
+
+	if (blocks) {
+		args[n++] = "--blocks";
+		args[n++] = blocks;
+	}
+	if (block_bytes) {
+		args[n++] = "--block-bytes";
+		args[n++] = block_bytes;
+	}
+	args[n] = NULL;
+	return start_demo_args(f, args);
 }
 
 /*
@@ -887,27 +918,150 @@ static bool file_exists(const char *path)
 
 /* ---- The tests ---- */
 
+/* Every member of struct kvc_pool_stats, in the struct's order. */
 static const char *const required_fields[] = {
-	"block_bytes",	      "chunk_bytes",	  "blocks_per_chunk",
-	"blocks_total",	      "blocks_live",	  "blocks_free",
-	"blocks_free_mapped", "chunks_total",	  "chunks_mapped",
-	"chunks_empty",	      "chunks_partial",	  "chunks_full",
-	"bytes_reserved",     "bytes_mapped",	  "bytes_live",
-	"blocks_live_hwm",    "bytes_mapped_hwm", "alloc_calls",
-	"free_calls",	      "alloc_failures",	  "unmap_failures",
-	"backend_create",     "backend_map",	  "backend_set_access",
-	"backend_unmap",      "backend_release",  "backend_copy",
+	"block_bytes",	      "chunk_bytes",
+	"blocks_per_chunk",   "blocks_total",
+	"blocks_live",	      "blocks_free",
+	"blocks_free_mapped", "chunks_total",
+	"chunks_mapped",      "chunks_empty",
+	"chunks_partial",     "chunks_full",
+	"bytes_reserved",     "bytes_mapped",
+	"bytes_live",	      "blocks_live_hwm",
+	"bytes_mapped_hwm",   "alloc_calls",
+	"free_calls",	      "alloc_failures",
+	"unmap_failures",     "backend_create",
+	"backend_map",	      "backend_set_access",
+	"backend_unmap",      "backend_release",
+	"backend_copy",	      "free_blocks_in_partial_chunks",
+	"free_chunks_mapped", "chunks_reclaimable",
+	"compactions",	      "blocks_moved",
+	"bytes_copied",	      "chunks_vacated",
+	"chunks_released",    "compact_failures",
+	"fences_pending",     "chunks_unmap_deferred",
 };
+
+/* The doubles of struct kvc_pool_stats, after the counters. */
+static const char *const real_fields[] = {
+	"frag_ratio",
+	"unusable_index",
+	"fragmentation_index",
+	"compact_score",
+};
+
+#define NR_REQUIRED (sizeof(required_fields) / sizeof(required_fields[0]))
+#define NR_REALS (sizeof(real_fields) / sizeof(real_fields[0]))
+
+_Static_assert((NR_REQUIRED + NR_REALS) * 8 == sizeof(struct kvc_pool_stats),
+	       "the test lists every member of struct kvc_pool_stats");
+
+/*
+ * A member that must be a double printed with three decimals
+ * (-?[0-9]+\.[0-9]{3}), or null when @null_ok. Return: its value; NAN for
+ * null.
+ */
+static double json_real(const struct json *obj, const char *key, bool null_ok)
+{
+	const struct json *v = json_get(obj, key);
+	const char *p, *point;
+
+	if (!v)
+		fail_msg("JSON object has no \"%s\"", key);
+	if (v->type == JSON_NULL) {
+		if (!null_ok)
+			fail_msg("\"%s\" is null", key);
+		return NAN;
+	}
+	if (v->type != JSON_NUMBER)
+		fail_msg("\"%s\" is not a number", key);
+	p = v->text + (v->text[0] == '-');
+	point = strchr(p, '.');
+	if (!point || point == p || strlen(point) != 4 ||
+	    strspn(p, "0123456789") != (size_t)(point - p) ||
+	    strspn(point + 1, "0123456789") != 3)
+		fail_msg("\"%s\" is %s, not a number with three decimals", key,
+			 v->text);
+	return strtod(v->text, NULL);
+}
+
+/* The text of a member (a number as written; "null" for null). */
+static const char *json_text(const struct json *obj, const char *key)
+{
+	const struct json *v = json_get(obj, key);
+
+	if (!v)
+		fail_msg("JSON object has no \"%s\"", key);
+	if (v->type == JSON_NULL)
+		return "null";
+	if (v->type != JSON_NUMBER)
+		fail_msg("\"%s\" is not a number", key);
+	return v->text;
+}
+
+/* Index of @key among @obj's members; fails when it is not there. */
+static size_t json_key_index(const struct json *obj, const char *key)
+{
+	size_t i;
+
+	for (i = 0; i < obj->n; i++)
+		if (!strcmp(obj->keys[i], key))
+			return i;
+	fail_msg("JSON object has no \"%s\"", key);
+	return 0;
+}
+
+/*
+ * Every member of struct kvc_pool_stats is there, in the struct's order,
+ * with a value of its kind; the indices are in their ranges.
+ */
+static void check_pool_fields(const struct json *pool)
+{
+	size_t i, at, last = 0;
+	double v;
+
+	for (i = 0; i < NR_REQUIRED + NR_REALS; i++) {
+		const char *key = i < NR_REQUIRED ?
+					  required_fields[i] :
+					  real_fields[i - NR_REQUIRED];
+
+		at = json_key_index(pool, key);
+		if (i && at <= last)
+			fail_msg("\"%s\" comes before \"%s\"", key,
+				 i <= NR_REQUIRED ?
+					 required_fields[i - 1] :
+					 real_fields[i - 1 - NR_REQUIRED]);
+		last = at;
+		if (i < NR_REQUIRED)
+			(void)json_u64(pool, key);
+	}
+	/* +infinity (chunks mapped, nothing live) is null. */
+	v = json_real(pool, "frag_ratio", true);
+	assert_true(isnan(v) || v >= 0);
+	v = json_real(pool, "unusable_index", false);
+	assert_true(v >= 0 && v <= 1);
+	v = json_real(pool, "fragmentation_index", false);
+	assert_true(v == -1 || (v >= 0 && v <= 1));
+	v = json_real(pool, "compact_score", false);
+	assert_true(v >= 0 && v <= 1);
+}
+
+/* ceil(@a / @b) */
+static uint64_t div_up(uint64_t a, uint64_t b)
+{
+	return (a + b - 1) / b;
+}
 
 /* The relations every pool's counters must satisfy. */
 static void check_pool_consistent(const struct json *pool)
 {
 	const struct json *hist = json_get(pool, "fill_hist");
 	uint64_t sum = 0, bpc = json_u64(pool, "blocks_per_chunk");
+	uint64_t live = json_u64(pool, "blocks_live");
+	uint64_t mapped = json_u64(pool, "chunks_mapped");
+	uint64_t empty = json_u64(pool, "chunks_empty");
 	size_t i;
 
-	for (i = 0; i < sizeof(required_fields) / sizeof(*required_fields); i++)
-		(void)json_u64(pool, required_fields[i]);
+	check_pool_fields(pool);
 	assert_non_null(hist);
 	assert_int_equal(hist->type, JSON_ARRAY);
 	assert_int_equal(hist->n, KVC_FILL_BUCKETS);
@@ -915,27 +1069,45 @@ static void check_pool_consistent(const struct json *pool)
 		assert_int_equal(hist->items[i]->type, JSON_NUMBER);
 		sum += strtoull(hist->items[i]->text, NULL, 10);
 	}
-	assert_int_equal(sum, json_u64(pool, "chunks_mapped"));
-	assert_int_equal(json_u64(pool, "chunks_empty") +
-				 json_u64(pool, "chunks_partial") +
+	assert_int_equal(sum, mapped);
+	assert_int_equal(empty + json_u64(pool, "chunks_partial") +
 				 json_u64(pool, "chunks_full"),
-			 json_u64(pool, "chunks_mapped"));
-	assert_int_equal(json_u64(pool, "blocks_live") +
-				 json_u64(pool, "blocks_free"),
+			 mapped);
+	assert_int_equal(live + json_u64(pool, "blocks_free"),
 			 json_u64(pool, "blocks_total"));
 	assert_int_equal(bpc * json_u64(pool, "block_bytes"),
 			 json_u64(pool, "chunk_bytes"));
 	assert_int_equal(json_u64(pool, "blocks_total") % bpc, 0);
 	assert_int_equal(json_u64(pool, "bytes_live"),
-			 json_u64(pool, "blocks_live") *
-				 json_u64(pool, "block_bytes"));
+			 live * json_u64(pool, "block_bytes"));
 	assert_int_equal(json_u64(pool, "bytes_mapped"),
-			 json_u64(pool, "chunks_mapped") *
-				 json_u64(pool, "chunk_bytes"));
-	assert_true(json_u64(pool, "blocks_live_hwm") >=
-		    json_u64(pool, "blocks_live"));
+			 mapped * json_u64(pool, "chunk_bytes"));
+	assert_true(json_u64(pool, "blocks_live_hwm") >= live);
 	assert_true(json_u64(pool, "bytes_mapped_hwm") >=
 		    json_u64(pool, "bytes_mapped"));
+
+	/* Free mapped blocks sit in partly used chunks or in empty ones. */
+	assert_int_equal(json_u64(pool, "free_chunks_mapped"), empty);
+	assert_int_equal(json_u64(pool, "free_blocks_in_partial_chunks") +
+				 empty * bpc,
+			 json_u64(pool, "blocks_free_mapped"));
+	assert_int_equal(json_u64(pool, "chunks_reclaimable"),
+			 mapped - empty - div_up(live, bpc));
+	/* An empty chunk mapped: a whole-chunk request fits, index -1. */
+	if (empty)
+		assert_string_equal(json_text(pool, "fragmentation_index"),
+				    "-1.000");
+	if (live)
+		assert_true(fabs(json_real(pool, "frag_ratio", false) -
+				 ((double)mapped * (double)bpc / (double)live -
+				  1)) <= 0.0005);
+	else if (mapped)
+		assert_string_equal(json_text(pool, "frag_ratio"), "null");
+	/* Every block moved was copied once (a failed batch may differ). */
+	if (!json_u64(pool, "compact_failures"))
+		assert_int_equal(json_u64(pool, "bytes_copied"),
+				 json_u64(pool, "blocks_moved") *
+					 json_u64(pool, "block_bytes"));
 }
 
 static void test_json_shows_demo_pool(void **state)
@@ -968,6 +1140,22 @@ static void test_json_shows_demo_pool(void **state)
 	assert_int_equal(json_u64(pool, "alloc_failures"), 0);
 	assert_true(json_u64(pool, "backend_map") >=
 		    json_u64(pool, "chunks_mapped"));
+	/*
+	 * Eight chunks of 128 blocks, 64 live in each: half of the mapped
+	 * memory is free but stuck in partly used chunks; compaction would
+	 * free four chunks. Index: 1 - (1 + 512 / 128) / 8 = 0.375.
+	 */
+	assert_int_equal(json_u64(pool, "free_blocks_in_partial_chunks"), 512);
+	assert_int_equal(json_u64(pool, "free_chunks_mapped"), 0);
+	assert_int_equal(json_u64(pool, "chunks_reclaimable"), 4);
+	assert_string_equal(json_text(pool, "frag_ratio"), "1.000");
+	assert_string_equal(json_text(pool, "unusable_index"), "1.000");
+	assert_string_equal(json_text(pool, "fragmentation_index"), "0.375");
+	assert_string_equal(json_text(pool, "compact_score"), "0.500");
+	assert_string_equal(json_text(pool, "mapped_live_ratio"), "2.000");
+	assert_int_equal(json_u64(pool, "compactions"), 0);
+	assert_int_equal(json_u64(pool, "blocks_moved"), 0);
+	assert_int_equal(json_u64(pool, "chunks_released"), 0);
 	check_pool_consistent(pool);
 	json_free(arr);
 
@@ -1005,6 +1193,7 @@ static void test_table_output(void **state)
 {
 	struct fixture *f = *state;
 	char line[1024], *w[64], pid[16];
+	const char *section;
 	const struct json *pool, *hist;
 	struct result r;
 	struct demo *d;
@@ -1060,6 +1249,37 @@ static void test_table_output(void **state)
 	assert_int_equal(n, 2 + KVC_FILL_BUCKETS);
 	for (b = 0; b < KVC_FILL_BUCKETS; b++)
 		assert_string_equal(w[2 + b], hist->items[b]->text);
+
+	/* Fragmentation and compaction, between the two. */
+	section = strstr(r.out, "\nfragmentation and compaction");
+	assert_non_null(section);
+	assert_true(section < strstr(r.out, "chunk fill"));
+	assert_true(find_line(section, "pid", line, sizeof(line)));
+	n = split_words(line, w, 64);
+	assert_int_equal(n, 17);
+	assert_string_equal(w[2], "ratio");
+	assert_string_equal(w[4], "index");
+	assert_string_equal(w[11], "copied");
+	assert_string_equal(w[16], "deferred");
+	/* pid name ratio unusable index in-partial chunks chunks score ... */
+	assert_true(find_line(section, pid, line, sizeof(line)));
+	n = split_words(line, w, 64);
+	assert_int_equal(n, 18);
+	assert_string_equal(w[1], "pool_demo");
+	assert_string_equal(w[2], json_text(pool, "frag_ratio"));
+	assert_string_equal(w[3], json_text(pool, "unusable_index"));
+	assert_string_equal(w[4], json_text(pool, "fragmentation_index"));
+	assert_string_equal(w[5], "512");
+	assert_string_equal(w[6], "0");
+	assert_string_equal(w[7], "4");
+	assert_string_equal(w[8], "0.500");
+	/* runs moved copied vacated failed released fences deferred */
+	assert_string_equal(w[9], "0");
+	assert_string_equal(w[10], "0");
+	assert_string_equal(w[11], "0");
+	assert_string_equal(w[12], "B");
+	for (b = 13; b < 18; b++)
+		assert_string_equal(w[b], "0");
 	json_free(arr);
 	result_free(&r);
 }
@@ -1522,10 +1742,28 @@ static void test_watch_interrupted(void **state)
 
 static void test_demo_errors(void **state)
 {
+	static const struct usage_case cases[] = {
+		{ { "--evict", "1.5" }, "--evict" },
+		{ { "--evict", "-0.1" }, "--evict" },
+		{ { "--evict", "nan" }, "--evict" },
+		{ { "--evict", "1e-1" }, "--evict" },
+		{ { "--evict", "" }, "--evict" },
+		{ { "--evict", "0.5", "--seed", "x" }, "--seed" },
+		{ { "--evict", "0.5", "--seed", "-1" }, "--seed" },
+		{ { "--seed", "3" }, "--seed" },
+		{ { "--compact-after", "-1" }, "--compact-after" },
+		{ { "--compact-after", "soon" }, "--compact-after" },
+		{ { "--compact-after", "inf" }, "--compact-after" },
+		{ { "--hold", "1e3" }, "--hold" },
+		{ { "--compact-after" }, "compact-after" },
+	};
 	struct fixture *f = *state;
+	char *argv[8];
 	struct result r;
 	struct dirent *de;
+	size_t i;
 	DIR *dir;
+	int n;
 
 	/* 3000 does not divide the chunk: the library says why. */
 	run(&r, POOL_DEMO, "--backend", "host", "--block-bytes", "3000", NULL);
@@ -1543,6 +1781,30 @@ static void test_demo_errors(void **state)
 	assert_non_null(strstr(r.err, "--blocks"));
 	result_free(&r);
 
+	/* Bad values: exit 2 before any pool, the flag named. */
+	for (i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+		argv[0] = POOL_DEMO;
+		for (n = 0; n < 4 && cases[i].args[n]; n++)
+			argv[n + 1] = (char *)cases[i].args[n];
+		argv[n + 1] = NULL;
+		run_argv(&r, argv);
+		if (r.status != 2 || !strstr(r.err, cases[i].says))
+			fail_msg("pool_demo %s %s: exit %d, expected 2 and a "
+				 "message naming %s:\n%s",
+				 cases[i].args[0],
+				 cases[i].args[1] ? cases[i].args[1] : "",
+				 r.status, cases[i].says, r.err);
+		assert_string_equal(r.out, "");
+		result_free(&r);
+	}
+
+	run(&r, POOL_DEMO, "--help", NULL);
+	assert_int_equal(r.status, 0);
+	assert_non_null(strstr(r.out, "--evict FRACTION"));
+	assert_non_null(strstr(r.out, "--seed N"));
+	assert_non_null(strstr(r.out, "--compact-after SECONDS"));
+	result_free(&r);
+
 	/* Without --hold the demo runs, prints and cleans up after itself. */
 	run(&r, POOL_DEMO, "--backend", "host", "--blocks", "10", NULL);
 	assert_int_equal(r.status, 0);
@@ -1555,6 +1817,333 @@ static void test_demo_errors(void **state)
 		if (!strncmp(de->d_name, "kvc.", 4))
 			fail_msg("page %s left behind", de->d_name);
 	closedir(dir);
+}
+
+/* ---- Fragmentation and compaction ---- */
+
+/*
+ * Replace the page at @path (a stale pool's, from make_stale_pool()) by a
+ * copy with @stats: forged from a real page, so all else stays valid.
+ */
+static void forge_stats(const char *path, const struct kvc_pool_stats *stats)
+{
+	struct kvc_stats_snapshot snap;
+	static char buf[4096];
+	int err;
+
+	err = kvc_stats_read(path, &snap);
+	if (err)
+		fail_msg("kvc_stats_read(%s) = %d: %s", path, err,
+			 kvc_last_error());
+	snap.page.stats = *stats;
+	assert_true(sizeof(snap.page) <= sizeof(buf));
+	memset(buf, 0, sizeof(buf));
+	memcpy(buf, &snap.page, sizeof(snap.page));
+	assert_int_equal(unlink(path), 0);
+	write_file(path, buf, sizeof(buf), 0600);
+}
+
+/* A stale pool named @name whose page holds @stats. */
+static pid_t make_forged_pool(struct fixture *f, const char *name,
+			      const struct kvc_pool_stats *stats)
+{
+	char page[PATH_MAX + 32];
+	pid_t gone;
+
+	gone = make_stale_pool(name, 3);
+	snprintf(page, sizeof(page), "%s/kvc.%d.0", f->pages, (int)gone);
+	forge_stats(page, stats);
+	return gone;
+}
+
+/* The counters of a pool with 3 live blocks, then the new fields set. */
+static void forged_stats(struct kvc_pool_stats *st)
+{
+	memset(st, 0, sizeof(*st));
+	st->block_bytes = 16384;
+	st->chunk_bytes = 2 << 20;
+	st->blocks_per_chunk = 128;
+	st->blocks_total = 128;
+	st->blocks_live = 3;
+	st->blocks_free = 125;
+	st->blocks_free_mapped = 125;
+	st->chunks_total = 1;
+	st->chunks_mapped = 1;
+	st->chunks_partial = 1;
+	st->bytes_reserved = 2 << 20;
+	st->bytes_mapped = 2 << 20;
+	st->bytes_live = 3 * 16384;
+	st->blocks_live_hwm = 3;
+	st->bytes_mapped_hwm = 2 << 20;
+	st->free_blocks_in_partial_chunks = 125;
+	st->free_chunks_mapped = 1;
+	st->chunks_reclaimable = 2;
+	st->compactions = 7;
+	st->blocks_moved = 1234;
+	st->bytes_copied = 1234 * 16384ull; /* 19.3 MiB */
+	st->chunks_vacated = 9;
+	st->chunks_released = 11;
+	st->compact_failures = 1;
+	st->fences_pending = 2;
+	st->chunks_unmap_deferred = 3;
+	st->frag_ratio = INFINITY;
+	st->unusable_index = 0.5316;
+	st->fragmentation_index = -1;
+	st->compact_score = 0.125;
+}
+
+/* A forged page: each new field under its name, with its value. */
+static void test_json_fragmentation_fields(void **state)
+{
+	struct fixture *f = *state;
+	struct kvc_pool_stats st;
+	const struct json *pool;
+	struct json *arr;
+	pid_t gone;
+
+	forged_stats(&st);
+	gone = make_forged_pool(f, "forged", &st);
+	arr = stats_json(NULL, NULL);
+	pool = json_pool(arr, gone);
+	assert_non_null(pool);
+	check_pool_fields(pool);
+	assert_int_equal(json_u64(pool, "free_blocks_in_partial_chunks"), 125);
+	assert_int_equal(json_u64(pool, "free_chunks_mapped"), 1);
+	assert_int_equal(json_u64(pool, "chunks_reclaimable"), 2);
+	assert_int_equal(json_u64(pool, "compactions"), 7);
+	assert_int_equal(json_u64(pool, "blocks_moved"), 1234);
+	assert_int_equal(json_u64(pool, "bytes_copied"), 1234 * 16384);
+	assert_int_equal(json_u64(pool, "chunks_vacated"), 9);
+	assert_int_equal(json_u64(pool, "chunks_released"), 11);
+	assert_int_equal(json_u64(pool, "compact_failures"), 1);
+	assert_int_equal(json_u64(pool, "fences_pending"), 2);
+	assert_int_equal(json_u64(pool, "chunks_unmap_deferred"), 3);
+	/* +infinity is not JSON: null. Indices as the kernel prints them. */
+	assert_string_equal(json_text(pool, "frag_ratio"), "null");
+	assert_string_equal(json_text(pool, "unusable_index"), "0.532");
+	assert_string_equal(json_text(pool, "fragmentation_index"), "-1.000");
+	assert_string_equal(json_text(pool, "compact_score"), "0.125");
+	assert_string_equal(json_text(pool, "mapped_live_ratio"), "42.667");
+	json_free(arr);
+}
+
+/* The table shows the same, in the fragmentation section. */
+static void test_table_fragmentation_section(void **state)
+{
+	struct fixture *f = *state;
+	char line[1024], *w[64], pid[16];
+	struct kvc_pool_stats st;
+	const char *section;
+	struct result r;
+	pid_t gone;
+
+	forged_stats(&st);
+	gone = make_forged_pool(f, "forged", &st);
+	snprintf(pid, sizeof(pid), "%d", (int)gone);
+	run(&r, KVCCTL, "stats", NULL);
+	assert_int_equal(r.status, 0);
+	section = strstr(r.out, "\nfragmentation and compaction");
+	assert_non_null(section);
+	/* The group line names the groups over the columns. */
+	assert_non_null(strstr(section, " fragmentation "));
+	assert_non_null(strstr(section, " compaction "));
+	assert_non_null(strstr(section, " unmap "));
+	assert_true(find_line(section, pid, line, sizeof(line)));
+	assert_int_equal(split_words(line, w, 64), 18);
+	assert_string_equal(w[1], "forged");
+	assert_string_equal(w[2], "inf");
+	assert_string_equal(w[3], "0.532");
+	assert_string_equal(w[4], "-1.000");
+	assert_string_equal(w[5], "125");
+	assert_string_equal(w[6], "1");
+	assert_string_equal(w[7], "2");
+	assert_string_equal(w[8], "0.125");
+	assert_string_equal(w[9], "7");
+	assert_string_equal(w[10], "1234");
+	assert_string_equal(w[11], "19.3");
+	assert_string_equal(w[12], "MiB");
+	assert_string_equal(w[13], "9");
+	assert_string_equal(w[14], "1");
+	assert_string_equal(w[15], "11");
+	assert_string_equal(w[16], "2");
+	assert_string_equal(w[17], "3");
+	result_free(&r);
+}
+
+struct real_case {
+	double value;
+	const char *json; /* NULL: any number that reads back as @value */
+	const char *table;
+};
+
+/* Whatever double a page holds, the JSON stays valid, the table readable. */
+static void test_fragmentation_odd_values(void **state)
+{
+	static const struct real_case cases[] = {
+		{ INFINITY, "null", "inf" },   { -INFINITY, "null", "-inf" },
+		{ NAN, "null", "-" },	       { -0.0, "0.000", "0.000" },
+		{ -0.0001, "0.000", "0.000" }, { 2.0 / 3, "0.667", "0.667" },
+		{ 1e300, NULL, "1.000e+300" },
+	};
+	struct fixture *f = *state;
+	char line[1024], *w[64], pid[16];
+	pid_t gone[sizeof(cases) / sizeof(cases[0])];
+	struct kvc_pool_stats st;
+	const struct json *pool;
+	const char *section;
+	struct json *arr;
+	struct result r;
+	size_t i;
+
+	for (i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+		forged_stats(&st);
+		st.frag_ratio = cases[i].value;
+		st.compact_score = cases[i].value;
+		gone[i] = make_forged_pool(f, "odd", &st);
+	}
+	arr = stats_json(NULL, NULL);
+	run(&r, KVCCTL, "stats", NULL);
+	assert_int_equal(r.status, 0);
+	section = strstr(r.out, "\nfragmentation and compaction");
+	assert_non_null(section);
+	for (i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+		pool = json_pool(arr, gone[i]);
+		assert_non_null(pool);
+		if (cases[i].json) {
+			assert_string_equal(json_text(pool, "frag_ratio"),
+					    cases[i].json);
+			assert_string_equal(json_text(pool, "compact_score"),
+					    cases[i].json);
+		} else {
+			assert_true(json_real(pool, "frag_ratio", false) ==
+				    cases[i].value);
+		}
+		snprintf(pid, sizeof(pid), "%d", (int)gone[i]);
+		assert_true(find_line(section, pid, line, sizeof(line)));
+		assert_int_equal(split_words(line, w, 64), 18);
+		assert_string_equal(w[2], cases[i].table);
+		assert_string_equal(w[8], cases[i].table);
+	}
+	json_free(arr);
+	result_free(&r);
+}
+
+/* pool_demo --compact-after: compaction shows in the demo and in kvcctl. */
+static void test_demo_compaction(void **state)
+{
+	static const char *const args[] = { "--compact-after", "0.2", NULL };
+	struct fixture *f = *state;
+	char line[1024], *w[64], pid[16];
+	const struct json *pool;
+	const char *section;
+	struct json *arr;
+	struct result r;
+	struct demo *d;
+
+	d = start_demo_args(f, args);
+	snprintf(pid, sizeof(pid), "%d", (int)d->pid);
+	/* Before: eight half-full chunks, four of them reclaimable. */
+	assert_non_null(strstr(d->out, "fragmentation: ratio 1.000, unusable "
+				       "index 1.000, fragmentation index "
+				       "0.375; 4 chunks reclaimable (score "
+				       "0.500)"));
+	assert_non_null(strstr(d->out, "holding for 0.2 s, then compacting"));
+	demo_wait(d, "holding for 60 s");
+	/*
+	 * A full compaction leaves ceil(512 / 128) chunks plus the one empty
+	 * chunk the watermark keeps, and moves the 4 x 64 blocks of the four
+	 * chunks it vacates.
+	 */
+	assert_non_null(strstr(d->out,
+			       "compacted: 256 blocks moved, 4 chunks vacated, "
+			       "3 released; mapped 16.0 MiB -> 10.0 MiB\n"));
+
+	arr = stats_json("--pid", pid);
+	pool = json_pool(arr, d->pid);
+	assert_non_null(pool);
+	check_pool_consistent(pool);
+	assert_int_equal(json_u64(pool, "blocks_live"), 512);
+	assert_int_equal(json_u64(pool, "chunks_mapped"), 5);
+	assert_int_equal(json_u64(pool, "chunks_empty"), 1);
+	assert_int_equal(json_u64(pool, "compactions"), 1);
+	assert_int_equal(json_u64(pool, "blocks_moved"), 256);
+	assert_int_equal(json_u64(pool, "bytes_copied"), 256 * 16384);
+	assert_int_equal(json_u64(pool, "chunks_vacated"), 4);
+	assert_int_equal(json_u64(pool, "chunks_released"), 3);
+	assert_int_equal(json_u64(pool, "compact_failures"), 0);
+	assert_int_equal(json_u64(pool, "chunks_reclaimable"), 0);
+	assert_string_equal(json_text(pool, "frag_ratio"), "0.250");
+	assert_string_equal(json_text(pool, "fragmentation_index"), "-1.000");
+	assert_string_equal(json_text(pool, "compact_score"), "0.000");
+	json_free(arr);
+
+	run(&r, KVCCTL, "stats", NULL);
+	assert_int_equal(r.status, 0);
+	section = strstr(r.out, "\nfragmentation and compaction");
+	assert_non_null(section);
+	assert_true(find_line(section, pid, line, sizeof(line)));
+	assert_int_equal(split_words(line, w, 64), 18);
+	assert_string_equal(w[4], "-1.000");
+	assert_string_equal(w[9], "1");
+	assert_string_equal(w[10], "256");
+	assert_string_equal(w[11], "4.0");
+	assert_string_equal(w[12], "MiB");
+	assert_string_equal(w[13], "4");
+	assert_string_equal(w[15], "3");
+	result_free(&r);
+
+	assert_int_equal(stop_demo(d), 0);
+	assert_false(file_exists(d->page));
+}
+
+/* The demo's line that starts with @word, or fail. */
+static void demo_line(const char *out, const char *word, char *line, size_t len)
+{
+	if (!find_line(out, word, line, len))
+		fail_msg("pool_demo printed no '%s' line:\n%s", word, out);
+}
+
+/* --evict frees a random share, the same for the same seed. */
+static void test_demo_evict(void **state)
+{
+	char frag[2][512], chunks[2][512], line[512];
+	struct result r;
+	int i;
+
+	for (i = 0; i < 2; i++) {
+		run(&r, POOL_DEMO, "--backend", "host", "--blocks", "1000",
+		    "--evict", "0.25", "--seed", "7", NULL);
+		assert_int_equal(r.status, 0);
+		assert_non_null(strstr(r.out, "freed 250 at random"));
+		assert_non_null(strstr(r.out, "750 live"));
+		demo_line(r.out, "fragmentation:", frag[i], sizeof(frag[i]));
+		demo_line(r.out, "chunks:", chunks[i], sizeof(chunks[i]));
+		result_free(&r);
+	}
+	assert_string_equal(frag[0], frag[1]);
+	assert_string_equal(chunks[0], chunks[1]);
+
+	/*
+	 * 1000 blocks fill 8 chunks; 750 left need 6 of them, plus the one
+	 * empty chunk kept. No hold: compacts, prints, exits.
+	 */
+	run(&r, POOL_DEMO, "--backend", "host", "--blocks", "1000", "--evict",
+	    "0.25", "--seed", "7", "--compact-after", "0", NULL);
+	assert_int_equal(r.status, 0);
+	demo_line(r.out, "compacted:", line, sizeof(line));
+	assert_non_null(strstr(line, "mapped 16.0 MiB -> 14.0 MiB"));
+	assert_string_equal(r.err, "");
+	result_free(&r);
+
+	/* Nothing evicted, nothing to move. */
+	run(&r, POOL_DEMO, "--backend", "host", "--blocks", "256", "--evict",
+	    "0", "--compact-after", "0", NULL);
+	assert_int_equal(r.status, 0);
+	assert_non_null(strstr(r.out, "freed 0 at random"));
+	demo_line(r.out, "compacted:", line, sizeof(line));
+	assert_non_null(strstr(line, "compacted: 0 blocks moved"));
+	result_free(&r);
+	(void)state;
 }
 
 int main(void)
@@ -1587,6 +2176,16 @@ int main(void)
 		cmocka_unit_test_setup_teardown(test_watch_interrupted, setup,
 						teardown),
 		cmocka_unit_test_setup_teardown(test_demo_errors, setup,
+						teardown),
+		cmocka_unit_test_setup_teardown(test_json_fragmentation_fields,
+						setup, teardown),
+		cmocka_unit_test_setup_teardown(
+			test_table_fragmentation_section, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_fragmentation_odd_values,
+						setup, teardown),
+		cmocka_unit_test_setup_teardown(test_demo_compaction, setup,
+						teardown),
+		cmocka_unit_test_setup_teardown(test_demo_evict, setup,
 						teardown),
 	};
 

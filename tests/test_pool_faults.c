@@ -1,4 +1,4 @@
-/* Description: the pool on the host backend, with every backend op (reserve, map, unmap, copy, fence, release) failing in turn. */
+/* Description: the pool on the host backend, with every backend op (reserve, map, unmap, copy, fence, fence_after/record/query/sync/signal, release) failing in turn. */
 #include <errno.h>
 #include <setjmp.h>
 #include <stdarg.h>
@@ -41,12 +41,20 @@ static void assert_nothing_held(struct kvc_backend *be, const char *what)
 	struct fault_counts fc;
 
 	fault_backend_counts(be, &fc);
-	if (fc.mapped || fc.reserved)
-		fail_msg("%s: %lld chunks mapped, %lld reservations left", what,
-			 (long long)fc.mapped, (long long)fc.reserved);
+	if (fc.mapped || fc.reserved || fc.tokens)
+		fail_msg(
+			"%s: %lld chunks mapped, %lld reservations, %lld fence "
+			"tokens left",
+			what, (long long)fc.mapped, (long long)fc.reserved,
+			(long long)fc.tokens);
 }
 
-/* Each op fails at each of its calls, with each error a device can give. */
+/*
+ * Each op fails at each of its calls, with each error a device can give.
+ * The scenario calls reserve, map, unmap, copy, fence and release for
+ * sure; the fence-token ops only if the pool uses them for plain frees
+ * (every call they get is swept all the same).
+ */
 static void test_fault_every_op(void **state)
 {
 	static const int errs[] = { -ENOMEM, -EIO };
@@ -63,7 +71,9 @@ static void test_fault_every_op(void **state)
 	assert_nothing_held(be, "clean run");
 	for (op = 0; op < FAULT_NR_OPS; op++) {
 		calls[op] = fc.calls[op] - base.calls[op];
-		assert_true(calls[op] > 0);
+		if (op <= FAULT_FENCE && !calls[op])
+			fail_msg("the scenario never called %s",
+				 fault_op_name(op));
 	}
 	for (op = 0; op < FAULT_NR_OPS; op++) {
 		for (nth = 1; nth <= calls[op]; nth++) {

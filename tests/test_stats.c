@@ -1,4 +1,4 @@
-/* Description: stats pages: publishing, reading back, listing, refusing bad pages, stale pages, seqlock consistency under a live writer */
+/* Description: stats pages: publishing, reading back, listing, refusing bad pages (other layout versions too), stale pages, the fragmentation and compaction fields, seqlock consistency under a live writer */
 // SPDX-License-Identifier: MIT
 /*
  * Tests of the shared-memory stats page written against include/kvc/stats.h
@@ -11,6 +11,7 @@
 #include <ftw.h>
 #include <inttypes.h>
 #include <limits.h>
+#include <math.h>
 #include <pthread.h>
 #include <setjmp.h>
 #include <stdarg.h>
@@ -75,8 +76,37 @@ struct fixture {
 	X(backend_set_access) \
 	X(backend_unmap) \
 	X(backend_release) \
-	X(backend_copy)
+	X(backend_copy) \
+	X(free_blocks_in_partial_chunks) \
+	X(free_chunks_mapped) \
+	X(chunks_reclaimable) \
+	X(compactions) \
+	X(blocks_moved) \
+	X(bytes_copied) \
+	X(chunks_vacated) \
+	X(chunks_released) \
+	X(compact_failures) \
+	X(fences_pending) \
+	X(chunks_unmap_deferred)
+
+/* The doubles, after the counters. */
+#define STATS_REALS(X) \
+	X(frag_ratio) \
+	X(unusable_index) \
+	X(fragmentation_index) \
+	X(compact_score)
 /* clang-format on */
+
+#define STATS_SIZE(f) +sizeof(((struct kvc_pool_stats *)0)->f)
+_Static_assert(0 STATS_FIELDS(STATS_SIZE) STATS_REALS(STATS_SIZE) ==
+		       sizeof(struct kvc_pool_stats),
+	       "the test compares every member of struct kvc_pool_stats");
+
+/* Size of a version 1 page: the same, without the fields version 2 added. */
+#define PAGE_V1_BYTES                     \
+	(sizeof(struct kvc_stats_page) -  \
+	 (sizeof(struct kvc_pool_stats) - \
+	  offsetof(struct kvc_pool_stats, free_blocks_in_partial_chunks)))
 
 static void expect_same_stats(const struct kvc_pool_stats *page,
 			      const uint64_t *page_hist,
@@ -92,6 +122,14 @@ static void expect_same_stats(const struct kvc_pool_stats *page,
 			 when, page->f, pool->f);
 	STATS_FIELDS(CMP)
 #undef CMP
+	/* Bit for bit: infinity and -1 must come through as they are. */
+#define CMP_REAL(f)                                      \
+	if (memcmp(&page->f, &pool->f, sizeof(double)))  \
+		fail_msg("%s: page says " #f " = %g, "   \
+			 "kvc_pool_get_stats() says %g", \
+			 when, page->f, pool->f);
+	STATS_REALS(CMP_REAL)
+#undef CMP_REAL
 	for (i = 0; i < KVC_FILL_BUCKETS; i++)
 		if (page_hist[i] != pool_hist[i])
 			fail_msg("%s: page fill_hist[%d] = %" PRIu64 ", pool "
@@ -612,7 +650,7 @@ static void test_refused_pages(void **state)
 	struct kvc_stats_snapshot *snaps = NULL;
 	struct kvc_stats_page good, page;
 	struct bad_log log = { .n = 0 };
-	struct forged f[24];
+	struct forged f[32];
 	const struct bad_seen *seen;
 	int nf = 0, i;
 	long me = (long)getpid();
@@ -630,8 +668,22 @@ static void test_refused_pages(void **state)
 	page.magic = 0x4b4f4f4c5f544f4eull;
 	write_page(f[nf - 1].path, &page, PAGE_FILE_BYTES, 0600);
 
-	FORGE("version 2", -EPROTO);
+	FORGE("next version", -EPROTO);
 	page.version = KVC_STATS_VERSION + 1;
+	write_page(f[nf - 1].path, &page, PAGE_FILE_BYTES, 0600);
+
+	/* A page of a kvc from before the fragmentation fields. */
+	FORGE("version 1 with its own layout size", -EPROTO);
+	page.version = 1;
+	page.page_bytes = PAGE_V1_BYTES;
+	write_page(f[nf - 1].path, &page, PAGE_FILE_BYTES, 0600);
+
+	FORGE("version 1 with this layout's size", -EPROTO);
+	page.version = 1;
+	write_page(f[nf - 1].path, &page, PAGE_FILE_BYTES, 0600);
+
+	FORGE("this version with version 1's size", -EPROTO);
+	page.page_bytes = PAGE_V1_BYTES;
 	write_page(f[nf - 1].path, &page, PAGE_FILE_BYTES, 0600);
 
 	FORGE("version 0", -EPROTO);
@@ -887,6 +939,126 @@ static void test_stats_dir_too_long(void **state)
 	assert_int_equal(setenv("KVC_STATS_DIR", fx->dir, 1), 0);
 }
 
+/* Version 2: the fragmentation and compaction fields, still one page. */
+static void test_page_layout(void **state)
+{
+	struct fixture *fx = *state;
+	struct kvc_stats_page page;
+
+	EXPECT_U64(KVC_STATS_VERSION, 2);
+	assert_true(sizeof(struct kvc_stats_page) <= PAGE_FILE_BYTES);
+	assert_true(PAGE_V1_BYTES < sizeof(struct kvc_stats_page));
+	/* The doubles follow the counters, aligned, in a page of their own. */
+	EXPECT_U64(offsetof(struct kvc_pool_stats, frag_ratio) %
+			   _Alignof(double),
+		   0);
+	EXPECT_U64(offsetof(struct kvc_pool_stats, compact_score) +
+			   sizeof(double),
+		   sizeof(struct kvc_pool_stats));
+	pool_open(fx);
+	good_page(fx, &page);
+	EXPECT_U64(page.version, 2);
+	EXPECT_U64(page.page_bytes, sizeof(struct kvc_stats_page));
+}
+
+static void expect_real(double got, double want, const char *what)
+{
+	if (memcmp(&got, &want, sizeof(double)) && !(fabs(got - want) < 1e-12))
+		fail_msg("%s = %.17g, expected %.17g", what, got, want);
+}
+
+/*
+ * The page carries the new fields as kvc_pool_get_stats() gives them,
+ * through fragmentation, compaction and an empty pool (+infinity).
+ */
+static void test_fragmentation_fields_published(void **state)
+{
+	struct fixture *fx = *state;
+	struct kvc_stats_snapshot snap;
+	struct kvc_compact_result res;
+	const struct kvc_pool_stats *st = &snap.page.stats;
+	uint32_t ids[4 * BPC], odd[2 * BPC], live[8 * BPC], i, n = 0;
+	const char *path;
+
+	pool_open(fx);
+	path = kvc_pool_stats_path(fx->pool);
+	assert_int_equal(kvc_pool_alloc(fx->pool, 4 * BPC, ids), 0);
+	for (i = 1; i < 4 * BPC; i += 2)
+		odd[n++] = ids[i];
+	assert_int_equal(kvc_pool_free(fx->pool, n, odd), 0);
+	page_matches_pool(fx->pool, "four half-full chunks");
+	assert_int_equal(kvc_stats_read(path, &snap), 0);
+	EXPECT_U64(st->chunks_partial, 4);
+	EXPECT_U64(st->free_blocks_in_partial_chunks, 2 * BPC);
+	EXPECT_U64(st->free_chunks_mapped, 0);
+	EXPECT_U64(st->chunks_reclaimable, 2);
+	expect_real(st->frag_ratio, 1.0, "frag_ratio");
+	expect_real(st->unusable_index, 1.0, "unusable_index");
+	/* 1 - (1 + 2 * BPC / BPC) / 4 */
+	expect_real(st->fragmentation_index, 0.25, "fragmentation_index");
+	expect_real(st->compact_score, 0.5, "compact_score");
+
+	assert_int_equal(kvc_pool_compact(fx->pool, NULL, &res), 0);
+	CHECK(fx->pool);
+	page_matches_pool(fx->pool, "after kvc_pool_compact()");
+	assert_int_equal(kvc_stats_read(path, &snap), 0);
+	EXPECT_U64(st->compactions, 1);
+	EXPECT_U64(st->blocks_moved, res.blocks_moved);
+	EXPECT_U64(st->blocks_moved, BPC);
+	EXPECT_U64(st->bytes_copied, BPC * BLOCK);
+	EXPECT_U64(st->chunks_vacated, 2);
+	EXPECT_U64(st->compact_failures, 0);
+	EXPECT_U64(st->chunks_reclaimable, 0);
+	expect_real(st->compact_score, 0, "compact_score after compaction");
+	/* The watermark keeps one emptied chunk: a whole chunk is free. */
+	EXPECT_U64(st->free_chunks_mapped, 1);
+	expect_real(st->fragmentation_index, -1,
+		    "fragmentation_index with an empty chunk");
+
+	/* Nothing live, a chunk still mapped: +infinity, bit for bit. */
+	for (i = 0, n = 0; i < 8 * BPC; i++)
+		if (kvc_pool_is_live(fx->pool, i))
+			live[n++] = i;
+	EXPECT_U64(n, 2 * BPC);
+	assert_int_equal(kvc_pool_free(fx->pool, n, live), 0);
+	CHECK(fx->pool);
+	page_matches_pool(fx->pool, "everything freed");
+	assert_int_equal(kvc_stats_read(path, &snap), 0);
+	EXPECT_U64(st->chunks_mapped, 1);
+	if (!isinf(st->frag_ratio) || st->frag_ratio < 0)
+		fail_msg("frag_ratio = %g with nothing live, expected +inf",
+			 st->frag_ratio);
+	expect_real(st->unusable_index, 0, "unusable_index, all empty");
+}
+
+/* The reader takes any double in a page; judging them is kvcctl's job. */
+static void test_forged_reals_read_back(void **state)
+{
+	static const double values[] = { INFINITY, -INFINITY, NAN,
+					 -1,	   -0.0,      1e300 };
+	struct fixture *fx = *state;
+	struct kvc_stats_snapshot snap;
+	struct kvc_stats_page page;
+	char path[PATH_MAX];
+	size_t i;
+
+	pool_open(fx);
+	for (i = 0; i < sizeof(values) / sizeof(values[0]); i++) {
+		good_page(fx, &page);
+		page.stats.frag_ratio = values[i];
+		page.stats.fragmentation_index = values[i];
+		page.stats.chunks_unmap_deferred = 1000 + i;
+		page_name(fx, path, sizeof(path), (long)getpid(),
+			  4300 + (unsigned)i);
+		write_page(path, &page, PAGE_FILE_BYTES, 0600);
+		assert_int_equal(kvc_stats_read(path, &snap), 0);
+		assert_int_equal(memcmp(&snap.page.stats, &page.stats,
+					sizeof(page.stats)),
+				 0);
+	}
+	EXPECT_U64(list_count(fx->dir, getpid()), 1 + i);
+}
+
 /* ------------------------------------------------------------------ */
 /* seqlock */
 
@@ -1009,6 +1181,16 @@ static void test_seqlock_consistent_snapshots(void **state)
 		SNAP_EXPECT(snap.page.fill_hist[0] == s->chunks_empty);
 		SNAP_EXPECT(snap.page.fill_hist[KVC_FILL_BUCKETS - 1] ==
 			    s->chunks_full);
+		/* The new fields are published in the same update. */
+		SNAP_EXPECT(s->free_chunks_mapped == s->chunks_empty);
+		SNAP_EXPECT(s->free_blocks_in_partial_chunks +
+				    s->chunks_empty * s->blocks_per_chunk ==
+			    s->blocks_free_mapped);
+		SNAP_EXPECT(s->chunks_reclaimable <=
+			    s->chunks_partial + s->chunks_full);
+		SNAP_EXPECT(s->compact_score >= 0 && s->compact_score <= 1);
+		SNAP_EXPECT(s->chunks_empty ? s->fragmentation_index == -1 :
+					      s->fragmentation_index >= 0);
 		SNAP_EXPECT(s->blocks_live <= s->blocks_live_hwm);
 		SNAP_EXPECT(s->bytes_mapped <= s->bytes_mapped_hwm);
 		/* Counters never run backwards between two reads. */
@@ -1016,6 +1198,7 @@ static void test_seqlock_consistent_snapshots(void **state)
 		SNAP_EXPECT(s->free_calls >= last.free_calls);
 		SNAP_EXPECT(s->backend_map >= last.backend_map);
 		SNAP_EXPECT(s->blocks_live_hwm >= last.blocks_live_hwm);
+		SNAP_EXPECT(s->chunks_released >= last.chunks_released);
 #undef SNAP_EXPECT
 		if (s->alloc_calls + s->free_calls !=
 		    last.alloc_calls + last.free_calls)
@@ -1063,6 +1246,12 @@ int main(void)
 						setup, teardown),
 		cmocka_unit_test_setup_teardown(test_stats_dir_too_long, setup,
 						teardown),
+		cmocka_unit_test_setup_teardown(test_page_layout, setup,
+						teardown),
+		cmocka_unit_test_setup_teardown(
+			test_fragmentation_fields_published, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_forged_reals_read_back,
+						setup, teardown),
 		cmocka_unit_test_setup_teardown(
 			test_seqlock_consistent_snapshots, setup, teardown),
 	};

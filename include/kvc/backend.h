@@ -28,6 +28,36 @@ enum kvc_backend_kind {
 	KVC_BACKEND_CUDA = 2,
 };
 
+/**
+ * enum kvc_fence_kind - What a struct kvc_fence points at.
+ * @KVC_FENCE_NONE: no device work is pending on the blocks concerned.
+ * @KVC_FENCE_CUDA_STREAM: @handle is a CUstream (cudaStream_t): the work
+ *                         queued on it so far. NULL is the legacy default
+ *                         stream.
+ * @KVC_FENCE_CUDA_EVENT: @handle is a CUevent (cudaEvent_t), recorded by the
+ *                        caller: the work it captured when last recorded.
+ */
+enum kvc_fence_kind {
+	KVC_FENCE_NONE = 0,
+	KVC_FENCE_CUDA_STREAM = 1,
+	KVC_FENCE_CUDA_EVENT = 2,
+};
+
+/**
+ * struct kvc_fence - Device work that may still touch some blocks.
+ * @kind: what @handle is.
+ * @handle: the stream or event, as the caller's CUDA API knows it.
+ *
+ * The pool captures the fence when it is passed (it waits for the work
+ * queued up to that moment, not for work queued later) and never keeps
+ * the caller's handle. The host backend's work is synchronous, so there
+ * every fence has completed already.
+ */
+struct kvc_fence {
+	enum kvc_fence_kind kind;
+	void *handle;
+};
+
 /** KVC_HOST_GRANULARITY - Default chunk granularity of the host backend. */
 #define KVC_HOST_GRANULARITY (2u << 20)
 

@@ -6,6 +6,7 @@
 #include <kvc/error.h>
 #include <kvc/backend.h>
 #include <kvc/pool.h>
+#include <kvc/compact.h>
 #include <kvc/stats.h>
 
 /** KVC_VERSION - Library version as a string. */

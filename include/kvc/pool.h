@@ -43,6 +43,17 @@ struct kvc_pool;
  *           the pool); NULL to let the pool open and close its own.
  * @name: a label shown by `kvcctl stats` (at most 31 bytes used); may be NULL.
  * @flags: %KVC_POOL_NO_STATS_PAGE.
+ * @compact_high: proactive compaction starts when the compaction score
+ *                (share of mapped chunks compaction could free, 0..1)
+ *                reaches this; 0 = no proactive compaction.
+ * @compact_low: ... and stops when the score falls to this or below; must
+ *               be less than @compact_high.
+ * @compact_budget_bytes: bytes one kvc_pool_compact_tick() may copy;
+ *                        0 = no limit, else at least one chunk (so each
+ *                        tick can vacate a chunk).
+ * @compact_budget_chunks: chunks one kvc_pool_compact_tick() may vacate;
+ *                         0 = no limit. Bounds a tick's unmapping, which
+ *                         on both backends costs more than the copies.
  *
  * Start from kvc_pool_params_init(), then set what differs.
  */
@@ -58,6 +69,10 @@ struct kvc_pool_params {
 	struct kvc_backend *backend;
 	const char *name;
 	uint32_t flags;
+	double compact_high;
+	double compact_low;
+	uint64_t compact_budget_bytes;
+	uint32_t compact_budget_chunks;
 };
 
 /**
@@ -90,6 +105,40 @@ struct kvc_pool_params {
  * @backend_unmap: unmap calls (cuMemUnmap, mmap PROT_NONE).
  * @backend_release: physical release calls (cuMemRelease, hole punch).
  * @backend_copy: block copies issued through the backend.
+ * @free_blocks_in_partial_chunks: free blocks in partly used chunks: space
+ *                                 that cannot go back to the device
+ *                                 without compaction.
+ * @free_chunks_mapped: mapped chunks with no live block (= @chunks_empty).
+ * @chunks_reclaimable: chunks a full compaction would free now: non-empty
+ *                      chunks minus ceil(@blocks_live / @blocks_per_chunk).
+ * @compactions: compactions run: kvc_pool_compact() calls, plans
+ *               executed, proactive ticks that ran one (whether or not it
+ *               moved a block).
+ * @blocks_moved: blocks moved by compaction.
+ * @bytes_copied: bytes copied by compaction.
+ * @chunks_vacated: chunks compaction emptied.
+ * @chunks_released: chunks unmapped and given back to the device, whatever
+ *                   emptied them.
+ * @compact_failures: compactions stopped by a device error.
+ * @fences_pending: fences captured whose work has not been seen to finish.
+ * @chunks_unmap_deferred: empty chunks beyond the watermark kept mapped at
+ *                         the last trim because their fence was pending.
+ * @frag_ratio: @bytes_mapped / @bytes_live - 1; 0 when nothing is mapped,
+ *              +infinity when chunks are mapped but no block is live.
+ * @unusable_index: the kernel's unusable free space index for a request
+ *                  of one whole chunk, over the mapped chunks: the share of
+ *                  free mapped blocks that sit in partly used chunks; 1
+ *                  when no mapped block is free.
+ * @fragmentation_index: the kernel's fragmentation index for one whole
+ *                       chunk: -1 when an empty chunk is mapped (the
+ *                       request succeeds), 0 when no mapped block is free,
+ *                       else 1 - (1 + free / blocks_per_chunk) / partial
+ *                       chunks, floored at 0; near 1, the free space is
+ *                       spread thinly over many chunks (many moves per
+ *                       chunk freed), near 0, it sits in a few mostly
+ *                       free chunks.
+ * @compact_score: @chunks_reclaimable / @chunks_mapped (0 when nothing is
+ *                 mapped); what proactive compaction watches.
  *
  * The backend_* counters count calls made, failed ones included.
  */
@@ -121,6 +170,21 @@ struct kvc_pool_stats {
 	uint64_t backend_unmap;
 	uint64_t backend_release;
 	uint64_t backend_copy;
+	uint64_t free_blocks_in_partial_chunks;
+	uint64_t free_chunks_mapped;
+	uint64_t chunks_reclaimable;
+	uint64_t compactions;
+	uint64_t blocks_moved;
+	uint64_t bytes_copied;
+	uint64_t chunks_vacated;
+	uint64_t chunks_released;
+	uint64_t compact_failures;
+	uint64_t fences_pending;
+	uint64_t chunks_unmap_deferred;
+	double frag_ratio;
+	double unusable_index;
+	double fragmentation_index;
+	double compact_score;
 };
 
 /**
@@ -148,7 +212,8 @@ void kvc_pool_params_init(struct kvc_pool_params *params);
  *
  * Return: 0; -EINVAL for bad parameters (zero or overflowing sizes, a block
  * size that does not divide the chunk, a chunk that is not a multiple of the
- * granularity, more than %KVC_MAX_BLOCKS blocks, NULL); -ENODEV when CUDA
+ * granularity, more than %KVC_MAX_BLOCKS blocks, compaction marks outside
+ * 0 <= low < high <= 1, a compaction budget under one chunk, NULL); -ENODEV when CUDA
  * was asked for and is absent; -ENOMEM when the reservation or the host
  * metadata cannot be had; -EIO for other device errors. kvc_last_error()
  * says why.
@@ -160,9 +225,12 @@ int kvc_pool_create(const struct kvc_pool_params *params,
  * kvc_pool_destroy() - Unmap every chunk, release the reservation, free.
  * @pool: the pool, or NULL.
  *
- * Live blocks are dropped. The stats page is removed. The pool is freed
- * even when the device refuses an unmap (its memory is then leaked, and
- * the error returned so the caller can report it).
+ * Waits first for the pool's pending fences (never the whole device), so
+ * no chunk is unmapped under running work. Live blocks are dropped;
+ * outstanding compaction plans are orphaned (their execute then fails with
+ * -ESHUTDOWN; freeing them stays safe). The stats page is removed. The pool
+ * is freed even when the device refuses an unmap (its memory is then
+ * leaked, and the error returned so the caller can report it).
  *
  * Return: 0, or the first backend error met while tearing down.
  */
@@ -195,7 +263,9 @@ int kvc_pool_alloc(struct kvc_pool *pool, uint32_t n, uint32_t *ids);
  *
  * All-or-nothing: if any id is out of range, not live or repeated, nothing
  * is freed. Chunks that empty join the empty mapped ones; beyond
- * @empty_chunks_kept the oldest empty chunks are unmapped. O(1) per block.
+ * @empty_chunks_kept the oldest empty chunks are unmapped at once, so no
+ * device work may still use the blocks (else see kvc_pool_free_fenced()).
+ * O(1) per block.
  * An unmap the device refuses does not fail the call: the chunk stays
  * mapped and empty, is counted in @unmap_failures, and is retried later.
  *
@@ -204,11 +274,43 @@ int kvc_pool_alloc(struct kvc_pool *pool, uint32_t n, uint32_t *ids);
 int kvc_pool_free(struct kvc_pool *pool, uint32_t n, const uint32_t *ids);
 
 /**
+ * kvc_pool_free_fenced() - Return blocks that device work may still use.
+ * @pool: the pool.
+ * @n: number of blocks.
+ * @ids: the block ids, as for kvc_pool_free().
+ * @fence: the work that may still use them (NULL: none).
+ *
+ * As kvc_pool_free(), except that a chunk the free leaves empty is not
+ * unmapped before the fenced work has finished: unmapping under a running
+ * kernel is an illegal-address fault. The blocks themselves may be handed
+ * out again at once; ordering the new owner's work after the old one's is
+ * the caller's (as with any stream-ordered allocator). The fence is polled
+ * by later frees, trims and compactions; kvc_pool_fence_wait() waits.
+ *
+ * Return: 0; -EINVAL for a bad id or fence (nothing freed); the backend's
+ * error when the fence cannot be captured (nothing freed).
+ */
+int kvc_pool_free_fenced(struct kvc_pool *pool, uint32_t n, const uint32_t *ids,
+			 const struct kvc_fence *fence);
+
+/**
+ * kvc_pool_fence_wait() - Wait for every pending fence, then trim.
+ * @pool: the pool.
+ *
+ * Blocks on the pool's own fences (never a device-wide synchronize), then
+ * unmaps the empty chunks beyond the watermark that they were holding.
+ *
+ * Return: 0, or the first device error.
+ */
+int kvc_pool_fence_wait(struct kvc_pool *pool);
+
+/**
  * kvc_pool_trim() - Unmap empty chunks down to a number kept.
  * @pool: the pool.
  * @keep: empty chunks to keep mapped.
  *
- * Also retries unmaps the device refused earlier.
+ * Also retries unmaps the device refused earlier. Chunks whose fence is
+ * still pending stay mapped (they count as kept).
  *
  * Return: 0, or the first backend error (the chunks not unmapped stay
  * mapped and empty).

@@ -21,7 +21,7 @@ extern "C" {
 /** KVC_STATS_MAGIC - First 8 bytes of a stats page: "KVCSTAT\0". */
 #define KVC_STATS_MAGIC 0x0054415453435654ull
 /** KVC_STATS_VERSION - Layout version; bumped on any incompatible change. */
-#define KVC_STATS_VERSION 1u
+#define KVC_STATS_VERSION 2u
 /** KVC_STATS_DIR - Where pages live; the KVC_STATS_DIR variable overrides. */
 #define KVC_STATS_DIR "/dev/shm"
 /** KVC_STATS_PREFIX - File names are "kvc.<pid>.<n>". */
