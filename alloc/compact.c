@@ -47,7 +47,6 @@
  * @nr_src: entries in @src.
  * @dst: chunks whose holes take the blocks, fullest first.
  * @nr_dst: entries in @dst.
- * @vacated: chunks this run emptied, to stamp with the copies' fence.
  * @planned: the planning half of the result.
  * @copies: one batch of copies.
  * @moves: one batch of moves.
@@ -64,7 +63,6 @@ struct kvc_compact_plan {
 	uint32_t nr_src;
 	uint32_t *dst;
 	uint32_t nr_dst;
-	uint32_t *vacated;
 	struct kvc_compact_result planned;
 	struct kvc_copy copies[BATCH];
 	struct kvc_move moves[BATCH];
@@ -170,9 +168,8 @@ static void plan_locked(struct kvc_pool *pool, struct kvc_compact_plan *plan,
 		{
 			if (plan->nr_src == most || bound + k > budget)
 				break;
-			idx = chunk_index(pool, list_entry(pos,
-							   struct kvc_chunk,
-							   link));
+			idx = chunk_index(
+				pool, list_entry(pos, struct kvc_chunk, link));
 			plan->src[plan->nr_src++] = idx;
 			chosen[idx / 8] |= 1u << (idx % 8);
 			bound += k;
@@ -186,9 +183,8 @@ static void plan_locked(struct kvc_pool *pool, struct kvc_compact_plan *plan,
 	     k = prev_bit(fill->bits, k - 1)) {
 		list_for_each(pos, &fill->lists[k])
 		{
-			idx = chunk_index(pool, list_entry(pos,
-							   struct kvc_chunk,
-							   link));
+			idx = chunk_index(
+				pool, list_entry(pos, struct kvc_chunk, link));
 			if (chosen[idx / 8] & (1u << (idx % 8)))
 				continue;
 			plan->dst[plan->nr_dst++] = idx;
@@ -214,13 +210,11 @@ static int plan_alloc(struct kvc_pool *pool,
 	chosen = calloc(pool->nr_chunks / 8 + 1, 1);
 	if (plan) {
 		plan->src = malloc((most + 1) * sizeof(uint32_t));
-		plan->vacated = malloc((most + 1) * sizeof(uint32_t));
 		plan->dst = malloc((used + 1) * sizeof(uint32_t));
 	}
-	if (!plan || !chosen || !plan->src || !plan->vacated || !plan->dst) {
+	if (!plan || !chosen || !plan->src || !plan->dst) {
 		if (plan) {
 			free(plan->src);
-			free(plan->vacated);
 			free(plan->dst);
 		}
 		free(plan);
@@ -364,16 +358,34 @@ static int vacate(struct run *r, struct kvc_chunk *src)
 }
 
 /*
- * Make the copies' completion the condition for unmapping the vacated
- * chunks, and order the caller's later work after them. Lock held.
+ * Stamp every chunk the copies may read or write with their fence: the
+ * vacated ones, but also the destinations and a source a failed batch left
+ * part-way, which frees may empty before the copies have run.
  */
-static int fence_copies(struct run *r, uint32_t nr_vacated)
+static void stamp_chunks(struct kvc_compact_plan *plan, uint64_t seq)
+{
+	struct kvc_pool *pool = plan->pool;
+	uint32_t i;
+
+	for (i = 0; i < plan->nr_src + plan->nr_dst; i++) {
+		uint32_t idx = i < plan->nr_src ? plan->src[i] :
+						  plan->dst[i - plan->nr_src];
+
+		if (chunk_mapped(&pool->chunks[idx]))
+			pool->chunks[idx].fence_seq = seq;
+	}
+}
+
+/*
+ * Make the copies' completion the condition for unmapping the chunks they
+ * touch, and order the caller's later work after them. Lock held.
+ */
+static int fence_copies(struct run *r)
 {
 	struct kvc_compact_plan *plan = r->plan;
 	struct kvc_pool *pool = r->pool;
 	const struct kvc_backend_ops *ops = pool->be->ops;
 	uint64_t token, seq = 0, t0 = now_ns();
-	uint32_t i;
 	int err;
 
 	err = ops->fence_record(pool->be, &pool->va, &token);
@@ -385,12 +397,8 @@ static int fence_copies(struct run *r, uint32_t nr_vacated)
 	if (plan->has_fence && plan->fence.kind == KVC_FENCE_CUDA_STREAM &&
 	    !ops->fence_signal(pool->be, &pool->va, token, &plan->fence)) {
 		kvc_fence_push(pool, token, &seq);
-		for (i = 0; i < nr_vacated; i++) {
-			struct kvc_chunk *c = &pool->chunks[plan->vacated[i]];
-
-			if (!c->nr_live)
-				c->fence_seq = seq;
-		}
+		if (seq)
+			stamp_chunks(plan, seq);
 	} else {
 		/* No stream to order the caller after us: finish the copies. */
 		err = ops->fence_sync(pool->be, &pool->va, token);
@@ -435,10 +443,10 @@ static int execute_locked(struct kvc_compact_plan *plan,
 		err = vacate(&r, c);
 		if (err)
 			break;
-		plan->vacated[nr_vacated++] = plan->src[i];
+		nr_vacated++;
 	}
 	if (res->blocks_moved) {
-		ret = fence_copies(&r, nr_vacated);
+		ret = fence_copies(&r);
 		if (!err)
 			err = ret;
 	}
@@ -461,7 +469,6 @@ static void plan_destroy(struct kvc_compact_plan *plan)
 {
 	free(plan->src);
 	free(plan->dst);
-	free(plan->vacated);
 	free(plan);
 }
 

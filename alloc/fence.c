@@ -218,10 +218,11 @@ int kvc_fence_check(struct kvc_pool *pool)
 	for (i = 0; i < fs->nr; i++) {
 		seq = fs->ring[(fs->head + i) & (fs->cap - 1)].seq;
 		if (seq <= prev || seq >= fs->next_seq)
-			return kvc_err(-EFAULT,
-				       "fences: slot %u has seq %llu after %llu",
-				       i, (unsigned long long)seq,
-				       (unsigned long long)prev);
+			return kvc_err(
+				-EFAULT,
+				"fences: slot %u has seq %llu after %llu", i,
+				(unsigned long long)seq,
+				(unsigned long long)prev);
 		prev = seq;
 	}
 	for (i = 0; i < pool->nr_chunks; i++) {

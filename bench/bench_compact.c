@@ -999,8 +999,8 @@ static void report_full(const struct bench *b, const struct full_run *full)
 		v[2][i] = (double)full[i].res.move_ns;
 		v[3][i] = (double)full[i].res.copy_ns;
 		v[4][i] = (double)full[i].res.unmap_ns;
-		v[5][i] = full[i].wall_ns - v[1][i] - v[2][i] - v[3][i] -
-			  v[4][i];
+		v[5][i] =
+			full[i].wall_ns - v[1][i] - v[2][i] - v[3][i] - v[4][i];
 	}
 	wall = median(v[0], b->repeats);
 	plan = median(v[1], b->repeats);

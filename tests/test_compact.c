@@ -69,6 +69,10 @@ static const struct geometry geo12_kept1 = {
 static const struct geometry geo24_kept1 = {
 	"24 x 8 KiB per 192 KiB chunk, watermark 1", 8192, 3 * GRAN, 10, 1,
 };
+/* 512 blocks per chunk: a chunk holds more than one batch of moves. */
+static const struct geometry geo512 = {
+	"512 x 128 B per 64 KiB chunk, watermark 1", 128, GRAN, 8, 1,
+};
 /* Enough blocks for several batches of moves (a batch is up to 256). */
 static const struct geometry geo_big = {
 	"16 x 4 KiB per chunk, 96 chunks, watermark 1", 4096, GRAN, 96, 1,
@@ -265,28 +269,6 @@ static void model_free_arrays(struct fixture *fx)
 	fx->bump = NULL;
 }
 
-static void expect_fake_clean(const char *what)
-{
-	struct kvc_fake_counts fc;
-
-	kvc_fake_counts(&fc);
-	if (fc.violations)
-		fail_msg("%s: driver rule broken: %s", what,
-			 kvc_fake_last_violation());
-	if (fc.handles || fc.mappings || fc.reservations || fc.contexts ||
-	    fc.pushed || fc.streams || fc.events || fc.memory_used ||
-	    fc.pending)
-		fail_msg("%s: the fake still holds %" PRIu64
-			 " handles, %" PRIu64 " mappings, %" PRIu64
-			 " reservations, %" PRIu64 " contexts, %" PRIu64
-			 " pushed, %" PRIu64 " streams, %" PRIu64
-			 " events, %" PRIu64 " bytes, %" PRIu64
-			 " pending operations",
-			 what, fc.handles, fc.mappings, fc.reservations,
-			 fc.contexts, fc.pushed, fc.streams, fc.events,
-			 fc.memory_used, fc.pending);
-}
-
 static void expect_nothing_held(struct fixture *fx, const char *what)
 {
 	struct fault_counts fc;
@@ -313,10 +295,16 @@ static void fake_violations_none(struct fixture *fx, const char *file, int line)
 
 #define NO_VIOLATION(fx) fake_violations_none(fx, __FILE__, __LINE__)
 
+/*
+ * Checks what the test left (nothing held, no driver rule broken) only
+ * after freeing everything, so that a failure here leaks nothing.
+ */
 static int teardown(void **state)
 {
 	struct fixture *fx = *state;
-	struct kvc_fake_counts fc;
+	struct fault_counts held;
+	struct kvc_fake_counts fc = { 0 };
+	char what[sizeof(fx->what)], violation[256] = "";
 
 	if (fx->drv && fx->async) {
 		kvc_fake_run();
@@ -325,7 +313,7 @@ static int teardown(void **state)
 	if (fx->pool)
 		kvc_pool_destroy(fx->pool);
 	fx->pool = NULL;
-	expect_nothing_held(fx, "teardown");
+	fault_backend_counts(fx->be, &held);
 	if (fx->drv) {
 		if (fx->stream)
 			fx->drv->cuStreamDestroy(fx->stream);
@@ -337,11 +325,34 @@ static int teardown(void **state)
 	kvc_backend_close(fx->be);
 	if (fx->drv) {
 		kvc_fake_counts(&fc);
-		expect_fake_clean("teardown");
+		snprintf(violation, sizeof(violation), "%s",
+			 kvc_fake_last_violation());
 	}
+	snprintf(what, sizeof(what), "%s", fx->what);
 	model_free_arrays(fx);
 	free(fx->moves);
 	free(fx);
+	if (held.mapped || held.reserved || held.tokens)
+		fail_msg(
+			"[%s] teardown: %lld chunks mapped, %lld reservations, "
+			"%lld fence tokens not put",
+			what, (long long)held.mapped, (long long)held.reserved,
+			(long long)held.tokens);
+	if (fc.violations)
+		fail_msg("[%s] teardown: driver rule broken: %s", what,
+			 violation);
+	if (fc.handles || fc.mappings || fc.reservations || fc.contexts ||
+	    fc.pushed || fc.streams || fc.events || fc.memory_used ||
+	    fc.pending)
+		fail_msg("[%s] teardown: the fake still holds %" PRIu64
+			 " handles, %" PRIu64 " mappings, %" PRIu64
+			 " reservations, %" PRIu64 " contexts, %" PRIu64
+			 " pushed, %" PRIu64 " streams, %" PRIu64
+			 " events, %" PRIu64 " bytes, %" PRIu64
+			 " pending operations",
+			 what, fc.handles, fc.mappings, fc.reservations,
+			 fc.contexts, fc.pushed, fc.streams, fc.events,
+			 fc.memory_used, fc.pending);
 	return 0;
 }
 
@@ -2234,6 +2245,61 @@ static void run_copy_failures(struct fixture *fx, bool fake)
 	}
 }
 
+/*
+ * Chunks of 512 blocks, sources of 300: a chunk is vacated in more than
+ * one batch. A copy refused after the first batch leaves that batch made
+ * and the chunk partly vacated, consistently; the next call finishes.
+ */
+static void test_copy_fails_within_a_chunk(void **state)
+{
+	static const uint32_t want[] = { 300, 300, 300, 300 };
+	struct fixture *fx = *state;
+	struct kvc_compact_result res;
+	struct round r;
+	uint32_t chunks[4], n, clean_calls = 0;
+	int rc;
+
+	for (n = 0; n <= clean_calls + 1; n++) {
+		snprintf(fx->what, sizeof(fx->what),
+			 "512 per chunk, copy call %u failing", n);
+		params_for(fx, &geo512);
+		pool_create(fx);
+		seed_rng(fx, 101);
+		make_layout(fx, want, 4, chunks);
+		EXPECT_EQ(fx, model_bound(fx).lb, 300);
+		if (n)
+			fault_backend_fail(fx->be, FAULT_COPY, n, -EIO);
+		rc = COMPACT(fx, NULL, &res, &r);
+		fault_backend_fail(fx->be, FAULT_COPY, 0, 0);
+		expect_consistent(fx, &r, &res, rc, true);
+		if (!n) {
+			assert_int_equal(rc, 0);
+			expect_full(fx, &r, &res);
+			clean_calls = (uint32_t)(r.fc_after.calls[FAULT_COPY] -
+						 r.fc_before.calls[FAULT_COPY]);
+			if (clean_calls < 2)
+				FAIL(fx,
+				     "300 moves in %u copy call(s): batches "
+				     "are at most 256",
+				     clean_calls);
+		} else if (n <= clean_calls) {
+			assert_int_equal(rc, -EIO);
+			if (n > 1 && !res.blocks_moved)
+				FAIL(fx, "the batches before the failure were "
+					 "not kept");
+			if (res.blocks_moved >= 300)
+				FAIL(fx, "%" PRIu64 " moves reported",
+				     res.blocks_moved);
+			COMPACT_FULL_OK(fx, NULL);
+		} else {
+			assert_int_equal(rc, 0);
+			expect_full(fx, &r, &res);
+		}
+		assert_int_equal(pool_destroy(fx), 0);
+		expect_nothing_held(fx, "after destroy");
+	}
+}
+
 static void test_copy_fails_fault_backend(void **state)
 {
 	run_copy_failures(*state, false);
@@ -2979,6 +3045,7 @@ int main(void)
 		HOST_GEO(test_full_random, geo12),
 		HOST_GEO(test_full_random, geo12_kept1),
 		HOST_GEO(test_full_random, geo24_kept1),
+		HOST_GEO(test_full_random, geo512),
 		FAKE_GEO(test_full_random, geo16_kept1),
 		HOST(test_nothing_to_do),
 		HOST(test_lower_bound_layouts),
@@ -2997,6 +3064,7 @@ int main(void)
 		HOST(test_plan_twice),
 		HOST(test_fault_every_op),
 		HOST(test_copy_fails_fault_backend),
+		HOST(test_copy_fails_within_a_chunk),
 		HOST(test_unmap_fails_after_compaction),
 		FAKE(test_fake_fault_every_call),
 		FAKE(test_copy_fails_fake_block),
