@@ -75,9 +75,13 @@ struct kvc_copy {
  * @fence_record: capture, as @token, the point after everything issued
  *                so far on the backend's stream: copies and the work of
  *                earlier @fence_after calls. Host: @token 0, complete.
- * @fence_query: 0 when @token has completed, -EBUSY while it is pending,
- *               another -errno when the device reports an error.
- * @fence_sync: block until @token completes; 0 or -errno.
+ * @fence_query: 0 when @token has completed, -EBUSY while it is pending
+ *               or its state cannot be learned, another -errno when the
+ *               device reports an error for the work (the context is then
+ *               broken and runs nothing more).
+ * @fence_sync: block until @token completes; 0, -EAGAIN when it could not
+ *              wait (the work may still run), or the device's -errno as
+ *              for @fence_query.
  * @fence_signal: order the work queued on @f from now on after @token
  *                (cuda: @f's stream waits for it). Only for a stream;
  *                -EINVAL for another kind. Host: nothing to do.

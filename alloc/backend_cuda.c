@@ -322,6 +322,10 @@ static kvc_cu_event token_event(uint64_t token)
 }
 
 /* Once more on failure, as for the context: a refusal should not leak. */
+/*
+ * One retry: a failed call has done nothing (an event already gone answers
+ * CUDA_ERROR_INVALID_HANDLE, harmless), and an event left behind is a leak.
+ */
 static void destroy_event(struct cuda_state *cs, kvc_cu_event ev)
 {
 	if (cs->drv->cuEventDestroy(ev) && cs->drv->cuEventDestroy(ev))
@@ -534,9 +538,9 @@ static int cuda_fence_query(struct kvc_backend *be, struct kvc_va *va,
 
 	if (!token)
 		return 0;
-	err = bind(state(be));
-	if (err)
-		return err;
+	/* Not knowing is not completion: the work may still run. */
+	if (bind(state(be)))
+		return -EBUSY;
 	err = fence_query_bound(be, va, token);
 	unbind(state(be));
 	return err;
@@ -549,9 +553,11 @@ static int cuda_fence_sync(struct kvc_backend *be, struct kvc_va *va,
 
 	if (!token)
 		return 0;
-	err = bind(state(be));
-	if (err)
-		return err;
+	if (bind(state(be)))
+		return kvc_err(
+			-EAGAIN,
+			"fence_sync: the pool's context could not be made current: %s",
+			kvc_last_error());
 	err = fence_sync_bound(be, va, token);
 	unbind(state(be));
 	return err;

@@ -51,9 +51,12 @@ int kvc_pool_check_locked(struct kvc_pool *pool)
 	    pool->mapped_hwm < pool->nr_mapped)
 		return kvc_err(-EFAULT,
 			       "pool: a high-water mark is below its value");
-	/* Beyond the watermark, only chunks a fence holds may stay empty. */
-	if (pool->fill.hist[0] > pool->empty_kept + nr_fenced &&
-	    pool->unmap_failures == 0)
+	/*
+	 * Fenced empty chunks count as kept: beyond the watermark, only
+	 * chunks a fence holds may stay empty.
+	 */
+	if (pool->fill.hist[0] > pool->empty_kept &&
+	    pool->fill.hist[0] > nr_fenced && pool->unmap_failures == 0)
 		return kvc_err(
 			-EFAULT,
 			"pool: %llu empty chunks mapped, watermark %u, %u held by fences",

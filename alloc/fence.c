@@ -144,6 +144,7 @@ static void retire_front(struct kvc_pool *pool)
  *
  * Never blocks. A fence the device reports an error for is retired too: a
  * context in error runs no more kernels, so nothing can fault on an unmap.
+ * One whose state cannot be learned stays (the backend says -EBUSY).
  */
 void kvc_fence_poll(struct kvc_pool *pool)
 {
@@ -153,7 +154,7 @@ void kvc_fence_poll(struct kvc_pool *pool)
 	while (fs->nr) {
 		err = pool->be->ops->fence_query(pool->be, &pool->va,
 						 fs->ring[fs->head].token);
-		if (err == -EBUSY)
+		if (err == -EBUSY || err == -EAGAIN)
 			return;
 		if (err)
 			kvc_notice("fence %llu: %s; taken as completed",
@@ -167,8 +168,9 @@ void kvc_fence_poll(struct kvc_pool *pool)
  * kvc_fence_wait_all() - Wait for every pending fence and retire it.
  * @pool: the pool, locked.
  *
- * Return: 0, or the first device error (that fence is retired anyway, as
- * in kvc_fence_poll()).
+ * Return: 0; -EAGAIN when a fence could not be waited for (it and the
+ * younger ones stay pending); or the first device error (that fence is
+ * retired anyway, as in kvc_fence_poll()).
  */
 int kvc_fence_wait_all(struct kvc_pool *pool)
 {
@@ -178,6 +180,8 @@ int kvc_fence_wait_all(struct kvc_pool *pool)
 	while (fs->nr) {
 		ret = pool->be->ops->fence_sync(pool->be, &pool->va,
 						fs->ring[fs->head].token);
+		if (ret == -EAGAIN || ret == -EBUSY)
+			return ret;
 		if (ret && !err)
 			err = ret;
 		retire_front(pool);
@@ -186,11 +190,22 @@ int kvc_fence_wait_all(struct kvc_pool *pool)
 }
 
 /**
- * kvc_fence_exit() - Free the ring; every fence must be retired.
- * @pool: the pool.
+ * kvc_fence_exit() - Drop every token left and free the ring.
+ * @pool: the pool, being destroyed.
+ *
+ * Tokens still here could not be waited for; the chunks they stamp were
+ * left mapped (and leaked) rather than unmapped under running work.
  */
 void kvc_fence_exit(struct kvc_pool *pool)
 {
+	struct kvc_fences *fs = &pool->fences;
+
+	while (fs->nr) {
+		pool->be->ops->fence_put(pool->be, &pool->va,
+					 fs->ring[fs->head].token);
+		fs->head = (fs->head + 1) & (fs->cap - 1);
+		fs->nr--;
+	}
 	free(pool->fences.ring);
 	pool->fences.ring = NULL;
 	pool->fences.cap = 0;

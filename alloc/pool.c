@@ -79,12 +79,13 @@ static int check_params(const struct kvc_pool_params *p, uint64_t gran,
 			"max_mapped_bytes %llu is less than one chunk (%llu)",
 			(unsigned long long)p->max_mapped_bytes,
 			(unsigned long long)chunk);
-	if (!(p->compact_high >= 0 && p->compact_high <= 1) ||
+	/* The score stays below 1: a high mark of 1 would never be met. */
+	if (!(p->compact_high >= 0 && p->compact_high < 1) ||
 	    (p->compact_high > 0 &&
 	     !(p->compact_low >= 0 && p->compact_low < p->compact_high)))
 		return kvc_err(
 			-EINVAL,
-			"compaction marks high %g, low %g: need 0 <= low < high <= 1 (high 0 = off)",
+			"compaction marks high %g, low %g: need 0 <= low < high < 1 (high 0 = off)",
 			p->compact_high, p->compact_low);
 	if (p->compact_budget_bytes && p->compact_budget_bytes < chunk)
 		return kvc_err(
@@ -324,8 +325,13 @@ int kvc_pool_destroy(struct kvc_pool *pool)
 	if (!pool)
 		return 0;
 	kvc_compact_orphan_plans(pool);
-	/* No chunk is unmapped under running work, even at the end. */
+	/*
+	 * No chunk is unmapped under running work, even at the end: a chunk
+	 * whose fence cannot be waited for is left mapped, and leaked.
+	 */
 	ret = kvc_fence_wait_all(pool);
+	if (ret == -EAGAIN)
+		ret = kvc_fence_wait_all(pool);
 	if (ret) {
 		err = ret;
 		snprintf(msg, sizeof(msg), "%s", kvc_last_error());
@@ -376,30 +382,27 @@ int kvc_pool_destroy(struct kvc_pool *pool)
 }
 
 /*
- * Unmap empty chunks until at most @keep stay mapped, oldest first (recent
- * ones are likeliest reused). A chunk whose fence is pending stays, counts
- * as kept, and moves to the front, so that each pass looks at each empty
- * chunk at most once. Lock held.
+ * Unmap empty chunks until at most @keep stay mapped (never more than the
+ * watermark), oldest first: recent ones are likeliest reused. A chunk
+ * whose fence is pending stays and counts as kept; it moves to the front,
+ * so that each pass looks at each empty chunk at most once. Lock held.
  */
 int kvc_pool_trim_locked(struct kvc_pool *pool, uint32_t keep)
 {
 	struct list_head *empties = &pool->fill.lists[0];
-	uint64_t left = pool->fill.hist[0], fenced = 0;
+	uint64_t left = pool->fill.hist[0];
 	struct kvc_chunk *c;
-	int err;
+	int err = 0;
 
 	/* Every trim retires what has completed, so fences cannot pile up. */
 	if (pool->fences.nr)
 		kvc_fence_poll(pool);
-	if (left <= keep) {
-		pool->unmap_deferred = 0;
-		return 0;
-	}
-	for (; left && pool->fill.hist[0] > keep + fenced; left--) {
+	if (keep > pool->empty_kept)
+		keep = pool->empty_kept;
+	for (; left && pool->fill.hist[0] > keep; left--) {
 		c = list_last_entry(empties, struct kvc_chunk, link);
 		if (chunk_fenced(pool, c)) {
 			list_move(&c->link, empties);
-			fenced++;
 			continue;
 		}
 		kvc_fill_del(pool, c);
@@ -407,14 +410,15 @@ int kvc_pool_trim_locked(struct kvc_pool *pool, uint32_t keep)
 		if (err) {
 			kvc_fill_add(pool, c);
 			pool->unmap_failures++;
-			return err;
+			break;
 		}
 		pool->nr_mapped--;
 		pool->unmapped[pool->nr_unmapped++] = chunk_index(pool, c);
 	}
+	/* Left beyond @keep: chunks a fence holds (or a refused unmap). */
 	pool->unmap_deferred =
 		pool->fill.hist[0] > keep ? pool->fill.hist[0] - keep : 0;
-	return 0;
+	return err;
 }
 
 /* Map @n more chunks as empty ones; all or none. Lock held. */

@@ -1605,7 +1605,8 @@ static void test_proactive_params(void **state)
 	} cases[] = {
 		{ 0.5, 0.2, 0, 0 },
 		{ 0.5, 0.0, GRAN, 0 },
-		{ 1.0, 0.5, 3 * GRAN, 0 },
+		{ 0.99, 0.5, 3 * GRAN, 0 },
+		{ 1.0, 0.5, 0, -EINVAL }, /* the score is always below 1 */
 		{ 0.5, 0.5, 0, -EINVAL }, /* low not below high */
 		{ 0.5, 0.7, 0, -EINVAL }, /* low above high */
 		{ 0.5, -0.1, 0, -EINVAL }, /* negative low */
@@ -2645,6 +2646,99 @@ static void test_destroy_waits_for_fences(void **state)
 }
 
 /*
+ * A fence whose state cannot be learned (the pool's context cannot be made
+ * current for cuEventQuery) stays pending: not knowing is not completion.
+ */
+static void test_fence_unknown_state_kept(void **state)
+{
+	static const uint32_t want[] = { 16, 16 };
+	struct fixture *fx = *state;
+	struct kvc_fence f = { KVC_FENCE_CUDA_STREAM, NULL };
+	struct kvc_pool_stats st;
+	uint32_t chunks[2], ids[16], one[1];
+
+	caller_stream(fx);
+	params_for(fx, &geo16);
+	pool_create(fx);
+	seed_rng(fx, 61);
+	set_async(fx, true);
+	make_layout(fx, want, 2, chunks);
+	assert_int_equal(kvc_fake_launch(fx->stream, chunk_addr(fx, chunks[1]),
+					 fx->bpc * fx->bs),
+			 0);
+	f.handle = fx->stream;
+	assert_int_equal(model_free(fx, live_in_chunk(fx, chunks[1], 16, ids),
+				    ids, true, &f),
+			 0);
+	/* The next free polls the fence; its context push fails. */
+	kvc_fake_fail(KVC_FAKE_CTX_PUSH, 1, KVC_CUDA_ERROR_INVALID_VALUE);
+	FREE_OK(fx, live_in_chunk(fx, chunks[0], 1, one), one);
+	kvc_fake_fail(KVC_FAKE_CTX_PUSH, 0, 0);
+	NO_VIOLATION(fx);
+	VERIFY(fx);
+	st = stats_of(fx);
+	EXPECT_EQ(fx, st.chunks_mapped, 2);
+	EXPECT_EQ(fx, st.fences_pending, 1);
+	assert_true(kvc_fake_run() > 0);
+	assert_int_equal(kvc_pool_trim(fx->pool, 0), 0);
+	NO_VIOLATION(fx);
+	VERIFY(fx);
+	st = stats_of(fx);
+	EXPECT_EQ(fx, st.chunks_mapped, 1);
+	EXPECT_EQ(fx, st.fences_pending, 0);
+	assert_int_equal(pool_destroy(fx), 0);
+	expect_nothing_held(fx, "after destroy");
+}
+
+/*
+ * Fenced empty chunks beyond the watermark, their fences retired by a
+ * trim asked to keep more than the watermark: the watermark still rules,
+ * and the pool passes its checker. Also with a watermark of UINT32_MAX
+ * ("never unmap"), where the checker must not overflow.
+ */
+static void test_trim_keep_above_watermark(void **state)
+{
+	static const uint32_t want[] = { 16, 16, 16, 16 };
+	struct fixture *fx = *state;
+	struct kvc_fence f = { KVC_FENCE_CUDA_STREAM, NULL };
+	struct kvc_pool_stats st;
+	uint32_t chunks[4], ids[48], round;
+
+	caller_stream(fx);
+	f.handle = fx->stream;
+	for (round = 0; round < 2; round++) {
+		params_for(fx, &geo16_kept1);
+		if (round)
+			fx->params.empty_chunks_kept = UINT32_MAX;
+		pool_create(fx);
+		seed_rng(fx, 67 + round);
+		set_async(fx, true);
+		make_layout(fx, want, 4, chunks);
+		assert_int_equal(kvc_fake_launch(fx->stream,
+						 chunk_addr(fx, chunks[0]),
+						 3 * fx->bpc * fx->bs),
+				 0);
+		live_in_chunk(fx, chunks[0], 16, ids);
+		live_in_chunk(fx, chunks[1], 16, ids + 16);
+		live_in_chunk(fx, chunks[2], 16, ids + 32);
+		assert_int_equal(model_free(fx, 48, ids, true, &f), 0);
+		NO_VIOLATION(fx);
+		VERIFY(fx);
+		st = stats_of(fx);
+		EXPECT_EQ(fx, st.chunks_empty, 3);
+		assert_true(kvc_fake_run() > 0);
+		assert_int_equal(kvc_pool_trim(fx->pool, 5), 0);
+		VERIFY(fx);
+		st = stats_of(fx);
+		EXPECT_EQ(fx, st.fences_pending, 0);
+		EXPECT_EQ(fx, st.chunks_empty, round ? 3 : 1);
+		set_async(fx, false);
+		assert_int_equal(pool_destroy(fx), 0);
+		expect_nothing_held(fx, "after destroy");
+	}
+}
+
+/*
  * Compaction with a stream fence: the copies run after the kernel queued
  * on the stream (they copy what it wrote), the stream's next kernel runs
  * after the copies (it sees the moved block), and the vacated chunk stays
@@ -3074,6 +3168,8 @@ int main(void)
 		FAKE(test_deferred_free_event),
 		FAKE(test_fences_do_not_pile_up),
 		FAKE(test_destroy_waits_for_fences),
+		FAKE(test_fence_unknown_state_kept),
+		FAKE(test_trim_keep_above_watermark),
 		FAKE(test_compact_stream_fence),
 		FAKE(test_destroy_after_fenced_compaction),
 		FAKE(test_fenced_compaction_dest_freed),

@@ -33,7 +33,9 @@ enum kvc_backend_kind {
  * @KVC_FENCE_NONE: no device work is pending on the blocks concerned.
  * @KVC_FENCE_CUDA_STREAM: @handle is a CUstream (cudaStream_t): the work
  *                         queued on it so far. NULL is the legacy default
- *                         stream.
+ *                         stream. Streams and events must belong to the
+ *                         device's primary context (the CUDA runtime's),
+ *                         which the pool uses too.
  * @KVC_FENCE_CUDA_EVENT: @handle is a CUevent (cudaEvent_t), recorded by the
  *                        caller: the work it captured when last recorded.
  */

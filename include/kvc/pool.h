@@ -44,7 +44,7 @@ struct kvc_pool;
  * @name: a label shown by `kvcctl stats` (at most 31 bytes used); may be NULL.
  * @flags: %KVC_POOL_NO_STATS_PAGE.
  * @compact_high: proactive compaction starts when the compaction score
- *                (share of mapped chunks compaction could free, 0..1)
+ *                (share of mapped chunks compaction could free, below 1)
  *                reaches this; 0 = no proactive compaction.
  * @compact_low: ... and stops when the score falls to this or below; must
  *               be less than @compact_high.
@@ -121,8 +121,9 @@ struct kvc_pool_params {
  *                   emptied them.
  * @compact_failures: compactions stopped by a device error.
  * @fences_pending: fences captured whose work has not been seen to finish.
- * @chunks_unmap_deferred: empty chunks beyond the watermark kept mapped at
- *                         the last trim because their fence was pending.
+ * @chunks_unmap_deferred: empty chunks beyond what the last trim kept,
+ *                         left mapped because their fence was pending (or
+ *                         the device refused the unmap).
  * @frag_ratio: @bytes_mapped / @bytes_live - 1; 0 when nothing is mapped,
  *              +infinity when chunks are mapped but no block is live.
  * @unusable_index: the kernel's unusable free space index for a request
@@ -213,7 +214,7 @@ void kvc_pool_params_init(struct kvc_pool_params *params);
  * Return: 0; -EINVAL for bad parameters (zero or overflowing sizes, a block
  * size that does not divide the chunk, a chunk that is not a multiple of the
  * granularity, more than %KVC_MAX_BLOCKS blocks, compaction marks outside
- * 0 <= low < high <= 1, a compaction budget under one chunk, NULL); -ENODEV when CUDA
+ * 0 <= low < high < 1, a compaction budget under one chunk, NULL); -ENODEV when CUDA
  * was asked for and is absent; -ENOMEM when the reservation or the host
  * metadata cannot be had; -EIO for other device errors. kvc_last_error()
  * says why.
@@ -307,10 +308,12 @@ int kvc_pool_fence_wait(struct kvc_pool *pool);
 /**
  * kvc_pool_trim() - Unmap empty chunks down to a number kept.
  * @pool: the pool.
- * @keep: empty chunks to keep mapped.
+ * @keep: empty chunks to keep mapped; more than the pool's watermark
+ *        (@empty_chunks_kept) keeps the watermark.
  *
- * Also retries unmaps the device refused earlier. Chunks whose fence is
- * still pending stay mapped (they count as kept).
+ * Also retires the fences that have completed and retries unmaps the
+ * device refused earlier. Chunks whose fence is still pending stay mapped
+ * (they count as kept).
  *
  * Return: 0, or the first backend error (the chunks not unmapped stay
  * mapped and empty).
