@@ -102,7 +102,7 @@ $(OUT)/tests/test_%: tests/test_%.c $(TEST_SUPPORT_OBJS) $(STATIC_LIB)
 		-DPOOL_DEMO='"$(OUT)/examples/pool_demo"' -o $@ $< $(TEST_SUPPORT_OBJS) $(STATIC_LIB) \
 		-lcmocka $(LDLIBS) -lm
 
-$(OUT)/bench/%: bench/%.c $(STATIC_LIB)
+$(OUT)/bench/%: bench/%.c bench/bench.h $(STATIC_LIB)
 	$(call msg,CC,$@)
 	@mkdir -p $(@D)
 	$(Q)$(CC) $(KVC_CFLAGS) -Ialloc -o $@ $< $(STATIC_LIB) $(LDLIBS) -lm

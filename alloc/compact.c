@@ -472,6 +472,16 @@ static void plan_destroy(struct kvc_compact_plan *plan)
 	free(plan);
 }
 
+/* The caller's result, or @scratch when it passed none; zeroed. */
+static struct kvc_compact_result *zeroed(struct kvc_compact_result *res,
+					 struct kvc_compact_result *scratch)
+{
+	if (!res)
+		res = scratch;
+	memset(res, 0, sizeof(*res));
+	return res;
+}
+
 int kvc_compact_plan(struct kvc_pool *pool,
 		     const struct kvc_compact_params *params,
 		     struct kvc_compact_plan **plan,
@@ -503,9 +513,7 @@ int kvc_compact_execute(struct kvc_compact_plan *plan,
 
 	if (!plan)
 		return kvc_err(-EINVAL, "kvc_compact_execute: NULL plan");
-	if (!res)
-		res = &scratch;
-	memset(res, 0, sizeof(*res));
+	res = zeroed(res, &scratch);
 	/*
 	 * A destroyed pool has orphaned the plan; its memory is gone, so the
 	 * plan's pool pointer is the only thing that may be read here.
@@ -582,9 +590,7 @@ int kvc_pool_compact(struct kvc_pool *pool,
 	struct kvc_compact_result scratch;
 	int err;
 
-	if (!res)
-		res = &scratch;
-	memset(res, 0, sizeof(*res));
+	res = zeroed(res, &scratch);
 	if (!pool)
 		return kvc_err(-EINVAL, "kvc_pool_compact: NULL pool");
 	err = kvc_fence_valid(params ? params->fence : NULL,
@@ -611,9 +617,7 @@ int kvc_pool_compact_tick(struct kvc_pool *pool, const struct kvc_fence *fence,
 	struct kvc_compact_result scratch;
 	int err;
 
-	if (!res)
-		res = &scratch;
-	memset(res, 0, sizeof(*res));
+	res = zeroed(res, &scratch);
 	if (!pool)
 		return kvc_err(-EINVAL, "kvc_pool_compact_tick: NULL pool");
 	if (!(pool->compact_high > 0))

@@ -63,6 +63,8 @@
 
 #include <kvc/kvc.h>
 
+#include "bench.h"
+
 #define SEED 0x6b7663u
 #define REPEATS 5
 #define MAX_REPEATS 101
@@ -226,13 +228,9 @@ struct incr_run {
 
 static uint64_t rng_state;
 
-static uint64_t rng_next(void) /* splitmix64 */
+static uint64_t rng_next(void)
 {
-	uint64_t z = (rng_state += 0x9e3779b97f4a7c15ull);
-
-	z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ull;
-	z = (z ^ (z >> 27)) * 0x94d049bb133111ebull;
-	return z ^ (z >> 31);
+	return bench_rng(&rng_state);
 }
 
 /* Uniform in [lo, hi]. */
@@ -624,19 +622,12 @@ static void run_full(struct bench *b, struct full_run *f)
 	destroy(pool);
 }
 
-static int cmp_double(const void *a, const void *b)
-{
-	double x = *(const double *)a, y = *(const double *)b;
-
-	return (x > y) - (x < y);
-}
-
 static double median(const double *v, uint32_t n)
 {
 	double *sorted = xcalloc(n, sizeof(*sorted)), m;
 
 	memcpy(sorted, v, n * sizeof(*v));
-	qsort(sorted, n, sizeof(*sorted), cmp_double);
+	qsort(sorted, n, sizeof(*sorted), bench_cmp_double);
 	m = n % 2 ? sorted[n / 2] : (sorted[n / 2 - 1] + sorted[n / 2]) / 2;
 	free(sorted);
 	return m;
@@ -704,25 +695,6 @@ static const char *fmt_bytes(char *buf, size_t size, double bytes)
 	else
 		snprintf(buf, size, "%.0f B", bytes);
 	return buf;
-}
-
-static void print_machine(void)
-{
-	FILE *f = fopen("/proc/cpuinfo", "r");
-	char line[256], model[128] = "unknown CPU", *colon;
-
-	while (f && fgets(line, sizeof(line), f)) {
-		colon = strchr(line, ':');
-		if (!strncmp(line, "model name", 10) && colon) {
-			snprintf(model, sizeof(model), "%s", colon + 2);
-			model[strcspn(model, "\n")] = '\0';
-			break;
-		}
-	}
-	if (f)
-		fclose(f);
-	printf("machine: %s, %ld cpus online; CPU timings, on a possibly shared machine\n",
-	       model, sysconf(_SC_NPROCESSORS_ONLN));
 }
 
 static void bad_flag(const char *flag, const char *fmt, const char *value)
@@ -1242,7 +1214,7 @@ int main(int argc, char **argv)
 	}
 	printf("bench_compact: compaction of a KV-Compress-shaped pool, host backend; times are medians of %u runs, each on a fresh pool\n",
 	       b.repeats);
-	print_machine();
+	bench_print_machine();
 	printf("geometry: %u layers x %u KV heads = %llu block tables a sequence; block %u tokens x %u dims x K,V x 2 B = %s; chunk %s = %llu blocks\n",
 	       b.layers, b.heads, (unsigned long long)b.layers * b.heads,
 	       b.block_tokens, b.head_dim,

@@ -34,6 +34,8 @@
 
 #include <kvc/kvc.h>
 
+#include "bench.h"
+
 #define REPEATS 5
 #define SEED 0x6b7663u
 #define NR_SIZES 2
@@ -62,13 +64,9 @@ struct batch {
 
 static uint64_t rng_state;
 
-static uint64_t rng_next(void) /* splitmix64 */
+static uint64_t rng_next(void)
 {
-	uint64_t z = (rng_state += 0x9e3779b97f4a7c15ull);
-
-	z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ull;
-	z = (z ^ (z >> 27)) * 0x94d049bb133111ebull;
-	return z ^ (z >> 31);
+	return bench_rng(&rng_state);
 }
 
 /* Fisher-Yates, always from the same seed: every subject gets one pattern. */
@@ -162,13 +160,6 @@ static double timed_run(struct batch *b, struct size *sz, enum subject s,
 	return (t1.tv_sec - t0.tv_sec) * 1e9 + (t1.tv_nsec - t0.tv_nsec);
 }
 
-static int cmp_double(const void *a, const void *b)
-{
-	double x = *(const double *)a, y = *(const double *)b;
-
-	return (x > y) - (x < y);
-}
-
 /*
  * Times the subjects first..last of every size in sizes[0..nr): calibrates
  * each (which also warms it up), then runs them in turn REPEATS times and
@@ -200,7 +191,8 @@ static void measure(struct batch *b, struct size *sizes, int nr,
 	}
 	for (int z = 0; z < nr; z++) {
 		for (enum subject s = first; s <= last; s++) {
-			qsort(runs[z][s], REPEATS, sizeof(double), cmp_double);
+			qsort(runs[z][s], REPEATS, sizeof(double),
+			      bench_cmp_double);
 			sizes[z].ns[s] = runs[z][s][REPEATS / 2];
 		}
 	}
@@ -259,25 +251,6 @@ static void setup_size(struct batch *b, struct size *sz)
 	if (kvc_pool_free(sz->pool, (uint32_t)(n / 2), ids))
 		fail("kvc_pool_free (prefill)", kvc_last_error());
 	free(ids);
-}
-
-static void print_machine(void)
-{
-	FILE *f = fopen("/proc/cpuinfo", "r");
-	char line[256], model[128] = "unknown CPU", *colon;
-
-	while (f && fgets(line, sizeof(line), f)) {
-		colon = strchr(line, ':');
-		if (!strncmp(line, "model name", 10) && colon) {
-			snprintf(model, sizeof(model), "%s", colon + 2);
-			model[strcspn(model, "\n")] = '\0';
-			break;
-		}
-	}
-	if (f)
-		fclose(f);
-	printf("machine: %s, %ld cpus online; CPU timings, on a possibly shared machine\n",
-	       model, sysconf(_SC_NPROCESSORS_ONLN));
 }
 
 static uint64_t parse_flag(int argc, char **argv, int i)
@@ -340,7 +313,7 @@ int main(int argc, char **argv)
 
 	printf("bench_pool: batch alloc+free, ns per block, median of %d; batch %u, block %llu B, host backend, chunk 2 MiB, pool half full\n",
 	       REPEATS, b.n, (unsigned long long)b.block_bytes);
-	print_machine();
+	bench_print_machine();
 	/* The small pool first, so that bad flags fail before the long runs. */
 	setup_size(&b, &sizes[0]);
 	for (int z = 0; z < NR_SIZES; z++)

@@ -2616,19 +2616,22 @@ static void test_fences_do_not_pile_up(void **state)
 	assert_int_equal(pool_destroy(fx), 0);
 }
 
-/* Destroy with a fence pending waits for it before unmapping anything. */
-static void test_destroy_waits_for_fences(void **state)
+/*
+ * Two full chunks on the fake in async mode; a caller kernel queued over
+ * the second, whose blocks are then freed with the caller's stream as the
+ * fence: an empty chunk that must stay mapped until the kernel has run.
+ */
+static void free_under_kernel(struct fixture *fx, const struct geometry *geo,
+			      uint64_t seed, uint32_t *chunks)
 {
 	static const uint32_t want[] = { 16, 16 };
-	const struct kvc_fence fence = { KVC_FENCE_CUDA_STREAM, NULL };
-	struct fixture *fx = *state;
-	struct kvc_fence f = fence;
-	uint32_t chunks[2], ids[16];
+	struct kvc_fence f = { KVC_FENCE_CUDA_STREAM, NULL };
+	uint32_t ids[16];
 
 	caller_stream(fx);
-	params_for(fx, &geo16_kept1);
+	params_for(fx, geo);
 	pool_create(fx);
-	seed_rng(fx, 53);
+	seed_rng(fx, seed);
 	set_async(fx, true);
 	make_layout(fx, want, 2, chunks);
 	assert_int_equal(kvc_fake_launch(fx->stream, chunk_addr(fx, chunks[1]),
@@ -2638,6 +2641,15 @@ static void test_destroy_waits_for_fences(void **state)
 	assert_int_equal(model_free(fx, live_in_chunk(fx, chunks[1], 16, ids),
 				    ids, true, &f),
 			 0);
+}
+
+/* Destroy with a fence pending waits for it before unmapping anything. */
+static void test_destroy_waits_for_fences(void **state)
+{
+	struct fixture *fx = *state;
+	uint32_t chunks[2];
+
+	free_under_kernel(fx, &geo16_kept1, 53, chunks);
 	NO_VIOLATION(fx);
 	assert_true(fake_pending() > 0);
 	assert_int_equal(pool_destroy(fx), 0);
@@ -2651,25 +2663,11 @@ static void test_destroy_waits_for_fences(void **state)
  */
 static void test_fence_unknown_state_kept(void **state)
 {
-	static const uint32_t want[] = { 16, 16 };
 	struct fixture *fx = *state;
-	struct kvc_fence f = { KVC_FENCE_CUDA_STREAM, NULL };
 	struct kvc_pool_stats st;
-	uint32_t chunks[2], ids[16], one[1];
+	uint32_t chunks[2], one[1];
 
-	caller_stream(fx);
-	params_for(fx, &geo16);
-	pool_create(fx);
-	seed_rng(fx, 61);
-	set_async(fx, true);
-	make_layout(fx, want, 2, chunks);
-	assert_int_equal(kvc_fake_launch(fx->stream, chunk_addr(fx, chunks[1]),
-					 fx->bpc * fx->bs),
-			 0);
-	f.handle = fx->stream;
-	assert_int_equal(model_free(fx, live_in_chunk(fx, chunks[1], 16, ids),
-				    ids, true, &f),
-			 0);
+	free_under_kernel(fx, &geo16, 61, chunks);
 	/* The next free polls the fence; its context push fails. */
 	kvc_fake_fail(KVC_FAKE_CTX_PUSH, 1, KVC_CUDA_ERROR_INVALID_VALUE);
 	FREE_OK(fx, live_in_chunk(fx, chunks[0], 1, one), one);
@@ -2739,6 +2737,29 @@ static void test_trim_keep_above_watermark(void **state)
 }
 
 /*
+ * Two chunks laid out as @want on the fake in async mode, and a caller
+ * kernel queued over the lone block of the second one (it adds 1 to every
+ * byte when it runs): how every stream-fenced compaction test starts.
+ * Return: the lone block's id.
+ */
+static uint32_t queued_kernel_layout(struct fixture *fx, const uint32_t *want,
+				     uint64_t seed, uint32_t *chunks)
+{
+	uint32_t lone;
+
+	caller_stream(fx);
+	params_for(fx, &geo16);
+	pool_create(fx);
+	seed_rng(fx, seed);
+	set_async(fx, true);
+	make_layout(fx, want, 2, chunks);
+	assert_int_equal(live_in_chunk(fx, chunks[1], 1, &lone), 1);
+	assert_int_equal(
+		kvc_fake_launch(fx->stream, block_addr(fx, lone), fx->bs), 0);
+	return lone;
+}
+
+/*
  * Compaction with a stream fence: the copies run after the kernel queued
  * on the stream (they copy what it wrote), the stream's next kernel runs
  * after the copies (it sees the moved block), and the vacated chunk stays
@@ -2756,16 +2777,7 @@ static void test_compact_stream_fence(void **state)
 	uint32_t chunks[2], lone, to;
 	int rc;
 
-	caller_stream(fx);
-	params_for(fx, &geo16);
-	pool_create(fx);
-	seed_rng(fx, 59);
-	set_async(fx, true);
-	make_layout(fx, want, 2, chunks);
-	assert_int_equal(live_in_chunk(fx, chunks[1], 1, &lone), 1);
-	/* Kernel 1 writes the lone block (+1 on every byte). */
-	assert_int_equal(
-		kvc_fake_launch(fx->stream, block_addr(fx, lone), fx->bs), 0);
+	lone = queued_kernel_layout(fx, want, 59, chunks);
 	fx->bump[lone] = 1; /* once it has run */
 	fence.handle = fx->stream;
 	memset(&p, 0, sizeof(p));
@@ -2816,17 +2828,9 @@ static void test_destroy_after_fenced_compaction(void **state)
 	struct kvc_fence fence = { KVC_FENCE_CUDA_STREAM, NULL };
 	struct kvc_compact_params p;
 	struct kvc_compact_result res;
-	uint32_t chunks[2], lone;
+	uint32_t chunks[2];
 
-	caller_stream(fx);
-	params_for(fx, &geo16);
-	pool_create(fx);
-	seed_rng(fx, 79);
-	set_async(fx, true);
-	make_layout(fx, want, 2, chunks);
-	assert_int_equal(live_in_chunk(fx, chunks[1], 1, &lone), 1);
-	assert_int_equal(
-		kvc_fake_launch(fx->stream, block_addr(fx, lone), fx->bs), 0);
+	queued_kernel_layout(fx, want, 79, chunks);
 	fence.handle = fx->stream;
 	memset(&p, 0, sizeof(p));
 	p.fence = &fence;
@@ -2857,15 +2861,7 @@ static void test_fenced_compaction_dest_freed(void **state)
 	uint32_t chunks[2], lone, ids[16], n;
 	int rc;
 
-	caller_stream(fx);
-	params_for(fx, &geo16);
-	pool_create(fx);
-	seed_rng(fx, 97);
-	set_async(fx, true);
-	make_layout(fx, want, 2, chunks);
-	assert_int_equal(live_in_chunk(fx, chunks[1], 1, &lone), 1);
-	assert_int_equal(
-		kvc_fake_launch(fx->stream, block_addr(fx, lone), fx->bs), 0);
+	lone = queued_kernel_layout(fx, want, 97, chunks);
 	fx->bump[lone] = 1;
 	fence.handle = fx->stream;
 	memset(&p, 0, sizeof(p));
