@@ -396,6 +396,31 @@ static int fence_record_bound(struct kvc_backend *be, struct kvc_va *va,
 	return err;
 }
 
+/*
+ * Whether @r says the context is broken for good: its kernels have stopped,
+ * so nothing can fault on an unmap any more. Any other error (a bad value,
+ * a handle, a stream being captured) says nothing about the work.
+ */
+static bool context_dead(kvc_cu_result r)
+{
+	switch (r) {
+	case KVC_CUDA_ERROR_DEINITIALIZED:
+	case KVC_CUDA_ERROR_ECC_UNCORRECTABLE:
+	case KVC_CUDA_ERROR_ILLEGAL_ADDRESS:
+	case KVC_CUDA_ERROR_LAUNCH_TIMEOUT:
+	case KVC_CUDA_ERROR_CONTEXT_IS_DESTROYED:
+	case KVC_CUDA_ERROR_ASSERT:
+	case KVC_CUDA_ERROR_HARDWARE_STACK_ERROR:
+	case KVC_CUDA_ERROR_ILLEGAL_INSTRUCTION:
+	case KVC_CUDA_ERROR_MISALIGNED_ADDRESS:
+	case KVC_CUDA_ERROR_INVALID_ADDRESS_SPACE:
+	case KVC_CUDA_ERROR_INVALID_PC:
+	case KVC_CUDA_ERROR_LAUNCH_FAILED:
+		return true;
+	}
+	return false;
+}
+
 static int fence_query_bound(struct kvc_backend *be, struct kvc_va *va,
 			     uint64_t token)
 {
@@ -403,9 +428,12 @@ static int fence_query_bound(struct kvc_backend *be, struct kvc_va *va,
 	kvc_cu_result r;
 
 	r = cs->drv->cuEventQuery(token_event(token));
-	if (r == KVC_CUDA_ERROR_NOT_READY)
+	if (!r)
+		return 0;
+	/* Not ready, or not known: the work may still run. */
+	if (r == KVC_CUDA_ERROR_NOT_READY || !context_dead(r))
 		return -EBUSY;
-	return r ? cu_err(cs->drv, r, "cuEventQuery", 0) : 0;
+	return cu_err(cs->drv, r, "cuEventQuery", 0);
 }
 
 /* Waits for this one event only, never the whole device. */
@@ -416,7 +444,10 @@ static int fence_sync_bound(struct kvc_backend *be, struct kvc_va *va,
 	kvc_cu_result r;
 
 	r = cs->drv->cuEventSynchronize(token_event(token));
-	return r ? cu_err(cs->drv, r, "cuEventSynchronize", 0) : 0;
+	if (!r)
+		return 0;
+	cu_err(cs->drv, r, "cuEventSynchronize", 0);
+	return context_dead(r) ? -EIO : -EAGAIN;
 }
 
 static int fence_signal_bound(struct kvc_backend *be, struct kvc_va *va,

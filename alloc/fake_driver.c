@@ -35,7 +35,48 @@
  * in CUDA: the work still runs, the handle is dead at once. The legacy
  * default stream does not synchronise with other streams here: only
  * explicit waits order streams, so code relying on implicit ordering
- * shows up as unordered.
+ * shows up as unordered. CU_STREAM_LEGACY (0x1) and CU_STREAM_PER_THREAD
+ * (0x2) name the default stream too.
+ *
+ * Races (async mode only). Happens-before is tracked with vector clocks:
+ * each stream slot has a clock, one entry per slot; every operation queued
+ * on stream s gets the epoch ++clock_s[s]; cuEventRecord copies the
+ * stream's clock into the event; cuStreamWaitEvent joins the event's clock
+ * into the waiting stream's (element-wise max). Operation X (stream a,
+ * epoch e) happens before the next operation on stream b when
+ * clock_b[a] >= e. The host has a clock too, of what it has seen complete:
+ * cuStreamSynchronize(s) returning 0 joins clock_s into it,
+ * cuEventSynchronize(e) and cuEventQuery(e) returning 0 join the event's
+ * clock (its latest record's), and in sync mode (or when
+ * kvc_fake_set_async(false) drains the queues) everything counts as seen.
+ * What the host has seen complete happens before everything queued after
+ * it, on any stream: it finished before the call that queues the new work
+ * returned. kvc_fake_run() is not an observation: it stands for the
+ * device making progress, which the host learns only through a
+ * synchronize or a query, so an operation it ran is kept (ops[done ..
+ * head) of its stream) until the host has seen it complete; otherwise
+ * whether a race shows would depend on when a test called kvc_fake_run().
+ * When a copy or a kernel is queued, every operation on another stream
+ * that is still queued or not seen complete, and not ordered before it,
+ * is compared with it: if their byte ranges overlap and one of them writes
+ * there (a copy reads its source and writes its destination, a kernel
+ * reads and writes its range), that is a violation ("unordered: ..."),
+ * counted once per queued operation; the call still succeeds and the work
+ * is queued, as on a device. A stream's operations are in epoch order, so
+ * the scan of each other stream stops at the first one ordered before the
+ * new one: ordered work costs nothing. There are at most MAX_STREAMS
+ * stream slots; a destroyed stream's slot is reused only once none of its
+ * work is queued or unseen (the epochs go on from where they were).
+ *
+ * A copy or kernel that faults when it runs makes the context
+ * sticky-broken, as on a device: the rest of the queued work is dropped,
+ * and from then on every call that waits for, queues or creates something
+ * (synchronizes, cuEventQuery, cuEventRecord, cuStreamWaitEvent, copies,
+ * kvc_fake_launch(), stream and event creation, cuMemCreate, cuMemMap,
+ * cuMemSetAccess, cuMemAddressReserve) returns
+ * CUDA_ERROR_ILLEGAL_ADDRESS until kvc_fake_driver() resets. Calls that
+ * release or destroy (and the context and device queries) still work, so
+ * that a test can clean up.
  */
 #include <errno.h>
 #include <fcntl.h>
@@ -80,6 +121,7 @@ enum fake_op_kind {
 struct fake_op {
 	enum fake_op_kind kind;
 	uint64_t serial; /* queue order over all streams, from 1 */
+	uint64_t epoch; /* its stream's own clock entry: its place there */
 	uint64_t dst; /* memcpy destination; kernel range */
 	uint64_t src; /* memcpy source */
 	uint64_t bytes; /* memcpy, kernel */
@@ -87,10 +129,18 @@ struct fake_op {
 	uint64_t record; /* wait: serial of the record waited for */
 };
 
-/* A stream; slot 0 is the NULL default stream, always live. */
+/* Stream slots, the default stream's included; bounds the vector clocks. */
+#define MAX_STREAMS 64
+
+/*
+ * A stream; slot 0 is the NULL default stream, always live. Operations
+ * ops[done .. head) have run, but the host has not seen them complete (in
+ * async mode they may still race); ops[head .. nr) are queued.
+ */
 struct fake_stream {
-	struct fake_op *ops; /* queued: ops[head .. nr) */
-	uint64_t head, nr, cap;
+	struct fake_op *ops;
+	uint64_t done, head, nr, cap;
+	uint64_t clock[MAX_STREAMS]; /* what happens before its next op */
 	uint32_t gen; /* bumped at each create: stale handles are caught */
 	bool live;
 };
@@ -98,6 +148,7 @@ struct fake_stream {
 struct fake_event {
 	uint64_t record; /* serial of its latest record, 0 if never recorded */
 	uint64_t queued; /* its record operations still queued */
+	uint64_t clock[MAX_STREAMS]; /* its latest record's stream clock */
 	uint32_t gen;
 	bool live;
 };
@@ -125,16 +176,18 @@ static struct {
 	uint64_t nr_maps, cap_maps;
 	struct fake_reservation *res;
 	uint64_t nr_res, cap_res;
-	struct fake_stream *streams;
-	uint64_t nr_streams, cap_streams;
+	struct fake_stream streams[MAX_STREAMS];
+	uint64_t nr_streams;
 	struct fake_event *events;
 	uint64_t nr_events, cap_events;
 	uint64_t next_serial;
+	uint64_t host[MAX_STREAMS]; /* the host's clock: what it saw complete */
 	bool async;
+	bool broken; /* a kernel or copy faulted: the sticky error */
 	struct kvc_fake_counts counts;
 	uint64_t fail_at[KVC_FAKE_NR_FNS];
 	kvc_cu_result fail_result[KVC_FAKE_NR_FNS];
-	char violation[256];
+	char violation[512];
 } fake = { .lock = PTHREAD_MUTEX_INITIALIZER, .memfd = -1 };
 
 static const char *const fn_names[KVC_FAKE_NR_FNS] = {
@@ -170,9 +223,15 @@ const char *kvc_fake_fn_name(enum kvc_fake_fn fn)
 	return fn < KVC_FAKE_NR_FNS ? fn_names[fn] : "?";
 }
 
+/* A copy per thread, taken under the lock: another thread may break a rule. */
 const char *kvc_fake_last_violation(void)
 {
-	return fake.violation;
+	static _Thread_local char copy[sizeof(fake.violation)];
+
+	pthread_mutex_lock(&fake.lock);
+	memcpy(copy, fake.violation, sizeof(copy));
+	pthread_mutex_unlock(&fake.lock);
+	return copy;
 }
 
 static kvc_cu_result violation(const char *fmt, ...)
@@ -213,6 +272,17 @@ static kvc_cu_result enter(enum kvc_fake_fn fn)
 	r = enter(fn);                  \
 	if (r)                          \
 		goto out;
+
+/*
+ * For the calls a broken context refuses: those that wait for, queue or
+ * create something. The sticky error comes after an injected failure.
+ */
+#define ENTER_LIVE(fn)                              \
+	ENTER(fn)                                   \
+	if (fake.broken) {                          \
+		r = KVC_CUDA_ERROR_ILLEGAL_ADDRESS; \
+		goto out;                           \
+	}
 
 #define LEAVE()                           \
 out:                                      \
@@ -348,7 +418,7 @@ static kvc_cu_result fake_address_reserve(kvc_cu_ptr *ptr, size_t size,
 	uint64_t gran = fake.cfg.granularity, base, al;
 	void *p;
 
-	ENTER(KVC_FAKE_ADDRESS_RESERVE);
+	ENTER_LIVE(KVC_FAKE_ADDRESS_RESERVE);
 	if (!size || !gran_ok(size) || flags ||
 	    (alignment && (alignment & (alignment - 1)))) {
 		r = violation(
@@ -453,7 +523,15 @@ static uint64_t handle_slot(const void *handle, uint64_t tag, uint32_t *gen)
 	return v & (MAX_SLOTS - 1);
 }
 
-/* A live stream, or NULL. The NULL handle is the default stream. */
+/* CU_STREAM_LEGACY and CU_STREAM_PER_THREAD, as in cuda.h. */
+#define STREAM_LEGACY ((kvc_cu_stream)(uintptr_t)0x1)
+#define STREAM_PER_THREAD ((kvc_cu_stream)(uintptr_t)0x2)
+
+/*
+ * A live stream, or NULL. The NULL handle is the default stream, and so
+ * are CU_STREAM_LEGACY and CU_STREAM_PER_THREAD (one host thread's
+ * per-thread stream is not told apart from another's).
+ */
 static struct fake_stream *find_stream(kvc_cu_stream handle)
 {
 	uint32_t gen = 0;
@@ -461,7 +539,7 @@ static struct fake_stream *find_stream(kvc_cu_stream handle)
 
 	if (!fake.nr_streams)
 		return NULL;
-	if (!handle)
+	if (!handle || handle == STREAM_LEGACY || handle == STREAM_PER_THREAD)
 		return &fake.streams[0];
 	slot = handle_slot(handle, STREAM_TAG, &gen);
 	if (!slot || slot >= fake.nr_streams || !fake.streams[slot].live ||
@@ -484,6 +562,181 @@ static struct fake_event *find_event(kvc_cu_event handle)
 static bool stream_idle(const struct fake_stream *s)
 {
 	return s->head == s->nr;
+}
+
+static bool ranges_overlap(uint64_t a, uint64_t a_bytes, uint64_t b,
+			   uint64_t b_bytes)
+{
+	return a < b + b_bytes && b < a + a_bytes;
+}
+
+/* Nothing queued, nothing run that the host has not seen complete. */
+static bool stream_empty(const struct fake_stream *s)
+{
+	return s->done == s->nr;
+}
+
+static uint64_t slot_of(const struct fake_stream *s)
+{
+	return (uint64_t)(s - fake.streams);
+}
+
+/* @to = max(@to, @from), element-wise. */
+static void clock_join(uint64_t *to, const uint64_t *from)
+{
+	unsigned int i;
+
+	for (i = 0; i < MAX_STREAMS; i++)
+		if (from[i] > to[i])
+			to[i] = from[i];
+}
+
+/* Forget the operations that have run and that the host saw complete. */
+static void prune(void)
+{
+	uint64_t i;
+
+	for (i = 0; i < fake.nr_streams; i++) {
+		struct fake_stream *s = &fake.streams[i];
+
+		while (s->done < s->head &&
+		       s->ops[s->done].epoch <= fake.host[i])
+			s->done++;
+		if (stream_empty(s))
+			s->done = s->head = s->nr = 0;
+	}
+}
+
+/* The host saw complete what @clock covers. */
+static void observe(const uint64_t *clock)
+{
+	clock_join(fake.host, clock);
+	prune();
+}
+
+/* The host saw everything queued so far complete (sync mode). */
+static void observe_all(void)
+{
+	uint64_t i;
+
+	for (i = 0; i < fake.nr_streams; i++)
+		fake.host[i] = fake.streams[i].clock[i];
+	prune();
+}
+
+/* A fault: the context is broken for good, queued work is dropped. */
+static void break_context(void)
+{
+	uint64_t i, j;
+
+	fake.broken = true;
+	for (i = 0; i < fake.nr_streams; i++) {
+		struct fake_stream *s = &fake.streams[i];
+
+		for (j = s->head; j < s->nr; j++) {
+			if (s->ops[j].kind == OP_RECORD)
+				fake.events[s->ops[j].event].queued--;
+			fake.counts.pending--;
+		}
+		s->done = s->head = s->nr = 0;
+	}
+}
+
+/* "stream 0x...", or "the default stream", into @buf. */
+static const char *stream_name(char *buf, size_t size, uint64_t slot)
+{
+	if (!slot)
+		return "the default stream";
+	snprintf(buf, size, "stream %p",
+		 make_handle(STREAM_TAG, slot, fake.streams[slot].gen));
+	return buf;
+}
+
+static const char *op_name(const struct fake_op *op)
+{
+	return op->kind == OP_KERNEL ? "kernel" : "copy";
+}
+
+/* A byte range an operation touches, and whether it writes there. */
+struct fake_range {
+	uint64_t ptr;
+	bool write;
+};
+
+/* A kernel reads and writes its range; a copy reads src, writes dst. */
+static unsigned int op_ranges(const struct fake_op *op, struct fake_range *r)
+{
+	r[0] = (struct fake_range){ op->dst, true };
+	if (op->kind != OP_MEMCPY)
+		return 1;
+	r[1] = (struct fake_range){ op->src, false };
+	return 2;
+}
+
+/*
+ * Whether copies or kernels @a and @b conflict: touch the same bytes, at
+ * least one of them writing there. [*@at, *@at + *@bytes) is the first
+ * such range found.
+ */
+static bool conflict(const struct fake_op *a, const struct fake_op *b,
+		     uint64_t *at, uint64_t *bytes)
+{
+	struct fake_range ra[2], rb[2];
+	unsigned int na = op_ranges(a, ra), nb = op_ranges(b, rb), i, j;
+
+	for (i = 0; i < na; i++) {
+		for (j = 0; j < nb; j++) {
+			uint64_t lo = ra[i].ptr, hi = ra[i].ptr + a->bytes;
+
+			if (!(ra[i].write || rb[j].write) ||
+			    !ranges_overlap(ra[i].ptr, a->bytes, rb[j].ptr,
+					    b->bytes))
+				continue;
+			if (rb[j].ptr > lo)
+				lo = rb[j].ptr;
+			if (rb[j].ptr + b->bytes < hi)
+				hi = rb[j].ptr + b->bytes;
+			*at = lo;
+			*bytes = hi - lo;
+			return true;
+		}
+	}
+	return false;
+}
+
+/*
+ * Copy or kernel @op, about to be queued on @s, against the work on other
+ * streams not ordered before it: a violation if one conflicts. Each
+ * stream's work is in epoch order, newest last, so the scan stops at the
+ * first operation ordered before @op.
+ */
+static void check_race(const struct fake_stream *s, const struct fake_op *op)
+{
+	uint64_t b = slot_of(s), a, j, at, bytes;
+
+	for (a = 0; a < fake.nr_streams; a++) {
+		const struct fake_stream *o = &fake.streams[a];
+
+		if (a == b)
+			continue;
+		for (j = o->nr; j > o->done; j--) {
+			const struct fake_op *x = &o->ops[j - 1];
+			char na[64], nb[64];
+
+			if (x->epoch <= s->clock[a])
+				break;
+			if ((x->kind != OP_MEMCPY && x->kind != OP_KERNEL) ||
+			    !conflict(x, op, &at, &bytes))
+				continue;
+			violation(
+				"unordered: %s on %s and %s on %s both touch [%#llx, +%llu), at least one writing, with no event wait or synchronize seen by the host between them",
+				op_name(x), stream_name(na, sizeof(na), a),
+				op_name(op), stream_name(nb, sizeof(nb), b),
+				(unsigned long long)at,
+				(unsigned long long)bytes);
+			return;
+		}
+	}
 }
 
 /* The stream whose queue still holds operation @serial, or NULL. */
@@ -514,12 +767,6 @@ static bool runnable(const struct fake_op *op)
 	return op->kind != OP_WAIT || !queued_in(op->record);
 }
 
-static bool ranges_overlap(uint64_t a, uint64_t a_bytes, uint64_t b,
-			   uint64_t b_bytes)
-{
-	return a < b + b_bytes && b < a + a_bytes;
-}
-
 /* Whether queued work reads or writes any of [ptr, ptr + size). */
 static bool queued_touches(uint64_t ptr, uint64_t size)
 {
@@ -542,15 +789,17 @@ static bool queued_touches(uint64_t ptr, uint64_t size)
 	return false;
 }
 
-/* Run the operation at the head of @s (runnable: the caller checked). */
+/*
+ * Run the operation at the head of @s (runnable: the caller checked). It
+ * stays in ops[done .. head) until the host sees it complete. A fault
+ * breaks the context.
+ */
 static void run_head(struct fake_stream *s)
 {
 	struct fake_op op = s->ops[s->head++];
 	uint8_t *p;
 	uint64_t i;
 
-	if (stream_idle(s))
-		s->head = s->nr = 0;
 	fake.counts.pending--;
 	switch (op.kind) {
 	case OP_MEMCPY:
@@ -563,6 +812,7 @@ static void run_head(struct fake_stream *s)
 				(unsigned long long)op.src,
 				(unsigned long long)op.dst,
 				(unsigned long long)op.bytes);
+			break_context();
 			break;
 		}
 		memmove((void *)(uintptr_t)op.dst, (void *)(uintptr_t)op.src,
@@ -575,6 +825,7 @@ static void run_head(struct fake_stream *s)
 				"kernel on [%#llx, +%llu) found its memory unmapped or not read-write when it ran",
 				(unsigned long long)op.dst,
 				(unsigned long long)op.bytes);
+			break_context();
 			break;
 		}
 		p = (uint8_t *)(uintptr_t)op.dst;
@@ -630,27 +881,42 @@ static void run_through(uint64_t serial)
 	}
 }
 
-/* Queue @op on @s; in sync mode it runs at once. */
+/*
+ * Queue @op on @s; in sync mode it runs at once, and the host sees it
+ * complete. In async mode a copy or a kernel is first checked against the
+ * work on other streams it is not ordered after.
+ */
 static kvc_cu_result enqueue(struct fake_stream *s, struct fake_op *op)
 {
-	if (s->head && s->head * 2 >= s->nr) {
-		memmove(s->ops, s->ops + s->head,
-			(size_t)(s->nr - s->head) * sizeof(*s->ops));
-		s->nr -= s->head;
-		s->head = 0;
+	uint64_t slot = slot_of(s);
+
+	if (s->done && s->done * 2 >= s->nr) {
+		memmove(s->ops, s->ops + s->done,
+			(size_t)(s->nr - s->done) * sizeof(*s->ops));
+		s->nr -= s->done;
+		s->head -= s->done;
+		s->done = 0;
 	}
 	if (!grow((void **)&s->ops, &s->cap, s->nr + 1, sizeof(*s->ops)))
 		return KVC_CUDA_ERROR_OUT_OF_MEMORY;
+	if (fake.async && (op->kind == OP_MEMCPY || op->kind == OP_KERNEL))
+		check_race(s, op);
 	op->serial = ++fake.next_serial;
+	op->epoch = ++s->clock[slot];
 	s->ops[s->nr++] = *op;
 	fake.counts.pending++;
 	if (op->kind == OP_RECORD) {
-		fake.events[op->event].record = op->serial;
-		fake.events[op->event].queued++;
+		struct fake_event *e = &fake.events[op->event];
+
+		e->record = op->serial;
+		e->queued++;
+		memcpy(e->clock, s->clock, sizeof(e->clock));
 	}
 	/* Nothing else is queued in sync mode: this runs now. */
-	if (!fake.async)
+	if (!fake.async) {
 		run_all();
+		observe_all();
+	}
 	return KVC_CUDA_SUCCESS;
 }
 
@@ -688,7 +954,7 @@ static kvc_cu_result fake_create(kvc_cu_handle *handle, size_t size,
 {
 	struct fake_handle *h;
 
-	ENTER(KVC_FAKE_CREATE);
+	ENTER_LIVE(KVC_FAKE_CREATE);
 	if (!size || !gran_ok(size) || flags) {
 		r = violation(
 			"cuMemCreate: size %zu not a multiple of the granularity",
@@ -764,7 +1030,7 @@ static kvc_cu_result fake_map(kvc_cu_ptr ptr, size_t size, size_t offset,
 	struct fake_handle *h;
 	struct fake_mapping *m;
 
-	ENTER(KVC_FAKE_MAP);
+	ENTER_LIVE(KVC_FAKE_MAP);
 	h = live_handle(handle);
 	if (!h) {
 		r = violation("cuMemMap: handle %llu unknown or released",
@@ -814,7 +1080,7 @@ static kvc_cu_result fake_set_access(kvc_cu_ptr ptr, size_t size,
 	uint64_t i;
 	int prot;
 
-	ENTER(KVC_FAKE_SET_ACCESS);
+	ENTER_LIVE(KVC_FAKE_SET_ACCESS);
 	if (!desc || count != 1 ||
 	    desc->location.type != KVC_CU_MEM_LOCATION_TYPE_DEVICE ||
 	    desc->location.id < 0 || desc->location.id >= fake.cfg.devices ||
@@ -902,30 +1168,39 @@ static kvc_cu_result fake_stream_create(kvc_cu_stream *stream,
 					unsigned int flags)
 {
 	struct fake_stream *s;
-	uint64_t slot;
+	uint64_t slot, i;
 
-	ENTER(KVC_FAKE_STREAM_CREATE);
+	ENTER_LIVE(KVC_FAKE_STREAM_CREATE);
 	r = need_context("cuStreamCreate");
 	if (r)
 		goto out;
-	/* Slot 0 is the default stream; a dead one is reused once idle. */
+	/*
+	 * Slot 0 is the default stream; a dead one is reused once none of
+	 * its work is queued or unseen, so that no operation of the old
+	 * stream is taken for one of the new stream's (ordered before it).
+	 */
 	for (slot = 1; slot < fake.nr_streams; slot++)
 		if (!fake.streams[slot].live &&
-		    stream_idle(&fake.streams[slot]))
+		    stream_empty(&fake.streams[slot]))
 			break;
+	if (slot == MAX_STREAMS) {
+		violation(
+			"cuStreamCreate: the fake's %d stream slots all hold a live stream or work the host has not seen complete",
+			MAX_STREAMS);
+		r = KVC_CUDA_ERROR_OUT_OF_MEMORY;
+		goto out;
+	}
 	if (slot == fake.nr_streams) {
-		if (slot == MAX_SLOTS ||
-		    !grow((void **)&fake.streams, &fake.cap_streams, slot + 1,
-			  sizeof(*fake.streams))) {
-			r = KVC_CUDA_ERROR_OUT_OF_MEMORY;
-			goto out;
-		}
 		memset(&fake.streams[slot], 0, sizeof(*fake.streams));
 		fake.nr_streams++;
 	}
 	s = &fake.streams[slot];
 	s->live = true;
 	s->gen++;
+	/* A new stream knows nothing; its epochs go on from the old one's. */
+	for (i = 0; i < MAX_STREAMS; i++)
+		if (i != slot)
+			s->clock[i] = 0;
 	fake.counts.streams++;
 	*stream = make_handle(STREAM_TAG, slot, s->gen);
 	LEAVE();
@@ -938,7 +1213,7 @@ static kvc_cu_result fake_stream_destroy(kvc_cu_stream stream)
 
 	ENTER(KVC_FAKE_STREAM_DESTROY);
 	s = find_stream(stream);
-	if (!s || !stream) {
+	if (!s || s == &fake.streams[0]) {
 		r = bad_handle("cuStreamDestroy", stream);
 		goto out;
 	}
@@ -951,7 +1226,7 @@ static kvc_cu_result fake_stream_sync(kvc_cu_stream stream)
 {
 	struct fake_stream *s;
 
-	ENTER(KVC_FAKE_STREAM_SYNC);
+	ENTER_LIVE(KVC_FAKE_STREAM_SYNC);
 	s = find_stream(stream);
 	if (!s) {
 		r = bad_handle("cuStreamSynchronize", stream);
@@ -959,6 +1234,11 @@ static kvc_cu_result fake_stream_sync(kvc_cu_stream stream)
 	}
 	if (!stream_idle(s))
 		run_through(s->ops[s->nr - 1].serial);
+	/* Its work may have faulted: the error is the synchronize's. */
+	if (fake.broken)
+		r = KVC_CUDA_ERROR_ILLEGAL_ADDRESS;
+	else
+		observe(s->clock);
 	LEAVE();
 }
 
@@ -968,7 +1248,7 @@ static kvc_cu_result fake_memcpy(kvc_cu_ptr dst, kvc_cu_ptr src, size_t bytes,
 	struct fake_op op = { .kind = OP_MEMCPY };
 	struct fake_stream *s;
 
-	ENTER(KVC_FAKE_MEMCPY);
+	ENTER_LIVE(KVC_FAKE_MEMCPY);
 	s = find_stream(stream);
 	if (!s) {
 		r = bad_handle("cuMemcpyDtoDAsync", stream);
@@ -994,7 +1274,7 @@ static kvc_cu_result fake_event_create(kvc_cu_event *event, unsigned int flags)
 	struct fake_event *e;
 	uint64_t slot;
 
-	ENTER(KVC_FAKE_EVENT_CREATE);
+	ENTER_LIVE(KVC_FAKE_EVENT_CREATE);
 	r = need_context("cuEventCreate");
 	if (r)
 		goto out;
@@ -1021,6 +1301,7 @@ static kvc_cu_result fake_event_create(kvc_cu_event *event, unsigned int flags)
 	e->live = true;
 	e->gen++;
 	e->record = 0;
+	memset(e->clock, 0, sizeof(e->clock));
 	fake.counts.events++;
 	*event = make_handle(EVENT_TAG, slot, e->gen);
 	LEAVE();
@@ -1032,7 +1313,7 @@ static kvc_cu_result fake_event_record(kvc_cu_event event, kvc_cu_stream stream)
 	struct fake_stream *s;
 	struct fake_event *e;
 
-	ENTER(KVC_FAKE_EVENT_RECORD);
+	ENTER_LIVE(KVC_FAKE_EVENT_RECORD);
 	e = find_event(event);
 	s = find_stream(stream);
 	if (!e || !s) {
@@ -1049,12 +1330,14 @@ static kvc_cu_result fake_event_query(kvc_cu_event event)
 {
 	struct fake_event *e;
 
-	ENTER(KVC_FAKE_EVENT_QUERY);
+	ENTER_LIVE(KVC_FAKE_EVENT_QUERY);
 	e = find_event(event);
 	if (!e)
 		r = bad_handle("cuEventQuery", event);
 	else if (!event_done(e))
 		r = KVC_CUDA_ERROR_NOT_READY;
+	else
+		observe(e->clock);
 	LEAVE();
 }
 
@@ -1062,12 +1345,16 @@ static kvc_cu_result fake_event_sync(kvc_cu_event event)
 {
 	struct fake_event *e;
 
-	ENTER(KVC_FAKE_EVENT_SYNC);
+	ENTER_LIVE(KVC_FAKE_EVENT_SYNC);
 	e = find_event(event);
 	if (!e)
 		r = bad_handle("cuEventSynchronize", event);
 	else if (e->queued)
 		run_through(e->record);
+	if (!r && fake.broken)
+		r = KVC_CUDA_ERROR_ILLEGAL_ADDRESS;
+	else if (!r)
+		observe(e->clock);
 	LEAVE();
 }
 
@@ -1096,7 +1383,7 @@ static kvc_cu_result fake_stream_wait_event(kvc_cu_stream stream,
 	struct fake_stream *s;
 	struct fake_event *e;
 
-	ENTER(KVC_FAKE_STREAM_WAIT_EVENT);
+	ENTER_LIVE(KVC_FAKE_STREAM_WAIT_EVENT);
 	e = find_event(event);
 	s = find_stream(stream);
 	if (!e || !s) {
@@ -1108,6 +1395,8 @@ static kvc_cu_result fake_stream_wait_event(kvc_cu_stream stream,
 			      flags);
 		goto out;
 	}
+	/* Ordered after the record even when it has run already. */
+	clock_join(s->clock, e->clock);
 	/* Nothing to wait for: no operation queued. */
 	if (event_done(e))
 		goto out;
@@ -1149,6 +1438,12 @@ static kvc_cu_result fake_error_name(kvc_cu_result err, const char **name)
 	case KVC_CUDA_ERROR_NOT_SUPPORTED:
 		*name = "CUDA_ERROR_NOT_SUPPORTED";
 		break;
+	case KVC_CUDA_ERROR_ILLEGAL_ADDRESS:
+		*name = "CUDA_ERROR_ILLEGAL_ADDRESS";
+		break;
+	case KVC_CUDA_ERROR_LAUNCH_FAILED:
+		*name = "CUDA_ERROR_LAUNCH_FAILED";
+		break;
 	default:
 		return KVC_CUDA_ERROR_INVALID_VALUE;
 	}
@@ -1189,7 +1484,7 @@ const struct kvc_cuda_driver *kvc_fake_driver(const struct kvc_fake_config *cfg)
 {
 	struct kvc_fake_config def = { 2u << 20, 1, 0 };
 	const struct kvc_cuda_driver *drv = &fake_table;
-	uint64_t page = (uint64_t)sysconf(_SC_PAGESIZE);
+	uint64_t page = (uint64_t)sysconf(_SC_PAGESIZE), i;
 
 	if (!cfg)
 		cfg = &def;
@@ -1206,15 +1501,18 @@ const struct kvc_cuda_driver *kvc_fake_driver(const struct kvc_fake_config *cfg)
 	}
 	/* The default stream, slot 0; other slots keep their generation. */
 	if (!fake.nr_streams) {
-		if (!grow((void **)&fake.streams, &fake.cap_streams, 1,
-			  sizeof(*fake.streams))) {
-			drv = NULL;
-			goto out;
-		}
-		memset(&fake.streams[0], 0, sizeof(*fake.streams));
 		fake.streams[0].live = true;
 		fake.nr_streams = 1;
 	}
+	/* No clock survives, nor work the host had not seen complete. */
+	for (i = 0; i < fake.nr_streams; i++) {
+		struct fake_stream *s = &fake.streams[i];
+
+		s->done = s->head = s->nr = 0;
+		memset(s->clock, 0, sizeof(s->clock));
+	}
+	memset(fake.host, 0, sizeof(fake.host));
+	fake.broken = false;
 	if (fake.memfd < 0)
 		fake.memfd = memfd_create("kvc-fake-device", MFD_CLOEXEC);
 	if (fake.memfd < 0 || ftruncate(fake.memfd, 0) ||
@@ -1257,8 +1555,10 @@ void kvc_fake_set_async(bool on)
 {
 	pthread_mutex_lock(&fake.lock);
 	fake.async = on;
-	if (!on)
+	if (!on) {
 		run_all();
+		observe_all();
+	}
 	pthread_mutex_unlock(&fake.lock);
 }
 
@@ -1271,7 +1571,9 @@ kvc_cu_result kvc_fake_launch(kvc_cu_stream stream, kvc_cu_ptr ptr,
 
 	pthread_mutex_lock(&fake.lock);
 	s = find_stream(stream);
-	if (!s)
+	if (fake.broken)
+		r = KVC_CUDA_ERROR_ILLEGAL_ADDRESS;
+	else if (!s)
 		r = bad_handle("kvc_fake_launch", stream);
 	else
 		r = enqueue(s, &op);

@@ -18,8 +18,10 @@
  *
  * The other stream and event calls need no context. At the end: destroy
  * them (no context needed), then cuDevicePrimaryCtxRelease(0). The NULL
- * stream is the default stream; it does not synchronise implicitly with
- * other streams here (only explicit waits order streams).
+ * stream is the default stream, and so are CU_STREAM_LEGACY ((void *)0x1)
+ * and CU_STREAM_PER_THREAD ((void *)0x2); it does not synchronise
+ * implicitly with other streams here (only explicit waits order streams).
+ * There are at most 64 streams at a time, the default one included.
  */
 #ifndef KVC_ALLOC_FAKE_DRIVER_H
 #define KVC_ALLOC_FAKE_DRIVER_H
@@ -144,7 +146,9 @@ const char *kvc_fake_fn_name(enum kvc_fake_fn fn);
 /**
  * kvc_fake_last_violation() - The last rule a caller broke.
  *
- * Return: a message, or "" when none was broken.
+ * Return: a message, or "" when none was broken: a copy taken under the
+ * fake's lock into a buffer of the calling thread, valid until its next
+ * call of this function.
  */
 const char *kvc_fake_last_violation(void);
 
@@ -172,6 +176,32 @@ const char *kvc_fake_last_violation(void);
  *   when it runs is a violation, and is skipped.
  * - Destroying a stream or an event with work queued is allowed, as in
  *   CUDA: the handle dies at once, the work still runs.
+ * - Unordered conflicting work is a violation. Happens-before: stream
+ *   order; cuEventRecord then a cuStreamWaitEvent on it (a wait orders
+ *   even when the record has run already); and what the host has seen
+ *   complete (cuStreamSynchronize, or cuEventSynchronize or cuEventQuery
+ *   returning 0, for what the stream or the event's latest record
+ *   covers) happens before all work queued afterwards. kvc_fake_run() is
+ *   not seen by the host: work it ran can still race until a synchronize
+ *   or a query shows it complete. When a copy or a kernel is queued, any
+ *   copy or kernel on another stream, queued or not yet seen complete,
+ *   not ordered before it, touching the same bytes with one of the two
+ *   writing (a copy reads its source and writes its destination; a
+ *   kernel reads and writes its range) is reported as "unordered: ...".
+ *   The call still succeeds and the work is queued and runs as usual:
+ *   one violation per queued operation that races.
+ * - A copy or kernel that faults when it runs (above) breaks the context
+ *   for good, as on a device: the rest of the queued work is dropped, and
+ *   cuStreamSynchronize, cuEventSynchronize, cuEventQuery, cuEventRecord,
+ *   cuStreamWaitEvent, cuMemcpyDtoDAsync, kvc_fake_launch(),
+ *   cuStreamCreate, cuEventCreate, cuMemCreate, cuMemMap, cuMemSetAccess
+ *   and cuMemAddressReserve return CUDA_ERROR_ILLEGAL_ADDRESS until
+ *   kvc_fake_driver() resets. Destroying, releasing, unmapping and
+ *   freeing still work, so that a test can clean up.
+ *
+ * In sync mode work runs when queued and the host sees it complete at
+ * once, so nothing ever races; switching to false runs everything queued
+ * and counts it as seen complete.
  */
 void kvc_fake_set_async(bool on);
 
@@ -188,8 +218,8 @@ void kvc_fake_set_async(bool on);
  * the fault is not reported to the launch, not even in sync mode. Not an
  * entry point: kvc_fake_fail() cannot fail it, and it needs no context.
  *
- * Return: 0, or CUDA_ERROR_INVALID_HANDLE (a violation) for a stream that
- * is not live.
+ * Return: 0, CUDA_ERROR_INVALID_HANDLE (a violation) for a stream that
+ * is not live, or CUDA_ERROR_ILLEGAL_ADDRESS once the context is broken.
  */
 kvc_cu_result kvc_fake_launch(kvc_cu_stream stream, kvc_cu_ptr ptr,
 			      size_t bytes);
@@ -198,7 +228,9 @@ kvc_cu_result kvc_fake_launch(kvc_cu_stream stream, kvc_cu_ptr ptr,
  * kvc_fake_run() - Run queued work until nothing more can run.
  *
  * Streams take turns, one operation each, until none can run. Queued work
- * always drains: a wait only waits for a record queued before it.
+ * always drains: a wait only waits for a record queued before it. This is
+ * the device making progress, not the host learning of it: what it runs
+ * is not seen complete (see kvc_fake_set_async()).
  *
  * Return: the number of operations run (0 in sync mode).
  */

@@ -142,8 +142,9 @@ static void retire_front(struct kvc_pool *pool)
  * kvc_fence_poll() - Retire the fences that have completed, oldest first.
  * @pool: the pool, locked.
  *
- * Never blocks. A fence the device reports an error for is retired too: a
- * context in error runs no more kernels, so nothing can fault on an unmap.
+ * Never blocks. A fence the device reports an error for is retired too:
+ * backends report one only when the context is dead and runs no more
+ * kernels, so nothing can fault on an unmap.
  * One whose state cannot be learned stays (the backend says -EBUSY).
  */
 void kvc_fence_poll(struct kvc_pool *pool)

@@ -1,4 +1,4 @@
-/* Description: the cuda backend and the pool on it, run against the fake driver, with a failure injected at every driver call; its fence ops over the fake's stream model, and over the real driver where there is one. */
+/* Description: the cuda backend and the pool on it, run against the fake driver, with a failure injected at every driver call; its fence ops over the fake's stream model (races between streams and sticky faults included), and over the real driver where there is one. */
 #include <errno.h>
 #include <setjmp.h>
 #include <stdarg.h>
@@ -454,6 +454,26 @@ static void assert_bytes(const struct fence_fx *fx, uint64_t off,
 				 fx->mem[off + i], v);
 }
 
+/*
+ * The fake counted one more violation, a race whose message starts with
+ * @what, when @raced; none more otherwise.
+ */
+static void expect_race(struct fence_fx *fx, bool raced, const char *what)
+{
+	struct kvc_fake_counts fc;
+
+	kvc_fake_counts(&fc);
+	fx->violations += raced;
+	if (fc.violations != fx->violations)
+		fail_msg("%llu driver rules broken, %llu expected; last: %s",
+			 (unsigned long long)fc.violations,
+			 (unsigned long long)fx->violations,
+			 kvc_fake_last_violation());
+	if (raced && strncmp(kvc_fake_last_violation(), what, strlen(what)))
+		fail_msg("expected \"%s...\", got \"%s\"", what,
+			 kvc_fake_last_violation());
+}
+
 /* Sync mode: work runs when issued, every token has completed at birth. */
 static void test_fence_sync_mode(void **state)
 {
@@ -529,7 +549,8 @@ static void test_fence_query_async(void **state)
  * fence_after orders the backend's copy after the caller's kernel: the
  * copy sees the kernel's +1 only when it was ordered after it. Syncing
  * the token runs only what the token needs, so without the fence the
- * kernel is still queued when the copy has run.
+ * kernel is still queued when the copy has run; and the fake reports the
+ * copy as unordered with the kernel when it is queued.
  */
 static void fence_after_case(struct fence_fx *fx, const struct kvc_fence *f,
 			     kvc_cu_stream caller, bool ordered)
@@ -545,6 +566,7 @@ static void fence_after_case(struct fence_fx *fx, const struct kvc_fence *f,
 	if (ordered)
 		assert_int_equal(fx->ops->fence_after(fx->be, &fx->va, f), 0);
 	assert_int_equal(fx->ops->copy(fx->be, &fx->va, &one_copy, 1), 0);
+	expect_race(fx, !ordered, "unordered: kernel on ");
 	assert_int_equal(fx->ops->fence_record(fx->be, &fx->va, &token), 0);
 	assert_int_equal(fx->ops->fence_query(fx->be, &fx->va, token), -EBUSY);
 	assert_int_equal(fx->ops->fence_sync(fx->be, &fx->va, token), 0);
@@ -611,6 +633,7 @@ static void test_fence_signal(void **state)
 		assert_int_equal(
 			kvc_fake_launch(fx->stream, fx->va.base + DST, BLOCK),
 			0);
+		expect_race(fx, !ordered, "unordered: copy on ");
 		assert_int_equal(fx->drv->cuStreamSynchronize(fx->stream), 0);
 		assert_bytes(fx, DST, BLOCK, ordered ? 6 : 1);
 		assert_int_equal(fake_pending(), ordered ? 0 : 2);
@@ -686,7 +709,9 @@ static void test_unmap_under_queued_work(void **state)
 	fx->violations++;
 	assert_non_null(strstr(kvc_fake_last_violation(), "when it ran"));
 	assert_bytes(fx, 0, BLOCK, 0);
-	assert_int_equal(fx->drv->cuMemSetAccess(fx->va.base, GRAN, &rw, 1), 0);
+	/* The fault broke the context for good (test_sticky_fault). */
+	assert_int_equal(fx->drv->cuMemSetAccess(fx->va.base, GRAN, &rw, 1),
+			 KVC_CUDA_ERROR_ILLEGAL_ADDRESS);
 }
 
 /*
@@ -770,6 +795,445 @@ static void test_fake_stream_model(void **state)
 	assert_int_equal(fx->drv->cuEventDestroy(never), 0);
 }
 
+/* CU_STREAM_LEGACY and CU_STREAM_PER_THREAD, as in cuda.h. */
+#define STREAM_LEGACY ((kvc_cu_stream)(uintptr_t)0x1)
+#define STREAM_PER_THREAD ((kvc_cu_stream)(uintptr_t)0x2)
+
+static kvc_cu_stream caller_stream(struct fence_fx *fx)
+{
+	kvc_cu_stream s;
+
+	caller_push(fx);
+	assert_int_equal(fx->drv->cuStreamCreate(&s, 0), 0);
+	caller_pop(fx);
+	return s;
+}
+
+/* A copy of the chunk's bytes [@src, +@bytes) to @dst on @s. */
+static void copy_on(struct fence_fx *fx, kvc_cu_stream s, uint64_t dst,
+		    uint64_t src, uint64_t bytes)
+{
+	assert_int_equal(fx->drv->cuMemcpyDtoDAsync(fx->va.base + dst,
+						    fx->va.base + src, bytes,
+						    s),
+			 0);
+}
+
+static void kernel_on(struct fence_fx *fx, kvc_cu_stream s, uint64_t off,
+		      uint64_t bytes)
+{
+	assert_int_equal(kvc_fake_launch(s, fx->va.base + off, bytes), 0);
+}
+
+/* Run everything and let the host see it complete: nothing can race. */
+static void drain(void)
+{
+	kvc_fake_set_async(false);
+	kvc_fake_set_async(true);
+}
+
+/*
+ * A kernel on one stream and a copy reading its bytes on another, with
+ * nothing ordering them: a violation naming both, whichever stream was
+ * made first (the fake runs streams in slot order) and whichever of the
+ * two was queued first. The data are whatever the fake's schedule made
+ * them; what matters is that it is reported.
+ */
+static void test_race_unordered(void **state)
+{
+	struct fence_fx *fx = *state;
+	int order, kernel_first;
+	char want[256];
+
+	kvc_fake_set_async(true);
+	for (order = 0; order < 2; order++) {
+		for (kernel_first = 0; kernel_first < 2; kernel_first++) {
+			kvc_cu_stream s1 = caller_stream(fx);
+			kvc_cu_stream s2 = caller_stream(fx);
+			kvc_cu_stream k = order ? s2 : s1, c = order ? s1 : s2;
+
+			if (kernel_first) {
+				kernel_on(fx, k, SRC, BLOCK);
+				copy_on(fx, c, DST, SRC, BLOCK);
+				snprintf(
+					want, sizeof(want),
+					"unordered: kernel on stream %p and copy on stream %p both touch [%#llx, +%llu)",
+					k, c,
+					(unsigned long long)(fx->va.base + SRC),
+					(unsigned long long)BLOCK);
+			} else {
+				copy_on(fx, c, DST, SRC, BLOCK);
+				kernel_on(fx, k, SRC, BLOCK);
+				snprintf(
+					want, sizeof(want),
+					"unordered: copy on stream %p and kernel on stream %p both touch [%#llx, +%llu)",
+					c, k,
+					(unsigned long long)(fx->va.base + SRC),
+					(unsigned long long)BLOCK);
+			}
+			expect_race(fx, true, want);
+			/* Running it is no observation: it races on. */
+			assert_int_equal(kvc_fake_run(), 2);
+			kernel_on(fx, k, DST, BLOCK);
+			expect_race(fx, true, "unordered: copy on stream");
+			drain();
+			assert_int_equal(fx->drv->cuStreamDestroy(s1), 0);
+			assert_int_equal(fx->drv->cuStreamDestroy(s2), 0);
+		}
+	}
+	/* The default stream against one of the caller's. */
+	kernel_on(fx, NULL, SRC, 1);
+	copy_on(fx, fx->stream, DST, SRC, 1);
+	expect_race(
+		fx, true,
+		"unordered: kernel on the default stream and copy on stream");
+	drain();
+}
+
+/*
+ * What orders work across streams: a wait on an event recorded after it
+ * (also once the record has run), through a chain of waits, and the host
+ * having seen it complete (cuStreamSynchronize, cuEventSynchronize,
+ * cuEventQuery returning 0). kvc_fake_run() alone does not, nor a wait on
+ * a record made before the work.
+ */
+static void test_race_ordered(void **state)
+{
+	struct fence_fx *fx = *state;
+	kvc_cu_event ev = caller_event(fx), ev2 = caller_event(fx);
+	kvc_cu_stream a = caller_stream(fx), b = caller_stream(fx),
+		      c = caller_stream(fx);
+	const struct kvc_cuda_driver *drv = fx->drv;
+
+	kvc_fake_set_async(true);
+	/* A wait on the record after the kernel; the copy sees its +1. */
+	memset(fx->mem, 4, BLOCK);
+	kernel_on(fx, a, SRC, BLOCK);
+	assert_int_equal(drv->cuEventRecord(ev, a), 0);
+	assert_int_equal(drv->cuStreamWaitEvent(b, ev, 0), 0);
+	copy_on(fx, b, DST, SRC, BLOCK);
+	expect_race(fx, false, "");
+	assert_int_equal(drv->cuStreamSynchronize(b), 0);
+	assert_bytes(fx, DST, BLOCK, 5);
+	/* The copy's completion was seen: a kernel over its bytes is fine. */
+	kernel_on(fx, a, DST, BLOCK);
+	expect_race(fx, false, "");
+	drain();
+
+	/* The record has run (unseen) before the wait: still ordered. */
+	kernel_on(fx, a, SRC, BLOCK);
+	assert_int_equal(drv->cuEventRecord(ev, a), 0);
+	assert_int_equal(kvc_fake_run(), 2);
+	assert_int_equal(drv->cuStreamWaitEvent(b, ev, 0), 0);
+	copy_on(fx, b, DST, SRC, BLOCK);
+	expect_race(fx, false, "");
+	drain();
+
+	/* A chain: a -> b -> c. */
+	kernel_on(fx, a, SRC, BLOCK);
+	assert_int_equal(drv->cuEventRecord(ev, a), 0);
+	assert_int_equal(drv->cuStreamWaitEvent(b, ev, 0), 0);
+	assert_int_equal(drv->cuEventRecord(ev2, b), 0);
+	assert_int_equal(drv->cuStreamWaitEvent(c, ev2, 0), 0);
+	copy_on(fx, c, DST, SRC, BLOCK);
+	expect_race(fx, false, "");
+	drain();
+
+	/* Seen complete by the host, then queued: ordered. */
+	kernel_on(fx, a, SRC, BLOCK);
+	assert_int_equal(drv->cuStreamSynchronize(a), 0);
+	copy_on(fx, b, DST, SRC, BLOCK);
+	expect_race(fx, false, "");
+	/* The kernel would overwrite what b's unseen copy reads. */
+	kernel_on(fx, a, SRC, BLOCK);
+	expect_race(fx, true, "unordered: copy on stream");
+	drain();
+	kernel_on(fx, a, SRC, BLOCK);
+	assert_int_equal(drv->cuEventRecord(ev, a), 0);
+	assert_int_equal(drv->cuEventSynchronize(ev), 0);
+	copy_on(fx, c, DST, SRC, BLOCK);
+	expect_race(fx, false, "");
+	drain();
+	kernel_on(fx, a, SRC, BLOCK);
+	assert_int_equal(drv->cuEventRecord(ev, a), 0);
+	assert_int_equal(drv->cuEventQuery(ev), KVC_CUDA_ERROR_NOT_READY);
+	assert_int_equal(kvc_fake_run(), 2);
+	assert_int_equal(drv->cuEventQuery(ev), 0);
+	copy_on(fx, b, DST, SRC, BLOCK);
+	expect_race(fx, false, "");
+	drain();
+
+	/* Run but not seen complete: unordered. */
+	kernel_on(fx, a, SRC, BLOCK);
+	assert_int_equal(kvc_fake_run(), 1);
+	copy_on(fx, b, DST, SRC, BLOCK);
+	expect_race(fx, true, "unordered: kernel on stream");
+	drain();
+
+	/* A wait on a record made before the kernel does not order it. */
+	assert_int_equal(drv->cuEventRecord(ev, a), 0);
+	kernel_on(fx, a, SRC, BLOCK);
+	assert_int_equal(drv->cuStreamWaitEvent(b, ev, 0), 0);
+	copy_on(fx, b, DST, SRC, BLOCK);
+	expect_race(fx, true, "unordered: kernel on stream");
+	drain();
+
+	assert_int_equal(drv->cuEventDestroy(ev), 0);
+	assert_int_equal(drv->cuEventDestroy(ev2), 0);
+	assert_int_equal(drv->cuStreamDestroy(a), 0);
+	assert_int_equal(drv->cuStreamDestroy(b), 0);
+	assert_int_equal(drv->cuStreamDestroy(c), 0);
+}
+
+/*
+ * Work on other streams that does not conflict: disjoint (even adjacent)
+ * ranges, or both only reading. A write after a read, or two writes, do
+ * conflict. In sync mode nothing is concurrent.
+ */
+static void test_race_no_conflict(void **state)
+{
+	struct fence_fx *fx = *state;
+	kvc_cu_stream a = caller_stream(fx), b = caller_stream(fx);
+
+	kvc_fake_set_async(true);
+	kernel_on(fx, a, 0, BLOCK);
+	copy_on(fx, b, 3 * BLOCK, BLOCK, BLOCK);
+	kernel_on(fx, b, 4 * BLOCK, BLOCK);
+	expect_race(fx, false, "");
+	drain();
+
+	/* Read-read. */
+	copy_on(fx, a, DST, SRC, BLOCK);
+	copy_on(fx, b, 2 * BLOCK, SRC, BLOCK);
+	expect_race(fx, false, "");
+	/* Write after read, then write after write. */
+	kernel_on(fx, b, SRC + BLOCK / 2, 1);
+	expect_race(fx, true, "unordered: copy on stream");
+	copy_on(fx, b, DST, 3 * BLOCK, BLOCK);
+	expect_race(fx, true, "unordered: copy on stream");
+	drain();
+
+	/* Sync mode: everything has completed before the next call. */
+	kvc_fake_set_async(false);
+	kernel_on(fx, a, SRC, BLOCK);
+	copy_on(fx, b, DST, SRC, BLOCK);
+	kernel_on(fx, a, DST, BLOCK);
+	expect_race(fx, false, "");
+
+	assert_int_equal(fx->drv->cuStreamDestroy(a), 0);
+	assert_int_equal(fx->drv->cuStreamDestroy(b), 0);
+}
+
+/*
+ * CU_STREAM_LEGACY and CU_STREAM_PER_THREAD are the default stream: work
+ * on them is in order with the NULL stream's, they can be synchronized,
+ * recorded on, made to wait, and fenced on; none of them can be
+ * destroyed.
+ */
+static void test_default_stream_aliases(void **state)
+{
+	struct fence_fx *fx = *state;
+	const struct kvc_cuda_driver *drv = fx->drv;
+	const struct kvc_fence legacy = { KVC_FENCE_CUDA_STREAM,
+					  STREAM_LEGACY };
+	const struct kvc_fence per_thread = { KVC_FENCE_CUDA_STREAM,
+					      STREAM_PER_THREAD };
+	kvc_cu_event ev = caller_event(fx);
+	uint64_t token;
+
+	kvc_fake_set_async(true);
+	kernel_on(fx, NULL, SRC, BLOCK);
+	kernel_on(fx, STREAM_LEGACY, SRC, BLOCK);
+	copy_on(fx, STREAM_PER_THREAD, DST, SRC, BLOCK);
+	expect_race(fx, false, "");
+	assert_int_equal(drv->cuEventRecord(ev, STREAM_LEGACY), 0);
+	assert_int_equal(drv->cuStreamWaitEvent(fx->stream, ev, 0), 0);
+	kernel_on(fx, fx->stream, DST, BLOCK);
+	expect_race(fx, false, "");
+	assert_int_equal(fake_pending(), 6);
+	assert_int_equal(drv->cuStreamSynchronize(STREAM_PER_THREAD), 0);
+	assert_int_equal(fake_pending(), 2);
+	assert_bytes(fx, DST, BLOCK, 2);
+	assert_int_equal(drv->cuStreamSynchronize(fx->stream), 0);
+	assert_bytes(fx, DST, BLOCK, 3);
+	assert_int_equal(drv->cuStreamSynchronize(STREAM_LEGACY), 0);
+
+	/* Fences on them. */
+	fence_after_case(fx, &legacy, STREAM_LEGACY, true);
+	fence_after_case(fx, &per_thread, NULL, true);
+	kvc_fake_set_async(true);
+	assert_int_equal(fx->ops->copy(fx->be, &fx->va, &one_copy, 1), 0);
+	assert_int_equal(fx->ops->fence_record(fx->be, &fx->va, &token), 0);
+	assert_int_equal(fx->ops->fence_signal(fx->be, &fx->va, token, &legacy),
+			 0);
+	fx->ops->fence_put(fx->be, &fx->va, token);
+	kernel_on(fx, STREAM_PER_THREAD, DST, BLOCK);
+	expect_race(fx, false, "");
+	drain();
+
+	/* Not destroyable; other small values are not streams. */
+	assert_int_equal(drv->cuStreamDestroy(STREAM_LEGACY),
+			 KVC_CUDA_ERROR_INVALID_HANDLE);
+	assert_int_equal(drv->cuStreamDestroy(STREAM_PER_THREAD),
+			 KVC_CUDA_ERROR_INVALID_HANDLE);
+	assert_int_equal(drv->cuStreamDestroy(NULL),
+			 KVC_CUDA_ERROR_INVALID_HANDLE);
+	assert_int_equal(
+		kvc_fake_launch((kvc_cu_stream)(uintptr_t)0x3, fx->va.base, 1),
+		KVC_CUDA_ERROR_INVALID_HANDLE);
+	fx->violations += 4;
+	assert_int_equal(drv->cuEventDestroy(ev), 0);
+}
+
+/*
+ * A kernel that faults when it runs breaks the context for good, as on a
+ * device: the work queued after it is dropped, and every call that waits,
+ * queues or creates answers CUDA_ERROR_ILLEGAL_ADDRESS; destroying and
+ * unmapping still work, so everything can be cleaned up.
+ */
+static void test_sticky_fault(void **state)
+{
+	struct fence_fx *fx = *state;
+	const struct kvc_cuda_driver *drv = fx->drv;
+	kvc_cu_event ev = caller_event(fx), never = caller_event(fx), ev2;
+	kvc_cu_stream other = caller_stream(fx), s2;
+	const char *name = NULL;
+	uint64_t handle, token;
+
+	kvc_fake_set_async(true);
+	/* The second chunk of the reservation is not mapped. */
+	kernel_on(fx, fx->stream, GRAN, BLOCK);
+	assert_int_equal(drv->cuEventRecord(ev, fx->stream), 0);
+	assert_int_equal(drv->cuStreamWaitEvent(other, ev, 0), 0);
+	kernel_on(fx, other, SRC, BLOCK);
+	assert_int_equal(fake_pending(), 4);
+	assert_int_equal(kvc_fake_run(), 1);
+	fx->violations++;
+	assert_non_null(strstr(kvc_fake_last_violation(), "when it ran"));
+	assert_int_equal(fake_pending(), 0);
+	assert_bytes(fx, SRC, BLOCK, 0);
+
+	assert_int_equal(drv->cuStreamSynchronize(fx->stream),
+			 KVC_CUDA_ERROR_ILLEGAL_ADDRESS);
+	assert_int_equal(drv->cuStreamSynchronize(NULL),
+			 KVC_CUDA_ERROR_ILLEGAL_ADDRESS);
+	assert_int_equal(drv->cuEventSynchronize(ev),
+			 KVC_CUDA_ERROR_ILLEGAL_ADDRESS);
+	assert_int_equal(drv->cuEventQuery(ev), KVC_CUDA_ERROR_ILLEGAL_ADDRESS);
+	assert_int_equal(drv->cuEventQuery(never),
+			 KVC_CUDA_ERROR_ILLEGAL_ADDRESS);
+	assert_int_equal(drv->cuEventRecord(ev, other),
+			 KVC_CUDA_ERROR_ILLEGAL_ADDRESS);
+	assert_int_equal(drv->cuStreamWaitEvent(other, never, 0),
+			 KVC_CUDA_ERROR_ILLEGAL_ADDRESS);
+	assert_int_equal(drv->cuMemcpyDtoDAsync(fx->va.base + DST,
+						fx->va.base + SRC, BLOCK,
+						other),
+			 KVC_CUDA_ERROR_ILLEGAL_ADDRESS);
+	assert_int_equal(kvc_fake_launch(other, fx->va.base, 1),
+			 KVC_CUDA_ERROR_ILLEGAL_ADDRESS);
+	caller_push(fx);
+	assert_int_equal(drv->cuStreamCreate(&s2, 0),
+			 KVC_CUDA_ERROR_ILLEGAL_ADDRESS);
+	assert_int_equal(drv->cuEventCreate(&ev2, 0),
+			 KVC_CUDA_ERROR_ILLEGAL_ADDRESS);
+	caller_pop(fx);
+	assert_int_equal(
+		drv->cuGetErrorName(KVC_CUDA_ERROR_ILLEGAL_ADDRESS, &name), 0);
+	assert_string_equal(name, "CUDA_ERROR_ILLEGAL_ADDRESS");
+
+	/* Through the backend: its ops fail, none hangs. */
+	assert_true(fx->ops->map(fx->be, &fx->va, GRAN, GRAN, &handle) < 0);
+	assert_true(fx->ops->copy(fx->be, &fx->va, &one_copy, 1) < 0);
+	assert_true(fx->ops->fence_record(fx->be, &fx->va, &token) < 0);
+	assert_true(fx->ops->fence(fx->be, &fx->va) < 0);
+	kvc_fake_run();
+	assert_int_equal(fake_pending(), 0);
+
+	/* Cleaning up still works (the teardown unmaps and releases). */
+	assert_int_equal(drv->cuEventDestroy(ev), 0);
+	assert_int_equal(drv->cuEventDestroy(never), 0);
+	assert_int_equal(drv->cuStreamDestroy(other), 0);
+}
+
+/* Also in sync mode; and kvc_fake_driver() makes a fresh context. */
+static void test_sticky_fault_reset(void **state)
+{
+	const struct kvc_cuda_driver *drv = *state;
+	struct kvc_backend *be;
+	struct kvc_va va;
+	uint64_t handle;
+	struct kvc_fake_counts fc;
+
+	assert_int_equal(kvc_backend_open_cuda_driver(drv, 0, &be), 0);
+	assert_int_equal(be->ops->reserve(be, 2 * GRAN, &va), 0);
+	assert_int_equal(be->ops->map(be, &va, 0, GRAN, &handle), 0);
+	/* The fault is not the launch's to report. */
+	assert_int_equal(kvc_fake_launch(NULL, va.base + GRAN, 1), 0);
+	kvc_fake_counts(&fc);
+	assert_int_equal(fc.violations, 1);
+	assert_int_equal(drv->cuStreamSynchronize(NULL),
+			 KVC_CUDA_ERROR_ILLEGAL_ADDRESS);
+	assert_int_equal(kvc_fake_launch(NULL, va.base, 1),
+			 KVC_CUDA_ERROR_ILLEGAL_ADDRESS);
+	assert_int_equal(be->ops->unmap(be, &va, 0, GRAN, handle), 0);
+	assert_int_equal(be->ops->release(be, &va), 0);
+	kvc_backend_close(be);
+
+	/* A reset clears it (and the violation). */
+	assert_non_null(kvc_fake_driver(&small_gpu));
+	assert_int_equal(drv->cuInit(0), 0);
+	assert_int_equal(drv->cuStreamSynchronize(NULL), 0);
+	assert_int_equal(kvc_backend_open_cuda_driver(drv, 0, &be), 0);
+	assert_int_equal(be->ops->reserve(be, 2 * GRAN, &va), 0);
+	assert_int_equal(be->ops->map(be, &va, 0, GRAN, &handle), 0);
+	assert_int_equal(kvc_fake_launch(NULL, va.base, 1), 0);
+	assert_int_equal(*(uint8_t *)(uintptr_t)va.base, 1);
+	assert_int_equal(be->ops->unmap(be, &va, 0, GRAN, handle), 0);
+	assert_int_equal(be->ops->release(be, &va), 0);
+	kvc_backend_close(be);
+}
+
+/*
+ * The fake has 64 stream slots, the default stream's included. A
+ * destroyed stream's slot is reused once its work is done and seen.
+ */
+static void test_stream_slots(void **state)
+{
+	struct fence_fx *fx = *state;
+	kvc_cu_stream s[64];
+	unsigned int n = 0, i;
+	kvc_cu_result r;
+
+	caller_push(fx);
+	while ((r = fx->drv->cuStreamCreate(&s[n], 0)) == 0)
+		assert_true(++n < 64);
+	caller_pop(fx);
+	assert_int_equal(r, KVC_CUDA_ERROR_OUT_OF_MEMORY);
+	fx->violations++;
+	assert_non_null(strstr(kvc_fake_last_violation(), "stream slots"));
+	/* Three taken: the default, the backend's and the fixture's. */
+	assert_int_equal(n, 61);
+
+	/* Work run but not seen complete keeps a dead stream's slot. */
+	kvc_fake_set_async(true);
+	kernel_on(fx, s[0], SRC, 1);
+	assert_int_equal(kvc_fake_run(), 1);
+	for (i = 0; i < n; i++)
+		assert_int_equal(fx->drv->cuStreamDestroy(s[i]), 0);
+	for (i = 0; i < n - 1; i++)
+		s[i] = caller_stream(fx);
+	caller_push(fx);
+	assert_int_equal(fx->drv->cuStreamCreate(&s[n - 1], 0),
+			 KVC_CUDA_ERROR_OUT_OF_MEMORY);
+	caller_pop(fx);
+	fx->violations++;
+	drain();
+	s[n - 1] = caller_stream(fx);
+	for (i = 0; i < n; i++)
+		assert_int_equal(fx->drv->cuStreamDestroy(s[i]), 0);
+}
+
 /*
  * Every fence op, once; returns how many failed. Leaves nothing queued
  * and no token alive.
@@ -783,7 +1247,11 @@ static int fence_scenario(struct fence_fx *fx, kvc_cu_event ev)
 
 	assert_int_equal(kvc_fake_launch(fx->stream, fx->va.base + SRC, BLOCK),
 			 0);
-	failures += fx->ops->fence_after(fx->be, &fx->va, &mine) != 0;
+	if (fx->ops->fence_after(fx->be, &fx->va, &mine)) {
+		/* The copy would race with the kernel: wait from the host. */
+		failures++;
+		assert_int_equal(fx->drv->cuStreamSynchronize(fx->stream), 0);
+	}
 	failures += fx->ops->fence_after(fx->be, &fx->va, &event) != 0;
 	failures += fx->ops->copy(fx->be, &fx->va, &one_copy, 1) != 0;
 	err = fx->ops->fence_record(fx->be, &fx->va, &token);
@@ -814,8 +1282,13 @@ static int fence_scenario(struct fence_fx *fx, kvc_cu_event ev)
 /*
  * A failure injected at every driver call the fence ops make: each comes
  * back as -errno from the op, and no event is left. Some are absorbed: a
- * refused cuEventDestroy or cuCtxPopCurrent is retried, and fence_put
- * destroys its event even when it cannot push the context.
+ * refused cuEventDestroy or cuCtxPopCurrent is retried, fence_put
+ * destroys its event even when it cannot push the context, and a refused
+ * cuEventQuery that does not mean a dead context leaves the token pending
+ * (-EBUSY, what the scenario expects anyway). After a run that failed,
+ * the caller waits for the backend's stream, as it would: otherwise a
+ * copy whose token was never recorded would race with the next run's
+ * kernel, and the fake would say so.
  */
 static void test_fence_faults(void **state)
 {
@@ -853,7 +1326,8 @@ static void test_fence_faults(void **state)
 				kvc_fake_counts(&fc);
 				if (!failures && fn != KVC_FAKE_EVENT_DESTROY &&
 				    fn != KVC_FAKE_CTX_POP &&
-				    fn != KVC_FAKE_CTX_PUSH)
+				    fn != KVC_FAKE_CTX_PUSH &&
+				    fn != KVC_FAKE_EVENT_QUERY)
 					fail_msg(
 						"%s #%llu failing: no op failed",
 						kvc_fake_fn_name(fn),
@@ -872,6 +1346,10 @@ static void test_fence_faults(void **state)
 						kvc_fake_fn_name(fn),
 						(unsigned long long)nth,
 						kvc_fake_last_violation());
+				if (failures)
+					assert_int_equal(
+						fx->ops->fence(fx->be, &fx->va),
+						0);
 				injected++;
 			}
 		}
@@ -963,6 +1441,20 @@ int main(void)
 		cmocka_unit_test_setup_teardown(test_fake_stream_model,
 						setup_fence, teardown_fence),
 		cmocka_unit_test_setup_teardown(test_fence_faults, setup_fence,
+						teardown_fence),
+		cmocka_unit_test_setup_teardown(test_race_unordered,
+						setup_fence, teardown_fence),
+		cmocka_unit_test_setup_teardown(test_race_ordered, setup_fence,
+						teardown_fence),
+		cmocka_unit_test_setup_teardown(test_race_no_conflict,
+						setup_fence, teardown_fence),
+		cmocka_unit_test_setup_teardown(test_default_stream_aliases,
+						setup_fence, teardown_fence),
+		cmocka_unit_test_setup_teardown(test_sticky_fault, setup_fence,
+						teardown_fence),
+		cmocka_unit_test_setup_teardown(test_sticky_fault_reset, setup,
+						teardown),
+		cmocka_unit_test_setup_teardown(test_stream_slots, setup_fence,
 						teardown_fence),
 		cmocka_unit_test(test_fence_real_driver),
 	};

@@ -2628,7 +2628,8 @@ static void free_under_kernel(struct fixture *fx, const struct geometry *geo,
 	struct kvc_fence f = { KVC_FENCE_CUDA_STREAM, NULL };
 	uint32_t ids[16];
 
-	caller_stream(fx);
+	if (!fx->stream)
+		caller_stream(fx);
 	params_for(fx, geo);
 	pool_create(fx);
 	seed_rng(fx, seed);
@@ -2686,6 +2687,69 @@ static void test_fence_unknown_state_kept(void **state)
 	EXPECT_EQ(fx, st.fences_pending, 0);
 	assert_int_equal(pool_destroy(fx), 0);
 	expect_nothing_held(fx, "after destroy");
+}
+
+/*
+ * A driver error while polling or waiting on a fence: one that says
+ * nothing about the work (a bad value or handle) leaves the fence pending
+ * and its chunk mapped; one that means the context is dead (an illegal
+ * address) retires it, since nothing runs any more.
+ */
+static void test_fence_driver_errors(void **state)
+{
+	static const struct {
+		enum kvc_fake_fn fn;
+		kvc_cu_result result;
+		bool retired;
+	} cases[] = {
+		{ KVC_FAKE_EVENT_QUERY, KVC_CUDA_ERROR_INVALID_VALUE, false },
+		{ KVC_FAKE_EVENT_QUERY, KVC_CUDA_ERROR_INVALID_HANDLE, false },
+		{ KVC_FAKE_EVENT_QUERY, KVC_CUDA_ERROR_ILLEGAL_ADDRESS, true },
+		{ KVC_FAKE_EVENT_SYNC, KVC_CUDA_ERROR_INVALID_VALUE, false },
+		{ KVC_FAKE_EVENT_SYNC, KVC_CUDA_ERROR_LAUNCH_FAILED, true },
+	};
+	struct fixture *fx = *state;
+	struct kvc_pool_stats st;
+	uint32_t chunks[2], i;
+	int rc;
+
+	for (i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+		free_under_kernel(fx, &geo16, 71 + i, chunks);
+		/*
+		 * The fake's context does not really die: for the fatal
+		 * errors let the kernel run first, so that the unmap which
+		 * follows the retirement finds no work under it.
+		 */
+		if (cases[i].retired)
+			assert_true(kvc_fake_run() > 0);
+		kvc_fake_fail(cases[i].fn, 1, cases[i].result);
+		if (cases[i].fn == KVC_FAKE_EVENT_QUERY)
+			rc = kvc_pool_trim(fx->pool, 0);
+		else
+			rc = kvc_pool_fence_wait(fx->pool);
+		kvc_fake_fail(cases[i].fn, 0, 0);
+		NO_VIOLATION(fx);
+		VERIFY(fx);
+		st = stats_of(fx);
+		if (cases[i].retired) {
+			EXPECT_EQ(fx, st.fences_pending, 0);
+			EXPECT_EQ(fx, st.chunks_mapped, 1);
+		} else {
+			if (cases[i].fn == KVC_FAKE_EVENT_SYNC)
+				EXPECT_EQ(fx, (uint64_t)-rc, EAGAIN);
+			EXPECT_EQ(fx, st.fences_pending, 1);
+			EXPECT_EQ(fx, st.chunks_mapped, 2);
+			assert_true(kvc_fake_run() > 0);
+			assert_int_equal(kvc_pool_trim(fx->pool, 0), 0);
+			NO_VIOLATION(fx);
+			st = stats_of(fx);
+			EXPECT_EQ(fx, st.chunks_mapped, 1);
+			EXPECT_EQ(fx, st.fences_pending, 0);
+		}
+		set_async(fx, false);
+		assert_int_equal(pool_destroy(fx), 0);
+		expect_nothing_held(fx, "after destroy");
+	}
 }
 
 /*
@@ -3165,6 +3229,7 @@ int main(void)
 		FAKE(test_fences_do_not_pile_up),
 		FAKE(test_destroy_waits_for_fences),
 		FAKE(test_fence_unknown_state_kept),
+		FAKE(test_fence_driver_errors),
 		FAKE(test_trim_keep_above_watermark),
 		FAKE(test_compact_stream_fence),
 		FAKE(test_destroy_after_fenced_compaction),

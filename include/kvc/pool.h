@@ -301,7 +301,10 @@ int kvc_pool_free_fenced(struct kvc_pool *pool, uint32_t n, const uint32_t *ids,
  * Blocks on the pool's own fences (never a device-wide synchronize), then
  * unmaps the empty chunks beyond the watermark that they were holding.
  *
- * Return: 0, or the first device error.
+ * Return: 0; -EAGAIN when a fence could not be waited for (it stays
+ * pending, its chunks mapped); -EIO when the device reported its context
+ * dead (those fences are taken as completed); or the backend's error for
+ * an unmap it refused.
  */
 int kvc_pool_fence_wait(struct kvc_pool *pool);
 

@@ -231,7 +231,7 @@ static void set_real(struct table *t, uint32_t row, int col, double value)
 	char *text = cell(t, row, col);
 
 	/* Whatever another process wrote, keep the cell a few digits wide. */
-	if (isfinite(value) && fabs(value) >= 1e15)
+	if (isfinite(value) && fabs(value) >= 1e6)
 		snprintf(text, CELL_LEN, "%.3e", value);
 	else if (!real_text(value, text, CELL_LEN))
 		snprintf(text, CELL_LEN, "%s",
