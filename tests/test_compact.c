@@ -98,6 +98,7 @@ struct fixture {
 	uint8_t *live;
 	uint64_t *owner;
 	uint8_t *bump; /* what fake kernels added to every byte */
+	uint8_t *unseen; /* a caller kernel since the caller's last sync */
 	uint32_t nr_live;
 	uint64_t next_tag;
 	uint64_t rng;
@@ -106,7 +107,15 @@ struct fixture {
 	uint32_t nr_moves, cap_moves;
 	uint32_t hook_calls;
 	bool hook_oom;
-	char what[128];
+	/*
+	 * Async sweep: the model's bumps count the kernels queued as if run,
+	 * so contents are compared only while no work is queued; and once a
+	 * dead context has dropped queued work (killed_at: the address of the
+	 * kernel that killed it, see kill_context()), never again.
+	 */
+	bool contents_when_idle;
+	uint64_t killed_at;
+	char what[160];
 };
 
 #define FAIL(fx, fmt, ...)                                           \
@@ -231,10 +240,27 @@ static int setup_host(void **state)
 	return 0;
 }
 
+/* fx->be: the cuda backend over driver table @drv, in a fault backend. */
+static int open_fake_backend(struct fixture *fx,
+			     const struct kvc_cuda_driver *drv)
+{
+	struct kvc_backend *cuda;
+
+	if (kvc_backend_open_cuda_driver(drv, 0, &cuda)) {
+		fprintf(stderr, "cuda over the fake: %s\n", kvc_last_error());
+		return -1;
+	}
+	fx->be = fault_backend_wrap(cuda);
+	if (!fx->be) {
+		kvc_backend_close(cuda);
+		return -1;
+	}
+	return 0;
+}
+
 static int setup_fake(void **state)
 {
 	struct fixture *fx = fixture_new(state);
-	struct kvc_backend *cuda;
 
 	if (!fx)
 		return -1;
@@ -244,14 +270,7 @@ static int setup_fake(void **state)
 		free(fx);
 		return -1;
 	}
-	if (kvc_backend_open_cuda_driver(fx->drv, 0, &cuda)) {
-		fprintf(stderr, "cuda over the fake: %s\n", kvc_last_error());
-		free(fx);
-		return -1;
-	}
-	fx->be = fault_backend_wrap(cuda);
-	if (!fx->be) {
-		kvc_backend_close(cuda);
+	if (open_fake_backend(fx, fx->drv)) {
 		free(fx);
 		return -1;
 	}
@@ -264,9 +283,11 @@ static void model_free_arrays(struct fixture *fx)
 	free(fx->live);
 	free(fx->owner);
 	free(fx->bump);
+	free(fx->unseen);
 	fx->live = NULL;
 	fx->owner = NULL;
 	fx->bump = NULL;
+	fx->unseen = NULL;
 }
 
 static void expect_nothing_held(struct fixture *fx, const char *what)
@@ -281,16 +302,42 @@ static void expect_nothing_held(struct fixture *fx, const char *what)
 			 (long long)fc.reserved, (long long)fc.tokens);
 }
 
+static uint64_t fake_pending(void)
+{
+	struct kvc_fake_counts fc;
+
+	kvc_fake_counts(&fc);
+	return fc.pending;
+}
+
+/*
+ * No driver rule broken; but once kill_context() has run, exactly the one
+ * it broke on purpose: its kernel faulted, which is what killed the
+ * context (and is a violation by the fake's rules).
+ */
 static void fake_violations_none(struct fixture *fx, const char *file, int line)
 {
 	struct kvc_fake_counts fc;
+	const char *last;
+	char kill[64];
 
 	if (!fx->drv)
 		return;
 	kvc_fake_counts(&fc);
-	if (fc.violations)
-		fail_msg("%s:%d: [%s] driver rule broken: %s", file, line,
-			 fx->what, kvc_fake_last_violation());
+	last = kvc_fake_last_violation();
+	if (!fx->killed_at) {
+		if (fc.violations)
+			fail_msg("%s:%d: [%s] driver rule broken: %s", file,
+				 line, fx->what, last);
+		return;
+	}
+	snprintf(kill, sizeof(kill), "kernel on [%#" PRIx64 ", +1) found",
+		 fx->killed_at);
+	if (fc.violations != 1 || strncmp(last, kill, strlen(kill)))
+		fail_msg("%s:%d: [%s] %" PRIu64 " driver rules broken where "
+			 "only the killing kernel's fault was expected; last: "
+			 "%s",
+			 file, line, fx->what, fc.violations, last);
 }
 
 #define NO_VIOLATION(fx) fake_violations_none(fx, __FILE__, __LINE__)
@@ -313,7 +360,9 @@ static int teardown(void **state)
 	if (fx->pool)
 		kvc_pool_destroy(fx->pool);
 	fx->pool = NULL;
-	fault_backend_counts(fx->be, &held);
+	memset(&held, 0, sizeof(held));
+	if (fx->be) /* NULL only if an async sweep's reset failed */
+		fault_backend_counts(fx->be, &held);
 	if (fx->drv) {
 		if (fx->stream)
 			fx->drv->cuStreamDestroy(fx->stream);
@@ -432,9 +481,11 @@ static int pool_try_create(struct fixture *fx)
 	fx->live = calloc(fx->total, 1);
 	fx->owner = calloc(fx->total, sizeof(*fx->owner));
 	fx->bump = calloc(fx->total, 1);
+	fx->unseen = calloc(fx->total, 1);
 	assert_non_null(fx->live);
 	assert_non_null(fx->owner);
 	assert_non_null(fx->bump);
+	assert_non_null(fx->unseen);
 	fx->nr_live = 0;
 	fx->nr_moves = 0;
 	fx->hook_calls = 0;
@@ -469,12 +520,19 @@ static struct kvc_pool_stats stats_of(struct fixture *fx)
 
 #define VERIFY(fx) verify_model(fx, __FILE__, __LINE__)
 
-/* The pool agrees with the model on every block, and passes its checker. */
+/*
+ * The pool agrees with the model on every block, and passes its checker.
+ * Contents are skipped while queued work has yet to bring the blocks to
+ * what the model says (fx->contents_when_idle), and after a dead context
+ * dropped queued work.
+ */
 static void verify_model(struct fixture *fx, const char *file, int line)
 {
 	struct kvc_pool_stats st;
 	uint64_t owner, i;
 	uint32_t id;
+	bool contents =
+		!fx->killed_at && !(fx->contents_when_idle && fake_pending());
 	int err;
 
 	err = kvc_pool_check(fx->pool);
@@ -505,6 +563,8 @@ static void verify_model(struct fixture *fx, const char *file, int line)
 				 ", expected %#" PRIx64,
 				 file, line, fx->what, id, owner,
 				 fx->owner[id]);
+		if (!contents)
+			continue;
 		w = block_mem(fx, id);
 		for (i = 0; i < fx->bs / 8; i++)
 			if (w[i] != pattern(fx->owner[id], i, fx->bump[id]))
@@ -645,16 +705,23 @@ static uint32_t live_in_chunk(struct fixture *fx, uint32_t c, uint32_t n,
 	return n;
 }
 
-static int free_random(struct fixture *fx, uint32_t n)
+/* Free up to @n random live blocks, fenced by @fence if not NULL. */
+static int free_random_fenced(struct fixture *fx, uint32_t n,
+			      const struct kvc_fence *fence)
 {
 	uint32_t *ids = malloc((fx->total + 1) * sizeof(*ids));
 	int err;
 
 	assert_non_null(ids);
 	n = pick_live(fx, n, ids);
-	err = n ? model_free(fx, n, ids, false, NULL) : 0;
+	err = n ? model_free(fx, n, ids, fence != NULL, fence) : 0;
 	free(ids);
 	return err;
+}
+
+static int free_random(struct fixture *fx, uint32_t n)
+{
+	return free_random_fenced(fx, n, NULL);
 }
 
 /* A random history of allocs and frees, drifting towards @fill_pct full. */
@@ -1968,7 +2035,7 @@ static int try_compact(struct fixture *fx, const struct kvc_compact_params *p)
 	return rc;
 }
 
-static int try_tick(struct fixture *fx)
+static int try_tick(struct fixture *fx, const struct kvc_fence *fence)
 {
 	struct kvc_compact_result res;
 	struct round r;
@@ -1976,7 +2043,7 @@ static int try_tick(struct fixture *fx)
 
 	begin_round(fx, &r);
 	memset(&res, 0xa5, sizeof(res));
-	rc = kvc_pool_compact_tick(fx->pool, NULL, &res);
+	rc = kvc_pool_compact_tick(fx->pool, fence, &res);
 	END_ROUND(fx, &r);
 	if (rc == 0) {
 		EXPECT_EQ(fx, fx->nr_moves, 0);
@@ -1986,21 +2053,40 @@ static int try_tick(struct fixture *fx)
 	return rc;
 }
 
-static int try_plan_execute(struct fixture *fx)
+/* Plan with @p, let @between change the pool, then execute. */
+static int try_plan_execute(struct fixture *fx,
+			    const struct kvc_compact_params *p,
+			    void (*between)(struct fixture *fx))
 {
 	struct kvc_compact_plan *plan = NULL;
 	struct kvc_compact_result res;
 	struct round r;
 	int rc;
 
-	rc = kvc_compact_plan(fx->pool, NULL, &plan, NULL);
+	rc = kvc_compact_plan(fx->pool, p, &plan, NULL);
 	if (rc)
 		return rc;
-	free_random(fx, 3);
+	between(fx);
 	rc = EXECUTE(fx, plan, &res, &r);
 	expect_consistent(fx, &r, &res, rc, true);
 	kvc_compact_plan_free(plan);
 	return rc;
+}
+
+static void free_three(struct fixture *fx)
+{
+	free_random(fx, 3);
+}
+
+/* The pool the fault sweeps run on: 8 chunks of 16, marks for ticks. */
+static int sweep_pool_create(struct fixture *fx)
+{
+	params_for(fx, &geo16_kept1);
+	fx->params.capacity_blocks = 8 * 16;
+	fx->params.compact_high = 0.2;
+	fx->params.compact_low = 0.05;
+	fx->params.compact_budget_bytes = GRAN;
+	return pool_try_create(fx);
 }
 
 /*
@@ -2016,12 +2102,7 @@ static int sweep_scenario(struct fixture *fx)
 	uint32_t ids[128], n;
 	int failures = 0;
 
-	params_for(fx, &geo16_kept1);
-	fx->params.capacity_blocks = 8 * 16;
-	fx->params.compact_high = 0.2;
-	fx->params.compact_low = 0.05;
-	fx->params.compact_budget_bytes = GRAN;
-	if (pool_try_create(fx))
+	if (sweep_pool_create(fx))
 		return 1;
 	seed_rng(fx, 4242);
 	failures += model_alloc(fx, 100, NULL) != 0;
@@ -2035,10 +2116,10 @@ static int sweep_scenario(struct fixture *fx)
 	memset(&p, 0, sizeof(p));
 	p.max_bytes = 6 * fx->bs;
 	failures += try_compact(fx, &p) != 0;
-	failures += try_plan_execute(fx) != 0;
+	failures += try_plan_execute(fx, NULL, free_three) != 0;
 	failures += free_random(fx, 10) != 0;
-	failures += try_tick(fx) < 0;
-	failures += try_tick(fx) < 0;
+	failures += try_tick(fx, NULL) < 0;
+	failures += try_tick(fx, NULL) < 0;
 	n = pick_live(fx, fx->nr_live > 5 ? fx->nr_live - 5 : 0, ids);
 	failures += model_free(fx, n, ids, false, NULL) != 0;
 	failures += kvc_pool_trim(fx->pool, 0) != 0;
@@ -2094,70 +2175,204 @@ static void test_fault_every_op(void **state)
 		      injected, absorbed);
 }
 
-/* The fake's entry points each fail at each of their calls in turn. */
-static void test_fake_fault_every_call(void **state)
+/* ------------------------------------------------------------------ */
+/* fault sweeps over the fake driver's entry points */
+
+/*
+ * The failure one run of a sweep injects: the fake's entry point @fn fails
+ * at its call number @at (the fake's count since its reset) with @result.
+ * Calls the test makes itself, as the pool's caller (caller_call_begin()
+ * and caller_call_end()), step around it and are not counted as the
+ * pool's: every failure injected hits a call of the pool's.
+ * @kill: the context also dies just before that call (die_before()).
+ * @clean: the clean run, which counts the calls.
+ * @caller_calls: the test's own calls in this run, per entry point.
+ * @saw_pending, @saw_deferred: steps of the async scenario that ended with
+ *                              a fence pending, or an unmap deferred.
+ * @left_queued: runs of the sweep that left work queued after destroy.
+ * @label: what the run injects, for messages.
+ */
+static struct injection {
+	struct fixture *fx;
+	bool armed;
+	bool kill;
+	bool clean;
+	enum kvc_fake_fn fn;
+	uint64_t at;
+	kvc_cu_result result;
+	uint64_t caller_calls[KVC_FAKE_NR_FNS];
+	unsigned int saw_pending, saw_deferred;
+	unsigned int left_queued;
+	char label[96];
+} inj;
+
+/**
+ * struct fake_sweep - A scenario run again with each driver call failing.
+ * @scenario: one run, which ends by destroying its pool; returns how many
+ *            calls failed.
+ * @setup: before each run, or NULL.
+ * @finish: after each run, before what the fake holds is checked, or NULL.
+ * @kills: entry points each of whose calls, in a run of its own, fails
+ *         with a context-killing error, the context really dying there.
+ * @nr_kills: how many.
+ */
+struct fake_sweep {
+	int (*scenario)(struct fixture *fx);
+	void (*setup)(struct fixture *fx);
+	void (*finish)(struct fixture *fx);
+	const enum kvc_fake_fn *kills;
+	unsigned int nr_kills;
+};
+
+/*
+ * One run of @sw with the @nth call of @fn failing with @result (@nth 0:
+ * none), the context dying there if @kill. Then: no driver rule broken,
+ * nothing queued, nothing held. @calls (if not NULL) gets the pool's
+ * calls per entry point. Returns how many of the scenario's calls failed.
+ */
+static int sweep_run(struct fixture *fx, const struct fake_sweep *sw,
+		     enum kvc_fake_fn fn, uint64_t nth, kvc_cu_result result,
+		     bool kill, uint64_t *calls)
+{
+	struct kvc_fake_counts base, fc;
+	unsigned int k;
+	int failures;
+
+	snprintf(fx->what, sizeof(fx->what), "%s", inj.label);
+	if (sw->setup)
+		sw->setup(fx);
+	inj.fx = fx;
+	inj.clean = !nth;
+	memset(inj.caller_calls, 0, sizeof(inj.caller_calls));
+	inj.saw_pending = inj.saw_deferred = 0;
+	kvc_fake_counts(&base);
+	inj.fn = fn;
+	inj.at = base.calls[fn] + nth;
+	inj.result = result;
+	inj.kill = kill;
+	inj.armed = nth != 0;
+	if (nth)
+		kvc_fake_fail(fn, nth, result);
+	failures = sw->scenario(fx);
+	if (nth)
+		kvc_fake_fail(fn, 0, 0);
+	inj.armed = false;
+	snprintf(fx->what, sizeof(fx->what), "%s, after the run", inj.label);
+	kvc_fake_counts(&fc);
+	if (calls)
+		for (k = 0; k < KVC_FAKE_NR_FNS; k++)
+			calls[k] = fc.calls[k] - base.calls[k] -
+				   inj.caller_calls[k];
+	/*
+	 * Work may be left queued on the pool's stream after a failure: a
+	 * fence capture that fails once its stream wait is queued leaves
+	 * that wait, which only orders. No copy or kernel can be left: the
+	 * fake refuses to unmap, or to free a reservation, under queued work
+	 * (a violation). The device runs what is left; nothing may fault.
+	 */
+	if (fc.pending) {
+		inj.left_queued++;
+		kvc_fake_run();
+		NO_VIOLATION(fx);
+		if (fake_pending())
+			FAIL(fx, "%" PRIu64 " operations do not run",
+			     fake_pending());
+	}
+	if (sw->finish)
+		sw->finish(fx);
+	NO_VIOLATION(fx);
+	kvc_fake_counts(&fc);
+	/* The one leak allowed: a refused address free, which destroy
+	 * reported. */
+	if (nth && fn == KVC_FAKE_ADDRESS_FREE && fc.reservations == 1) {
+		assert_int_equal(
+			fx->drv->cuMemAddressFree(fx->base, fx->reserved_bytes),
+			0);
+		fault_backend_forget_reservation(fx->be);
+		kvc_fake_counts(&fc);
+	}
+	if (fc.handles || fc.mappings || fc.reservations || fc.events ||
+	    fc.pushed)
+		FAIL(fx,
+		     "%" PRIu64 " handles, %" PRIu64 " mappings, %" PRIu64
+		     " reservations, %" PRIu64 " events, %" PRIu64
+		     " contexts pushed left",
+		     fc.handles, fc.mappings, fc.reservations, fc.events,
+		     fc.pushed);
+	expect_nothing_held(fx, "after destroy");
+	return failures;
+}
+
+/*
+ * A clean run counts how many times the scenario calls each entry point;
+ * then each of those calls fails in turn, with CUDA_ERROR_OUT_OF_MEMORY
+ * and with CUDA_ERROR_INVALID_VALUE; then, for @sw->kills, each call
+ * with the context dying there.
+ */
+static void sweep_fake(struct fixture *fx, const struct fake_sweep *sw)
 {
 	static const kvc_cu_result results[] = {
 		KVC_CUDA_ERROR_OUT_OF_MEMORY,
 		KVC_CUDA_ERROR_INVALID_VALUE,
 	};
-	struct fixture *fx = *state;
-	struct kvc_fake_counts base, fc;
 	uint64_t calls[KVC_FAKE_NR_FNS], nth;
-	unsigned int fn, e, injected = 0, absorbed = 0;
+	unsigned int fn, e, k, injected = 0, absorbed = 0, killed = 0;
 	int failures;
 
-	snprintf(fx->what, sizeof(fx->what), "clean run on the fake");
-	kvc_fake_counts(&base);
-	assert_int_equal(sweep_scenario(fx), 0);
-	kvc_fake_counts(&fc);
-	NO_VIOLATION(fx);
-	expect_nothing_held(fx, "clean run");
-	for (fn = 0; fn < KVC_FAKE_NR_FNS; fn++)
-		calls[fn] = fc.calls[fn] - base.calls[fn];
+	memset(&inj, 0, sizeof(inj));
+	snprintf(inj.label, sizeof(inj.label), "clean run on the fake");
+	assert_int_equal(sweep_run(fx, sw, 0, 0, 0, false, calls), 0);
 	assert_true(calls[KVC_FAKE_MEMCPY] > 0);
 	for (fn = 0; fn < KVC_FAKE_NR_FNS; fn++) {
 		for (nth = 1; nth <= calls[fn]; nth++) {
 			for (e = 0; e < 2; e++) {
-				snprintf(fx->what, sizeof(fx->what),
+				snprintf(inj.label, sizeof(inj.label),
 					 "%s #%llu failing with %d",
 					 kvc_fake_fn_name(fn),
 					 (unsigned long long)nth, results[e]);
-				kvc_fake_fail(fn, nth, results[e]);
-				failures = sweep_scenario(fx);
-				kvc_fake_fail(fn, 0, 0);
+				failures = sweep_run(fx, sw, fn, nth,
+						     results[e], false, NULL);
 				absorbed += failures == 0;
 				injected++;
-				NO_VIOLATION(fx);
-				kvc_fake_counts(&fc);
-				/* The one leak allowed: a refused address free,
-				 * which destroy reported. */
-				if (fn == KVC_FAKE_ADDRESS_FREE &&
-				    fc.reservations == 1) {
-					assert_int_equal(
-						fx->drv->cuMemAddressFree(
-							fx->base,
-							fx->reserved_bytes),
-						0);
-					fault_backend_forget_reservation(
-						fx->be);
-					kvc_fake_counts(&fc);
-				}
-				if (fc.handles || fc.mappings ||
-				    fc.reservations || fc.pending)
-					FAIL(fx,
-					     "%" PRIu64 " handles, %" PRIu64
-					     " mappings, %" PRIu64
-					     " reservations, %" PRIu64
-					     " pending left",
-					     fc.handles, fc.mappings,
-					     fc.reservations, fc.pending);
-				expect_nothing_held(fx, "after destroy");
 			}
 		}
 	}
-	print_message("injected %u failures, %u absorbed without an error\n",
-		      injected, absorbed);
+	for (k = 0; k < sw->nr_kills; k++) {
+		fn = sw->kills[k];
+		for (nth = 1; nth <= calls[fn]; nth++) {
+			snprintf(inj.label, sizeof(inj.label),
+				 "%s #%llu failing with %d: the context dies",
+				 kvc_fake_fn_name(fn), (unsigned long long)nth,
+				 KVC_CUDA_ERROR_ILLEGAL_ADDRESS);
+			sweep_run(fx, sw, fn, nth,
+				  KVC_CUDA_ERROR_ILLEGAL_ADDRESS, true, NULL);
+			if (!fx->killed_at)
+				FAIL(fx, "the context did not die");
+			killed++;
+			injected++;
+		}
+	}
+	/* Leave a clean fake to the teardown. */
+	if (sw->setup)
+		sw->setup(fx);
+	if (sw->nr_kills)
+		print_message("injected %u failures, %u of them killing the "
+			      "context, %u absorbed without an error; %u runs "
+			      "left a stream wait or record queued\n",
+			      injected, killed, absorbed, inj.left_queued);
+	else
+		print_message("injected %u failures, %u absorbed without an "
+			      "error\n",
+			      injected, absorbed);
+}
+
+/* The fake's entry points each fail at each of their calls in turn. */
+static void test_fake_fault_every_call(void **state)
+{
+	static const struct fake_sweep sweep = { sweep_scenario, NULL, NULL,
+						 NULL, 0 };
+
+	sweep_fake(*state, &sweep);
 }
 
 /*
@@ -2378,14 +2593,6 @@ static uint64_t block_addr(struct fixture *fx, uint32_t id)
 static uint64_t chunk_addr(struct fixture *fx, uint32_t c)
 {
 	return fx->base + (uint64_t)c * fx->bpc * fx->bs;
-}
-
-static uint64_t fake_pending(void)
-{
-	struct kvc_fake_counts fc;
-
-	kvc_fake_counts(&fc);
-	return fc.pending;
 }
 
 /* On the host every fence has completed: nothing is ever deferred. */
@@ -3115,6 +3322,435 @@ static void test_compact_event_or_no_fence(void **state)
 }
 
 /* ------------------------------------------------------------------ */
+/* the fault sweep with fences pending */
+
+/*
+ * test_fake_fault_every_call runs the fake in sync mode, so no fence is
+ * ever pending when a call fails. Here the sweep runs in async mode with a
+ * caller driving the pool as a serving loop would: its kernels on live
+ * blocks between steps; frees fenced by its stream and by an event;
+ * compactions fenced by its stream (a full one, proactive ticks, and a
+ * plan executed after a decode step), by an event, and by nothing; trims
+ * and a fence wait while fences are pending; and the device running at
+ * chosen points, so that later calls poll fences that have completed
+ * unseen. Every step is checked (async_step_end()).
+ *
+ * The caller keeps the rules a CUDA application must keep:
+ * - kernels only on live blocks; on a moved block only after the call that
+ *   moved it (a stream-fenced compaction orders the stream's later work
+ *   after its copies; an unfenced or event-fenced one has waited);
+ * - a block a kernel may still use is freed with a fence that covers the
+ *   kernel (fx->unseen marks those blocks until the caller synchronises
+ *   its stream); an event fence is recorded just before it is passed;
+ * - an unfenced compaction only after the caller synchronised its stream:
+ *   "no fence" says no work of its own is pending;
+ * - the test fills new blocks from the host, so the device first runs
+ *   what is queued (async_alloc()): the fill lands after all earlier work
+ *   on those bytes, as a fill queued on the caller's stream would.
+ * The model counts a kernel when it is launched, so contents are compared
+ * only while nothing is queued (fx->contents_when_idle).
+ *
+ * The test's own driver calls (its event records and stream synchronises)
+ * go through the fake's table and step around the injected failure, so
+ * every injection hits one of the pool's calls.
+ *
+ * Context-killing errors. A failure kvc_fake_fail() injects leaves the
+ * fake's context alive: if cuEventQuery said CUDA_ERROR_ILLEGAL_ADDRESS
+ * while the fake still ran work, the pool would, as documented, take the
+ * fence as retired and unmap under work the fake still runs; no device is
+ * ever in that state. So in these runs the context really dies, just
+ * before the chosen call: the pool's driver table wraps the fake's
+ * cuEventQuery and cuEventSynchronize (die_before()), and kill_context()
+ * runs a caller kernel that overruns the pool's reservation. As on a
+ * device, the fake drops all queued work and answers
+ * CUDA_ERROR_ILLEGAL_ADDRESS to every call that waits, queues or creates
+ * from then on, the chosen call first. What that allows, and nothing
+ * more: the one violation the killing kernel's fault is by the fake's
+ * rules (fake_violations_none() checks that it is that one); no contents
+ * checks from then on (the dropped copies and kernels never ran); kernels
+ * and event records of the caller's that fail. The checker, liveness and
+ * owners are still checked after every step, and at the end nothing may
+ * be held (sweep_run()).
+ */
+
+static const struct kvc_cuda_driver *fake_table;
+static struct kvc_cuda_driver dying_table; /* the pool's */
+
+/* A caller kernel overruns the pool's reservation: the context dies. */
+static void kill_context(struct fixture *fx)
+{
+	uint64_t at = fx->base + fx->reserved_bytes;
+
+	/*
+	 * On the default stream, which nothing else uses: kvc_fake_run()
+	 * looks at it first, so the fault drops all other work unrun.
+	 */
+	if (kvc_fake_launch(NULL, at, 1) == 0 && kvc_fake_run() > 0)
+		fx->killed_at = at;
+}
+
+static void die_before(enum kvc_fake_fn fn)
+{
+	struct kvc_fake_counts fc;
+
+	if (!inj.armed || !inj.kill || inj.fn != fn)
+		return;
+	kvc_fake_counts(&fc);
+	if (fc.calls[fn] + 1 == inj.at)
+		kill_context(inj.fx);
+}
+
+static kvc_cu_result dying_event_query(kvc_cu_event event)
+{
+	die_before(KVC_FAKE_EVENT_QUERY);
+	return fake_table->cuEventQuery(event);
+}
+
+static kvc_cu_result dying_event_sync(kvc_cu_event event)
+{
+	die_before(KVC_FAKE_EVENT_SYNC);
+	return fake_table->cuEventSynchronize(event);
+}
+
+/* A call of the caller's own: the injected failure steps around it. */
+static void caller_call_begin(enum kvc_fake_fn fn)
+{
+	if (inj.armed && inj.fn == fn)
+		kvc_fake_fail(fn, 0, 0);
+}
+
+static void caller_call_end(enum kvc_fake_fn fn)
+{
+	struct kvc_fake_counts fc;
+
+	inj.caller_calls[fn]++;
+	if (!inj.armed || inj.fn != fn)
+		return;
+	inj.at++;
+	kvc_fake_counts(&fc);
+	if (fc.calls[fn] < inj.at)
+		kvc_fake_fail(fn, inj.at - fc.calls[fn], inj.result);
+}
+
+/* The caller waits for its stream: its kernels are then seen done. */
+static int caller_sync(struct fixture *fx)
+{
+	kvc_cu_result r;
+
+	caller_call_begin(KVC_FAKE_STREAM_SYNC);
+	r = fx->drv->cuStreamSynchronize(fx->stream);
+	caller_call_end(KVC_FAKE_STREAM_SYNC);
+	if (!r)
+		memset(fx->unseen, 0, fx->total);
+	else if (!fx->killed_at)
+		FAIL(fx, "the caller's cuStreamSynchronize() = %d", r);
+	return 0;
+}
+
+/* The caller records its event: the work an event fence then covers. */
+static void caller_record(struct fixture *fx)
+{
+	kvc_cu_result r;
+
+	caller_call_begin(KVC_FAKE_EVENT_RECORD);
+	r = fx->drv->cuEventRecord(fx->event, fx->stream);
+	caller_call_end(KVC_FAKE_EVENT_RECORD);
+	if (r && !fx->killed_at)
+		FAIL(fx, "the caller's cuEventRecord() = %d", r);
+}
+
+/* A caller kernel on live block @id: adds 1 to its bytes when it runs. */
+static void caller_kernel(struct fixture *fx, uint32_t id)
+{
+	kvc_cu_result r;
+
+	if (!fx->live[id])
+		FAIL(fx, "a kernel on block %u, which is not live", id);
+	r = kvc_fake_launch(fx->stream, block_addr(fx, id), fx->bs);
+	if (!r) {
+		fx->bump[id]++;
+		fx->unseen[id] = 1;
+	} else if (!fx->killed_at) {
+		FAIL(fx, "kvc_fake_launch() = %d", r);
+	}
+}
+
+/* A decode step: kernels on up to @n random live blocks. */
+static int caller_kernels(struct fixture *fx, uint32_t n)
+{
+	uint32_t ids[16], i;
+
+	n = pick_live(fx, n < 16 ? n : 16, ids);
+	for (i = 0; i < n; i++)
+		caller_kernel(fx, ids[i]);
+	return 0;
+}
+
+/* Kernels on up to @n blocks the last compaction call moved. */
+static int kernels_on_moved(struct fixture *fx, uint32_t n)
+{
+	uint32_t i;
+
+	for (i = 0; i < fx->nr_moves && i < n; i++)
+		if (fx->live[fx->moves[i].to])
+			caller_kernel(fx, fx->moves[i].to);
+	return 0;
+}
+
+/*
+ * Plain free of every block of the chunk the last compaction call moved
+ * its first block into, if no kernel of the caller's may use one: the
+ * chunk empties while the pool's copies into it may still be queued.
+ */
+static int free_dest_chunk(struct fixture *fx)
+{
+	uint32_t ids[MAX_CHUNKS * 4], n, i;
+
+	if (!fx->nr_moves)
+		return 0;
+	n = live_in_chunk(fx, fx->moves[0].to / fx->bpc, fx->bpc, ids);
+	for (i = 0; i < n; i++)
+		if (fx->unseen[ids[i]])
+			return 0;
+	return model_free(fx, n, ids, false, NULL);
+}
+
+/* Plain free of up to @n random live blocks no caller kernel may use. */
+static int free_quiet(struct fixture *fx, uint32_t n)
+{
+	uint32_t *ids = malloc((fx->total + 1) * sizeof(*ids)), m, i, k = 0;
+	int err;
+
+	assert_non_null(ids);
+	m = pick_live(fx, fx->total, ids);
+	for (i = 0; i < m && k < n; i++)
+		if (!fx->unseen[ids[i]])
+			ids[k++] = ids[i];
+	err = k ? model_free(fx, k, ids, false, NULL) : 0;
+	free(ids);
+	return err;
+}
+
+/* Free up to @n random live blocks, fenced by an event recorded now. */
+static int free_event_fenced(struct fixture *fx, uint32_t n)
+{
+	const struct kvc_fence event = { KVC_FENCE_CUDA_EVENT, fx->event };
+
+	caller_record(fx);
+	return free_random_fenced(fx, n, &event);
+}
+
+/* A compaction of at most @max_bytes, fenced by an event recorded now. */
+static int compact_event_fenced(struct fixture *fx, uint64_t max_bytes)
+{
+	const struct kvc_fence event = { KVC_FENCE_CUDA_EVENT, fx->event };
+	struct kvc_compact_params p;
+
+	memset(&p, 0, sizeof(p));
+	p.max_bytes = max_bytes;
+	p.fence = &event;
+	caller_record(fx);
+	return try_compact(fx, &p);
+}
+
+/*
+ * Every live block, fenced by the caller's stream. Should that fail, the
+ * caller waits for its stream instead, so that the destroy which follows
+ * unmaps nothing its kernels still use.
+ */
+static int free_all_fenced(struct fixture *fx)
+{
+	const struct kvc_fence stream = { KVC_FENCE_CUDA_STREAM, fx->stream };
+	uint32_t *ids = malloc((fx->total + 1) * sizeof(*ids)), n = 0, id;
+	int err;
+
+	assert_non_null(ids);
+	for (id = 0; id < fx->total; id++)
+		if (fx->live[id])
+			ids[n++] = id;
+	err = n ? model_free(fx, n, ids, true, &stream) : 0;
+	if (err)
+		caller_sync(fx);
+	free(ids);
+	return err;
+}
+
+/* Between plan and execute: a decode step, evictions fenced by it. */
+static void decode_step(struct fixture *fx)
+{
+	const struct kvc_fence stream = { KVC_FENCE_CUDA_STREAM, fx->stream };
+
+	caller_kernels(fx, 6);
+	free_random_fenced(fx, 3, &stream);
+}
+
+/* The device runs what is queued; the host does not see it yet. */
+static int device_runs(struct fixture *fx)
+{
+	kvc_fake_run();
+	return 0;
+}
+
+/* Fill new blocks from the host only after the device ran earlier work. */
+static int async_alloc(struct fixture *fx, uint32_t n)
+{
+	kvc_fake_run();
+	return model_alloc(fx, n, NULL);
+}
+
+static void async_step_begin(struct fixture *fx, const char *name)
+{
+	snprintf(fx->what, sizeof(fx->what), "%s; step: %s", inj.label, name);
+}
+
+/* After every step: the driver's rules, the checker, the model. */
+static void async_step_end(struct fixture *fx, const char *file, int line)
+{
+	struct kvc_pool_stats st;
+
+	fake_violations_none(fx, file, line);
+	if (!fx->pool)
+		return;
+	verify_model(fx, file, line);
+	st = stats_of(fx);
+	inj.saw_pending += st.fences_pending > 0;
+	inj.saw_deferred += st.chunks_unmap_deferred > 0;
+}
+
+/* One step of async_scenario(): @failed is nonzero when a call failed. */
+#define ASYNC_STEP(fx, name, failed)                    \
+	do {                                            \
+		async_step_begin(fx, name);             \
+		failures += (failed) ? 1 : 0;           \
+		async_step_end(fx, __FILE__, __LINE__); \
+	} while (0)
+
+static int async_scenario(struct fixture *fx)
+{
+	const struct kvc_fence stream = { KVC_FENCE_CUDA_STREAM, fx->stream };
+	struct kvc_compact_params p;
+	int failures = 0;
+
+	if (sweep_pool_create(fx))
+		return 1;
+	seed_rng(fx, 4343);
+	memset(&p, 0, sizeof(p));
+	p.fence = &stream;
+	ASYNC_STEP(fx, "alloc 100", async_alloc(fx, 100));
+	ASYNC_STEP(fx, "kernels", caller_kernels(fx, 12));
+	ASYNC_STEP(fx, "free 40, stream fence",
+		   free_random_fenced(fx, 40, &stream));
+	ASYNC_STEP(fx, "kernels", caller_kernels(fx, 6));
+	ASYNC_STEP(fx, "trim to 0, fences pending", kvc_pool_trim(fx->pool, 0));
+	ASYNC_STEP(fx, "free 15, event fence", free_event_fenced(fx, 15));
+	ASYNC_STEP(fx, "kernels", caller_kernels(fx, 6));
+	ASYNC_STEP(fx, "compaction, stream fence", try_compact(fx, &p));
+	ASYNC_STEP(fx, "kernels on moved blocks", kernels_on_moved(fx, 8));
+	ASYNC_STEP(fx, "plain free, copies queued", free_quiet(fx, 10));
+	ASYNC_STEP(fx, "trim to 0, copies queued", kvc_pool_trim(fx->pool, 0));
+	ASYNC_STEP(fx, "the device runs", device_runs(fx));
+	ASYNC_STEP(fx, "free 10, stream fence, older fences done unseen",
+		   free_random_fenced(fx, 10, &stream));
+	ASYNC_STEP(fx, "alloc 30", async_alloc(fx, 30));
+	ASYNC_STEP(fx, "kernels", caller_kernels(fx, 8));
+	ASYNC_STEP(fx, "free 25, stream fence",
+		   free_random_fenced(fx, 25, &stream));
+	ASYNC_STEP(fx, "the caller waits for its stream", caller_sync(fx));
+	ASYNC_STEP(fx, "fence wait", kvc_pool_fence_wait(fx->pool));
+	ASYNC_STEP(fx, "tick, stream fence", try_tick(fx, &stream) < 0);
+	ASYNC_STEP(fx, "plain free of a destination chunk, copies queued",
+		   free_dest_chunk(fx));
+	ASYNC_STEP(fx, "kernels on moved blocks", kernels_on_moved(fx, 8));
+	ASYNC_STEP(fx, "trim to 0, copies queued", kvc_pool_trim(fx->pool, 0));
+	ASYNC_STEP(fx, "tick, stream fence", try_tick(fx, &stream) < 0);
+	ASYNC_STEP(fx, "fence wait, copies queued",
+		   kvc_pool_fence_wait(fx->pool));
+	ASYNC_STEP(fx, "alloc 20", async_alloc(fx, 20));
+	ASYNC_STEP(fx, "free 20, event fence", free_event_fenced(fx, 20));
+	ASYNC_STEP(fx, "plan, decode step, execute with a stream fence",
+		   try_plan_execute(fx, &p, decode_step));
+	ASYNC_STEP(fx, "kernels on moved blocks", kernels_on_moved(fx, 8));
+	ASYNC_STEP(fx, "free 12, event fence", free_event_fenced(fx, 12));
+	ASYNC_STEP(fx, "kernels", caller_kernels(fx, 6));
+	ASYNC_STEP(fx, "budgeted compaction, event fence",
+		   compact_event_fenced(fx, 6 * fx->bs));
+	ASYNC_STEP(fx, "kernels on moved blocks", kernels_on_moved(fx, 8));
+	ASYNC_STEP(fx, "alloc 30", async_alloc(fx, 30));
+	ASYNC_STEP(fx, "kernels", caller_kernels(fx, 8));
+	ASYNC_STEP(fx, "free 25, event fence", free_event_fenced(fx, 25));
+	ASYNC_STEP(fx, "the caller waits for its stream", caller_sync(fx));
+	ASYNC_STEP(fx, "compaction, no fence", try_compact(fx, NULL));
+	ASYNC_STEP(fx, "kernels on moved blocks", kernels_on_moved(fx, 8));
+	ASYNC_STEP(fx, "plain free", free_quiet(fx, 10));
+	ASYNC_STEP(fx, "alloc 40", async_alloc(fx, 40));
+	ASYNC_STEP(fx, "kernels", caller_kernels(fx, 16));
+	ASYNC_STEP(fx, "free all, stream fence", free_all_fenced(fx));
+	ASYNC_STEP(fx, "destroy, fences pending", pool_destroy(fx));
+	return failures;
+}
+
+/*
+ * Before each run: a fresh fake (a dead context lasts until the reset;
+ * and the reset fails if the last run left anything), the backend over
+ * the dying table, async mode, the caller's stream and event.
+ */
+static void async_setup(struct fixture *fx)
+{
+	kvc_backend_close(fx->be);
+	fx->be = NULL;
+	fx->killed_at = 0;
+	fx->drv = kvc_fake_driver(&small_gpu);
+	if (!fx->drv)
+		FAIL(fx, "the fake is not clean after the last run");
+	fake_table = fx->drv;
+	dying_table = *fx->drv;
+	dying_table.cuEventQuery = dying_event_query;
+	dying_table.cuEventSynchronize = dying_event_sync;
+	if (open_fake_backend(fx, &dying_table))
+		FAIL(fx, "the cuda backend does not open over the fake");
+	set_async(fx, true);
+	fx->contents_when_idle = true;
+	caller_stream(fx);
+}
+
+static void async_finish(struct fixture *fx)
+{
+	if (inj.clean && (!inj.saw_pending || !inj.saw_deferred))
+		FAIL(fx,
+		     "the clean run ended %u steps with a fence pending and "
+		     "%u with an unmap deferred: both must happen",
+		     inj.saw_pending, inj.saw_deferred);
+	assert_int_equal(fx->drv->cuStreamDestroy(fx->stream), 0);
+	assert_int_equal(fx->drv->cuEventDestroy(fx->event), 0);
+	assert_int_equal(fx->drv->cuDevicePrimaryCtxRelease(0), 0);
+	fx->stream = NULL;
+	fx->event = NULL;
+	fx->ctx = NULL;
+}
+
+/*
+ * The fake's entry points each fail at each of their calls in turn while
+ * fences are pending; and the context dies at each event query and event
+ * synchronise of the pool's.
+ */
+static void test_fake_fault_every_call_async(void **state)
+{
+	static const enum kvc_fake_fn kills[] = {
+		KVC_FAKE_EVENT_QUERY,
+		KVC_FAKE_EVENT_SYNC,
+	};
+	static const struct fake_sweep sweep = {
+		async_scenario,
+		async_setup,
+		async_finish,
+		kills,
+		sizeof(kills) / sizeof(kills[0]),
+	};
+
+	sweep_fake(*state, &sweep);
+}
+
+/* ------------------------------------------------------------------ */
 /* bad arguments */
 
 static void test_bad_arguments(void **state)
@@ -3237,6 +3873,7 @@ int main(void)
 		FAKE(test_copy_fails_async_drained),
 		FAKE(test_tick_with_stream_fence),
 		FAKE(test_compact_event_or_no_fence),
+		FAKE(test_fake_fault_every_call_async),
 		HOST(test_bad_arguments),
 	};
 
