@@ -6,7 +6,7 @@
  * Never unmaps a chunk with a live block; never drops a live block.
  */
 #include <errno.h>
-#include <math.h> /* INFINITY only: no libm */
+#include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>

@@ -7,6 +7,8 @@
 #include <kvc/backend.h>
 #include <kvc/pool.h>
 #include <kvc/compact.h>
+#include <kvc/kv.h>
+#include <kvc/attention.h>
 #include <kvc/stats.h>
 
 /** KVC_VERSION - Library version as a string. */

@@ -1,0 +1,205 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * The paged KV cache of the runtime: a model shape, a pool of blocks, and
+ * sequences that own one block table and one context length per (layer,
+ * KV head). One block holds block_size tokens of K and V for ONE (layer,
+ * KV head), so each head can lose a different number of blocks.
+ */
+#ifndef KVC_KV_H
+#define KVC_KV_H
+
+#include <stdint.h>
+
+#include <kvc/pool.h>
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+/**
+ * enum kvc_dtype - How K and V are stored (compute is always f32).
+ * @KVC_DTYPE_F32: 4-byte IEEE floats.
+ * @KVC_DTYPE_F16: 2-byte IEEE halves, round to nearest even.
+ */
+enum kvc_dtype {
+	KVC_DTYPE_F32 = 0,
+	KVC_DTYPE_F16 = 1,
+};
+
+/**
+ * struct kvc_model_shape - The attention shape a cache serves.
+ * @layers: transformer layers (>= 1).
+ * @q_heads: query heads per layer; a multiple of @kv_heads.
+ * @kv_heads: KV heads per layer (GQA: q_heads / kv_heads query heads
+ *            share one).
+ * @head_dim: 64, 80, 96, 128 or 256.
+ * @block_size: tokens per block: 8, 16 or 32.
+ * @dtype: storage type of K and V.
+ */
+struct kvc_model_shape {
+	uint32_t layers;
+	uint32_t q_heads;
+	uint32_t kv_heads;
+	uint32_t head_dim;
+	uint32_t block_size;
+	enum kvc_dtype dtype;
+};
+
+/**
+ * kvc_model_shape_check() - Check a shape.
+ * @shape: the shape.
+ *
+ * Return: 0, or -EINVAL with a message naming the bad field.
+ */
+int kvc_model_shape_check(const struct kvc_model_shape *shape);
+
+/**
+ * kvc_kv_block_bytes() - Bytes of one block: K then V, block_size x
+ * head_dim elements each.
+ * @shape: a valid shape.
+ *
+ * Return: the size.
+ */
+uint64_t kvc_kv_block_bytes(const struct kvc_model_shape *shape);
+
+struct kvc_kv;
+struct kvc_seq;
+
+/**
+ * struct kvc_kv_params - How to build a cache.
+ * @shape: the model shape.
+ * @capacity_blocks: blocks the cache may hold (rounded up to chunks).
+ * @backend_kind: where the pool maps its chunks.
+ * @backend: a backend the caller owns, or NULL.
+ * @empty_chunks_kept: the pool's watermark.
+ * @name: label of the pool's stats page, or NULL.
+ * @flags: pool flags (%KVC_POOL_NO_STATS_PAGE).
+ *
+ * The chunk size is the smallest multiple of the backend's granularity
+ * that whole blocks fill (head_dim 80 or 96 makes blocks that do not
+ * divide 2 MiB).
+ */
+struct kvc_kv_params {
+	struct kvc_model_shape shape;
+	uint64_t capacity_blocks;
+	enum kvc_backend_kind backend_kind;
+	struct kvc_backend *backend;
+	uint32_t empty_chunks_kept;
+	const char *name;
+	uint32_t flags;
+};
+
+/**
+ * kvc_kv_create() - Build a cache and its pool.
+ * @params: the parameters.
+ * @out: set to the cache.
+ *
+ * Return: 0, -EINVAL for a bad shape or capacity, -ENOMEM, or the pool's
+ * error.
+ */
+int kvc_kv_create(const struct kvc_kv_params *params, struct kvc_kv **out);
+
+/**
+ * kvc_kv_destroy() - Free every sequence, the pool and the cache.
+ * @kv: the cache, or NULL.
+ */
+void kvc_kv_destroy(struct kvc_kv *kv);
+
+/**
+ * kvc_kv_pool() - The cache's pool (for stats and compaction).
+ * @kv: the cache.
+ *
+ * Compacting it is safe: the cache patches its block tables and moves the
+ * slot metadata through the pool's move hook, which it owns.
+ *
+ * Return: the pool.
+ */
+struct kvc_pool *kvc_kv_pool(struct kvc_kv *kv);
+
+/**
+ * kvc_kv_shape() - The cache's shape.
+ * @kv: the cache.
+ *
+ * Return: the shape.
+ */
+const struct kvc_model_shape *kvc_kv_shape(const struct kvc_kv *kv);
+
+/**
+ * kvc_kv_check() - Check every invariant of the cache.
+ * @kv: the cache.
+ *
+ * Every table entry is a live block owned by its (sequence, layer, head,
+ * index); per-head lengths fit their tables; the pool passes its own
+ * check; live blocks equal the sum of the tables.
+ *
+ * Return: 0, or -EFAULT with a message.
+ */
+int kvc_kv_check(struct kvc_kv *kv);
+
+/**
+ * kvc_seq_create() - Start an empty sequence.
+ * @kv: the cache.
+ * @out: set to the sequence.
+ *
+ * Return: 0, -ENOMEM, or -ENOSPC when 2^24 sequences are live.
+ */
+int kvc_seq_create(struct kvc_kv *kv, struct kvc_seq **out);
+
+/**
+ * kvc_seq_destroy() - Free a sequence and all its blocks.
+ * @seq: the sequence, or NULL.
+ */
+void kvc_seq_destroy(struct kvc_seq *seq);
+
+/**
+ * kvc_seq_append() - Write the K and V of new tokens (the cache write).
+ * @seq: the sequence.
+ * @n: tokens.
+ * @k: keys, [layers][kv_heads][n][head_dim] floats.
+ * @v: values, same layout.
+ *
+ * Each (layer, head) appends at its own length; the tokens get positions
+ * seq_tokens .. seq_tokens + n - 1 and metric 0. The blocks all heads need
+ * come from the pool in one call: all or nothing.
+ *
+ * Return: 0, -EINVAL, -ENOMEM (nothing written).
+ */
+int kvc_seq_append(struct kvc_seq *seq, uint32_t n, const float *k,
+		   const float *v);
+
+/**
+ * kvc_seq_tokens() - Tokens appended to a sequence (its logical length).
+ * @seq: the sequence.
+ *
+ * Return: the count.
+ */
+uint32_t kvc_seq_tokens(const struct kvc_seq *seq);
+
+/**
+ * kvc_seq_len() - KVs a (layer, KV head) holds now.
+ * @seq: the sequence.
+ * @layer: the layer.
+ * @head: the KV head.
+ *
+ * Return: the length, at most kvc_seq_tokens().
+ */
+uint32_t kvc_seq_len(const struct kvc_seq *seq, uint32_t layer, uint32_t head);
+
+/**
+ * kvc_seq_table() - The block table of a (layer, KV head).
+ * @seq: the sequence.
+ * @layer: the layer.
+ * @head: the KV head.
+ * @nr_blocks: set to the number of blocks (ceil(len / block_size)).
+ *
+ * Valid until the next call that changes the sequence or compacts the pool.
+ *
+ * Return: the block ids.
+ */
+const uint32_t *kvc_seq_table(const struct kvc_seq *seq, uint32_t layer,
+			      uint32_t head, uint32_t *nr_blocks);
+
+#ifdef __cplusplus
+}
+#endif
+#endif /* KVC_KV_H */

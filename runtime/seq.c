@@ -1,0 +1,378 @@
+// SPDX-License-Identifier: MIT
+/*
+ * Sequences: one block table and one length per (layer, KV head), and the
+ * cache write that appends K and V to them. An append is all or nothing:
+ * every table is given room first, then the blocks all heads need come
+ * from the pool in one call, and only then is anything written, so a
+ * failure leaves the sequence as it was. Never leaves a block live that
+ * no table holds, nor a table entry without its owner tag.
+ */
+#include <errno.h>
+#include <stdint.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <kvc/kv.h>
+#include <kvc/pool.h>
+
+#include "../alloc/error.h"
+#include "../kernels/half.h"
+#include "internal.h"
+
+/* At most 2^24 live sequences: the owner tag has 24 bits for the id. */
+#define SEQ_MAX_IDS (1u << KVC_SEQ_BITS)
+/* At most 2^20 blocks per table: the owner tag's index field. */
+#define TABLE_MAX_BLOCKS (1u << KVC_INDEX_BITS)
+
+static uint32_t nr_tables(const struct kvc_kv *kv)
+{
+	return kv->shape.layers * kv->shape.kv_heads;
+}
+
+static uint32_t elem_bytes(const struct kvc_kv *kv)
+{
+	return kv->shape.dtype == KVC_DTYPE_F16 ? 2 : 4;
+}
+
+/* Address of slot @slot of K in block @block; V is block_size rows on. */
+static uint8_t *slot_k(const struct kvc_kv *kv, uint32_t block, uint32_t slot)
+{
+	return kv->base + (uint64_t)block * kv->block_bytes +
+	       (uint64_t)slot * kv->shape.head_dim * elem_bytes(kv);
+}
+
+static uint8_t *slot_v(const struct kvc_kv *kv, uint32_t block, uint32_t slot)
+{
+	uint64_t k_bytes = (uint64_t)kv->shape.block_size * kv->shape.head_dim *
+			   elem_bytes(kv);
+
+	return slot_k(kv, block, slot) + k_bytes;
+}
+
+static struct kvc_slot_meta *slot_meta(const struct kvc_kv *kv, uint32_t block,
+				       uint32_t slot)
+{
+	return &kv->meta[(uint64_t)block * kv->shape.block_size + slot];
+}
+
+/* Store one K or V vector (head_dim floats) as the cache's dtype. */
+static void store_row(const struct kvc_kv *kv, uint8_t *dst, const float *src)
+{
+	uint32_t d, n = kv->shape.head_dim;
+	uint16_t h;
+
+	if (kv->shape.dtype == KVC_DTYPE_F32) {
+		memcpy(dst, src, (size_t)n * sizeof(*src));
+		return;
+	}
+	for (d = 0; d < n; d++) {
+		h = kvc_f32_to_f16(src[d]);
+		memcpy(dst + 2 * d, &h, sizeof(h));
+	}
+}
+
+static int grow_ids(struct kvc_kv *kv, uint32_t n)
+{
+	uint32_t *ids;
+
+	if (n <= kv->ids_cap)
+		return 0;
+	ids = realloc(kv->ids, (size_t)n * sizeof(*ids));
+	if (!ids)
+		return kvc_err(-ENOMEM, "out of memory for %u block ids", n);
+	kv->ids = ids;
+	kv->ids_cap = n;
+	return 0;
+}
+
+/* Room for @n entries in @t; the blocks already there are kept. */
+static int grow_table(struct kvc_head_table *t, uint32_t n)
+{
+	uint32_t cap = t->cap ? t->cap : 4;
+	uint32_t *blocks;
+
+	if (n <= t->cap)
+		return 0;
+	while (cap < n)
+		cap = cap > TABLE_MAX_BLOCKS / 2 ? TABLE_MAX_BLOCKS : cap * 2;
+	blocks = realloc(t->blocks, (size_t)cap * sizeof(*blocks));
+	if (!blocks)
+		return kvc_err(-ENOMEM,
+			       "out of memory for a block table of %u entries",
+			       cap);
+	t->blocks = blocks;
+	t->cap = cap;
+	return 0;
+}
+
+int kvc_seq_create(struct kvc_kv *kv, struct kvc_seq **out)
+{
+	struct kvc_seq *seq, **seqs;
+	uint32_t id, cap;
+
+	if (!kv || !out)
+		return kvc_err(-EINVAL, "kvc_seq_create: NULL %s",
+			       kv ? "out" : "cache");
+	if (kv->nr_seqs >= SEQ_MAX_IDS)
+		return kvc_err(-ENOSPC, "%u sequences live, at most %u",
+			       kv->nr_seqs, SEQ_MAX_IDS);
+	/* The lowest free id: ids are reused as sequences end. */
+	for (id = 0; id < kv->nr_ids && kv->seqs[id]; id++)
+		;
+	if (id == kv->nr_ids) {
+		cap = kv->nr_ids ? kv->nr_ids * 2 : 16;
+		if (cap > SEQ_MAX_IDS)
+			cap = SEQ_MAX_IDS;
+		seqs = realloc(kv->seqs, (size_t)cap * sizeof(*seqs));
+		if (!seqs)
+			return kvc_err(-ENOMEM,
+				       "out of memory for %u sequence slots",
+				       cap);
+		memset(seqs + kv->nr_ids, 0,
+		       (size_t)(cap - kv->nr_ids) * sizeof(*seqs));
+		kv->seqs = seqs;
+		kv->nr_ids = cap;
+	}
+	seq = calloc(1, sizeof(*seq));
+	if (!seq)
+		return kvc_err(-ENOMEM, "out of memory for a sequence");
+	seq->tables = calloc(nr_tables(kv), sizeof(*seq->tables));
+	if (!seq->tables) {
+		free(seq);
+		return kvc_err(-ENOMEM, "out of memory for %u block tables",
+			       nr_tables(kv));
+	}
+	seq->kv = kv;
+	seq->id = id;
+	kv->seqs[id] = seq;
+	kv->nr_seqs++;
+	*out = seq;
+	return 0;
+}
+
+void kvc_seq_destroy(struct kvc_seq *seq)
+{
+	struct kvc_kv *kv;
+	uint64_t total = 0;
+	uint32_t t, n = 0;
+
+	if (!seq)
+		return;
+	kv = seq->kv;
+	for (t = 0; t < nr_tables(kv); t++)
+		total += seq->tables[t].nr_blocks;
+	if (total && total <= UINT32_MAX && !grow_ids(kv, (uint32_t)total)) {
+		for (t = 0; t < nr_tables(kv); t++) {
+			const struct kvc_head_table *h = &seq->tables[t];
+
+			memcpy(kv->ids + n, h->blocks,
+			       (size_t)h->nr_blocks * sizeof(*kv->ids));
+			n += h->nr_blocks;
+		}
+		kvc_pool_free(kv->pool, n, kv->ids);
+	} else if (total) {
+		/* No scratch for one call: one call per table still frees. */
+		for (t = 0; t < nr_tables(kv); t++)
+			kvc_pool_free(kv->pool, seq->tables[t].nr_blocks,
+				      seq->tables[t].blocks);
+	}
+	for (t = 0; t < nr_tables(kv); t++)
+		free(seq->tables[t].blocks);
+	free(seq->tables);
+	kv->seqs[seq->id] = NULL;
+	kv->nr_seqs--;
+	free(seq);
+}
+
+/* Blocks table @t needs to hold @n more KVs. */
+static uint32_t blocks_for(const struct kvc_kv *kv,
+			   const struct kvc_head_table *t, uint32_t n)
+{
+	uint64_t len = (uint64_t)t->len + n, bs = kv->shape.block_size;
+
+	return (uint32_t)((len + bs - 1) / bs) - t->nr_blocks;
+}
+
+static int append_check(const struct kvc_seq *seq, uint32_t n, const float *k,
+			const float *v)
+{
+	const struct kvc_kv *kv = seq->kv;
+	uint64_t len, bs = kv->shape.block_size;
+	uint32_t t;
+
+	if (!k || !v)
+		return kvc_err(-EINVAL, "kvc_seq_append: NULL %s",
+			       k ? "v" : "k");
+	if ((uint64_t)seq->tokens + n > INT32_MAX)
+		return kvc_err(
+			-EINVAL,
+			"kvc_seq_append: %u tokens after %u: positions are below 2^31",
+			n, seq->tokens);
+	for (t = 0; t < nr_tables(kv); t++) {
+		len = (uint64_t)seq->tables[t].len + n;
+		if ((len + bs - 1) / bs > TABLE_MAX_BLOCKS)
+			return kvc_err(
+				-EINVAL,
+				"kvc_seq_append: table %u would hold %llu KVs, more than %u blocks",
+				t, (unsigned long long)len, TABLE_MAX_BLOCKS);
+	}
+	return 0;
+}
+
+/* Write the @n new KVs of table @table at its length, and count them. */
+static void append_table(struct kvc_seq *seq, uint32_t table, uint32_t n,
+			 const float *k, const float *v)
+{
+	struct kvc_kv *kv = seq->kv;
+	struct kvc_head_table *t = &seq->tables[table];
+	uint32_t bs = kv->shape.block_size, hd = kv->shape.head_dim, i;
+	const float *kt = k + (uint64_t)table * n * hd;
+	const float *vt = v + (uint64_t)table * n * hd;
+
+	for (i = 0; i < n; i++) {
+		uint32_t at = t->len + i, block = t->blocks[at / bs];
+		struct kvc_slot_meta *m = slot_meta(kv, block, at % bs);
+
+		store_row(kv, slot_k(kv, block, at % bs),
+			  kt + (uint64_t)i * hd);
+		store_row(kv, slot_v(kv, block, at % bs),
+			  vt + (uint64_t)i * hd);
+		m->metric = 0;
+		m->pos = (int32_t)(seq->tokens + i);
+	}
+	t->len += n;
+}
+
+int kvc_seq_append(struct kvc_seq *seq, uint32_t n, const float *k,
+		   const float *v)
+{
+	struct kvc_kv *kv;
+	uint64_t total = 0;
+	uint32_t t, need, used = 0;
+	int err;
+
+	if (!seq)
+		return kvc_err(-EINVAL, "kvc_seq_append: NULL sequence");
+	if (!n)
+		return 0;
+	kv = seq->kv;
+	err = append_check(seq, n, k, v);
+	if (err)
+		return err;
+	/* Room in every table first: nothing may fail once blocks are ours. */
+	for (t = 0; t < nr_tables(kv); t++) {
+		struct kvc_head_table *h = &seq->tables[t];
+
+		need = blocks_for(kv, h, n);
+		err = grow_table(h, h->nr_blocks + need);
+		if (err)
+			return err;
+		total += need;
+	}
+	if (total > UINT32_MAX)
+		return kvc_err(-ENOMEM,
+			       "kvc_seq_append: %llu blocks in one call",
+			       (unsigned long long)total);
+	if (total) {
+		err = grow_ids(kv, (uint32_t)total);
+		if (err)
+			return err;
+		err = kvc_pool_alloc(kv->pool, (uint32_t)total, kv->ids);
+		if (err)
+			return err;
+	}
+	for (t = 0; t < nr_tables(kv); t++) {
+		struct kvc_head_table *h = &seq->tables[t];
+
+		need = blocks_for(kv, h, n);
+		while (need--) {
+			uint32_t b = kv->ids[used++];
+
+			/* Cannot fail: the block was just handed to us. */
+			kvc_pool_set_owner(
+				kv->pool, b,
+				kvc_owner_tag(seq->id, t, h->nr_blocks));
+			h->blocks[h->nr_blocks++] = b;
+		}
+		append_table(seq, t, n, k, v);
+	}
+	seq->tokens += n;
+	return 0;
+}
+
+uint32_t kvc_seq_tokens(const struct kvc_seq *seq)
+{
+	return seq->tokens;
+}
+
+uint32_t kvc_seq_len(const struct kvc_seq *seq, uint32_t layer, uint32_t head)
+{
+	const struct kvc_model_shape *s = &seq->kv->shape;
+
+	if (layer >= s->layers || head >= s->kv_heads)
+		return 0;
+	return kvc_seq_head(seq, layer, head)->len;
+}
+
+const uint32_t *kvc_seq_table(const struct kvc_seq *seq, uint32_t layer,
+			      uint32_t head, uint32_t *nr_blocks)
+{
+	const struct kvc_model_shape *s = &seq->kv->shape;
+	const struct kvc_head_table *t;
+
+	if (layer >= s->layers || head >= s->kv_heads) {
+		if (nr_blocks)
+			*nr_blocks = 0;
+		return NULL;
+	}
+	t = kvc_seq_head(seq, layer, head);
+	if (nr_blocks)
+		*nr_blocks = t->nr_blocks;
+	return t->blocks;
+}
+
+int kvc_seq_truncate(struct kvc_seq *seq, uint32_t layer, uint32_t head,
+		     uint32_t new_len)
+{
+	struct kvc_head_table *t;
+	uint32_t bs, keep;
+	int err;
+
+	if (!seq)
+		return kvc_err(-EINVAL, "kvc_seq_truncate: NULL sequence");
+	if (layer >= seq->kv->shape.layers || head >= seq->kv->shape.kv_heads)
+		return kvc_err(
+			-EINVAL,
+			"kvc_seq_truncate: layer %u head %u outside %u x %u",
+			layer, head, seq->kv->shape.layers,
+			seq->kv->shape.kv_heads);
+	t = kvc_seq_head(seq, layer, head);
+	if (new_len > t->len)
+		return kvc_err(-EINVAL,
+			       "kvc_seq_truncate: length %u is beyond %u KVs",
+			       new_len, t->len);
+	bs = seq->kv->shape.block_size;
+	keep = new_len / bs + !!(new_len % bs);
+	if (keep < t->nr_blocks) {
+		err = kvc_pool_free(seq->kv->pool, t->nr_blocks - keep,
+				    t->blocks + keep);
+		if (err)
+			return err;
+		t->nr_blocks = keep;
+	}
+	t->len = new_len;
+	return 0;
+}
+
+void kvc_slot_copy(struct kvc_kv *kv, uint32_t from_block, uint32_t from_slot,
+		   uint32_t to_block, uint32_t to_slot)
+{
+	size_t row = (size_t)kv->shape.head_dim * elem_bytes(kv);
+
+	memmove(slot_k(kv, to_block, to_slot),
+		slot_k(kv, from_block, from_slot), row);
+	memmove(slot_v(kv, to_block, to_slot),
+		slot_v(kv, from_block, from_slot), row);
+	*slot_meta(kv, to_block, to_slot) =
+		*slot_meta(kv, from_block, from_slot);
+}
