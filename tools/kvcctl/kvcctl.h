@@ -32,6 +32,7 @@ struct kvcctl_cmd {
 
 /* Subcommands, one file each. */
 int kvcctl_stats(int argc, char **argv);
+int kvcctl_run(int argc, char **argv);
 
 /* args.c: option values and usage errors. */
 

@@ -14,6 +14,8 @@
 
 static const struct kvcctl_cmd commands[] = {
 	{ "stats", kvcctl_stats, "show the kvc pools of running processes" },
+	{ "run", kvcctl_run,
+	  "run a workload with an eviction policy and report the memory saved" },
 };
 
 #define NR_COMMANDS (sizeof(commands) / sizeof(commands[0]))

@@ -1,0 +1,713 @@
+// SPDX-License-Identifier: MIT
+/*
+ * `kvcctl run`: run a workload end to end with kvc_run() and print what it
+ * measured, as a table or as one JSON object. Only reads options and
+ * writes the report: every decision about the run is kvc_run()'s. Every
+ * flag is checked before anything runs; a bad one, a bad shape, a policy
+ * that refuses its parameters or a trace that cannot be read is a usage
+ * error (exit 2), so nothing is half done.
+ */
+#include <errno.h>
+#include <getopt.h>
+#include <inttypes.h>
+#include <math.h>
+#include <signal.h>
+#include <stdbool.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+
+#include <kvc/kvc.h>
+#include <kvc/evict.h>
+#include <kvc/run.h>
+
+#include "kvcctl.h"
+
+#define CMD "run"
+
+/* Bounds of the options (the library checks the shape itself). */
+#define MAX_COUNT 0x7fffffffull /* tokens, layers, heads, steps */
+#define MAX_SEQS (1ull << 24)
+#define MAX_RATE 1e6
+#define MAX_HOLD 86400.0
+
+/**
+ * struct run_opts - What `kvcctl run` was asked to do.
+ * @p: the run's parameters.
+ * @trace_path: --trace, or NULL.
+ * @json: print JSON instead of the table.
+ * @hold: seconds to keep the pool after the run, or 0.
+ * @have_rate: --rate was given.
+ * @have_lengths: --prompt-len or --gen-len was given.
+ */
+struct run_opts {
+	struct kvc_run_params p;
+	const char *trace_path;
+	bool json;
+	double hold;
+	bool have_rate;
+	bool have_lengths;
+};
+
+/**
+ * struct run_out - The report and whether it was printed yet.
+ * @o: the options.
+ * @rep: the report (kvc_run() fills it before it calls the hold).
+ * @printed: it was printed (by the hold).
+ */
+struct run_out {
+	const struct run_opts *o;
+	struct kvc_run_report rep;
+	bool printed;
+};
+
+enum {
+	OPT_POLICY = 256,
+	OPT_RATE,
+	OPT_MAX_CACHE_TOKENS,
+	OPT_PROTECTED_WINDOW,
+	OPT_SINKS,
+	OPT_COMPRESS_ONCE,
+	OPT_INTERVAL,
+	OPT_WINDOW_TOKENS,
+	OPT_WINDOW_LAYERS,
+	OPT_LAYERS,
+	OPT_HEADS,
+	OPT_KV_HEADS,
+	OPT_HEAD_DIM,
+	OPT_BLOCK_SIZE,
+	OPT_DTYPE,
+	OPT_SEQS,
+	OPT_PROMPT_LEN,
+	OPT_GEN_LEN,
+	OPT_TRACE,
+	OPT_MAX_TOKENS,
+	OPT_BACKEND,
+	OPT_SEED,
+	OPT_BUDGET,
+	OPT_ERR_SAMPLES,
+	OPT_NO_COMPACT,
+	OPT_HOLD,
+};
+
+static const char short_opts[] = ":jh";
+
+static const struct option long_opts[] = {
+	{ "policy", required_argument, NULL, OPT_POLICY },
+	{ "rate", required_argument, NULL, OPT_RATE },
+	{ "max-cache-tokens", required_argument, NULL, OPT_MAX_CACHE_TOKENS },
+	{ "protected-window", required_argument, NULL, OPT_PROTECTED_WINDOW },
+	{ "sinks", required_argument, NULL, OPT_SINKS },
+	{ "compress-once", no_argument, NULL, OPT_COMPRESS_ONCE },
+	{ "interval", required_argument, NULL, OPT_INTERVAL },
+	{ "window-tokens", required_argument, NULL, OPT_WINDOW_TOKENS },
+	{ "window-layers", required_argument, NULL, OPT_WINDOW_LAYERS },
+	{ "layers", required_argument, NULL, OPT_LAYERS },
+	{ "heads", required_argument, NULL, OPT_HEADS },
+	{ "kv-heads", required_argument, NULL, OPT_KV_HEADS },
+	{ "head-dim", required_argument, NULL, OPT_HEAD_DIM },
+	{ "block-size", required_argument, NULL, OPT_BLOCK_SIZE },
+	{ "dtype", required_argument, NULL, OPT_DTYPE },
+	{ "seqs", required_argument, NULL, OPT_SEQS },
+	{ "prompt-len", required_argument, NULL, OPT_PROMPT_LEN },
+	{ "gen-len", required_argument, NULL, OPT_GEN_LEN },
+	{ "trace", required_argument, NULL, OPT_TRACE },
+	{ "max-tokens", required_argument, NULL, OPT_MAX_TOKENS },
+	{ "backend", required_argument, NULL, OPT_BACKEND },
+	{ "seed", required_argument, NULL, OPT_SEED },
+	{ "budget", required_argument, NULL, OPT_BUDGET },
+	{ "err-samples", required_argument, NULL, OPT_ERR_SAMPLES },
+	{ "no-compact", no_argument, NULL, OPT_NO_COMPACT },
+	{ "json", no_argument, NULL, 'j' },
+	{ "hold", required_argument, NULL, OPT_HOLD },
+	{ "help", no_argument, NULL, 'h' },
+	{ NULL, 0, NULL, 0 },
+};
+
+static const char usage_text[] =
+	"Usage: kvcctl run [OPTIONS]\n"
+	"\n"
+	"Run a synthetic workload end to end: sequences arrive, prefill,\n"
+	"decode with attention over the paged per-head KV cache, and are\n"
+	"compressed by an eviction policy; the pool is compacted after each\n"
+	"round of compression. Then say how much memory that saved against\n"
+	"a full cache and against a conventional paged layout.\n"
+	"\n"
+	"Policy:\n"
+	"  --policy NAME            kvcompress (default), full, streamingllm,\n"
+	"                           h2o, snapkv, pyramidkv, pyramidinfer, window\n"
+	"  --rate R                 compression rate, >= 1 (default 8)\n"
+	"  --max-cache-tokens N     keep N tokens' worth per sequence instead\n"
+	"                           of a rate\n"
+	"  --protected-window N     never evict the last N tokens (default 32)\n"
+	"  --sinks N                never evict the first N tokens (default 0)\n"
+	"  --compress-once          compress only after prefill\n"
+	"  --interval N             compress every N decode steps (default:\n"
+	"                           the block size)\n"
+	"  --window-tokens N        window, streamingllm: recent tokens kept\n"
+	"                           (default 1024)\n"
+	"  --window-layers LIST     window: the layers that keep only a window,\n"
+	"                           as in 0-7,12 (default: all)\n"
+	"\n"
+	"Model shape (default SmolLM2-135M):\n"
+	"  --layers N               layers (default 30)\n"
+	"  --heads N                query heads per layer (default 9)\n"
+	"  --kv-heads N             KV heads per layer (default 3)\n"
+	"  --head-dim N             64, 80, 96, 128 or 256 (default 64)\n"
+	"  --block-size N           tokens per block: 8, 16 or 32 (default 16)\n"
+	"  --dtype f16|f32          storage type of K and V (default f16)\n"
+	"\n"
+	"Workload:\n"
+	"  --seqs N                 sequences (default 8)\n"
+	"  --prompt-len N           prompt tokens of each (default 512)\n"
+	"  --gen-len N              tokens each generates (default 32)\n"
+	"  --trace FILE             take the lengths from a CSV trace with the\n"
+	"                           columns ContextTokens and GeneratedTokens,\n"
+	"                           in order, cycling\n"
+	"  --max-tokens N           cut each request to N tokens in all\n"
+	"  --seed N                 seed of the synthetic Q, K, V (default 1)\n"
+	"  --backend NAME           host (default), cuda or auto\n"
+	"\n"
+	"Measures:\n"
+	"  --budget BYTES           also say how many sequences fit in BYTES of\n"
+	"                           physical memory with and without eviction\n"
+	"  --err-samples N          decode steps on which the attention error\n"
+	"                           against an uncompressed copy is measured\n"
+	"                           (default 8; 0 = none, and no copy)\n"
+	"  --no-compact             do not compact the pool\n"
+	"\n"
+	"Output:\n"
+	"  -j, --json               print one JSON object instead of the table\n"
+	"  --hold SECONDS           after the run, print the report and keep the\n"
+	"                           pool for SECONDS, for 'kvcctl stats'\n"
+	"                           (SIGINT or SIGTERM ends the wait)\n"
+	"  -h, --help               show this help\n"
+	"\n"
+	"Exit status: 0 on success; 1 when the run fails; 2 for a bad command\n"
+	"line, shape, policy parameter or trace.\n";
+
+static void usage(FILE *out)
+{
+	fputs(usage_text, out);
+}
+
+static const char *long_name(int val)
+{
+	const struct option *o;
+
+	for (o = long_opts; o->name; o++)
+		if (o->val == val)
+			return o->name;
+	return "?";
+}
+
+/* Long options whose name starts with the @len bytes at @prefix. */
+static int matching_options(const char *prefix, size_t len)
+{
+	const struct option *o;
+	int n = 0;
+
+	for (o = long_opts; o->name; o++)
+		n += !strncmp(o->name, prefix, len);
+	return n;
+}
+
+/* getopt_long() returned '?': say which argument was not understood. */
+static int unknown_option(char **argv, int optind_now, int opt_char)
+{
+	const char *arg = optind_now > 0 ? argv[optind_now - 1] : "";
+	size_t len;
+
+	if (opt_char && strncmp(arg, "--", 2))
+		return kvcctl_usage_error(CMD, "unknown option '-%c'",
+					  opt_char);
+	len = strcspn(arg, "=");
+	if (opt_char && arg[len] == '=')
+		return kvcctl_usage_error(CMD, "option '--%s' takes no value",
+					  long_name(opt_char));
+	if (len > 2 && matching_options(arg + 2, len - 2) > 1)
+		return kvcctl_usage_error(CMD, "ambiguous option '%.*s'",
+					  (int)len, arg);
+	return kvcctl_usage_error(CMD, "unknown option '%.*s'", (int)len, arg);
+}
+
+/* A whole number for option @opt in [@min, @max], or a usage error. */
+static int parse_count(int opt, const char *arg, uint64_t min, uint64_t max,
+		       uint64_t *out)
+{
+	int err = kvcctl_parse_u64(arg, min, max, out);
+
+	if (err == -ERANGE)
+		return kvcctl_usage_error(CMD,
+					  "--%s: %s is out of range [%" PRIu64
+					  ", %" PRIu64 "]",
+					  long_name(opt), arg, min, max);
+	if (err)
+		return kvcctl_usage_error(CMD,
+					  "--%s: '%s' is not a whole number",
+					  long_name(opt), arg);
+	return -1;
+}
+
+/* Parse one 32-bit count into @field; -1 when good, else the exit status. */
+static int parse_u32(int opt, const char *arg, uint64_t min, uint64_t max,
+		     uint32_t *field)
+{
+	uint64_t value;
+	int status = parse_count(opt, arg, min, max, &value);
+
+	if (status < 0)
+		*field = (uint32_t)value;
+	return status;
+}
+
+static int parse_option(struct run_opts *o, int opt, const char *arg)
+{
+	struct kvc_run_params *p = &o->p;
+	uint64_t value;
+	int status;
+
+	switch (opt) {
+	case OPT_POLICY:
+		if (!*arg)
+			return kvcctl_usage_error(
+				CMD, "--policy: the name is empty");
+		p->policy.name = arg;
+		return -1;
+	case OPT_RATE:
+		if (kvcctl_parse_seconds(arg, 1, MAX_RATE, &p->policy.rate))
+			return kvcctl_usage_error(
+				CMD,
+				"--rate: '%s' is not a number from 1 to %g",
+				arg, MAX_RATE);
+		o->have_rate = true;
+		return -1;
+	case OPT_MAX_CACHE_TOKENS:
+		status = parse_count(opt, arg, 1, MAX_COUNT, &value);
+		p->policy.max_cache_tokens = value;
+		return status;
+	case OPT_PROTECTED_WINDOW:
+		return parse_u32(opt, arg, 0, MAX_COUNT,
+				 &p->policy.protected_window);
+	case OPT_SINKS:
+		return parse_u32(opt, arg, 0, MAX_COUNT, &p->policy.sinks);
+	case OPT_COMPRESS_ONCE:
+		p->policy.compress_once = true;
+		return -1;
+	case OPT_INTERVAL:
+		return parse_u32(opt, arg, 1, MAX_COUNT, &p->policy.interval);
+	case OPT_WINDOW_TOKENS:
+		return parse_u32(opt, arg, 1, MAX_COUNT,
+				 &p->policy.window_tokens);
+	case OPT_WINDOW_LAYERS:
+		if (!*arg)
+			return kvcctl_usage_error(
+				CMD, "--window-layers: the list is empty");
+		p->policy.window_layers = arg;
+		return -1;
+	case OPT_LAYERS:
+		return parse_u32(opt, arg, 1, MAX_COUNT, &p->shape.layers);
+	case OPT_HEADS:
+		return parse_u32(opt, arg, 1, MAX_COUNT, &p->shape.q_heads);
+	case OPT_KV_HEADS:
+		return parse_u32(opt, arg, 1, MAX_COUNT, &p->shape.kv_heads);
+	case OPT_HEAD_DIM:
+		return parse_u32(opt, arg, 1, MAX_COUNT, &p->shape.head_dim);
+	case OPT_BLOCK_SIZE:
+		return parse_u32(opt, arg, 1, MAX_COUNT, &p->shape.block_size);
+	case OPT_DTYPE:
+		if (!strcmp(arg, "f16"))
+			p->shape.dtype = KVC_DTYPE_F16;
+		else if (!strcmp(arg, "f32"))
+			p->shape.dtype = KVC_DTYPE_F32;
+		else
+			return kvcctl_usage_error(
+				CMD, "--dtype: '%s' is neither f16 nor f32",
+				arg);
+		return -1;
+	case OPT_SEQS:
+		return parse_u32(opt, arg, 1, MAX_SEQS, &p->seqs);
+	case OPT_PROMPT_LEN:
+		o->have_lengths = true;
+		return parse_u32(opt, arg, 1, MAX_COUNT, &p->prompt_len);
+	case OPT_GEN_LEN:
+		o->have_lengths = true;
+		return parse_u32(opt, arg, 0, MAX_COUNT, &p->gen_len);
+	case OPT_TRACE:
+		if (!*arg)
+			return kvcctl_usage_error(
+				CMD, "--trace: the file name is empty");
+		o->trace_path = arg;
+		return -1;
+	case OPT_MAX_TOKENS:
+		return parse_u32(opt, arg, 1, MAX_COUNT, &p->max_tokens);
+	case OPT_BACKEND:
+		if (kvc_backend_kind_parse(arg, &p->backend_kind))
+			return kvcctl_usage_error(
+				CMD,
+				"--backend: '%s' is not one of host, cuda, auto",
+				arg);
+		return -1;
+	case OPT_SEED:
+		return parse_count(opt, arg, 0, UINT64_MAX, &p->seed);
+	case OPT_BUDGET:
+		return parse_count(opt, arg, 1, UINT64_MAX, &p->budget_bytes);
+	case OPT_ERR_SAMPLES:
+		return parse_u32(opt, arg, 0, MAX_COUNT, &p->err_samples);
+	case OPT_NO_COMPACT:
+		p->compact = false;
+		return -1;
+	case OPT_HOLD:
+		if (kvcctl_parse_seconds(arg, 0, MAX_HOLD, &o->hold))
+			return kvcctl_usage_error(
+				CMD,
+				"--hold: '%s' is not a number of seconds from 0 to %g",
+				arg, MAX_HOLD);
+		return -1;
+	case 'j':
+		o->json = true;
+		return -1;
+	}
+	return kvcctl_usage_error(CMD, "option %d not handled", opt);
+}
+
+/* What the library says about a bad shape or policy, as a usage error. */
+static int check_with_library(const struct run_opts *o)
+{
+	struct kvc_policy *pol;
+
+	if (kvc_model_shape_check(&o->p.shape))
+		return kvcctl_usage_error(CMD, "%s", kvc_last_error());
+	if (kvc_policy_create(&o->p.policy, &o->p.shape, &pol))
+		return kvcctl_usage_error(CMD, "%s", kvc_last_error());
+	kvc_policy_destroy(pol);
+	return -1;
+}
+
+/*
+ * Return: -1 when the options are good and the run should start,
+ * otherwise the exit status to end with (after --help, or a usage error).
+ */
+static int parse_options(int argc, char **argv, struct run_opts *o)
+{
+	int opt, status;
+
+	memset(o, 0, sizeof(*o));
+	kvc_run_params_init(&o->p);
+	opterr = 0;
+	optind = 1;
+	while ((opt = getopt_long(argc, argv, short_opts, long_opts, NULL)) !=
+	       -1) {
+		switch (opt) {
+		case 'h':
+			usage(stdout);
+			return KVCCTL_EXIT_OK;
+		case ':':
+			return kvcctl_usage_error(CMD, "--%s needs a value",
+						  long_name(optopt));
+		case '?':
+			return unknown_option(argv, optind, optopt);
+		default:
+			status = parse_option(o, opt, optarg);
+			if (status >= 0)
+				return status;
+		}
+	}
+	if (optind < argc)
+		return kvcctl_usage_error(CMD, "unexpected argument '%s'",
+					  argv[optind]);
+	if (o->p.policy.max_cache_tokens) {
+		if (o->have_rate)
+			return kvcctl_usage_error(
+				CMD,
+				"--rate and --max-cache-tokens exclude each other");
+		o->p.policy.rate = 0;
+	}
+	if (o->p.policy.compress_once && o->p.policy.interval)
+		return kvcctl_usage_error(
+			CMD,
+			"--interval and --compress-once exclude each other");
+	if (o->trace_path && o->have_lengths)
+		return kvcctl_usage_error(
+			CMD,
+			"--prompt-len and --gen-len do not apply with --trace");
+	return check_with_library(o);
+}
+
+/* --trace: read at most as many requests as there are sequences. */
+static int read_trace(struct run_opts *o, struct kvc_request **reqs)
+{
+	uint32_t n;
+
+	if (!o->trace_path)
+		return -1;
+	if (kvc_trace_read(o->trace_path, o->p.seqs, reqs, &n))
+		return kvcctl_usage_error(CMD, "--trace: %s", kvc_last_error());
+	o->p.trace = *reqs;
+	o->p.nr_trace = n;
+	return -1;
+}
+
+/* ------------------------------------------------------------------ */
+/* Output */
+
+static const char *dtype_name(enum kvc_dtype dtype)
+{
+	return dtype == KVC_DTYPE_F16 ? "f16" : "f32";
+}
+
+/* A JSON number, or null for what JSON cannot hold (inf, NaN). */
+static void json_real(FILE *out, const char *key, double value, bool comma)
+{
+	fprintf(out, "  \"%s\": ", key);
+	if (isfinite(value))
+		fprintf(out, "%.6g", value);
+	else
+		fputs("null", out);
+	fputs(comma ? ",\n" : "\n", out);
+}
+
+static void json_u64(FILE *out, const char *key, uint64_t value)
+{
+	fprintf(out, "  \"%s\": %" PRIu64 ",\n", key, value);
+}
+
+static void put_json(FILE *out, const struct run_opts *o,
+		     const struct kvc_run_report *r)
+{
+	const struct kvc_run_params *p = &o->p;
+
+	fputs("{\n  \"policy\": ", out);
+	kvcctl_json_string(out, r->policy);
+	fputs(",\n", out);
+	json_real(out, "rate", r->rate, true);
+	json_u64(out, "max_cache_tokens", p->policy.max_cache_tokens);
+	json_u64(out, "protected_window", p->policy.protected_window);
+	json_u64(out, "sinks", p->policy.sinks);
+	fprintf(out, "  \"compress_once\": %s,\n",
+		p->policy.compress_once ? "true" : "false");
+	json_u64(out, "interval", p->policy.interval);
+	json_u64(out, "window_tokens", p->policy.window_tokens);
+	json_u64(out, "layers", p->shape.layers);
+	json_u64(out, "q_heads", p->shape.q_heads);
+	json_u64(out, "kv_heads", p->shape.kv_heads);
+	json_u64(out, "head_dim", p->shape.head_dim);
+	json_u64(out, "block_size", p->shape.block_size);
+	fprintf(out, "  \"dtype\": \"%s\",\n", dtype_name(p->shape.dtype));
+	json_u64(out, "seqs", r->seqs);
+	if (o->trace_path) {
+		fputs("  \"trace\": ", out);
+		kvcctl_json_string(out, o->trace_path);
+		fputs(",\n", out);
+	} else {
+		json_u64(out, "prompt_len", p->prompt_len);
+		json_u64(out, "gen_len", p->gen_len);
+	}
+	json_u64(out, "max_tokens", p->max_tokens);
+	json_u64(out, "seed", p->seed);
+	fprintf(out, "  \"compact\": %s,\n", p->compact ? "true" : "false");
+	json_u64(out, "steps", r->steps);
+	json_u64(out, "logical_bytes", r->logical_bytes);
+	json_u64(out, "live_bytes", r->live_bytes);
+	json_u64(out, "mapped_bytes", r->mapped_bytes);
+	json_u64(out, "chunk_bytes", r->chunk_bytes);
+	json_u64(out, "peak_mapped_bytes", r->peak_mapped_bytes);
+	json_real(out, "theoretical_ratio", r->theoretical_ratio, true);
+	json_real(out, "physical_ratio", r->physical_ratio, true);
+	json_real(out, "frag_ratio", r->frag_ratio, true);
+	json_u64(out, "conventional_mapped_bytes",
+		 r->conventional_mapped_bytes);
+	json_real(out, "conventional_ratio", r->conventional_ratio, true);
+	json_u64(out, "err_samples", p->err_samples);
+	json_real(out, "attn_rel_err", r->attn_rel_err, true);
+	json_real(out, "attn_rel_err_max", r->attn_rel_err_max, true);
+	json_u64(out, "compressions", r->compressions);
+	json_u64(out, "blocks_moved", r->blocks_moved);
+	json_u64(out, "budget_bytes", p->budget_bytes);
+	json_u64(out, "capacity_full", r->capacity_full);
+	json_u64(out, "capacity_compressed", r->capacity_compressed);
+	json_real(out, "seconds", r->seconds, false);
+	fputs("}\n", out);
+}
+
+/* One line of the memory table: a name, bytes, and a ratio if any. */
+static void put_bytes_line(FILE *out, const char *name, uint64_t bytes,
+			   double ratio, const char *note)
+{
+	char b[KVCCTL_BYTES_LEN];
+
+	fprintf(out, "  %-20s %11s", name, kvcctl_human_bytes(bytes, b));
+	if (ratio > 0)
+		fprintf(out, "  %7.2f", ratio);
+	if (note)
+		fprintf(out, "  %s", note);
+	fputc('\n', out);
+}
+
+static void put_table(FILE *out, const struct run_opts *o,
+		      const struct kvc_run_report *r)
+{
+	const struct kvc_run_params *p = &o->p;
+	char name[64], b[KVCCTL_BYTES_LEN];
+
+	kvcctl_sanitize(name, sizeof(name), r->policy);
+	fprintf(out, "policy      %s", name);
+	/* "full", "window" and "streamingllm" do not size by a budget. */
+	if (!strcmp(r->policy, "window") || !strcmp(r->policy, "streamingllm"))
+		fprintf(out, ", window %u tokens", p->policy.window_tokens);
+	else if (!strcmp(r->policy, "full"))
+		fputs(", keeps everything", out);
+	else if (r->rate > 0)
+		fprintf(out, ", rate %g", r->rate);
+	else
+		fprintf(out, ", max %" PRIu64 " cache tokens",
+			p->policy.max_cache_tokens);
+	fprintf(out, ", protected window %u, sinks %u, %s\n",
+		p->policy.protected_window, p->policy.sinks,
+		p->policy.compress_once ? "compress once" :
+					  "continual compression");
+	fprintf(out,
+		"shape       %u layers, %u query heads, %u KV heads, head_dim %u, block %u, %s\n",
+		p->shape.layers, p->shape.q_heads, p->shape.kv_heads,
+		p->shape.head_dim, p->shape.block_size,
+		dtype_name(p->shape.dtype));
+	fprintf(out, "workload    %u sequences", r->seqs);
+	if (o->trace_path) {
+		char path[256];
+
+		kvcctl_sanitize(path, sizeof(path), o->trace_path);
+		fprintf(out, " from %s", path);
+	} else {
+		fprintf(out, " of %u + %u tokens", p->prompt_len, p->gen_len);
+	}
+	if (p->max_tokens)
+		fprintf(out, " (cut to %u)", p->max_tokens);
+	fprintf(out, ", %" PRIu64 " decode steps, %.2f s\n", r->steps,
+		r->seconds);
+
+	fprintf(out, "\n  %-20s %11s  %7s\n", "memory at the end", "bytes",
+		"ratio");
+	put_bytes_line(out, "logical (full cache)", r->logical_bytes, 1.0,
+		       NULL);
+	put_bytes_line(out, "live KVs", r->live_bytes, r->theoretical_ratio,
+		       "theoretical");
+	put_bytes_line(out, "mapped", r->mapped_bytes, r->physical_ratio,
+		       "physical");
+	put_bytes_line(out, "conventional layout", r->conventional_mapped_bytes,
+		       r->conventional_ratio, "all KV heads in one block");
+	put_bytes_line(out, "peak mapped", r->peak_mapped_bytes, 0, NULL);
+	put_bytes_line(out, "chunk", r->chunk_bytes, 0, NULL);
+
+	fputc('\n', out);
+	if (isfinite(r->frag_ratio))
+		fprintf(out, "fragmentation  %.3f (mapped / live blocks - 1)\n",
+			r->frag_ratio);
+	else
+		fprintf(out,
+			"fragmentation  - (chunks mapped, no live block)\n");
+	fprintf(out,
+		"eviction       %" PRIu64 " sequence compressions, %" PRIu64
+		" blocks moved by compaction%s\n",
+		r->compressions, r->blocks_moved,
+		p->compact ? "" : " (compaction off)");
+	if (p->err_samples)
+		fprintf(out,
+			"attention      relative error %.4f mean, %.4f max, over %u sampled decode steps\n",
+			r->attn_rel_err, r->attn_rel_err_max,
+			p->err_samples < r->steps ? p->err_samples :
+						    (uint32_t)r->steps);
+	if (p->budget_bytes)
+		fprintf(out,
+			"capacity       %s holds %" PRIu64
+			" sequences without eviction, %" PRIu64 " with it\n",
+			kvcctl_human_bytes(p->budget_bytes, b),
+			r->capacity_full, r->capacity_compressed);
+}
+
+static void put_report(struct run_out *ro)
+{
+	if (ro->o->json)
+		put_json(stdout, ro->o, &ro->rep);
+	else
+		put_table(stdout, ro->o, &ro->rep);
+	ro->printed = true;
+}
+
+/*
+ * kvc_run()'s hold: print the report, then keep the pool (and its stats
+ * page) for --hold seconds, or until SIGINT or SIGTERM, which are taken
+ * here instead of ending the process, so the pool is still torn down and
+ * its page removed.
+ */
+static void hold_pool(void *arg)
+{
+	struct run_out *ro = arg;
+	struct timespec left, t0, now;
+	sigset_t set, old;
+	double waited;
+
+	put_report(ro);
+	kvcctl_flush();
+	sigemptyset(&set);
+	sigaddset(&set, SIGINT);
+	sigaddset(&set, SIGTERM);
+	if (sigprocmask(SIG_BLOCK, &set, &old))
+		return;
+	fprintf(stderr,
+		"kvcctl run: holding the pool for %g s (pid %d); 'kvcctl stats' shows it\n",
+		ro->o->hold, (int)getpid());
+	clock_gettime(CLOCK_MONOTONIC, &t0);
+	for (;;) {
+		clock_gettime(CLOCK_MONOTONIC, &now);
+		waited = (double)(now.tv_sec - t0.tv_sec) +
+			 (double)(now.tv_nsec - t0.tv_nsec) / 1e9;
+		if (waited >= ro->o->hold)
+			break;
+		left.tv_sec = (time_t)(ro->o->hold - waited);
+		left.tv_nsec =
+			(long)((ro->o->hold - waited - (double)left.tv_sec) *
+			       1e9);
+		if (sigtimedwait(&set, NULL, &left) >= 0)
+			break; /* interrupted: stop holding, clean up */
+		if (errno != EINTR)
+			break; /* EAGAIN: the time is up */
+	}
+	sigprocmask(SIG_SETMASK, &old, NULL);
+}
+
+int kvcctl_run(int argc, char **argv)
+{
+	struct kvc_request *reqs = NULL;
+	struct run_opts o;
+	struct run_out ro;
+	char pool_name[32];
+	int status, err;
+
+	status = parse_options(argc, argv, &o);
+	if (status >= 0)
+		return status;
+	status = read_trace(&o, &reqs);
+	if (status >= 0)
+		return status;
+	snprintf(pool_name, sizeof(pool_name), "kvcctl run %s",
+		 o.p.policy.name);
+	o.p.pool_name = pool_name;
+	o.p.progress = isatty(STDERR_FILENO);
+
+	memset(&ro, 0, sizeof(ro));
+	ro.o = &o;
+	err = kvc_run(&o.p, &ro.rep, o.hold > 0 ? hold_pool : NULL, &ro);
+	free(reqs);
+	if (err == -EINVAL)
+		return kvcctl_usage_error(CMD, "%s", kvc_last_error());
+	if (err) {
+		fprintf(stderr, "kvcctl run: %s\n", kvc_last_error());
+		return KVCCTL_EXIT_FAIL;
+	}
+	if (!ro.printed)
+		put_report(&ro);
+	return KVCCTL_EXIT_OK;
+}
