@@ -3,8 +3,8 @@
  * The main job: a workload of sequences run end to end over the paged
  * per-head cache, compressed by an eviction policy, and measured. What
  * `kvcctl run` prints. It only drives the public calls of the cache, the
- * attention, the policy and the pool, and reads their state to report; it
- * never changes a block table or the pool itself.
+ * attention, the policy and the pool (compaction included), and reads their
+ * state to report; it never edits a block table or pool state directly.
  *
  * Arrival: sequence i arrives at iteration i * RUN_ARRIVAL_STEPS. Each
  * iteration first decodes one token of every running sequence, in arrival

@@ -32,9 +32,9 @@ extern "C" {
  * @sinks: the first tokens of the sequence are never evicted.
  * @compress_once: compress only at the first opportunity after prefill;
  *                 else keep compressing during decode.
- * @interval: during decode, compress every @interval steps (0 = only
- *            after prefill; with !@compress_once, 0 means every
- *            block_size steps).
+ * @interval: during decode, compress every @interval steps; 0 = every
+ *            block_size steps (ignored with @compress_once, which
+ *            compresses only after prefill).
  * @metric: how the metric the policy ranks by is collected.
  * @observe_window: prefill queries that add to the metric (0 = all).
  * @buffer: prefill buffer (see struct kvc_observe).
@@ -155,7 +155,9 @@ struct kvc_evict_stats {
  * is compacted in place and its trailing blocks are freed in one pool
  * call per sequence.
  *
- * Return: 0, -ENOMEM (nothing changed).
+ * Return: 0; -EINVAL for a NULL argument or a sequence of another shape;
+ * -ENOMEM (nothing changed); -EFAULT when the policy chose a protected KV
+ * (nothing changed) or the pool refused the free (both bugs).
  */
 int kvc_policy_compress(struct kvc_policy *pol, struct kvc_seq *seq,
 			struct kvc_evict_stats *st);

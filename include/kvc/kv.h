@@ -94,8 +94,9 @@ struct kvc_kv_params {
  * @params: the parameters.
  * @out: set to the cache.
  *
- * Return: 0, -EINVAL for a bad shape or capacity, -ENOMEM, or the pool's
- * error.
+ * Return: 0, -EINVAL for a bad shape or capacity, -EOPNOTSUPP for a
+ * backend other than host (the CPU runtime reads block memory; the CUDA
+ * kernels are to come), -ENOMEM, or the backend's or the pool's error.
  */
 int kvc_kv_create(const struct kvc_kv_params *params, struct kvc_kv **out);
 

@@ -9,6 +9,8 @@
 #include <kvc/compact.h>
 #include <kvc/kv.h>
 #include <kvc/attention.h>
+#include <kvc/evict.h>
+#include <kvc/run.h>
 #include <kvc/stats.h>
 
 /** KVC_VERSION - Library version as a string. */

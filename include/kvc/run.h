@@ -58,7 +58,8 @@ int kvc_trace_read(const char *path, uint32_t max, struct kvc_request **reqs,
  * @nr_trace: entries in @trace.
  * @max_tokens: cut each request to this many tokens (0 = no cut).
  * @seed: seeds the synthetic Q/K/V.
- * @backend_kind: the pool's backend.
+ * @backend_kind: the pool's backend; the CPU runtime needs host memory,
+ *                so today only %KVC_BACKEND_HOST runs.
  * @budget_bytes: capacity mode: physical bytes available; the report says
  *                how many sequences fit with and without compression
  *                (0 = no capacity figure).
@@ -112,8 +113,10 @@ void kvc_run_params_init(struct kvc_run_params *p);
  * @frag_ratio: mapped / (live blocks' bytes) - 1 at the end.
  * @conventional_mapped_bytes: the same eviction decisions on a layout
  *                             where one block holds every KV head of a
- *                             layer (a block is freed only when all its
- *                             heads dropped its tokens), in whole chunks.
+ *                             layer, at its best (compaction inside the
+ *                             layer): each (sequence, layer) needs
+ *                             ceil(longest head / block_size) such
+ *                             blocks; the total in whole chunks.
  * @conventional_ratio: @logical_bytes / @conventional_mapped_bytes.
  * @attn_rel_err: mean of ||o - o_full|| / ||o_full|| over the sampled
  *                decode steps (0 when none was sampled).
@@ -121,8 +124,9 @@ void kvc_run_params_init(struct kvc_run_params *p);
  * @compressions: compression rounds run.
  * @blocks_moved: blocks moved by pool compaction.
  * @capacity_full: sequences that fit in @budget_bytes without eviction.
- * @capacity_compressed: sequences that fit with it (at the peak of one
- *                       sequence's mapped memory).
+ * @capacity_compressed: sequences that fit with it: @budget_bytes over
+ *                       the run's peak mapped bytes per sequence
+ *                       (peak_mapped_bytes / seqs).
  * @seconds: wall time of the run.
  */
 struct kvc_run_report {
