@@ -46,9 +46,9 @@
  *  - capacity (with a budget): without eviction, the sequences whose
  *    blocks at full length, on average, fill the whole chunks the budget
  *    holds, floor(floor(budget / chunk) * blocks_per_chunk * seqs /
- *    full_blocks); with it, floor(budget * seqs / peak mapped): each
- *    sequence costs its share of the peak, which includes the transient
- *    of a prompt held in full between its prefill and its compression.
+ *    full_blocks); with it, the same with the pool's peak of live blocks
+ *    for full_blocks (the peak includes the transient of a prompt held in
+ *    full between its prefill and its compression).
  *
  * @rep is filled before @hold is called, so a hold can print it.
  */
@@ -746,9 +746,11 @@ static void fill_report(struct run *r, struct kvc_run_report *rep)
 	rep->blocks_moved = st.blocks_moved;
 	if (r->p->budget_bytes) {
 		/*
-		 * Without eviction, the average sequence's blocks at full
-		 * length, packed into the whole chunks the budget holds; with
-		 * it, the peak mapped bytes shared out over the sequences.
+		 * Both alike, so that they compare: the blocks an average
+		 * sequence needs, packed into the whole chunks the budget
+		 * holds. Without eviction, every block at full length; with
+		 * it, the pool's peak of live blocks (each prompt held in full
+		 * until its compression included).
 		 */
 		bpc = st.blocks_per_chunk;
 		chunks = r->p->budget_bytes / st.chunk_bytes;
@@ -757,10 +759,9 @@ static void fill_report(struct run *r, struct kvc_run_report *rep)
 						r->nr_seqs / seq_blocks) :
 				     0;
 		rep->capacity_compressed =
-			st.bytes_mapped_hwm ?
-				(uint64_t)((double)r->p->budget_bytes *
-					   r->nr_seqs /
-					   (double)st.bytes_mapped_hwm) :
+			st.blocks_live_hwm ?
+				(uint64_t)((double)chunks * bpc * r->nr_seqs /
+					   (double)st.blocks_live_hwm) :
 				0;
 	}
 }

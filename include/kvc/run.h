@@ -124,9 +124,10 @@ void kvc_run_params_init(struct kvc_run_params *p);
  * @compressions: compression rounds run.
  * @blocks_moved: blocks moved by pool compaction.
  * @capacity_full: sequences that fit in @budget_bytes without eviction.
- * @capacity_compressed: sequences that fit with it: @budget_bytes over
- *                       the run's peak mapped bytes per sequence
- *                       (peak_mapped_bytes / seqs).
+ * @capacity_compressed: sequences that fit with it. Both figures pack
+ *                       an average sequence's blocks into the budget's
+ *                       whole chunks: at full length without eviction,
+ *                       at the pool's peak of live blocks with it.
  * @seconds: wall time of the run.
  */
 struct kvc_run_report {
