@@ -63,8 +63,8 @@ struct kvc_paged_kv {
 extern "C" {
 #endif
 
-/* Largest head_dim the reference handles (it keeps one K or V row as f32
- * on the stack). */
+/* Largest head_dim the reference handles (it keeps a tile of K or V rows
+ * as f32, with the accumulators, on the stack: about 31 KiB a call). */
 #define KVC_ATTN_MAX_HEAD_DIM 256u
 
 /**

@@ -8,8 +8,10 @@
  * Everything here is a small inline function of plain data (no pools, no
  * sequences, no allocation): slot -> (block, offset) arithmetic and the
  * addresses that follow from the block layout, one K/V element read as
- * f32, the dot product and the weighted sum, the online-softmax state and
- * its merge, causality and observation rules, and the metric term.
+ * f32, the dot product, the weighted sum and exp(), the online-softmax
+ * state and its merge, causality and observation rules, and the metric
+ * term. The C reference runs the same operations 4 lanes at a time, in
+ * the same order, so it gives the same bits as these functions.
  *
  * Under nvcc the functions are __host__ __device__; under a C compiler
  * they are plain static inline.
@@ -19,6 +21,7 @@
 
 #include <math.h>
 #include <stdint.h>
+#include <string.h>
 
 #include "attention.h"
 
@@ -84,6 +87,31 @@ KVC_HD const uint8_t *kvc_attn_v_row(const struct kvc_paged_kv *kv,
 /* ------------------------------------------------------------------ */
 /* Elements and vectors */
 
+#ifndef __CUDACC__
+/*
+ * IEEE half -> float, exact, as kvc_f16_to_f32() but without its loop:
+ * the bits moved into place and the exponent rebased, then two selects
+ * for the exponent's end values. Zeros and subnormals go through a float
+ * subtraction of normal numbers (exact, and unaffected by flush-to-zero
+ * modes); infinities and NaNs keep their payload. The reference's vector
+ * conversions (attention_ref.c) give the same bits.
+ */
+static inline float kvc_attn_half_to_float(uint16_t h)
+{
+	uint32_t em = (uint32_t)(h & 0x7fffu) << 13;
+	uint32_t exp = em & 0x0f800000u;
+	uint32_t u = em + ((127u - 15u) << 23);
+	float f;
+
+	if (exp == 0x0f800000u) /* inf or NaN */
+		u += (128u - 16u) << 23;
+	f = kvc_bits_f32(u);
+	if (!exp) /* zero or subnormal: 2^-14 (1 + m/1024) - 2^-14 */
+		f = kvc_bits_f32(u + (1u << 23)) - 0x1p-14f;
+	return kvc_bits_f32(kvc_f32_bits(f) | (uint32_t)(h & 0x8000u) << 16);
+}
+#endif
+
 /* Element @i of a K or V row, as f32 (f16 -> f32 is exact). */
 KVC_HD float kvc_attn_load(const uint8_t *row, uint32_t i, enum kvc_dtype dtype)
 {
@@ -92,7 +120,7 @@ KVC_HD float kvc_attn_load(const uint8_t *row, uint32_t i, enum kvc_dtype dtype)
 #ifdef __CUDACC__
 		return __half2float(__ushort_as_half(h));
 #else
-		return kvc_f16_to_f32(h);
+		return kvc_attn_half_to_float(h);
 #endif
 	}
 	return ((const float *)row)[i];
@@ -148,6 +176,43 @@ KVC_HD void kvc_attn_scale(float *acc, float f, uint32_t n)
 		acc[i] *= f;
 }
 
+/*
+ * exp(@x), for the @x <= 0 attention takes (a score less a maximum at
+ * least as large): within 1 ulp wherever the result is a normal float
+ * (0.99 ulp at worst against exp() in double, every float checked), like
+ * expf(), but plain float arithmetic in a fixed order: compiled without
+ * FMA contraction (GCC in ISO C mode; attention_ref.c asks Clang), the
+ * same bits on every host and in the reference's 4-lane copy.
+ * Cody-Waite reduction x = n ln 2 + r, |r| <= ln 2 / 2, a degree-7
+ * polynomial (Cephes' expf), then 2^n put in the exponent. Below -88 it
+ * is 0 (the true value is under 2^-126), -inf too; NaN stays NaN;
+ * arguments above 88 are taken as 88.
+ */
+KVC_HD float kvc_attn_exp(float x)
+{
+	float n, r, p, scale;
+	uint32_t bits;
+
+	if (x != x) /* NaN */
+		return x;
+	x = x < -88.0f ? -88.0f : x;
+	x = x > 88.0f ? 88.0f : x;
+	/* n = round(x / ln 2): adding 1.5 * 2^23 rounds to an integer */
+	n = (x * 1.44269504f + 0x1.8p23f) - 0x1.8p23f;
+	r = x - n * 0.693359375f; /* ln 2 in two parts; the first exact */
+	r = r - n * -2.12194440e-4f;
+	p = 1.9875691500e-4f;
+	p = p * r + 1.3981999507e-3f;
+	p = p * r + 8.3334519073e-3f;
+	p = p * r + 4.1665795894e-2f;
+	p = p * r + 1.6666665459e-1f;
+	p = p * r + 5.0000001201e-1f;
+	p = p * (r * r) + r + 1.0f;
+	bits = (uint32_t)((int32_t)n + 127) << 23; /* 2^n, n in [-127, 127] */
+	memcpy(&scale, &bits, sizeof(scale));
+	return p * scale;
+}
+
 /* ------------------------------------------------------------------ */
 /* Online softmax */
 
@@ -183,7 +248,7 @@ KVC_HD float kvc_softmax_rescale(struct kvc_softmax *sm, float max)
 
 	if (max <= sm->max)
 		return 1.0f;
-	alpha = sm->max == -INFINITY ? 0.0f : expf(sm->max - max);
+	alpha = sm->max == -INFINITY ? 0.0f : kvc_attn_exp(sm->max - max);
 	sm->max = max;
 	sm->sum *= alpha;
 	return alpha;
@@ -193,7 +258,7 @@ KVC_HD float kvc_softmax_rescale(struct kvc_softmax *sm, float max)
  * unnormalised weight exp(score - max). */
 KVC_HD float kvc_softmax_add(struct kvc_softmax *sm, float score)
 {
-	float p = expf(score - sm->max);
+	float p = kvc_attn_exp(score - sm->max);
 
 	sm->sum += p;
 	return p;
@@ -227,8 +292,8 @@ KVC_HD void kvc_softmax_merge(struct kvc_softmax *a,
 		*fb = 0.0f;
 		return;
 	}
-	*fa = a->max == -INFINITY ? 0.0f : expf(a->max - max);
-	*fb = b->max == -INFINITY ? 0.0f : expf(b->max - max);
+	*fa = a->max == -INFINITY ? 0.0f : kvc_attn_exp(a->max - max);
+	*fb = b->max == -INFINITY ? 0.0f : kvc_attn_exp(b->max - max);
 	a->sum = a->sum * *fa + b->sum * *fb;
 	a->max = max;
 }
@@ -240,12 +305,13 @@ KVC_HD float kvc_softmax_inv_sum(const struct kvc_softmax *sm)
 	return sm->sum > 0.0f ? 1.0f / sm->sum : 0.0f;
 }
 
-/* The final weight of @score once every score has been seen. */
+/* The final weight of @score once every score has been seen:
+ * exp(score - max) times kvc_softmax_inv_sum() (no divide a weight). */
 KVC_HD float kvc_softmax_weight(const struct kvc_softmax *sm, float score)
 {
 	if (!(sm->sum > 0.0f))
 		return 0.0f;
-	return expf(score - sm->max) / sm->sum;
+	return kvc_attn_exp(score - sm->max) * kvc_softmax_inv_sum(sm);
 }
 
 /* ------------------------------------------------------------------ */

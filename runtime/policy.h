@@ -32,8 +32,7 @@ struct kvc_policy_ops {
 	const char *name;
 	enum kvc_metric_kind metric;
 	int (*init)(struct kvc_policy *pol);
-	int (*select)(struct kvc_policy *pol, struct kvc_seq *seq,
-		      bool **drop);
+	int (*select)(struct kvc_policy *pol, struct kvc_seq *seq, bool **drop);
 	void (*exit)(struct kvc_policy *pol);
 };
 
