@@ -12,6 +12,47 @@
 
 #include "kvcctl.h"
 
+const char *kvcctl_long_name(const struct option *opts, int val)
+{
+	const struct option *o;
+
+	for (o = opts; o->name; o++)
+		if (o->val == val)
+			return o->name;
+	return "?";
+}
+
+/* Long options whose name starts with the @len bytes at @prefix. */
+static int matching_options(const struct option *opts, const char *prefix,
+			    size_t len)
+{
+	const struct option *o;
+	int n = 0;
+
+	for (o = opts; o->name; o++)
+		n += !strncmp(o->name, prefix, len);
+	return n;
+}
+
+int kvcctl_unknown_option(const char *cmd, const struct option *opts,
+			  char **argv, int optind_now, int opt_char)
+{
+	const char *arg = optind_now > 0 ? argv[optind_now - 1] : "";
+	size_t len;
+
+	if (opt_char && strncmp(arg, "--", 2))
+		return kvcctl_usage_error(cmd, "unknown option '-%c'",
+					  opt_char);
+	len = strcspn(arg, "=");
+	if (opt_char && arg[len] == '=')
+		return kvcctl_usage_error(cmd, "option '--%s' takes no value",
+					  kvcctl_long_name(opts, opt_char));
+	if (len > 2 && matching_options(opts, arg + 2, len - 2) > 1)
+		return kvcctl_usage_error(cmd, "ambiguous option '%.*s'",
+					  (int)len, arg);
+	return kvcctl_usage_error(cmd, "unknown option '%.*s'", (int)len, arg);
+}
+
 int kvcctl_usage_error(const char *cmd, const char *fmt, ...)
 {
 	va_list ap;

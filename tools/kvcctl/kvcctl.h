@@ -7,6 +7,7 @@
 #ifndef KVCCTL_H
 #define KVCCTL_H
 
+#include <getopt.h>
 #include <stddef.h>
 #include <stdint.h>
 #include <stdio.h>
@@ -59,6 +60,31 @@ int kvcctl_usage_error(const char *cmd, const char *fmt, ...)
  * Return: 0, -EINVAL when @s is not a decimal number, -ERANGE when it is
  * out of [@min, @max].
  */
+/**
+ * kvcctl_long_name() - The long name of an option.
+ * @opts: the getopt_long() table.
+ * @val: the option's value.
+ *
+ * Return: the name, or "?".
+ */
+const char *kvcctl_long_name(const struct option *opts, int val);
+
+/**
+ * kvcctl_unknown_option() - Say which argument getopt_long() refused.
+ * @cmd: the subcommand.
+ * @opts: its getopt_long() table.
+ * @argv: the arguments.
+ * @optind_now: optind after the refusal.
+ * @opt_char: optopt after the refusal.
+ *
+ * Tells an unknown short or long option, an ambiguous prefix and a value
+ * given to a flag apart.
+ *
+ * Return: 2, as kvcctl_usage_error().
+ */
+int kvcctl_unknown_option(const char *cmd, const struct option *opts,
+			  char **argv, int optind_now, int opt_char);
+
 int kvcctl_parse_u64(const char *s, uint64_t min, uint64_t max, uint64_t *out);
 
 /**

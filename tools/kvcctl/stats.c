@@ -105,46 +105,6 @@ static void usage(FILE *out)
 	fputs(usage_text, out);
 }
 
-static const char *long_name(int val)
-{
-	const struct option *o;
-
-	for (o = long_opts; o->name; o++)
-		if (o->val == val)
-			return o->name;
-	return "?";
-}
-
-/* Long options whose name starts with the @len bytes at @prefix. */
-static int matching_options(const char *prefix, size_t len)
-{
-	const struct option *o;
-	int n = 0;
-
-	for (o = long_opts; o->name; o++)
-		n += !strncmp(o->name, prefix, len);
-	return n;
-}
-
-/* getopt_long() returned '?': say which argument was not understood. */
-static int unknown_option(char **argv, int optind_now, int opt_char)
-{
-	const char *arg = optind_now > 0 ? argv[optind_now - 1] : "";
-	size_t len;
-
-	if (opt_char && strncmp(arg, "--", 2))
-		return kvcctl_usage_error(CMD, "unknown option '-%c'",
-					  opt_char);
-	len = strcspn(arg, "=");
-	if (opt_char && arg[len] == '=')
-		return kvcctl_usage_error(CMD, "option '--%s' takes no value",
-					  long_name(opt_char));
-	if (len > 2 && matching_options(arg + 2, len - 2) > 1)
-		return kvcctl_usage_error(CMD, "ambiguous option '%.*s'",
-					  (int)len, arg);
-	return kvcctl_usage_error(CMD, "unknown option '%.*s'", (int)len, arg);
-}
-
 /*
  * Return: -1 when the options are good and the command should run,
  * otherwise the exit status to end with (after --help, or a usage error).
@@ -202,10 +162,12 @@ static int parse_options(int argc, char **argv, struct stats_opts *o)
 			usage(stdout);
 			return KVCCTL_EXIT_OK;
 		case ':':
-			return kvcctl_usage_error(CMD, "--%s needs a value",
-						  long_name(optopt));
+			return kvcctl_usage_error(
+				CMD, "--%s needs a value",
+				kvcctl_long_name(long_opts, optopt));
 		default:
-			return unknown_option(argv, optind, optopt);
+			return kvcctl_unknown_option(CMD, long_opts, argv,
+						     optind, optopt);
 		}
 	}
 	if (optind < argc)
