@@ -34,6 +34,8 @@
 
 #include <kvc/kvc.h>
 
+#include "proc.h"
+
 /* The programs under test; -D can point them at other builds. */
 #ifndef KVCCTL
 #define KVCCTL "build/kvcctl"
@@ -496,100 +498,10 @@ static const struct json *json_pool(const struct json *arr, pid_t pid)
 
 /* ---- Running programs ---- */
 
-struct result {
-	int status; /* exit status; 128 + signal when killed */
-	char *out;
-	char *err;
-};
-
-static void result_free(struct result *r)
-{
-	free(r->out);
-	free(r->err);
-	memset(r, 0, sizeof(*r));
-}
-
-static char *slurp(FILE *f)
-{
-	long len;
-	char *buf;
-
-	assert_int_equal(fflush(f), 0);
-	assert_int_equal(fseek(f, 0, SEEK_END), 0);
-	len = ftell(f);
-	assert_true(len >= 0);
-	rewind(f);
-	buf = malloc((size_t)len + 1);
-	assert_non_null(buf);
-	assert_int_equal(fread(buf, 1, (size_t)len, f), (size_t)len);
-	buf[len] = '\0';
-	return buf;
-}
-
-static int exit_code(int status)
-{
-	if (WIFEXITED(status))
-		return WEXITSTATUS(status);
-	if (WIFSIGNALED(status))
-		return 128 + WTERMSIG(status);
-	return -1;
-}
-
-/* Reap @pid within @timeout_ms, else kill it. Return: 0 or -ETIMEDOUT. */
-static int wait_exit(pid_t pid, int timeout_ms, int *status)
-{
-	int waited = 0;
-	pid_t r;
-
-	for (;;) {
-		r = waitpid(pid, status, WNOHANG);
-		if (r == pid)
-			return 0;
-		if (r < 0)
-			return -errno;
-		if (waited >= timeout_ms) {
-			kill(pid, SIGKILL);
-			waitpid(pid, status, 0);
-			return -ETIMEDOUT;
-		}
-		usleep(2000);
-		waited += 2;
-	}
-}
-
-static pid_t spawn(char *const argv[], FILE *out, FILE *err)
-{
-	pid_t pid = fork();
-
-	assert_true(pid >= 0);
-	if (pid == 0) {
-		if (dup2(fileno(out), STDOUT_FILENO) < 0 ||
-		    dup2(fileno(err), STDERR_FILENO) < 0)
-			_exit(126);
-		execv(argv[0], argv);
-		_exit(127);
-	}
-	return pid;
-}
-
 /* Run @argv (NULL-terminated) to its end; capture stdout and stderr. */
 static void run_argv(struct result *r, char *const argv[])
 {
-	FILE *out = tmpfile(), *err = tmpfile();
-	int status;
-	pid_t pid;
-
-	assert_non_null(out);
-	assert_non_null(err);
-	pid = spawn(argv, out, err);
-	if (wait_exit(pid, RUN_TIMEOUT_MS, &status))
-		fail_msg("%s %s did not finish in time", argv[0],
-			 argv[1] ? argv[1] : "");
-	r->status = exit_code(status);
-	r->out = slurp(out);
-	r->err = slurp(err);
-	fclose(out);
-	fclose(err);
+	proc_run_argv(r, argv, RUN_TIMEOUT_MS);
 }
 
 /* run(&r, PROGRAM, args..., NULL) */
@@ -621,7 +533,7 @@ static struct json *stats_json(const char *arg1, const char *arg2)
 	if (json_parse_all(r.out, &arr, 1) != 1)
 		fail_msg("kvcctl stats --json: invalid JSON:\n%s", r.out);
 	assert_int_equal(arr->type, JSON_ARRAY);
-	result_free(&r);
+	proc_result_free(&r);
 	return arr;
 }
 
@@ -743,11 +655,11 @@ static int stop_demo(struct demo *d)
 	if (d->pid <= 0)
 		return -1;
 	kill(d->pid, SIGTERM);
-	if (wait_exit(d->pid, 5000, &status))
+	if (proc_wait_exit(d->pid, 5000, &status))
 		status = -1;
 	close(d->out_fd);
 	d->pid = 0;
-	return status < 0 ? status : exit_code(status);
+	return status < 0 ? status : proc_exit_code(status);
 }
 
 static int teardown(void **state)
@@ -892,8 +804,8 @@ static pid_t make_stale_pool(const char *name, uint32_t blocks)
 			_exit(2);
 		_exit(0);
 	}
-	assert_int_equal(wait_exit(pid, RUN_TIMEOUT_MS, &status), 0);
-	assert_int_equal(exit_code(status), 0);
+	assert_int_equal(proc_wait_exit(pid, RUN_TIMEOUT_MS, &status), 0);
+	assert_int_equal(proc_exit_code(status), 0);
 	return pid;
 }
 
@@ -907,7 +819,7 @@ static pid_t dead_pid(void)
 	assert_true(pid >= 0);
 	if (pid == 0)
 		_exit(0);
-	assert_int_equal(wait_exit(pid, RUN_TIMEOUT_MS, &status), 0);
+	assert_int_equal(proc_wait_exit(pid, RUN_TIMEOUT_MS, &status), 0);
 	return pid;
 }
 
@@ -1281,7 +1193,7 @@ static void test_table_output(void **state)
 	for (b = 13; b < 18; b++)
 		assert_string_equal(w[b], "0");
 	json_free(arr);
-	result_free(&r);
+	proc_result_free(&r);
 }
 
 static void test_pid_filter(void **state)
@@ -1318,7 +1230,7 @@ static void test_pid_filter(void **state)
 	assert_int_equal(r.status, 0);
 	assert_true(find_line(r.out, b, line, sizeof(line)));
 	assert_false(find_line(r.out, a, line, sizeof(line)));
-	result_free(&r);
+	proc_result_free(&r);
 
 	/* A process with no pool: nothing to show is not an error. */
 	gone = dead_pid();
@@ -1326,7 +1238,7 @@ static void test_pid_filter(void **state)
 	run(&r, KVCCTL, "stats", "--pid", dead, NULL);
 	assert_int_equal(r.status, 0);
 	assert_non_null(strstr(r.out, "no kvc pools"));
-	result_free(&r);
+	proc_result_free(&r);
 	arr = stats_json("--pid", dead);
 	assert_int_equal(arr->n, 0);
 	json_free(arr);
@@ -1343,7 +1255,7 @@ static void test_no_pools_and_missing_dir(void **state)
 	assert_int_equal(r.status, 0);
 	assert_non_null(strstr(r.out, "no kvc pools"));
 	assert_string_equal(r.err, "");
-	result_free(&r);
+	proc_result_free(&r);
 	arr = stats_json(NULL, NULL);
 	assert_int_equal(arr->n, 0);
 	json_free(arr);
@@ -1354,7 +1266,7 @@ static void test_no_pools_and_missing_dir(void **state)
 	assert_string_equal(r.out, "");
 	assert_non_null(strstr(r.err, missing));
 	assert_int_equal(count_lines(r.err), 1);
-	result_free(&r);
+	proc_result_free(&r);
 
 	/* The same through the environment, with JSON asked for. */
 	assert_int_equal(setenv("KVC_STATS_DIR", missing, 1), 0);
@@ -1363,7 +1275,7 @@ static void test_no_pools_and_missing_dir(void **state)
 	assert_int_equal(r.status, 1);
 	assert_string_equal(r.out, "");
 	assert_non_null(strstr(r.err, missing));
-	result_free(&r);
+	proc_result_free(&r);
 }
 
 struct usage_case {
@@ -1416,14 +1328,14 @@ static void test_usage_errors(void **state)
 			fail_msg("case %zu: '%s' does not name %s", i, r.err,
 				 cases[i].says);
 		assert_non_null(strstr(nl + 1, "--help"));
-		result_free(&r);
+		proc_result_free(&r);
 	}
 
 	/* No command at all: the usage, on stderr. */
 	run(&r, KVCCTL, NULL);
 	assert_int_equal(r.status, 2);
 	assert_non_null(strstr(r.err, "Usage"));
-	result_free(&r);
+	proc_result_free(&r);
 }
 
 static void test_help_and_version(void **state)
@@ -1435,24 +1347,24 @@ static void test_help_and_version(void **state)
 	assert_int_equal(r.status, 0);
 	snprintf(want, sizeof(want), "kvcctl %s\n", KVC_VERSION);
 	assert_string_equal(r.out, want);
-	result_free(&r);
+	proc_result_free(&r);
 
 	run(&r, KVCCTL, "--help", NULL);
 	assert_int_equal(r.status, 0);
 	assert_non_null(strstr(r.out, "stats"));
-	result_free(&r);
+	proc_result_free(&r);
 
 	run(&r, KVCCTL, "help", "stats", NULL);
 	assert_int_equal(r.status, 0);
 	assert_non_null(strstr(r.out, "--watch"));
 	assert_non_null(strstr(r.out, "--clean"));
-	result_free(&r);
+	proc_result_free(&r);
 
 	run(&r, KVCCTL, "stats", "--help", NULL);
 	assert_int_equal(r.status, 0);
 	assert_non_null(strstr(r.out, "--pid"));
 	assert_string_equal(r.err, "");
-	result_free(&r);
+	proc_result_free(&r);
 }
 
 /* Output that cannot be written is a failure, not a silent success. */
@@ -1467,9 +1379,9 @@ static void test_write_error(void **state)
 		skip();
 	assert_non_null(err);
 	assert_int_equal(
-		wait_exit(spawn(argv, full, err), RUN_TIMEOUT_MS, &status), 0);
-	assert_int_equal(exit_code(status), 1);
-	text = slurp(err);
+		proc_wait_exit(proc_spawn(argv, full, err), RUN_TIMEOUT_MS, &status), 0);
+	assert_int_equal(proc_exit_code(status), 1);
+	text = proc_slurp(err);
 	assert_non_null(strstr(text, "error writing output"));
 	free(text);
 	fclose(full);
@@ -1542,7 +1454,7 @@ static void test_refused_pages(void **state)
 			fail_msg("%s not reported:\n%s", bad[i], r.err);
 	assert_non_null(strstr(r.err, "refused"));
 	assert_non_null(strstr(r.err, "mode 0644"));
-	result_free(&r);
+	proc_result_free(&r);
 
 	run(&r, KVCCTL, "stats", NULL);
 	assert_int_equal(r.status, 0);
@@ -1552,14 +1464,14 @@ static void test_refused_pages(void **state)
 	assert_false(find_line(r.out, pid, line, sizeof(line)));
 	snprintf(pid, sizeof(pid), "%d", (int)d->pid);
 	assert_true(find_line(r.out, pid, line, sizeof(line)));
-	result_free(&r);
+	proc_result_free(&r);
 
 	/* --clean leaves refused pages alone: it trusts none of them. */
 	run(&r, KVCCTL, "stats", "--clean", NULL);
 	assert_int_equal(r.status, 0);
 	for (i = 0; i < 4; i++)
 		assert_true(file_exists(bad[i]));
-	result_free(&r);
+	proc_result_free(&r);
 }
 
 static void test_stale_page_and_clean(void **state)
@@ -1606,7 +1518,7 @@ static void test_stale_page_and_clean(void **state)
 	assert_true(find_line(r.out, pid, line, sizeof(line)));
 	assert_int_equal(split_words(line, w, 64) > 4, 1);
 	assert_string_equal(w[3], "live");
-	result_free(&r);
+	proc_result_free(&r);
 
 	run(&r, KVCCTL, "stats", "--clean", NULL);
 	assert_int_equal(r.status, 0);
@@ -1616,7 +1528,7 @@ static void test_stale_page_and_clean(void **state)
 	assert_true(file_exists(d->page));
 	snprintf(pid, sizeof(pid), "%d", (int)gone);
 	assert_false(find_line(r.out, pid, line, sizeof(line)));
-	result_free(&r);
+	proc_result_free(&r);
 
 	/* Nothing stale left: nothing removed, the live pool still shown. */
 	run(&r, KVCCTL, "stats", "--clean", "--json", NULL);
@@ -1626,7 +1538,7 @@ static void test_stale_page_and_clean(void **state)
 	assert_int_equal(arr->n, 1);
 	assert_non_null(json_pool(arr, d->pid));
 	json_free(arr);
-	result_free(&r);
+	proc_result_free(&r);
 }
 
 static void test_json_escapes_bad_utf8(void **state)
@@ -1649,13 +1561,13 @@ static void test_json_escapes_bad_utf8(void **state)
 	run(&r, KVCCTL, "stats", NULL);
 	assert_int_equal(r.status, 0);
 	assert_non_null(strstr(r.out, "bad??name"));
-	result_free(&r);
+	proc_result_free(&r);
 
 	run(&r, KVCCTL, "stats", "--clean", "--json", NULL);
 	assert_int_equal(r.status, 0);
 	assert_non_null(strstr(r.err, "removed stale page"));
 	assert_string_equal(r.out, "[]\n");
-	result_free(&r);
+	proc_result_free(&r);
 	(void)f;
 }
 
@@ -1686,7 +1598,7 @@ static void test_watch_count(void **state)
 	secs = (double)(t1.tv_sec - t0.tv_sec) +
 	       (double)(t1.tv_nsec - t0.tv_nsec) / 1e9;
 	assert_true(secs >= 0.19);
-	result_free(&r);
+	proc_result_free(&r);
 
 	/* Not a terminal: no screen clearing, one heading per refresh. */
 	run(&r, KVCCTL, "stats", "--watch", "0.05", "--count", "2", NULL);
@@ -1696,7 +1608,7 @@ static void test_watch_count(void **state)
 	assert_non_null(
 		strstr(strstr(r.out, "every 0.05s") + 1, "every 0.05s"));
 	assert_non_null(strstr(r.out, "pool_demo"));
-	result_free(&r);
+	proc_result_free(&r);
 }
 
 static void test_watch_interrupted(void **state)
@@ -1714,7 +1626,7 @@ static void test_watch_interrupted(void **state)
 		err = tmpfile();
 		assert_non_null(out);
 		assert_non_null(err);
-		pid = spawn(argv, out, err);
+		pid = proc_spawn(argv, out, err);
 		/* The first refresh is out: the handlers are in place. */
 		for (waited = 0; waited < RUN_TIMEOUT_MS; waited += 10) {
 			assert_int_equal(fstat(fileno(out), &st), 0);
@@ -1726,12 +1638,12 @@ static void test_watch_interrupted(void **state)
 		clock_gettime(CLOCK_MONOTONIC, &t0);
 		assert_int_equal(kill(pid, sig ? SIGTERM : SIGINT), 0);
 		/* Ends at once, cleanly, although the interval is 100 s. */
-		assert_int_equal(wait_exit(pid, 5000, &status), 0);
+		assert_int_equal(proc_wait_exit(pid, 5000, &status), 0);
 		clock_gettime(CLOCK_MONOTONIC, &t1);
 		assert_true(WIFEXITED(status));
 		assert_int_equal(WEXITSTATUS(status), 0);
 		assert_true(t1.tv_sec - t0.tv_sec < 3);
-		text = slurp(out);
+		text = proc_slurp(out);
 		assert_non_null(strstr(text, "no kvc pools"));
 		free(text);
 		fclose(out);
@@ -1769,17 +1681,17 @@ static void test_demo_errors(void **state)
 	run(&r, POOL_DEMO, "--backend", "host", "--block-bytes", "3000", NULL);
 	assert_int_equal(r.status, 1);
 	assert_true(strlen(r.err) > 12);
-	result_free(&r);
+	proc_result_free(&r);
 
 	run(&r, POOL_DEMO, "--backend", "tpu", NULL);
 	assert_int_equal(r.status, 2);
 	assert_non_null(strstr(r.err, "--backend"));
-	result_free(&r);
+	proc_result_free(&r);
 
 	run(&r, POOL_DEMO, "--blocks", "0", NULL);
 	assert_int_equal(r.status, 2);
 	assert_non_null(strstr(r.err, "--blocks"));
-	result_free(&r);
+	proc_result_free(&r);
 
 	/* Bad values: exit 2 before any pool, the flag named. */
 	for (i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
@@ -1795,7 +1707,7 @@ static void test_demo_errors(void **state)
 				 cases[i].args[1] ? cases[i].args[1] : "",
 				 r.status, cases[i].says, r.err);
 		assert_string_equal(r.out, "");
-		result_free(&r);
+		proc_result_free(&r);
 	}
 
 	run(&r, POOL_DEMO, "--help", NULL);
@@ -1803,13 +1715,13 @@ static void test_demo_errors(void **state)
 	assert_non_null(strstr(r.out, "--evict FRACTION"));
 	assert_non_null(strstr(r.out, "--seed N"));
 	assert_non_null(strstr(r.out, "--compact-after SECONDS"));
-	result_free(&r);
+	proc_result_free(&r);
 
 	/* Without --hold the demo runs, prints and cleans up after itself. */
 	run(&r, POOL_DEMO, "--backend", "host", "--blocks", "10", NULL);
 	assert_int_equal(r.status, 0);
 	assert_non_null(strstr(r.out, "5 live"));
-	result_free(&r);
+	proc_result_free(&r);
 
 	dir = opendir(f->pages);
 	assert_non_null(dir);
@@ -1967,7 +1879,7 @@ static void test_table_fragmentation_section(void **state)
 	assert_string_equal(w[15], "11");
 	assert_string_equal(w[16], "2");
 	assert_string_equal(w[17], "3");
-	result_free(&r);
+	proc_result_free(&r);
 }
 
 struct real_case {
@@ -2025,7 +1937,7 @@ static void test_fragmentation_odd_values(void **state)
 		assert_string_equal(w[8], cases[i].table);
 	}
 	json_free(arr);
-	result_free(&r);
+	proc_result_free(&r);
 }
 
 /* pool_demo --compact-after: compaction shows in the demo and in kvcctl. */
@@ -2090,7 +2002,7 @@ static void test_demo_compaction(void **state)
 	assert_string_equal(w[12], "MiB");
 	assert_string_equal(w[13], "4");
 	assert_string_equal(w[15], "3");
-	result_free(&r);
+	proc_result_free(&r);
 
 	assert_int_equal(stop_demo(d), 0);
 	assert_false(file_exists(d->page));
@@ -2118,7 +2030,7 @@ static void test_demo_evict(void **state)
 		assert_non_null(strstr(r.out, "750 live"));
 		demo_line(r.out, "fragmentation:", frag[i], sizeof(frag[i]));
 		demo_line(r.out, "chunks:", chunks[i], sizeof(chunks[i]));
-		result_free(&r);
+		proc_result_free(&r);
 	}
 	assert_string_equal(frag[0], frag[1]);
 	assert_string_equal(chunks[0], chunks[1]);
@@ -2133,7 +2045,7 @@ static void test_demo_evict(void **state)
 	demo_line(r.out, "compacted:", line, sizeof(line));
 	assert_non_null(strstr(line, "mapped 16.0 MiB -> 14.0 MiB"));
 	assert_string_equal(r.err, "");
-	result_free(&r);
+	proc_result_free(&r);
 
 	/* Nothing evicted, nothing to move. */
 	run(&r, POOL_DEMO, "--backend", "host", "--blocks", "256", "--evict",
@@ -2142,7 +2054,7 @@ static void test_demo_evict(void **state)
 	assert_non_null(strstr(r.out, "freed 0 at random"));
 	demo_line(r.out, "compacted:", line, sizeof(line));
 	assert_non_null(strstr(line, "compacted: 0 blocks moved"));
-	result_free(&r);
+	proc_result_free(&r);
 	(void)state;
 }
 

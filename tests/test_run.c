@@ -27,6 +27,7 @@
 
 #include <cmocka.h>
 
+#include "proc.h"
 #include "testutil.h"
 
 #include <kvc/evict.h>
@@ -579,100 +580,10 @@ static void test_bad_params(void **state)
 
 /* ---- kvcctl run ---- */
 
-struct result {
-	int status; /* exit status; 128 + signal when killed */
-	char *out;
-	char *err;
-};
-
-static void result_free(struct result *r)
-{
-	free(r->out);
-	free(r->err);
-	memset(r, 0, sizeof(*r));
-}
-
-static char *slurp(FILE *f)
-{
-	long len;
-	char *buf;
-
-	assert_int_equal(fflush(f), 0);
-	assert_int_equal(fseek(f, 0, SEEK_END), 0);
-	len = ftell(f);
-	assert_true(len >= 0);
-	rewind(f);
-	buf = malloc((size_t)len + 1);
-	assert_non_null(buf);
-	assert_int_equal(fread(buf, 1, (size_t)len, f), (size_t)len);
-	buf[len] = '\0';
-	return buf;
-}
-
-static int exit_code(int status)
-{
-	if (WIFEXITED(status))
-		return WEXITSTATUS(status);
-	if (WIFSIGNALED(status))
-		return 128 + WTERMSIG(status);
-	return -1;
-}
-
-/* Reap @pid within @timeout_ms, else kill it. Return: 0 or -ETIMEDOUT. */
-static int wait_exit(pid_t pid, int timeout_ms, int *status)
-{
-	int waited = 0;
-	pid_t r;
-
-	for (;;) {
-		r = waitpid(pid, status, WNOHANG);
-		if (r == pid)
-			return 0;
-		if (r < 0)
-			return -errno;
-		if (waited >= timeout_ms) {
-			kill(pid, SIGKILL);
-			waitpid(pid, status, 0);
-			return -ETIMEDOUT;
-		}
-		usleep(2000);
-		waited += 2;
-	}
-}
-
-static pid_t spawn(char *const argv[], FILE *out, FILE *err)
-{
-	pid_t pid = fork();
-
-	assert_true(pid >= 0);
-	if (pid == 0) {
-		if (dup2(fileno(out), STDOUT_FILENO) < 0 ||
-		    dup2(fileno(err), STDERR_FILENO) < 0)
-			_exit(126);
-		execv(argv[0], argv);
-		_exit(127);
-	}
-	return pid;
-}
-
 /* Run @argv (NULL-terminated) to its end; capture stdout and stderr. */
 static void run_argv(struct result *r, char *const argv[])
 {
-	FILE *out = tmpfile(), *err = tmpfile();
-	int status;
-	pid_t pid;
-
-	assert_non_null(out);
-	assert_non_null(err);
-	pid = spawn(argv, out, err);
-	if (wait_exit(pid, RUN_TIMEOUT_MS, &status))
-		fail_msg("%s %s did not finish in time", argv[0],
-			 argv[1] ? argv[1] : "");
-	r->status = exit_code(status);
-	r->out = slurp(out);
-	r->err = slurp(err);
-	fclose(out);
-	fclose(err);
+	proc_run_argv(r, argv, RUN_TIMEOUT_MS);
 }
 
 /* kvcctl(&r, args..., NULL): kvcctl run with a small shape, then args. */
@@ -891,7 +802,7 @@ static void run_json(struct object *o, ...)
 	if (!parse_object(r.out, o))
 		fail_msg("kvcctl run --json: not one flat JSON object:\n%s",
 			 r.out);
-	result_free(&r);
+	proc_result_free(&r);
 }
 
 static void test_kvcctl_json(void **state)
@@ -992,7 +903,7 @@ static void test_kvcctl_table(void **state)
 		if (!strstr(r.out, words[i]))
 			fail_msg("no '%s' in:\n%s", words[i], r.out);
 	assert_non_null(strstr(r.out, "1.0 GiB holds"));
-	result_free(&r);
+	proc_result_free(&r);
 }
 
 static void test_kvcctl_help(void **state)
@@ -1006,13 +917,13 @@ static void test_kvcctl_help(void **state)
 	run_argv(&h, (char *[]){ KVCCTL, "help", "run", NULL });
 	assert_int_equal(h.status, 0);
 	assert_string_equal(h.out, r.out);
-	result_free(&r);
-	result_free(&h);
+	proc_result_free(&r);
+	proc_result_free(&h);
 
 	run_argv(&r, (char *[]){ KVCCTL, "--help", NULL });
 	assert_int_equal(r.status, 0);
 	assert_non_null(strstr(r.out, "\n  run "));
-	result_free(&r);
+	proc_result_free(&r);
 }
 
 /* kvcctl run ARGS: exit 2, nothing on stdout, @message on stderr. */
@@ -1036,7 +947,7 @@ static void expect_usage(const char *message, ...)
 		fail_msg("kvcctl run %s: no '%s' in: %s", argv[2], message,
 			 r.err);
 	assert_non_null(strstr(r.err, "Try 'kvcctl run --help'."));
-	result_free(&r);
+	proc_result_free(&r);
 }
 
 static void test_kvcctl_usage_errors(void **state)
@@ -1113,7 +1024,7 @@ static void test_kvcctl_trace(void **state)
 	EXPECT_U64(member_u64(&o, "logical_bytes"),
 		   (108 + 60 + 108) * 2 * 2 * 64 * 2 * 2);
 	assert_string_equal(member(&o, "trace"), good);
-	result_free(&r);
+	proc_result_free(&r);
 	expect_usage("bad.csv:3: ContextTokens \"12x\"", "--trace", bad, NULL);
 	expect_usage("missing.csv", "--trace", missing, NULL);
 }
@@ -1138,12 +1049,12 @@ static void test_kvcctl_hold(void **state)
 
 	assert_non_null(out);
 	assert_non_null(err);
-	pid = spawn(argv, out, err);
+	pid = proc_spawn(argv, out, err);
 	/* The pool is published from the start; wait for the hold. */
 	for (waited = 0;; waited += 10) {
 		if (waited >= RUN_TIMEOUT_MS)
 			fail_msg("kvcctl run --hold never said it holds");
-		text = slurp(err);
+		text = proc_slurp(err);
 		found = strstr(text, "holding the pool") != NULL;
 		free(text);
 		if (found)
@@ -1156,13 +1067,13 @@ static void test_kvcctl_hold(void **state)
 	assert_string_equal(snaps[0].page.name, "kvcctl run kvcompress");
 	assert_true(snaps[0].alive);
 	free(snaps);
-	text = slurp(out);
+	text = proc_slurp(out);
 	assert_non_null(strstr(text, "theoretical"));
 	free(text);
 
 	assert_int_equal(kill(pid, SIGTERM), 0);
-	assert_int_equal(wait_exit(pid, RUN_TIMEOUT_MS, &status), 0);
-	assert_int_equal(exit_code(status), 0);
+	assert_int_equal(proc_wait_exit(pid, RUN_TIMEOUT_MS, &status), 0);
+	assert_int_equal(proc_exit_code(status), 0);
 	fclose(out);
 	fclose(err);
 	assert_int_equal(kvc_stats_list(f->dir, pid, &snaps, &n, NULL, NULL),
