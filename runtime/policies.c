@@ -210,6 +210,45 @@ static uint32_t nr_tables(const struct kvc_seq *seq)
 	return seq->kv->shape.layers * seq->kv->shape.kv_heads;
 }
 
+/*
+ * The shape of every ranking policy: each head of layer l keeps its
+ * @budget(l) best KVs by score (see rank_head() for @window_from and
+ * @counts_kept) and drops the rest.
+ */
+static int rank_layers(struct kvc_policy *pol, struct kvc_seq *seq, bool **drop,
+		       int64_t window_from, bool counts_kept,
+		       uint32_t (*budget)(const struct kvc_policy *pol,
+					  const struct kvc_seq *seq,
+					  uint32_t layer))
+{
+	const struct kvc_model_shape *s = &seq->kv->shape;
+	struct rank_entry *e;
+	uint32_t l, h, k;
+	int err;
+
+	err = check_seq(pol, seq, drop);
+	if (err)
+		return err;
+	err = rank_scratch(seq, &e);
+	if (err || !e)
+		return err;
+	for (l = 0; l < s->layers; l++) {
+		k = budget(pol, seq, l);
+		for (h = 0; h < s->kv_heads; h++)
+			rank_head(pol, seq, l * s->kv_heads + h, window_from, k,
+				  counts_kept, drop[l * s->kv_heads + h], e);
+	}
+	free(e);
+	return 0;
+}
+
+/* The same budget in every layer: the one of kvc_policy_keep_tokens(). */
+static uint32_t keep_budget(const struct kvc_policy *pol,
+			    const struct kvc_seq *seq, uint32_t layer)
+{
+	return kvc_policy_keep_tokens(pol, seq->tokens);
+}
+
 /* ------------------------------------------------------------------ */
 /* full: the baseline that keeps everything */
 
@@ -275,21 +314,7 @@ const struct kvc_policy_ops kvc_policy_streamingllm = {
 
 static int h2o_select(struct kvc_policy *pol, struct kvc_seq *seq, bool **drop)
 {
-	uint32_t t, budget;
-	struct rank_entry *e;
-	int err;
-
-	err = check_seq(pol, seq, drop);
-	if (err)
-		return err;
-	err = rank_scratch(seq, &e);
-	if (err || !e)
-		return err;
-	budget = kvc_policy_keep_tokens(pol, seq->tokens);
-	for (t = 0; t < nr_tables(seq); t++)
-		rank_head(pol, seq, t, INT64_MAX, budget, true, drop[t], e);
-	free(e);
-	return 0;
+	return rank_layers(pol, seq, drop, INT64_MAX, true, keep_budget);
 }
 
 const struct kvc_policy_ops kvc_policy_h2o = {
@@ -315,23 +340,10 @@ static int snapkv_select(struct kvc_policy *pol, struct kvc_seq *seq,
 			 bool **drop)
 {
 	int64_t window_from = INT64_MAX;
-	uint32_t t, budget;
-	struct rank_entry *e;
-	int err;
 
-	err = check_seq(pol, seq, drop);
-	if (err)
-		return err;
-	err = rank_scratch(seq, &e);
-	if (err || !e)
-		return err;
 	if (pol->p.observe_window)
 		window_from = (int64_t)seq->tokens - pol->p.observe_window;
-	budget = kvc_policy_keep_tokens(pol, seq->tokens);
-	for (t = 0; t < nr_tables(seq); t++)
-		rank_head(pol, seq, t, window_from, budget, true, drop[t], e);
-	free(e);
-	return 0;
+	return rank_layers(pol, seq, drop, window_from, true, keep_budget);
 }
 
 const struct kvc_policy_ops kvc_policy_snapkv = {
@@ -377,30 +389,20 @@ static uint32_t pyramidkv_budget(double beta, uint32_t b, uint32_t layer,
 	return budget_floor(k_max - layer * (k_max - k_min) / (layers - 1));
 }
 
+static uint32_t pyramidkv_layer(const struct kvc_policy *pol,
+				const struct kvc_seq *seq, uint32_t layer)
+{
+	uint32_t b = sub_sat(kvc_policy_keep_tokens(pol, seq->tokens),
+			     protected_tokens(pol, seq->tokens));
+
+	return pyramidkv_budget(pol->p.pyramid_beta, b, layer,
+				seq->kv->shape.layers);
+}
+
 static int pyramidkv_select(struct kvc_policy *pol, struct kvc_seq *seq,
 			    bool **drop)
 {
-	const struct kvc_model_shape *s = &seq->kv->shape;
-	uint32_t l, h, b, k;
-	struct rank_entry *e;
-	int err;
-
-	err = check_seq(pol, seq, drop);
-	if (err)
-		return err;
-	err = rank_scratch(seq, &e);
-	if (err || !e)
-		return err;
-	b = sub_sat(kvc_policy_keep_tokens(pol, seq->tokens),
-		    protected_tokens(pol, seq->tokens));
-	for (l = 0; l < s->layers; l++) {
-		k = pyramidkv_budget(pol->p.pyramid_beta, b, l, s->layers);
-		for (h = 0; h < s->kv_heads; h++)
-			rank_head(pol, seq, l * s->kv_heads + h, INT64_MAX, k,
-				  false, drop[l * s->kv_heads + h], e);
-	}
-	free(e);
-	return 0;
+	return rank_layers(pol, seq, drop, INT64_MAX, false, pyramidkv_layer);
 }
 
 const struct kvc_policy_ops kvc_policy_pyramidkv = {
@@ -442,29 +444,20 @@ static uint32_t pyramidinfer_budget(double rho, uint32_t n, uint32_t layer,
 	return budget_floor(rho_l * n);
 }
 
+static uint32_t pyramidinfer_layer(const struct kvc_policy *pol,
+				   const struct kvc_seq *seq, uint32_t layer)
+{
+	uint32_t n = seq->tokens - protected_tokens(pol, seq->tokens);
+
+	return pyramidinfer_budget(pol->p.pyramid_rho, n, layer,
+				   seq->kv->shape.layers);
+}
+
 static int pyramidinfer_select(struct kvc_policy *pol, struct kvc_seq *seq,
 			       bool **drop)
 {
-	const struct kvc_model_shape *s = &seq->kv->shape;
-	uint32_t l, h, n, k;
-	struct rank_entry *e;
-	int err;
-
-	err = check_seq(pol, seq, drop);
-	if (err)
-		return err;
-	err = rank_scratch(seq, &e);
-	if (err || !e)
-		return err;
-	n = seq->tokens - protected_tokens(pol, seq->tokens);
-	for (l = 0; l < s->layers; l++) {
-		k = pyramidinfer_budget(pol->p.pyramid_rho, n, l, s->layers);
-		for (h = 0; h < s->kv_heads; h++)
-			rank_head(pol, seq, l * s->kv_heads + h, INT64_MAX, k,
-				  false, drop[l * s->kv_heads + h], e);
-	}
-	free(e);
-	return 0;
+	return rank_layers(pol, seq, drop, INT64_MAX, false,
+			   pyramidinfer_layer);
 }
 
 const struct kvc_policy_ops kvc_policy_pyramidinfer = {

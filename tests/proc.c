@@ -104,4 +104,3 @@ void proc_run_argv(struct result *r, char *const argv[], int timeout_ms)
 	fclose(out);
 	fclose(err);
 }
-

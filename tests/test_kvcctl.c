@@ -1378,8 +1378,9 @@ static void test_write_error(void **state)
 	if (!full)
 		skip();
 	assert_non_null(err);
-	assert_int_equal(
-		proc_wait_exit(proc_spawn(argv, full, err), RUN_TIMEOUT_MS, &status), 0);
+	assert_int_equal(proc_wait_exit(proc_spawn(argv, full, err),
+					RUN_TIMEOUT_MS, &status),
+			 0);
 	assert_int_equal(proc_exit_code(status), 1);
 	text = proc_slurp(err);
 	assert_non_null(strstr(text, "error writing output"));
