@@ -125,17 +125,6 @@ struct fixture {
 /* ------------------------------------------------------------------ */
 /* randomness and block contents */
 
-static uint64_t rng_next(uint64_t *s)
-{
-	uint64_t x = *s;
-
-	x ^= x >> 12;
-	x ^= x << 25;
-	x ^= x >> 27;
-	*s = x;
-	return x * 0x2545f4914f6cdd1dull;
-}
-
 static uint32_t rng_below(struct fixture *fx, uint32_t n)
 {
 	return n ? (uint32_t)(rng_next(&fx->rng) % n) : 0;

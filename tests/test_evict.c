@@ -47,28 +47,6 @@ struct fixture {
 /* ------------------------------------------------------------------ */
 /* helpers */
 
-#define KV_CHECK(kv) check_kv(kv, __FILE__, __LINE__)
-
-static void check_kv(struct kvc_kv *kv, const char *file, int line)
-{
-	int err = kvc_kv_check(kv);
-
-	if (err)
-		fail_msg("%s:%d: kvc_kv_check() = %d: %s", file, line, err,
-			 kvc_last_error());
-}
-
-static uint64_t rng_next(uint64_t *s)
-{
-	uint64_t x = *s;
-
-	x ^= x >> 12;
-	x ^= x << 25;
-	x ^= x >> 27;
-	*s = x;
-	return x * 0x2545f4914f6cdd1dull;
-}
-
 static uint32_t rng_below(uint64_t *s, uint32_t n)
 {
 	return (uint32_t)(rng_next(s) % n);
@@ -225,7 +203,7 @@ static void append_ok(struct kvc_kv *kv, struct model_seq *m, uint32_t n,
 	if (err)
 		fail_msg("%s:%d: kvc_seq_append(%u) = %d: %s", file, line, n,
 			 err, kvc_last_error());
-	check_kv(kv, file, line);
+	check_kv_at(kv, file, line);
 	for (t = 0; t < m->nr; t++)
 		for (i = 0; i < n; i++) {
 			struct model_table *mt = &m->tables[t];
@@ -277,7 +255,7 @@ static void expect_model(struct kvc_kv *kv, const struct model_seq *m,
 
 	assert_non_null(got);
 	assert_non_null(want);
-	check_kv(kv, file, line);
+	check_kv_at(kv, file, line);
 	if (kvc_seq_tokens(m->seq) != m->tokens)
 		fail_msg("%s:%d: %u tokens, expected %u", file, line,
 			 kvc_seq_tokens(m->seq), m->tokens);
@@ -655,7 +633,7 @@ static void compress_ok(struct kvc_kv *kv, struct kvc_policy *pol,
 	if (err)
 		fail_msg("%s:%d: kvc_policy_compress() = %d: %s", file, line,
 			 err, kvc_last_error());
-	check_kv(kv, file, line);
+	check_kv_at(kv, file, line);
 	if (live_blocks(kv) != live - st->blocks_freed)
 		fail_msg("%s:%d: %" PRIu64 " live blocks, %" PRIu64
 			 " - %" PRIu64 " expected",

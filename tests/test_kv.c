@@ -48,28 +48,6 @@ struct fixture {
 /* ------------------------------------------------------------------ */
 /* helpers */
 
-#define KV_CHECK(kv) check_kv(kv, __FILE__, __LINE__)
-
-static void check_kv(struct kvc_kv *kv, const char *file, int line)
-{
-	int err = kvc_kv_check(kv);
-
-	if (err)
-		fail_msg("%s:%d: kvc_kv_check() = %d: %s", file, line, err,
-			 kvc_last_error());
-}
-
-static uint64_t rng_next(uint64_t *s)
-{
-	uint64_t x = *s;
-
-	x ^= x >> 12;
-	x ^= x << 25;
-	x ^= x >> 27;
-	*s = x;
-	return x * 0x2545f4914f6cdd1dull;
-}
-
 static uint32_t rng_below(uint64_t *s, uint32_t n)
 {
 	return (uint32_t)(rng_next(s) % n);
@@ -245,7 +223,7 @@ static void append_ok(struct kvc_kv *kv, struct model_seq *m, uint32_t n,
 	if (err)
 		fail_msg("%s:%d: kvc_seq_append(%u) = %d, expected 0: %s", file,
 			 line, n, err, kvc_last_error());
-	check_kv(kv, file, line);
+	check_kv_at(kv, file, line);
 	for (t = 0; t < nr_tables(s); t++)
 		for (i = 0; i < n; i++)
 			model_push(&m->tables[t], m->tokens + i);
@@ -263,7 +241,7 @@ static void truncate_ok(struct kvc_kv *kv, struct model_seq *m, uint32_t layer,
 	if (err)
 		fail_msg("%s:%d: kvc_seq_truncate(%u, %u, %u) = %d: %s", file,
 			 line, layer, head, len, err, kvc_last_error());
-	check_kv(kv, file, line);
+	check_kv_at(kv, file, line);
 	m->tables[layer * kvc_kv_shape(kv)->kv_heads + head].len = len;
 }
 

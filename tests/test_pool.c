@@ -230,17 +230,6 @@ static void *block_ptr(struct kvc_pool *pool, uint32_t id)
 	return (void *)(uintptr_t)addr;
 }
 
-static uint64_t rng_next(uint64_t *s)
-{
-	uint64_t x = *s;
-
-	x ^= x >> 12;
-	x ^= x << 25;
-	x ^= x >> 27;
-	*s = x;
-	return x * 0x2545f4914f6cdd1dull;
-}
-
 static uint32_t rng_below(uint64_t *s, uint32_t n)
 {
 	return (uint32_t)(rng_next(s) % n);
