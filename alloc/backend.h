@@ -161,4 +161,68 @@ int kvc_backend_open_cuda_driver(const struct kvc_cuda_driver *drv, int device,
  */
 int kvc_backend_open_cuda(int device, struct kvc_backend **out);
 
+struct kvc_cuda_kernels;
+
+/**
+ * struct kvc_cuda_ctx - What code beside a cuda backend needs to queue
+ * device work in the pool's context.
+ * @drv: the driver table (real or fake).
+ * @ctx: the device's primary context (a CUcontext).
+ * @dev: the device (a CUdevice).
+ * @kernels: the kernels loaded in @ctx, or NULL when the library carries
+ *           none or they do not load on this device.
+ * @stream: the backend's own stream, which runs its copies when no fence
+ *          names one (a CUstream).
+ */
+struct kvc_cuda_ctx {
+	const struct kvc_cuda_driver *drv;
+	void *ctx;
+	int dev;
+	struct kvc_cuda_kernels *kernels;
+	void *stream;
+};
+
+/**
+ * kvc_backend_cuda_ctx() - The context of a cuda backend.
+ * @be: the backend.
+ * @out: filled in; valid until the backend is closed.
+ *
+ * Return: 0, or -EOPNOTSUPP when @be is not a cuda backend.
+ */
+int kvc_backend_cuda_ctx(struct kvc_backend *be, struct kvc_cuda_ctx *out);
+
+/**
+ * kvc_cuda_ctx_push() - Make the context current on this thread.
+ * @c: the context.
+ *
+ * Return: 0 or -errno (with a message).
+ */
+int kvc_cuda_ctx_push(const struct kvc_cuda_ctx *c);
+
+/**
+ * kvc_cuda_ctx_pop() - Undo kvc_cuda_ctx_push().
+ * @c: the context.
+ */
+void kvc_cuda_ctx_pop(const struct kvc_cuda_ctx *c);
+
+/**
+ * kvc_cuda_driver_real() - The table of the real driver, libcuda.so.1.
+ * @out: the table, loaded once per process.
+ *
+ * Return: 0, or -ENODEV (with a message) when no driver can be loaded.
+ */
+int kvc_cuda_driver_real(const struct kvc_cuda_driver **out);
+
+/**
+ * kvc_cu_errno() - A driver result as -errno, with a message.
+ * @drv: the driver (for the error's name).
+ * @r: the result, not CUDA_SUCCESS.
+ * @what: the call that failed, for the message.
+ *
+ * Return: -ENOMEM for out of memory, -ENODEV for no device or driver,
+ * -EINVAL for invalid values and handles, -EBUSY for not ready, -EIO for
+ * the rest (failed launches, dead contexts).
+ */
+int kvc_cu_errno(const struct kvc_cuda_driver *drv, int r, const char *what);
+
 #endif /* KVC_ALLOC_BACKEND_H */

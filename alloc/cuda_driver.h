@@ -22,6 +22,8 @@ typedef void *kvc_cu_stream;
 typedef void *kvc_cu_event;
 typedef unsigned long long kvc_cu_ptr;
 typedef unsigned long long kvc_cu_handle;
+typedef void *kvc_cu_module;
+typedef void *kvc_cu_function;
 
 /* CUresult values the backend tells apart. */
 #define KVC_CUDA_SUCCESS 0
@@ -62,6 +64,17 @@ typedef unsigned long long kvc_cu_handle;
 #define KVC_CU_EVENT_DEFAULT 0x0
 #define KVC_CU_EVENT_DISABLE_TIMING 0x2
 #define KVC_CU_EVENT_WAIT_DEFAULT 0x0
+
+/* Device attributes (CUdevice_attribute) the kernels' launch logic reads. */
+#define KVC_CU_DEVICE_ATTRIBUTE_MULTIPROCESSOR_COUNT 16
+#define KVC_CU_DEVICE_ATTRIBUTE_MEMORY_CLOCK_RATE 36
+#define KVC_CU_DEVICE_ATTRIBUTE_GLOBAL_MEMORY_BUS_WIDTH 37
+#define KVC_CU_DEVICE_ATTRIBUTE_L2_CACHE_SIZE 38
+#define KVC_CU_DEVICE_ATTRIBUTE_COMPUTE_CAPABILITY_MAJOR 75
+#define KVC_CU_DEVICE_ATTRIBUTE_COMPUTE_CAPABILITY_MINOR 76
+#define KVC_CU_DEVICE_ATTRIBUTE_MAX_SHARED_MEMORY_PER_BLOCK_OPTIN 97
+/* CUfunction_attribute */
+#define KVC_CU_FUNC_ATTRIBUTE_MAX_DYNAMIC_SHARED_SIZE_BYTES 8
 
 /* CUmemLocation */
 struct kvc_cu_location {
@@ -140,6 +153,36 @@ struct kvc_cuda_driver {
 					   kvc_cu_event event,
 					   unsigned int flags);
 	kvc_cu_result (*cuGetErrorName)(kvc_cu_result err, const char **name);
+	/* Kernels, device memory for their arguments, measurements. */
+	kvc_cu_result (*cuDeviceGetAttribute)(int *value, int attrib,
+					      kvc_cu_device dev);
+	kvc_cu_result (*cuModuleLoadData)(kvc_cu_module *module,
+					  const void *image);
+	kvc_cu_result (*cuModuleUnload)(kvc_cu_module module);
+	kvc_cu_result (*cuModuleGetFunction)(kvc_cu_function *fn,
+					     kvc_cu_module module,
+					     const char *name);
+	kvc_cu_result (*cuFuncSetAttribute)(kvc_cu_function fn, int attrib,
+					    int value);
+	kvc_cu_result (*cuLaunchKernel)(kvc_cu_function fn, unsigned int gx,
+					unsigned int gy, unsigned int gz,
+					unsigned int bx, unsigned int by,
+					unsigned int bz, unsigned int shmem,
+					kvc_cu_stream stream, void **params,
+					void **extra);
+	kvc_cu_result (*cuMemAlloc)(kvc_cu_ptr *ptr, size_t bytes);
+	kvc_cu_result (*cuMemFree)(kvc_cu_ptr ptr);
+	kvc_cu_result (*cuMemAllocHost)(void **ptr, size_t bytes);
+	kvc_cu_result (*cuMemFreeHost)(void *ptr);
+	kvc_cu_result (*cuMemcpyHtoDAsync)(kvc_cu_ptr dst, const void *src,
+					   size_t bytes, kvc_cu_stream stream);
+	kvc_cu_result (*cuMemcpyDtoHAsync)(void *dst, kvc_cu_ptr src,
+					   size_t bytes, kvc_cu_stream stream);
+	kvc_cu_result (*cuMemsetD32Async)(kvc_cu_ptr dst, unsigned int value,
+					  size_t count, kvc_cu_stream stream);
+	kvc_cu_result (*cuMemGetInfo)(size_t *free_bytes, size_t *total_bytes);
+	kvc_cu_result (*cuEventElapsedTime)(float *ms, kvc_cu_event start,
+					    kvc_cu_event end);
 };
 
 #endif /* KVC_ALLOC_CUDA_DRIVER_H */

@@ -39,7 +39,7 @@
 /* Bytes of one K or V element. */
 KVC_HD uint32_t kvc_attn_elem_bytes(enum kvc_dtype dtype)
 {
-	return dtype == KVC_DTYPE_F16 ? 2u : 4u;
+	return dtype == KVC_DTYPE_F32 ? 4u : 2u;
 }
 
 /* Index into the block table of the block that holds @slot. */
@@ -112,7 +112,7 @@ static inline float kvc_attn_half_to_float(uint16_t h)
 }
 #endif
 
-/* Element @i of a K or V row, as f32 (f16 -> f32 is exact). */
+/* Element @i of a K or V row, as f32 (f16 and bf16 -> f32 are exact). */
 KVC_HD float kvc_attn_load(const uint8_t *row, uint32_t i, enum kvc_dtype dtype)
 {
 	if (dtype == KVC_DTYPE_F16) {
@@ -121,6 +121,14 @@ KVC_HD float kvc_attn_load(const uint8_t *row, uint32_t i, enum kvc_dtype dtype)
 		return __half2float(__ushort_as_half(h));
 #else
 		return kvc_attn_half_to_float(h);
+#endif
+	}
+	if (dtype == KVC_DTYPE_BF16) {
+		uint16_t b = ((const uint16_t *)row)[i];
+#ifdef __CUDACC__
+		return __uint_as_float((uint32_t)b << 16);
+#else
+		return kvc_bits_f32((uint32_t)b << 16);
 #endif
 	}
 	return ((const float *)row)[i];

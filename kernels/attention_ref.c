@@ -355,6 +355,22 @@ static bool use_f16c(void)
 #endif
 }
 
+/* Rows of bfloat16: each the top half of its float, so a shift. */
+static void cvt_rows_bf16(float *dst, const uint8_t *const *src, uint32_t n,
+			  uint32_t d, uint32_t d4)
+{
+	uint32_t i, j;
+	uint16_t b;
+
+	for (j = 0; j < n; j++, dst += d4) {
+		for (i = 0; i < d; i++) {
+			memcpy(&b, src[j] + 2 * (size_t)i, sizeof(b));
+			dst[i] = kvc_bf16_to_f32(b);
+		}
+		pad_row(dst, d, d4);
+	}
+}
+
 static void cvt_rows(float *dst, const uint8_t *const *src, uint32_t n,
 		     uint32_t d, uint32_t d4, bool f16c)
 {
@@ -474,6 +490,8 @@ static void tile_load(struct tile *t, const uint8_t *const *src, uint32_t n)
 	} else {
 		if (t->dtype == KVC_DTYPE_F16) {
 			cvt_rows(t->buf, src, n, t->d, t->d4, t->f16c);
+		} else if (t->dtype == KVC_DTYPE_BF16) {
+			cvt_rows_bf16(t->buf, src, n, t->d, t->d4);
 		} else {
 			for (j = 0; j < n; j++) {
 				memcpy(t->buf + j * t->d4, src[j],

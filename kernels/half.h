@@ -1,6 +1,6 @@
 /* SPDX-License-Identifier: MIT */
 /*
- * IEEE half <-> float, bit by bit: no compiler extension, the same results
+ * IEEE half and bfloat16 <-> float, bit by bit: no compiler extension, the same results
  * on every host. Round to nearest even; infinities and NaNs kept;
  * subnormals handled. The CUDA kernels will use the device's own
  * conversions, which round the same way.
@@ -85,6 +85,23 @@ static inline float kvc_f16_to_f32(uint16_t h)
 				    (mant << 13));
 	}
 	return kvc_bits_f32(sign | ((exp + 127 - 15) << 23) | (mant << 13));
+}
+
+/* float -> bfloat16, round to nearest even; NaNs stay quiet NaNs. */
+static inline uint16_t kvc_f32_to_bf16(float f)
+{
+	uint32_t x = kvc_f32_bits(f);
+
+	if ((x & 0x7fffffffu) > 0x7f800000u)
+		return (uint16_t)((x >> 16) | 0x40u);
+	x += 0x7fffu + ((x >> 16) & 1u);
+	return (uint16_t)(x >> 16);
+}
+
+/* bfloat16 -> float, exact. */
+static inline float kvc_bf16_to_f32(uint16_t h)
+{
+	return kvc_bits_f32((uint32_t)h << 16);
 }
 
 #endif /* KVC_KERNELS_HALF_H */

@@ -24,7 +24,7 @@
 
 static uint32_t dtype_bytes(enum kvc_dtype dtype)
 {
-	return dtype == KVC_DTYPE_F16 ? 2 : 4;
+	return dtype == KVC_DTYPE_F32 ? 4 : 2;
 }
 
 int kvc_model_shape_check(const struct kvc_model_shape *shape)
@@ -73,9 +73,10 @@ int kvc_model_shape_check(const struct kvc_model_shape *shape)
 			       "shape: block_size %u is not one of 8, 16, 32",
 			       shape->block_size);
 	}
-	if (shape->dtype != KVC_DTYPE_F32 && shape->dtype != KVC_DTYPE_F16)
+	if (shape->dtype != KVC_DTYPE_F32 && shape->dtype != KVC_DTYPE_F16 &&
+	    shape->dtype != KVC_DTYPE_BF16)
 		return kvc_err(-EINVAL,
-			       "shape: dtype %d is neither f32 nor f16",
+			       "shape: dtype %d is not f32, f16 or bf16",
 			       (int)shape->dtype);
 	return 0;
 }

@@ -189,7 +189,7 @@ struct run {
 
 static uint32_t elem_bytes(const struct kvc_model_shape *shape)
 {
-	return shape->dtype == KVC_DTYPE_F16 ? 2 : 4;
+	return shape->dtype == KVC_DTYPE_F32 ? 4 : 2;
 }
 
 static uint64_t div_up(uint64_t a, uint64_t b)

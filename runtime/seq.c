@@ -31,7 +31,7 @@ static uint32_t nr_tables(const struct kvc_kv *kv)
 
 static uint32_t elem_bytes(const struct kvc_kv *kv)
 {
-	return kv->shape.dtype == KVC_DTYPE_F16 ? 2 : 4;
+	return kv->shape.dtype == KVC_DTYPE_F32 ? 4 : 2;
 }
 
 /* Address of slot @slot of K in block @block; V is block_size rows on. */
@@ -66,7 +66,8 @@ static void store_row(const struct kvc_kv *kv, uint8_t *dst, const float *src)
 		return;
 	}
 	for (d = 0; d < n; d++) {
-		h = kvc_f32_to_f16(src[d]);
+		h = kv->shape.dtype == KVC_DTYPE_BF16 ? kvc_f32_to_bf16(src[d]) :
+							kvc_f32_to_f16(src[d]);
 		memcpy(dst + 2 * d, &h, sizeof(h));
 	}
 }

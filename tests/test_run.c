@@ -966,7 +966,7 @@ static void test_kvcctl_usage_errors(void **state)
 	expect_usage("--rate: 'inf' is not", "--rate", "inf", NULL);
 	expect_usage("--hold: 'x' is not a number of seconds", "--hold", "x",
 		     NULL);
-	expect_usage("--dtype: 'f8' is neither f16 nor f32", "--dtype", "f8",
+	expect_usage("--dtype: 'f8' is not f16, bf16 or f32", "--dtype", "f8",
 		     NULL);
 	expect_usage("--backend: 'tpu' is not one of", "--backend", "tpu",
 		     NULL);

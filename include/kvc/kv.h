@@ -20,10 +20,13 @@ extern "C" {
  * enum kvc_dtype - How K and V are stored (compute is always f32).
  * @KVC_DTYPE_F32: 4-byte IEEE floats.
  * @KVC_DTYPE_F16: 2-byte IEEE halves, round to nearest even.
+ * @KVC_DTYPE_BF16: 2-byte bfloat16 (the top half of an f32), round to
+ *                  nearest even.
  */
 enum kvc_dtype {
 	KVC_DTYPE_F32 = 0,
 	KVC_DTYPE_F16 = 1,
+	KVC_DTYPE_BF16 = 2,
 };
 
 /**

@@ -158,7 +158,7 @@ static const char usage_text[] =
 	"  --kv-heads N             KV heads per layer (default 3)\n"
 	"  --head-dim N             64, 80, 96, 128 or 256 (default 64)\n"
 	"  --block-size N           tokens per block: 8, 16 or 32 (default 16)\n"
-	"  --dtype f16|f32          storage type of K and V (default f16)\n"
+	"  --dtype f16|bf16|f32     storage type of K and V (default f16)\n"
 	"\n"
 	"Workload:\n"
 	"  --seqs N                 sequences (default 8)\n"
@@ -281,11 +281,13 @@ static int parse_option(struct run_opts *o, int opt, const char *arg)
 	case OPT_DTYPE:
 		if (!strcmp(arg, "f16"))
 			p->shape.dtype = KVC_DTYPE_F16;
+		else if (!strcmp(arg, "bf16"))
+			p->shape.dtype = KVC_DTYPE_BF16;
 		else if (!strcmp(arg, "f32"))
 			p->shape.dtype = KVC_DTYPE_F32;
 		else
 			return kvcctl_usage_error(
-				CMD, "--dtype: '%s' is neither f16 nor f32",
+				CMD, "--dtype: '%s' is not f16, bf16 or f32",
 				arg);
 		return -1;
 	case OPT_SEQS:
@@ -418,7 +420,14 @@ static int read_trace(struct run_opts *o, struct kvc_request **reqs)
 
 static const char *dtype_name(enum kvc_dtype dtype)
 {
-	return dtype == KVC_DTYPE_F16 ? "f16" : "f32";
+	switch (dtype) {
+	case KVC_DTYPE_F16:
+		return "f16";
+	case KVC_DTYPE_BF16:
+		return "bf16";
+	default:
+		return "f32";
+	}
 }
 
 /* A JSON number, or null for what JSON cannot hold (inf, NaN). */
