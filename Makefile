@@ -39,7 +39,18 @@ endif
 
 LIB_SRCS := $(wildcard alloc/*.c runtime/*.c kernels/*.c)
 LIB_SRCS := $(filter-out alloc/backend_cuda_abi.c,$(LIB_SRCS))
-LIB_OBJS := $(LIB_SRCS:%.c=$(OUT)/%.o)
+LIB_OBJS := $(LIB_SRCS:%.c=$(OUT)/%.o) $(OUT)/kernels/images.o
+
+# The CUDA kernels: one fat binary per kernels/*.cu (machine code for sm_80
+# and sm_90, PTX for later devices), embedded in the library. They do not
+# depend on DEBUG, so both builds share them. Without nvcc the table of
+# images is empty and the GPU path reports that it was not built.
+CU_SRCS := $(wildcard kernels/*.cu)
+FATBIN_DIR := build/fatbin
+NVCC_FLAGS ?= -O3 -std=c++17 -Xptxas -warn-spills \
+	-gencode=arch=compute_80,code=sm_80 \
+	'-gencode=arch=compute_90,code=[sm_90,compute_90]'
+FATBINS := $(if $(NVCC),$(CU_SRCS:kernels/%.cu=$(FATBIN_DIR)/%.fatbin))
 KVCCTL_SRCS := $(wildcard tools/kvcctl/*.c)
 KVCCTL_OBJS := $(KVCCTL_SRCS:%.c=$(OUT)/%.o)
 TEST_SRCS := $(wildcard tests/test_*.c)
@@ -54,7 +65,11 @@ SHARED_LIB := $(OUT)/libkvc.so.$(VERSION)
 KVCCTL := $(OUT)/kvcctl
 ABI_CHECK := $(if $(CUDA_H),$(OUT)/alloc/backend_cuda_abi.o)
 
-all: $(STATIC_LIB) $(SHARED_LIB) $(KVCCTL) $(EXAMPLES) $(TESTS) $(BENCHES) $(ABI_CHECK)
+GPU_TEST := $(patsubst %.c,$(OUT)/%,$(wildcard tests/gpu/test_gpu.c))
+GPU_BENCH := $(patsubst %.c,$(OUT)/%,$(wildcard bench/gpu/bench_gpu.c))
+
+all: $(STATIC_LIB) $(SHARED_LIB) $(KVCCTL) $(EXAMPLES) $(TESTS) $(BENCHES) $(ABI_CHECK) \
+	$(GPU_TEST) $(GPU_BENCH)
 
 -include $(shell find $(OUT) -name '*.d' 2>/dev/null)
 
@@ -68,6 +83,21 @@ $(OUT)/alloc/backend_cuda_abi.o: alloc/backend_cuda_abi.c alloc/cuda_driver.h
 	$(call msg,CHECK,$@)
 	@mkdir -p $(@D)
 	$(Q)$(CC) $(KVC_CFLAGS) -I$(CUDA_HOME)/include -c $< -o $@
+
+$(FATBIN_DIR)/%.fatbin: kernels/%.cu $(wildcard kernels/*.h) $(wildcard include/kvc/*.h)
+	$(call msg,NVCC,$@)
+	@mkdir -p $(@D)
+	$(Q)$(NVCC) $(NVCC_FLAGS) -Iinclude -Ikernels -fatbin -o $@ $<
+
+# The table of images: an assembler file that pulls each fat binary in.
+$(OUT)/kernels/images.S: tools/gen-images.sh $(FATBINS) Makefile
+	$(call msg,GEN,$@)
+	@mkdir -p $(@D)
+	$(Q)tools/gen-images.sh $(FATBINS) > $@
+
+$(OUT)/kernels/images.o: $(OUT)/kernels/images.S $(FATBINS)
+	$(call msg,AS,$@)
+	$(Q)$(CC) -c -o $@ $<
 
 $(STATIC_LIB): $(LIB_OBJS)
 	$(call msg,AR,$@)
@@ -107,6 +137,24 @@ $(OUT)/bench/%: bench/%.c bench/bench.h $(STATIC_LIB)
 	@mkdir -p $(@D)
 	$(Q)$(CC) $(KVC_CFLAGS) -Ialloc -o $@ $< $(STATIC_LIB) $(LDLIBS) -lm
 
+# GPU test and benchmark: plain C over the driver table; they build
+# everywhere and need a GPU only to run (77 = skipped without one).
+$(OUT)/tests/gpu/%: tests/gpu/%.c $(wildcard tests/gpu/*.h) $(STATIC_LIB)
+	$(call msg,CC,$@)
+	@mkdir -p $(@D)
+	$(Q)$(CC) $(KVC_CFLAGS) -Ialloc -Ikernels -Itests -o $@ $< $(STATIC_LIB) $(LDLIBS)
+
+$(OUT)/bench/gpu/%: bench/gpu/%.c $(wildcard tests/gpu/*.h) $(STATIC_LIB)
+	$(call msg,CC,$@)
+	@mkdir -p $(@D)
+	$(Q)$(CC) $(KVC_CFLAGS) -Ialloc -Ikernels -Itests -o $@ $< $(STATIC_LIB) $(LDLIBS)
+
+test-gpu: $(GPU_TEST)
+	@$(GPU_TEST) $(GPU_ARGS)
+
+bench-gpu: $(GPU_BENCH)
+	@$(GPU_BENCH) $(GPU_ARGS)
+
 test: all
 	@TEST_LOG_DIR=$(OUT)/test-logs tests/run-tests.sh $(TESTS)
 
@@ -133,13 +181,13 @@ deps:
 	tools/install-deps.sh
 
 format:
-	clang-format -i $$(git ls-files '*.c' '*.h')
+	clang-format -i $$(git ls-files '*.c' '*.h' '*.cu')
 
 format-check:
-	clang-format --dry-run --Werror $$(git ls-files '*.c' '*.h')
+	clang-format --dry-run --Werror $$(git ls-files '*.c' '*.h' '*.cu')
 
 clean:
-	rm -rf $(OUT)
+	rm -rf $(OUT) $(FATBIN_DIR)
 
-.PHONY: all test bench install deps format format-check clean
+.PHONY: all test test-gpu bench bench-gpu install deps format format-check clean
 .SECONDARY:
