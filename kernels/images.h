@@ -1,8 +1,8 @@
 /* SPDX-License-Identifier: MIT */
 /*
- * The kernel images nvcc built, one fat binary per kernels/*.cu (machine
- * code for sm_80 and sm_90, and PTX for later devices), embedded in the
- * library by a file the build generates. Built without nvcc, the table is
+ * The kernel images nvcc built, one fat binary per .cu file of kernels/
+ * (machine code for sm_80 and sm_90, and PTX for later devices), embedded
+ * in the library by a file the build generates. Built without nvcc, the table is
  * empty and the GPU path is off.
  */
 #ifndef KVC_KERNELS_IMAGES_H

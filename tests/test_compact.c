@@ -78,7 +78,8 @@ static const struct geometry geo_big = {
 	"16 x 4 KiB per chunk, 96 chunks, watermark 1", 4096, GRAN, 96, 1,
 };
 
-static const struct kvc_fake_config small_gpu = { GRAN, 1, 0 };
+static const struct kvc_fake_config small_gpu = { .granularity = GRAN,
+						  .devices = 1 };
 
 struct fixture {
 	const struct geometry *geo;
