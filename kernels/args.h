@@ -36,6 +36,13 @@
 #define KVC_KERNEL_MAX_GROUP 16u
 /* Pairs a block-copy launch carries in its parameters. */
 #define KVC_COPY_INLINE 240u
+/* kvc_block_copy: threads a CTA, and CTAs a multiprocessor at most (a
+ * grid-stride loop covers the rest). */
+#define KVC_COPY_THREADS 256u
+#define KVC_COPY_CTAS_PER_SM 16u
+/* kvc_cache_write and kvc_move_cache: a warp a row, four rows a CTA. */
+#define KVC_ROWS_PER_CTA 4u
+#define KVC_ROWS_THREADS 128u
 
 /**
  * struct kvc_kargs_paged - The paged cache as the kernels see it.
@@ -289,7 +296,7 @@ struct kvc_move_args {
  *
  * Item k copies @bytes from @src_base + src * @bytes to @dst_base + dst *
  * @bytes. No destination overlaps a source or another destination.
- * Kernel kvc_block_copy: grid from kvc_copy_plan(), 256 threads, a
+ * Kernel kvc_block_copy: grid from kvc_copy_launch(), 256 threads, a
  * grid-stride loop over (item, word).
  */
 struct kvc_copy_args {
