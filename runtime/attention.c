@@ -6,7 +6,9 @@
  * its GQA group of query heads, and collects the metric.
  *
  * Never changes a block table or a length; writes only @out and the
- * metric of slots the heads hold. A failed call writes nothing.
+ * metric of slots the heads hold. A failed call writes nothing. A device
+ * cache runs the same steps on the device (device_attention.c), after the
+ * same checks.
  */
 #include <errno.h>
 #include <math.h>
@@ -18,6 +20,7 @@
 
 #include "../alloc/error.h"
 #include "../kernels/attention.h"
+#include "device.h"
 #include "internal.h"
 
 static bool metric_kind_ok(enum kvc_metric_kind kind)
@@ -48,7 +51,7 @@ static int check_step(const char *fn, const struct kvc_seq *seq, uint32_t layer,
 			       "head_dim %u not supported",
 			       fn, shape->q_heads, shape->kv_heads,
 			       shape->head_dim);
-	if (!seq->kv->base)
+	if (!seq->kv->base && !seq->kv->dev)
 		return kvc_err(-EINVAL, "%s: the cache has no host mapping",
 			       fn);
 	*group = shape->q_heads / shape->kv_heads;
@@ -94,6 +97,8 @@ int kvc_attn_decode(struct kvc_seq *seq, uint32_t layer, const float *q,
 	if (!metric_kind_ok(metric))
 		return kvc_err(-EINVAL, "%s: metric kind %d", __func__,
 			       (int)metric);
+	if (seq->kv->dev)
+		return kvc_dev_decode(seq, layer, group, q, out, metric);
 	shape = &seq->kv->shape;
 	dc = (struct decode){
 		.seq = seq,
@@ -192,6 +197,8 @@ int kvc_attn_prefill(struct kvc_seq *seq, uint32_t layer, uint32_t n,
 	err = check_newest(seq, layer, n);
 	if (err)
 		return err;
+	if (seq->kv->dev)
+		return kvc_dev_prefill(seq, layer, group, n, q, out, obs);
 
 	/* One scratch for every head, taken before anything is written. */
 	shape = &seq->kv->shape;

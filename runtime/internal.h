@@ -6,6 +6,7 @@
 #ifndef KVC_RUNTIME_INTERNAL_H
 #define KVC_RUNTIME_INTERNAL_H
 
+#include <stdbool.h>
 #include <stdint.h>
 
 #include <kvc/kv.h>
@@ -61,23 +62,31 @@ struct kvc_head_table {
  * @tokens: tokens appended (positions 0 .. @tokens - 1).
  * @tables: layers * kv_heads tables, layer-major (table = layer *
  *          kv_heads + head).
+ * @meta_dirty: on a device cache, attention added to the metrics on the
+ *              device since they were last copied to the host mirror.
  */
 struct kvc_seq {
 	struct kvc_kv *kv;
 	uint32_t id;
 	uint32_t tokens;
 	struct kvc_head_table *tables;
+	bool meta_dirty;
 };
+
+struct kvc_dev;
 
 /**
  * struct kvc_kv - A paged KV cache.
  * @shape: the model shape.
  * @pool: the pool of blocks.
- * @base: host address of block 0 (the CPU path needs host memory).
+ * @base: host address of block 0 for the CPU path; NULL on a device
+ *        cache, whose blocks the host never touches.
  * @block_bytes: bytes per block.
  * @capacity_blocks: block ids are below this.
  * @meta: per-slot metric and position, capacity_blocks * block_size
- *        entries (reserved, touched on use); moves with its block.
+ *        entries (reserved, touched on use); moves with its block. On a
+ *        device cache, the host mirror of the device's array (see
+ *        device.h).
  * @meta_bytes: size of the @meta mapping.
  * @seqs: live sequences by id, @nr_ids slots (NULL = free id).
  * @nr_ids: slots in @seqs.
@@ -86,6 +95,7 @@ struct kvc_seq {
  * @ids_cap: entries in @ids.
  * @own_backend: the backend the cache opened itself (closed after the
  *               pool), or NULL when the caller passed one.
+ * @dev: the device side, or NULL on the host backend.
  */
 struct kvc_kv {
 	struct kvc_model_shape shape;
@@ -101,6 +111,7 @@ struct kvc_kv {
 	uint32_t *ids;
 	uint32_t ids_cap;
 	struct kvc_backend *own_backend;
+	struct kvc_dev *dev;
 };
 
 static inline struct kvc_head_table *kvc_seq_head(const struct kvc_seq *seq,
@@ -133,7 +144,9 @@ int kvc_seq_truncate(struct kvc_seq *seq, uint32_t layer, uint32_t head,
  * @to_block: destination block id.
  * @to_slot: destination slot, below block_size.
  *
- * The KV-Compress MoveCache step; the source is left as it was.
+ * The KV-Compress MoveCache step of the CPU path (host caches only; a
+ * device cache moves on the device, see evict.c); the source is left as
+ * it was.
  */
 void kvc_slot_copy(struct kvc_kv *kv, uint32_t from_block, uint32_t from_slot,
 		   uint32_t to_block, uint32_t to_slot);

@@ -5,6 +5,9 @@
  * the pool's move hook, so compaction patches block tables and moves slot
  * metadata with its block. Never lets a block table point at a block that
  * is not live and tagged with that table's entry (kvc_kv_check() says so).
+ * On the cuda backend the cache also has a device side (device.h): the
+ * blocks and the metadata live on the device, kv->meta is their host
+ * mirror, and the move hook moves both.
  */
 #include <errno.h>
 #include <stdint.h>
@@ -17,6 +20,7 @@
 #include <kvc/pool.h>
 
 #include "../alloc/error.h"
+#include "device.h"
 #include "internal.h"
 
 /* Blocks per chunk at most: the pool's free stacks hold 16-bit indices. */
@@ -125,8 +129,10 @@ static int chunk_size(uint64_t block_bytes, uint64_t gran, uint64_t *out)
 
 /*
  * The pool moved blocks: point each owner's table entry at the new id and
- * carry the slot metadata along. Runs under the pool's lock. An owner tag
- * that names no table entry is skipped; kvc_kv_check() would report it.
+ * carry the slot metadata along (on the device too, queued on the cache's
+ * stream after the pool's copies). Runs under the pool's lock. An owner
+ * tag that names no table entry is skipped; kvc_kv_check() would report
+ * it.
  */
 static void kv_move_hook(void *arg, const struct kvc_move *moves, uint32_t n)
 {
@@ -150,6 +156,8 @@ static void kv_move_hook(void *arg, const struct kvc_move *moves, uint32_t n)
 		       &kv->meta[(uint64_t)moves[i].from * bs],
 		       bs * sizeof(*kv->meta));
 	}
+	/* Every moved block: metadata of a skipped one is harmless to copy. */
+	kvc_dev_blocks_moved(kv, moves, n);
 }
 
 static int open_pool(struct kvc_kv *kv, const struct kvc_kv_params *params,
@@ -160,11 +168,6 @@ static int open_pool(struct kvc_kv *kv, const struct kvc_kv_params *params,
 	uint64_t chunk_bytes = 0;
 	int err;
 
-	if (strcmp(kvc_backend_name(be), "host"))
-		return kvc_err(
-			-EOPNOTSUPP,
-			"the CPU runtime needs the host backend until the CUDA kernels land (backend is %s)",
-			kvc_backend_name(be));
 	err = chunk_size(kv->block_bytes, kvc_backend_granularity(be),
 			 &chunk_bytes);
 	if (err)
@@ -183,7 +186,14 @@ static int open_pool(struct kvc_kv *kv, const struct kvc_kv_params *params,
 		return err;
 	kvc_pool_get_stats(kv->pool, &st, NULL);
 	kv->capacity_blocks = st.blocks_total;
-	kv->base = (uint8_t *)(uintptr_t)kvc_pool_base(kv->pool);
+	err = kvc_dev_create(kv, be, &kv->dev);
+	if (err) {
+		kvc_pool_destroy(kv->pool);
+		return err;
+	}
+	/* Block memory the host may touch only on the host backend. */
+	if (!kv->dev)
+		kv->base = (uint8_t *)(uintptr_t)kvc_pool_base(kv->pool);
 	return 0;
 }
 
@@ -236,7 +246,7 @@ int kvc_kv_create(const struct kvc_kv_params *params, struct kvc_kv **out)
 
 	be = params->backend;
 	if (!be) {
-		err = kvc_backend_open(params->backend_kind, 0, &be);
+		err = kvc_dev_backend_open(params->backend_kind, &be);
 		if (err)
 			goto err_free;
 		kv->own_backend = be;
@@ -256,6 +266,7 @@ int kvc_kv_create(const struct kvc_kv_params *params, struct kvc_kv **out)
 err_meta:
 	munmap(kv->meta, kv->meta_bytes);
 err_pool:
+	kvc_dev_destroy(kv->dev);
 	kvc_pool_destroy(kv->pool);
 err_backend:
 	kvc_backend_close(kv->own_backend);
@@ -282,6 +293,8 @@ void kvc_kv_destroy(struct kvc_kv *kv)
 		free(seq->tables);
 		free(seq);
 	}
+	/* Queued work may still use blocks: it finishes before they go. */
+	kvc_dev_destroy(kv->dev);
 	kvc_pool_destroy(kv->pool);
 	kvc_backend_close(kv->own_backend);
 	munmap(kv->meta, kv->meta_bytes);
@@ -298,6 +311,33 @@ struct kvc_pool *kvc_kv_pool(struct kvc_kv *kv)
 const struct kvc_model_shape *kvc_kv_shape(const struct kvc_kv *kv)
 {
 	return &kv->shape;
+}
+
+const char *kvc_kv_backend_name(const struct kvc_kv *kv)
+{
+	return kvc_backend_name(kvc_pool_backend(kv->pool));
+}
+
+void kvc_kv_fence(const struct kvc_kv *kv, struct kvc_fence *f)
+{
+	kvc_dev_fence(kv->dev, f);
+}
+
+uint64_t kvc_kv_device_overhead(const struct kvc_kv *kv)
+{
+	return kvc_dev_overhead(kv->dev);
+}
+
+int kvc_kv_compact(struct kvc_kv *kv, struct kvc_compact_result *res)
+{
+	struct kvc_compact_params cp = { 0 };
+	struct kvc_fence f;
+
+	if (!kv)
+		return kvc_err(-EINVAL, "kvc_kv_compact: NULL cache");
+	kvc_kv_fence(kv, &f);
+	cp.fence = &f;
+	return kvc_pool_compact(kv->pool, &cp, res);
 }
 
 static int check_table(struct kvc_kv *kv, const struct kvc_seq *seq,
@@ -395,5 +435,9 @@ int kvc_kv_check(struct kvc_kv *kv)
 			"pool has %llu live blocks, the tables hold %llu",
 			(unsigned long long)st.blocks_live,
 			(unsigned long long)blocks);
-	return 0;
+	if (!kv->dev != !!kv->base)
+		return kvc_err(
+			-EFAULT, "a %s cache %s a host address for its blocks",
+			kv->dev ? "device" : "host", kv->dev ? "has" : "lacks");
+	return kvc_dev_check(kv);
 }

@@ -2,9 +2,9 @@
 /*
  * Eviction policies, the shared part: the table of policies by name, the
  * parameter checks every policy needs, what attention should collect for
- * them, when a sequence is due, and kvc_policy_compress(), which asks the
- * policy which KVs to drop and hands the choice to the one block path of
- * evict.c. A policy's ops only choose (kvcompress.c, policies.c). Never
+ * them, when a sequence is due, and kvc_policy_compress(), which brings a
+ * device cache's metrics to the host, asks the policy which KVs to drop
+ * and hands the choice to the one block path of evict.c. A policy's ops only choose (kvcompress.c, policies.c). Never
  * lets a policy drop a protected KV, and never changes a sequence when it
  * fails for want of memory.
  */
@@ -18,6 +18,7 @@
 #include <kvc/evict.h>
 
 #include "../alloc/error.h"
+#include "device.h"
 #include "internal.h"
 #include "policy.h"
 
@@ -320,6 +321,10 @@ int kvc_policy_compress(struct kvc_policy *pol, struct kvc_seq *seq,
 		drop[t] = flags + at;
 		at += seq->tables[t].len;
 	}
+	/* Policies read the metrics on the host: bring them from the device. */
+	err = kvc_dev_meta_sync(seq);
+	if (err)
+		goto out;
 	err = pol->ops->select ? pol->ops->select(pol, seq, drop) : 0;
 	if (err)
 		goto out;

@@ -84,7 +84,11 @@ static inline bool kvc_slot_protected(const struct kvc_policy *pol,
  *       gathered here and given back in one pool call.
  * @st: added to (may be NULL).
  *
- * Return: 0, or -EFAULT when the pool refuses the free (a bug).
+ * On a device cache, all the moves go to the device in one launch before
+ * anything changes.
+ *
+ * Return: 0, -EFAULT when the pool refuses the free (a bug), or on a
+ * device cache the driver's error (nothing changed).
  */
 int kvc_evict_seq(struct kvc_seq *seq, bool *const *drop, uint32_t *ids,
 		  struct kvc_evict_stats *st);

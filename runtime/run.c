@@ -25,11 +25,21 @@
  * Decode: one token appended, then kvc_attn_decode() per layer with the
  * policy's decode metric, then compression when due. After an iteration
  * in which any sequence was compressed, the pool is compacted in full
- * (no fence: the host backend runs nothing asynchronously), unless
- * compaction is off.
+ * with the cache's fence (kvc_kv_compact(): on the cuda backend the
+ * copies queue behind the cache's device work), unless compaction is
+ * off.
+ *
+ * Backend: the evicting cache runs on the caller's backend, or on one
+ * opened for backend_kind. On a cuda backend the driver's free memory
+ * (cuMemGetInfo) is read before the cache is made, whenever the pool maps
+ * more than ever before, and at the end (after the last compaction and
+ * once every deferred unmap is done), so the report also says what the
+ * device itself counts as used.
  *
  * Attention error: with err_samples, a second cache holds the same K and V
- * without eviction; on err_samples decode steps spread evenly over the
+ * without eviction, on the host backend whatever the first one's (it
+ * only serves as the reference, and keeps the device figures the evicting
+ * cache's own); on err_samples decode steps spread evenly over the
  * run (sample k at step floor((2k + 1) * steps / (2 * samples)), over
  * all sequences' steps in the order they run), attention is also run over
  * it (metric NONE) and ||o - o_full|| / ||o_full|| of the concatenated
@@ -70,6 +80,7 @@
 #include <kvc/run.h>
 
 #include "../alloc/error.h"
+#include "device.h"
 #include "workload.h"
 
 /* A new sequence arrives every this many decode iterations. */
@@ -155,10 +166,22 @@ struct run_seq {
  * @start: when the run started (CLOCK_MONOTONIC).
  * @progress_at: when progress was last printed (seconds since @start).
  * @progress_shown: a progress line is on the terminal.
+ * @be: the evicting cache's backend.
+ * @own_be: @be when the run opened it (closed at teardown), else NULL.
+ * @device: @be is a cuda backend: its free memory is measured.
+ * @free_start: free device memory before the cache was made.
+ * @free_min: the least seen since.
+ * @mapped_seen: the most the pool was seen to map, for @free_min.
  */
 struct run {
 	const struct kvc_run_params *p;
 	struct kvc_model_shape shape;
+	struct kvc_backend *be;
+	struct kvc_backend *own_be;
+	bool device;
+	uint64_t free_start;
+	uint64_t free_min;
+	uint64_t mapped_seen;
 	struct kvc_kv *kv;
 	struct kvc_kv *full_kv;
 	struct kvc_policy *pol;
@@ -308,15 +331,17 @@ static int full_blocks(const struct run *r, uint64_t *out)
 	return 0;
 }
 
-static int open_cache(struct run *r, uint64_t blocks, const char *name,
-		      uint32_t flags, struct kvc_kv **out)
+/* A cache on @be, or on a host backend of its own when @be is NULL. */
+static int open_cache(struct run *r, struct kvc_backend *be, uint64_t blocks,
+		      const char *name, uint32_t flags, struct kvc_kv **out)
 {
 	struct kvc_kv_params kp;
 
 	memset(&kp, 0, sizeof(kp));
 	kp.shape = r->shape;
 	kp.capacity_blocks = blocks;
-	kp.backend_kind = r->p->backend_kind;
+	kp.backend_kind = KVC_BACKEND_HOST;
+	kp.backend = be;
 	/* No empty chunk kept mapped: what is mapped is what is needed. */
 	kp.empty_chunks_kept = 0;
 	kp.name = name;
@@ -396,12 +421,26 @@ static int setup(struct run *r, const struct kvc_run_params *p)
 	err = full_blocks(r, &blocks);
 	if (err)
 		return err;
-	err = open_cache(r, blocks + blocks / 8 + 1, p->pool_name, 0, &r->kv);
+	r->be = p->backend;
+	if (!r->be) {
+		err = kvc_dev_backend_open(p->backend_kind, &r->own_be);
+		if (err)
+			return err;
+		r->be = r->own_be;
+	}
+	/* Before the cache exists: all it takes on the device counts. */
+	err = kvc_dev_mem_info(r->be, &r->free_start, NULL);
+	if (err && err != -EOPNOTSUPP)
+		return err;
+	r->device = !err;
+	r->free_min = r->free_start;
+	err = open_cache(r, r->be, blocks + blocks / 8 + 1, p->pool_name, 0,
+			 &r->kv);
 	if (err)
 		return err;
 	if (r->samples) {
-		err = open_cache(r, blocks + 1, NULL, KVC_POOL_NO_STATS_PAGE,
-				 &r->full_kv);
+		err = open_cache(r, NULL, blocks + 1, NULL,
+				 KVC_POOL_NO_STATS_PAGE, &r->full_kv);
 		if (err)
 			return err;
 	}
@@ -432,6 +471,7 @@ static void teardown(struct run *r)
 	/* The caches free their sequences. */
 	kvc_kv_destroy(r->kv);
 	kvc_kv_destroy(r->full_kv);
+	kvc_backend_close(r->own_be);
 	kvc_synth_destroy(r->synth);
 	kvc_policy_destroy(r->pol);
 	free(r->seqs);
@@ -444,6 +484,26 @@ static void teardown(struct run *r)
 
 /* ------------------------------------------------------------------ */
 /* Steps */
+
+/*
+ * The device's free memory, read whenever the pool maps more than ever
+ * before: the least of it is the peak of what the run holds there.
+ */
+static void sample_device(struct run *r)
+{
+	struct kvc_pool_stats st;
+	uint64_t free_bytes;
+
+	if (!r->device)
+		return;
+	kvc_pool_get_stats(kvc_kv_pool(r->kv), &st, NULL);
+	if (st.bytes_mapped <= r->mapped_seen)
+		return;
+	r->mapped_seen = st.bytes_mapped;
+	if (!kvc_dev_mem_info(r->be, &free_bytes, NULL) &&
+	    free_bytes < r->free_min)
+		r->free_min = free_bytes;
+}
 
 /* Append tokens [pos, pos + n) of sequence @i to both caches. */
 static int append(struct run *r, uint32_t i, uint32_t pos, uint32_t n)
@@ -458,6 +518,7 @@ static int append(struct run *r, uint32_t i, uint32_t pos, uint32_t n)
 		err = kvc_seq_append(s->seq, piece, r->k, r->v);
 		if (err)
 			return err;
+		sample_device(r);
 		if (s->full) {
 			err = kvc_seq_append(s->full, piece, r->k, r->v);
 			if (err)
@@ -622,7 +683,6 @@ static void progress(struct run *r, bool last)
 /* Iterations until every sequence has arrived and generated its tokens. */
 static int run_loop(struct run *r)
 {
-	struct kvc_pool *pool = kvc_kv_pool(r->kv);
 	bool running = false, compressed;
 	uint64_t iter;
 	uint32_t i;
@@ -650,7 +710,7 @@ static int run_loop(struct run *r)
 			r->arrived++;
 		}
 		if (compressed && r->p->compact) {
-			err = kvc_pool_compact(pool, NULL, NULL);
+			err = kvc_kv_compact(r->kv, NULL);
 			if (err)
 				return err;
 		}
@@ -744,6 +804,7 @@ static void fill_report(struct run *r, struct kvc_run_report *rep)
 	rep->attn_rel_err_max = r->err_max;
 	rep->compressions = r->compressions;
 	rep->blocks_moved = st.blocks_moved;
+	rep->backend = kvc_kv_backend_name(r->kv);
 	if (r->p->budget_bytes) {
 		/*
 		 * Both alike, so that they compare: the blocks an average
@@ -764,6 +825,36 @@ static void fill_report(struct run *r, struct kvc_run_report *rep)
 					   (double)st.blocks_live_hwm) :
 				0;
 	}
+}
+
+/*
+ * What the device says the cache holds at the end, once every deferred
+ * unmap is done, so that the driver counts what the pool maps now.
+ */
+static int measure_device(struct run *r, struct kvc_run_report *rep)
+{
+	uint64_t free_end, used, kv_bytes;
+	int err;
+
+	if (!r->device)
+		return 0;
+	err = kvc_dev_mem_info(r->be, &free_end, NULL);
+	if (err)
+		return err;
+	if (free_end < r->free_min)
+		r->free_min = free_end;
+	used = r->free_start > free_end ? r->free_start - free_end : 0;
+	rep->device_free_start = r->free_start;
+	rep->device_free_min = r->free_min;
+	rep->device_free_end = free_end;
+	rep->device_measured_bytes = used;
+	rep->device_peak_bytes = r->free_start - r->free_min;
+	rep->device_overhead_bytes = kvc_kv_device_overhead(r->kv);
+	kv_bytes = used > rep->device_overhead_bytes ?
+			   used - rep->device_overhead_bytes :
+			   0;
+	rep->device_ratio = ratio(rep->logical_bytes, kv_bytes);
+	return 0;
 }
 
 int kvc_run(const struct kvc_run_params *p, struct kvc_run_report *rep,
@@ -787,7 +878,14 @@ int kvc_run(const struct kvc_run_params *p, struct kvc_run_report *rep,
 	progress(&r, true);
 	if (err)
 		goto out;
+	/* Settle deferred unmaps before the pool's figures are read. */
+	err = kvc_pool_fence_wait(kvc_kv_pool(r.kv));
+	if (err)
+		goto out;
 	fill_report(&r, rep);
+	err = measure_device(&r, rep);
+	if (err)
+		goto out;
 	rep->seconds = seconds_since(&r.start);
 	if (hold)
 		hold(arg);

@@ -4,8 +4,9 @@
  * cache write that appends K and V to them. An append is all or nothing:
  * every table is given room first, then the blocks all heads need come
  * from the pool in one call, and only then is anything written, so a
- * failure leaves the sequence as it was. Never leaves a block live that
- * no table holds, nor a table entry without its owner tag.
+ * failure leaves the sequence as it was (on the device, a write that
+ * cannot be queued gives the new blocks back). Never leaves a block live
+ * that no table holds, nor a table entry without its owner tag.
  */
 #include <errno.h>
 #include <stdint.h>
@@ -17,6 +18,7 @@
 
 #include "../alloc/error.h"
 #include "../kernels/half.h"
+#include "device.h"
 #include "internal.h"
 
 /* At most 2^24 live sequences: the owner tag has 24 bits for the id. */
@@ -66,8 +68,9 @@ static void store_row(const struct kvc_kv *kv, uint8_t *dst, const float *src)
 		return;
 	}
 	for (d = 0; d < n; d++) {
-		h = kv->shape.dtype == KVC_DTYPE_BF16 ? kvc_f32_to_bf16(src[d]) :
-							kvc_f32_to_f16(src[d]);
+		h = kv->shape.dtype == KVC_DTYPE_BF16 ?
+			    kvc_f32_to_bf16(src[d]) :
+			    kvc_f32_to_f16(src[d]);
 		memcpy(dst + 2 * d, &h, sizeof(h));
 	}
 }
@@ -170,12 +173,12 @@ void kvc_seq_destroy(struct kvc_seq *seq)
 			       (size_t)h->nr_blocks * sizeof(*kv->ids));
 			n += h->nr_blocks;
 		}
-		kvc_pool_free(kv->pool, n, kv->ids);
+		kvc_dev_free(kv, n, kv->ids);
 	} else if (total) {
 		/* No scratch for one call: one call per table still frees. */
 		for (t = 0; t < nr_tables(kv); t++)
-			kvc_pool_free(kv->pool, seq->tables[t].nr_blocks,
-				      seq->tables[t].blocks);
+			kvc_dev_free(kv, seq->tables[t].nr_blocks,
+				     seq->tables[t].blocks);
 	}
 	for (t = 0; t < nr_tables(kv); t++)
 		free(seq->tables[t].blocks);
@@ -244,6 +247,25 @@ static void append_table(struct kvc_seq *seq, uint32_t table, uint32_t n,
 	t->len += n;
 }
 
+/*
+ * Undo the table growth of a device append that could not be queued: the
+ * @used new blocks, still in kv->ids, leave the tables and go back.
+ */
+static void unappend(struct kvc_seq *seq, uint32_t used)
+{
+	struct kvc_kv *kv = seq->kv;
+	uint32_t t, bs = kv->shape.block_size;
+
+	for (t = 0; t < nr_tables(kv); t++) {
+		struct kvc_head_table *h = &seq->tables[t];
+
+		h->nr_blocks = h->len / bs + !!(h->len % bs);
+	}
+	/* Cannot fail: the blocks are live and ours. */
+	if (used)
+		kvc_dev_free(kv, used, kv->ids);
+}
+
 int kvc_seq_append(struct kvc_seq *seq, uint32_t n, const float *k,
 		   const float *v)
 {
@@ -295,7 +317,17 @@ int kvc_seq_append(struct kvc_seq *seq, uint32_t n, const float *k,
 				kvc_owner_tag(seq->id, t, h->nr_blocks));
 			h->blocks[h->nr_blocks++] = b;
 		}
-		append_table(seq, t, n, k, v);
+		if (!kv->dev)
+			append_table(seq, t, n, k, v);
+	}
+	if (kv->dev) {
+		err = kvc_dev_append(seq, n, k, v);
+		if (err) {
+			unappend(seq, used);
+			return err;
+		}
+		for (t = 0; t < nr_tables(kv); t++)
+			seq->tables[t].len += n;
 	}
 	seq->tokens += n;
 	return 0;
@@ -355,8 +387,8 @@ int kvc_seq_truncate(struct kvc_seq *seq, uint32_t layer, uint32_t head,
 	bs = seq->kv->shape.block_size;
 	keep = new_len / bs + !!(new_len % bs);
 	if (keep < t->nr_blocks) {
-		err = kvc_pool_free(seq->kv->pool, t->nr_blocks - keep,
-				    t->blocks + keep);
+		err = kvc_dev_free(seq->kv, t->nr_blocks - keep,
+				   t->blocks + keep);
 		if (err)
 			return err;
 		t->nr_blocks = keep;

@@ -418,7 +418,7 @@ static void test_shape_check(void **state)
 	SHAPE_ERR(block_size, 4, "block_size");
 	SHAPE_ERR(block_size, 12, "block_size");
 	SHAPE_ERR(block_size, 64, "block_size");
-	SHAPE_ERR(dtype, (enum kvc_dtype)2, "dtype");
+	SHAPE_ERR(dtype, (enum kvc_dtype)3, "dtype");
 	/* Owner tags have 20 bits for the table. */
 	s = small_shape;
 	s.layers = 1u << 11;
@@ -433,6 +433,9 @@ static void test_shape_check(void **state)
 static void test_create_invalid(void **state)
 {
 	struct fixture *fx = *state;
+	const struct kvc_fake_config no_kernels = { .granularity = 2u << 20,
+						    .devices = 1,
+						    .no_kernels = true };
 	struct kvc_backend *big, *cuda;
 	struct kvc_kv *kv = NULL;
 
@@ -460,11 +463,11 @@ static void test_create_invalid(void **state)
 	assert_non_null(strstr(kvc_last_error(), "blocks per chunk"));
 	kvc_backend_close(big);
 
-	/* The CPU runtime needs host memory: the cuda backend is refused. */
-	assert_non_null(kvc_fake_driver(NULL));
-	assert_int_equal(
-		kvc_backend_open_cuda_driver(kvc_fake_driver(NULL), 0, &cuda),
-		0);
+	/* A cuda backend without kernels cannot run the cache: refused. */
+	assert_non_null(kvc_fake_driver(&no_kernels));
+	assert_int_equal(kvc_backend_open_cuda_driver(
+				 kvc_fake_driver(&no_kernels), 0, &cuda),
+			 0);
 	fx->params.backend = cuda;
 	assert_int_equal(kvc_kv_create(&fx->params, &kv), -EOPNOTSUPP);
 	assert_non_null(strstr(kvc_last_error(), "host backend"));

@@ -1,4 +1,4 @@
-/* Description: kvc_run() end to end: report invariants, compression rate of kvcompress, physical ratio within 2% of the theoretical one after compaction at rate 8 (the headline), conventional layout below the per-head one, the full policy, every policy, traces and cuts, capacity, the hold; kvcctl run: JSON, table, help, usage errors, traces, --hold */
+/* Description: kvc_run() end to end: report invariants, compression rate of kvcompress, physical ratio within 2% of the theoretical one after compaction at rate 8 (the headline), conventional layout below the per-head one, the full policy, every policy, traces and cuts, capacity, the hold; kvcctl run: JSON, table, help, usage errors, traces, --hold, --backend cuda and auto with the device figures */
 // SPDX-License-Identifier: MIT
 /*
  * Runs kvc_run() on small shapes (and one run big enough that the 2 MiB
@@ -853,6 +853,12 @@ static void test_kvcctl_json(void **state)
 		    (double)logical / (double)mapped, 1e-4, "physical_ratio");
 	assert_true(member_u64(&o, "capacity_full") > 0);
 	assert_true(member_u64(&o, "capacity_compressed") > 0);
+	/* The host backend measures nothing on a device. */
+	assert_string_equal(member(&o, "backend"), "host");
+	EXPECT_U64(member_u64(&o, "device_free_start"), 0);
+	EXPECT_U64(member_u64(&o, "device_measured_bytes"), 0);
+	EXPECT_U64(member_u64(&o, "device_overhead_bytes"), 0);
+	assert_true(member_real(&o, "device_ratio") == 0);
 
 	/* Another policy, a rate, the full set of flags. */
 	run_json(&o, "--policy", "h2o", "--rate", "4", "--protected-window",
@@ -880,6 +886,46 @@ static void test_kvcctl_json(void **state)
 	assert_true(member_real(&o, "theoretical_ratio") > 1);
 }
 
+/*
+ * --backend cuda runs on the GPU where a driver, a device and kernels
+ * answer, and adds what cuMemGetInfo measured; elsewhere it fails with
+ * one line saying why. --backend auto always runs.
+ */
+static void test_kvcctl_backend(void **state)
+{
+	struct result r;
+	struct object o;
+	const char *nl;
+
+	kvcctl(&r, "--backend", "cuda", "--json", NULL);
+	if (r.status == 0) {
+		assert_true(parse_object(r.out, &o));
+		assert_string_equal(member(&o, "backend"), "cuda");
+		assert_true(member_u64(&o, "device_free_start") > 0);
+		assert_true(member_u64(&o, "device_measured_bytes") >=
+			    member_u64(&o, "device_overhead_bytes"));
+	} else {
+		assert_int_equal(r.status, 1);
+		assert_string_equal(r.out, "");
+		assert_true(!strncmp(r.err, "kvcctl run: ", 12));
+		nl = strchr(r.err, '\n');
+		assert_non_null(nl);
+		assert_string_equal(nl + 1, "");
+	}
+	proc_result_free(&r);
+
+	kvcctl(&r, "--backend", "auto", "--json", NULL);
+	if (r.status != 0)
+		fail_msg("kvcctl run --backend auto: exit %d: %s", r.status,
+			 r.err);
+	assert_true(parse_object(r.out, &o));
+	if (strcmp(member(&o, "backend"), "cuda")) {
+		assert_string_equal(member(&o, "backend"), "host");
+		assert_non_null(strstr(r.err, "using the host backend"));
+	}
+	proc_result_free(&r);
+}
+
 static void test_kvcctl_table(void **state)
 {
 	static const char *const words[] = {
@@ -889,6 +935,7 @@ static void test_kvcctl_table(void **state)
 		"physical",
 		"conventional layout",
 		"peak mapped",
+		"backend     host",
 		"fragmentation",
 		"attention      relative error",
 		"capacity",
@@ -1111,6 +1158,7 @@ int main(void)
 		T(test_err_samples),
 		T(test_bad_params),
 		T(test_kvcctl_json),
+		T(test_kvcctl_backend),
 		T(test_kvcctl_table),
 		T(test_kvcctl_help),
 		T(test_kvcctl_usage_errors),

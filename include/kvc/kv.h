@@ -81,6 +81,12 @@ struct kvc_seq;
  * The chunk size is the smallest multiple of the backend's granularity
  * that whole blocks fill (head_dim 80 or 96 makes blocks that do not
  * divide 2 MiB).
+ *
+ * On the cuda backend the blocks live in device memory and every
+ * operation of the cache runs on the device, queued in order on one
+ * stream of the cache's own; the calls still return their results in host
+ * memory. %KVC_BACKEND_AUTO falls back to the host backend (with a
+ * notice) when the device carries no kernels the library can run.
  */
 struct kvc_kv_params {
 	struct kvc_model_shape shape;
@@ -97,9 +103,10 @@ struct kvc_kv_params {
  * @params: the parameters.
  * @out: set to the cache.
  *
- * Return: 0, -EINVAL for a bad shape or capacity, -EOPNOTSUPP for a
- * backend other than host (the CPU runtime reads block memory; the CUDA
- * kernels are to come), -ENOMEM, or the backend's or the pool's error.
+ * Return: 0, -EINVAL for a bad shape or capacity, -EOPNOTSUPP for a cuda
+ * backend without loaded kernels or a shape they do not take (more than
+ * 16 query heads per KV head, more than 65535 KV heads), -ENOMEM, or the
+ * backend's, the driver's or the pool's error.
  */
 int kvc_kv_create(const struct kvc_kv_params *params, struct kvc_kv **out);
 
@@ -114,11 +121,55 @@ void kvc_kv_destroy(struct kvc_kv *kv);
  * @kv: the cache.
  *
  * Compacting it is safe: the cache patches its block tables and moves the
- * slot metadata through the pool's move hook, which it owns.
+ * slot metadata through the pool's move hook, which it owns. On the cuda
+ * backend, pass the cache's fence (kvc_kv_fence()) to kvc_pool_compact(),
+ * or call kvc_kv_compact(): the copies must be ordered with the cache's
+ * device work.
  *
  * Return: the pool.
  */
 struct kvc_pool *kvc_kv_pool(struct kvc_kv *kv);
+
+struct kvc_compact_result;
+
+/**
+ * kvc_kv_fence() - The fence of the cache's device work.
+ * @kv: the cache.
+ * @f: set to the cache's stream (%KVC_FENCE_CUDA_STREAM) on the cuda
+ *     backend, to %KVC_FENCE_NONE on the host, where nothing is pending.
+ *
+ * Compaction given it orders its copies after the cache's queued work,
+ * and the cache's later work after the copies, and unmaps vacated chunks
+ * only once both have finished.
+ */
+void kvc_kv_fence(const struct kvc_kv *kv, struct kvc_fence *f);
+
+/**
+ * kvc_kv_compact() - Compact the cache's pool in full, fenced by the
+ * cache's device work.
+ * @kv: the cache.
+ * @res: filled with what was done (may be NULL).
+ *
+ * Return: as kvc_pool_compact().
+ */
+int kvc_kv_compact(struct kvc_kv *kv, struct kvc_compact_result *res);
+
+/**
+ * kvc_kv_backend_name() - Name of the backend the cache's pool maps on.
+ * @kv: the cache.
+ *
+ * Return: "host", "cuda" or "cuda-fake".
+ */
+const char *kvc_kv_backend_name(const struct kvc_kv *kv);
+
+/**
+ * kvc_kv_device_overhead() - Device memory the cache holds beside its
+ * blocks: the slot metadata array and the staging for kernel arguments.
+ * @kv: the cache.
+ *
+ * Return: bytes as allocated (0 on the host backend).
+ */
+uint64_t kvc_kv_device_overhead(const struct kvc_kv *kv);
 
 /**
  * kvc_kv_shape() - The cache's shape.
@@ -134,9 +185,13 @@ const struct kvc_model_shape *kvc_kv_shape(const struct kvc_kv *kv);
  *
  * Every table entry is a live block owned by its (sequence, layer, head,
  * index); per-head lengths fit their tables; the pool passes its own
- * check; live blocks equal the sum of the tables.
+ * check; live blocks equal the sum of the tables. On the cuda backend
+ * also: the device's slot positions equal the host mirror's (and the
+ * metrics, where no device attention ran since they were copied down);
+ * this waits for the cache's device work.
  *
- * Return: 0, or -EFAULT with a message.
+ * Return: 0, or -EFAULT with a message (or the driver's error when the
+ * device cannot be read).
  */
 int kvc_kv_check(struct kvc_kv *kv);
 
@@ -164,9 +219,12 @@ void kvc_seq_destroy(struct kvc_seq *seq);
  *
  * Each (layer, head) appends at its own length; the tokens get positions
  * seq_tokens .. seq_tokens + n - 1 and metric 0. The blocks all heads need
- * come from the pool in one call: all or nothing.
+ * come from the pool in one call: all or nothing. On the cuda backend the
+ * write is queued on the cache's stream (@k and @v are copied before the
+ * call returns).
  *
- * Return: 0, -EINVAL, -ENOMEM (nothing written).
+ * Return: 0, -EINVAL, -ENOMEM, or on the cuda backend the driver's error
+ * (nothing written: the sequence is as it was).
  */
 int kvc_seq_append(struct kvc_seq *seq, uint32_t n, const float *k,
 		   const float *v);

@@ -58,8 +58,12 @@ int kvc_trace_read(const char *path, uint32_t max, struct kvc_request **reqs,
  * @nr_trace: entries in @trace.
  * @max_tokens: cut each request to this many tokens (0 = no cut).
  * @seed: seeds the synthetic Q/K/V.
- * @backend_kind: the pool's backend; the CPU runtime needs host memory,
- *                so today only %KVC_BACKEND_HOST runs.
+ * @backend_kind: the evicting cache's backend, when @backend is NULL:
+ *                host, cuda (fails with -ENODEV without a driver and a
+ *                device) or auto (cuda when it can run, else host with a
+ *                notice).
+ * @backend: a backend the caller owns for the evicting cache, or NULL.
+ *           The uncompressed copy for @err_samples is always on the host.
  * @budget_bytes: capacity mode: physical bytes available; the report says
  *                how many sequences fit with and without compression
  *                (0 = no capacity figure).
@@ -80,6 +84,7 @@ struct kvc_run_params {
 	uint32_t max_tokens;
 	uint64_t seed;
 	enum kvc_backend_kind backend_kind;
+	struct kvc_backend *backend;
 	uint64_t budget_bytes;
 	uint32_t err_samples;
 	bool compact;
@@ -129,6 +134,26 @@ void kvc_run_params_init(struct kvc_run_params *p);
  *                       whole chunks: at full length without eviction,
  *                       at the pool's peak of live blocks with it.
  * @seconds: wall time of the run.
+ * @backend: the backend the evicting cache ran on ("host", "cuda",
+ *           "cuda-fake").
+ * @device_free_start: on a cuda backend, the device's free memory
+ *                     (cuMemGetInfo) before the cache was made; 0 on the
+ *                     host.
+ * @device_free_min: the least free memory seen during the run (read
+ *                   whenever the pool mapped more than ever before).
+ * @device_free_end: free memory at the end, after the last compaction,
+ *                   with every deferred unmap done, before teardown.
+ * @device_measured_bytes: @device_free_start - @device_free_end: what the
+ *                         cache holds as the device counts it (its blocks,
+ *                         slot metadata and staging; and anything else
+ *                         that allocated meanwhile on a shared device).
+ * @device_peak_bytes: @device_free_start - @device_free_min.
+ * @device_overhead_bytes: the part of @device_measured_bytes that is the
+ *                         slot metadata array and the argument staging,
+ *                         as allocated.
+ * @device_ratio: @logical_bytes / (@device_measured_bytes -
+ *                @device_overhead_bytes): the physical ratio as the
+ *                device measures it (0 when that is not positive).
  */
 struct kvc_run_report {
 	const char *policy;
@@ -152,6 +177,14 @@ struct kvc_run_report {
 	uint64_t capacity_full;
 	uint64_t capacity_compressed;
 	double seconds;
+	const char *backend;
+	uint64_t device_free_start;
+	uint64_t device_free_min;
+	uint64_t device_free_end;
+	uint64_t device_measured_bytes;
+	uint64_t device_peak_bytes;
+	uint64_t device_overhead_bytes;
+	double device_ratio;
 };
 
 /**
@@ -162,8 +195,10 @@ struct kvc_run_report {
  *        keep it published for `kvcctl stats`); may be NULL.
  * @arg: passed to @hold.
  *
- * Return: 0; -EINVAL with a message for bad parameters; -ENOMEM; the
- * pool's errors.
+ * Return: 0; -EINVAL with a message for bad parameters; -ENOMEM;
+ * -ENODEV when cuda was asked for and no driver or device answers;
+ * -EOPNOTSUPP when the device carries no kernels the library can run;
+ * the pool's and the driver's errors.
  */
 int kvc_run(const struct kvc_run_params *p, struct kvc_run_report *rep,
 	    void (*hold)(void *arg), void *arg);

@@ -169,7 +169,10 @@ static const char usage_text[] =
 	"                           in order, cycling\n"
 	"  --max-tokens N           cut each request to N tokens in all\n"
 	"  --seed N                 seed of the synthetic Q, K, V (default 1)\n"
-	"  --backend NAME           host (default), cuda or auto\n"
+	"  --backend NAME           host (default), cuda, or auto (cuda when a\n"
+	"                           device answers, else host); on cuda the\n"
+	"                           report adds device memory as cuMemGetInfo\n"
+	"                           measures it\n"
 	"\n"
 	"Measures:\n"
 	"  --budget BYTES           also say how many sequences fit in BYTES of\n"
@@ -500,6 +503,16 @@ static void put_json(FILE *out, const struct run_opts *o,
 	json_u64(out, "budget_bytes", p->budget_bytes);
 	json_u64(out, "capacity_full", r->capacity_full);
 	json_u64(out, "capacity_compressed", r->capacity_compressed);
+	fputs("  \"backend\": ", out);
+	kvcctl_json_string(out, r->backend ? r->backend : "host");
+	fputs(",\n", out);
+	json_u64(out, "device_free_start", r->device_free_start);
+	json_u64(out, "device_free_min", r->device_free_min);
+	json_u64(out, "device_free_end", r->device_free_end);
+	json_u64(out, "device_measured_bytes", r->device_measured_bytes);
+	json_u64(out, "device_peak_bytes", r->device_peak_bytes);
+	json_u64(out, "device_overhead_bytes", r->device_overhead_bytes);
+	json_real(out, "device_ratio", r->device_ratio, true);
 	json_real(out, "seconds", r->seconds, false);
 	fputs("}\n", out);
 }
@@ -522,6 +535,7 @@ static void put_table(FILE *out, const struct run_opts *o,
 		      const struct kvc_run_report *r)
 {
 	const struct kvc_run_params *p = &o->p;
+	bool device = r->backend && strcmp(r->backend, "host");
 	char name[64], b[KVCCTL_BYTES_LEN];
 
 	kvcctl_sanitize(name, sizeof(name), r->policy);
@@ -558,6 +572,10 @@ static void put_table(FILE *out, const struct run_opts *o,
 		fprintf(out, " (cut to %u)", p->max_tokens);
 	fprintf(out, ", %" PRIu64 " decode steps, %.2f s\n", r->steps,
 		r->seconds);
+	kvcctl_sanitize(name, sizeof(name), r->backend ? r->backend : "host");
+	fprintf(out, "backend     %s%s\n", name,
+		device ? ", device memory also measured with cuMemGetInfo" :
+			 "");
 
 	fprintf(out, "\n  %-20s %11s  %7s\n", "memory at the end", "bytes",
 		"ratio");
@@ -571,6 +589,22 @@ static void put_table(FILE *out, const struct run_opts *o,
 		       r->conventional_ratio, "all KV heads in one block");
 	put_bytes_line(out, "peak mapped", r->peak_mapped_bytes, 0, NULL);
 	put_bytes_line(out, "chunk", r->chunk_bytes, 0, NULL);
+	if (device) {
+		put_bytes_line(out, "device used", r->device_measured_bytes, 0,
+			       "free memory at the start - at the end");
+		put_bytes_line(out, "  of it overhead",
+			       r->device_overhead_bytes, 0,
+			       "slot metadata and staging");
+		put_bytes_line(out, "device KV memory",
+			       r->device_measured_bytes >
+					       r->device_overhead_bytes ?
+				       r->device_measured_bytes -
+					       r->device_overhead_bytes :
+				       0,
+			       r->device_ratio, "physical, as measured");
+		put_bytes_line(out, "device peak used", r->device_peak_bytes, 0,
+			       NULL);
+	}
 
 	fputc('\n', out);
 	if (isfinite(r->frag_ratio))
