@@ -125,11 +125,11 @@ KVC_HD float kvc_attn_load(const uint8_t *row, uint32_t i, enum kvc_dtype dtype)
 	}
 	if (dtype == KVC_DTYPE_BF16) {
 		uint16_t b = ((const uint16_t *)row)[i];
-#ifdef __CUDACC__
-		return __uint_as_float((uint32_t)b << 16);
-#else
-		return kvc_bits_f32((uint32_t)b << 16);
-#endif
+		uint32_t u = (uint32_t)b << 16;
+		float f;
+
+		memcpy(&f, &u, sizeof(f));
+		return f;
 	}
 	return ((const float *)row)[i];
 }
