@@ -7,7 +7,9 @@
  * the fake driver in tests. Fences are CUDA events, waited for by one
  * stream or one host call, never by the device as a whole. Never assumes
  * the granularity; never leaks a handle on a failed map; never calls a
- * device-wide synchronize.
+ * device-wide synchronize. Where the CUDA kernels load, block copies of
+ * one size go out as batched copy kernels, 240 blocks a launch, rather
+ * than one cuMemcpyDtoDAsync each.
  */
 #include <dlfcn.h>
 #include <errno.h>
@@ -20,6 +22,7 @@
 
 #include <kvc/error.h>
 
+#include "../kernels/cuda_kernels.h"
 #include "backend.h"
 #include "cuda_driver.h"
 #include "error.h"
@@ -47,13 +50,17 @@ struct cuda_state {
 	struct kvc_cu_access_desc access;
 	pthread_mutex_t lock;
 	struct zombie *zombies;
+	struct kvc_cuda_kernels *kernels; /* NULL: copies go block by block */
 };
+
+static struct kvc_cuda_driver real_driver = { .name = "cuda" };
 
 static const char *cu_name(const struct kvc_cuda_driver *drv, kvc_cu_result r)
 {
 	const char *name = NULL;
 
-	if (drv->cuGetErrorName && drv->cuGetErrorName(r, &name) == 0 && name)
+	if (drv && drv->cuGetErrorName && drv->cuGetErrorName(r, &name) == 0 &&
+	    name)
 		return name;
 	/* The toolkit's stub libcuda answers everything with this. */
 	if (r == KVC_CUDA_ERROR_STUB_LIBRARY)
@@ -61,9 +68,7 @@ static const char *cu_name(const struct kvc_cuda_driver *drv, kvc_cu_result r)
 	return "unnamed CUDA error";
 }
 
-/* Map a driver failure to -errno and record which call failed. */
-static int cu_err(const struct kvc_cuda_driver *drv, kvc_cu_result r,
-		  const char *call, unsigned long long bytes)
+int kvc_cu_errno(const struct kvc_cuda_driver *drv, int r, const char *what)
 {
 	int err;
 
@@ -80,11 +85,23 @@ static int cu_err(const struct kvc_cuda_driver *drv, kvc_cu_result r,
 	case KVC_CUDA_ERROR_NOT_SUPPORTED:
 		err = -ENODEV;
 		break;
+	case KVC_CUDA_ERROR_NOT_READY:
+		err = -EBUSY;
+		break;
 	default:
 		err = -EIO;
 	}
-	return kvc_err(err, "%s(%llu bytes): %s (%d)", call, bytes,
-		       cu_name(drv, r), r);
+	return kvc_err(err, "%s: %s (%d)", what, cu_name(drv, r), r);
+}
+
+/* kvc_cu_errno() for a call of the backend's own, with its size. */
+static int cu_err(const struct kvc_cuda_driver *drv, kvc_cu_result r,
+		  const char *call, unsigned long long bytes)
+{
+	char what[96];
+
+	snprintf(what, sizeof(what), "%s(%llu bytes)", call, bytes);
+	return kvc_cu_errno(drv, r, what);
 }
 
 static struct cuda_state *state(struct kvc_backend *be)
@@ -104,14 +121,19 @@ static int bind(struct cuda_state *cs)
 	return r ? cu_err(cs->drv, r, "cuCtxPushCurrent", 0) : 0;
 }
 
-static void unbind(struct cuda_state *cs)
+static void pop_context(const struct kvc_cuda_driver *drv)
 {
 	kvc_cu_context ctx;
 
 	/* Once more on failure: a context left pushed leaks into the caller. */
-	if (cs->drv->cuCtxPopCurrent(&ctx) && cs->drv->cuCtxPopCurrent(&ctx))
+	if (drv->cuCtxPopCurrent(&ctx) && drv->cuCtxPopCurrent(&ctx))
 		kvc_notice(
 			"cuCtxPopCurrent failed: the pool's context stays current on this thread");
+}
+
+static void unbind(struct cuda_state *cs)
+{
+	pop_context(cs->drv);
 }
 
 /* Retry what the driver refused before. Caller holds cs->lock. */
@@ -280,6 +302,130 @@ static int unmap_bound(struct kvc_backend *be, struct kvc_va *va, uint64_t off,
 	return 0;
 }
 
+/*
+ * Whether the copy kernel can do all of @copies: one size, a multiple of
+ * 4, and every offset a whole number of items from the base, inside the
+ * reservation. Anything else goes block by block, as before.
+ */
+static bool kernel_copies(const struct cuda_state *cs, const struct kvc_va *va,
+			  const struct kvc_copy *copies, uint32_t n)
+{
+	uint64_t b = n ? copies[0].bytes : 0;
+	uint32_t i;
+
+	if (!cs->kernels || !b || b % 4 || b > va->bytes)
+		return false;
+	for (i = 0; i < n; i++) {
+		const struct kvc_copy *c = &copies[i];
+
+		if (c->bytes != b || c->src % b || c->dst % b ||
+		    c->src > va->bytes - b || c->dst > va->bytes - b ||
+		    c->src / b > UINT32_MAX || c->dst / b > UINT32_MAX)
+			return false;
+	}
+	return true;
+}
+
+/*
+ * The items of the launch being filled, by index: whether each is read,
+ * written, or both. Open addressing; an entry of an earlier launch
+ * (another @gen) is free. Twice KVC_COPY_INLINE items fit with room.
+ */
+#define SEEN_BITS 10
+#define SEEN_READ 1u
+#define SEEN_WRITE 2u
+
+struct seen {
+	uint32_t index;
+	uint32_t gen;
+	uint32_t how;
+};
+
+_Static_assert(2 * KVC_COPY_INLINE <= (1u << SEEN_BITS) / 2,
+	       "the table of the items in a launch is too small");
+
+static struct seen *seen_slot(struct seen *t, uint32_t gen, uint32_t index)
+{
+	uint32_t h = (index * 0x9e3779b1u) >> (32 - SEEN_BITS);
+
+	while (t[h].gen == gen && t[h].index != index)
+		h = (h + 1) & ((1u << SEEN_BITS) - 1);
+	return &t[h];
+}
+
+static void seen_add(struct seen *t, uint32_t gen, uint32_t index, uint32_t how)
+{
+	struct seen *e = seen_slot(t, gen, index);
+
+	if (e->gen == gen)
+		e->how |= how;
+	else
+		*e = (struct seen){ index, gen, how };
+}
+
+/* Queue the launch filled so far, if any. */
+static int copy_flush(struct cuda_state *cs, struct kvc_va *va,
+		      struct kvc_copy_args *args)
+{
+	int err;
+
+	if (!args->n)
+		return 0;
+	va->calls.copy += args->n;
+	err = kvc_cuda_block_copy(cs->kernels, cs->stream, args);
+	args->n = 0;
+	return err;
+}
+
+/*
+ * Copies as copy-kernel launches on the backend's stream, in order. A
+ * launch runs its items in no order, so an item that reads what an
+ * earlier item of the launch writes, or writes what one reads or writes,
+ * opens a new launch, which the stream runs after. A copy onto itself is
+ * a no-op and is left out.
+ */
+static int copy_kernel(struct cuda_state *cs, struct kvc_va *va,
+		       const struct kvc_copy *copies, uint32_t n)
+{
+	struct seen table[1u << SEEN_BITS];
+	struct kvc_copy_args args;
+	uint32_t i, s, d, gen = 1;
+	struct seen *e;
+	int err;
+
+	memset(table, 0, sizeof(table));
+	memset(&args, 0, sizeof(args));
+	args.src_base = va->base;
+	args.dst_base = va->base;
+	args.bytes = copies[0].bytes;
+	for (i = 0; i < n; i++) {
+		s = (uint32_t)(copies[i].src / args.bytes);
+		d = (uint32_t)(copies[i].dst / args.bytes);
+		if (s == d) {
+			va->calls.copy++;
+			continue;
+		}
+		e = seen_slot(table, gen, s);
+		if (args.n == KVC_COPY_INLINE ||
+		    seen_slot(table, gen, d)->gen == gen ||
+		    (e->gen == gen && (e->how & SEEN_WRITE))) {
+			err = copy_flush(cs, va, &args);
+			if (err)
+				return err;
+			if (!++gen) {
+				memset(table, 0, sizeof(table));
+				gen = 1;
+			}
+		}
+		seen_add(table, gen, s, SEEN_READ);
+		seen_add(table, gen, d, SEEN_WRITE);
+		args.pairs[2 * args.n] = s;
+		args.pairs[2 * args.n + 1] = d;
+		args.n++;
+	}
+	return copy_flush(cs, va, &args);
+}
+
 static int copy_bound(struct kvc_backend *be, struct kvc_va *va,
 		      const struct kvc_copy *copies, uint32_t n)
 {
@@ -287,6 +433,8 @@ static int copy_bound(struct kvc_backend *be, struct kvc_va *va,
 	kvc_cu_result r;
 	uint32_t i;
 
+	if (kernel_copies(cs, va, copies, n))
+		return copy_kernel(cs, va, copies, n);
 	for (i = 0; i < n; i++) {
 		va->calls.copy++;
 		r = cs->drv->cuMemcpyDtoDAsync(va->base + copies[i].dst,
@@ -643,6 +791,8 @@ static void cuda_close(struct kvc_backend *be)
 		free(z);
 	}
 	pthread_mutex_unlock(&cs->lock);
+	/* In the context they were loaded in, before it may go. */
+	kvc_cuda_kernels_unload(cs->kernels);
 	cs->drv->cuStreamDestroy(cs->stream);
 	if (bound)
 		unbind(cs);
@@ -650,6 +800,48 @@ static void cuda_close(struct kvc_backend *be)
 	pthread_mutex_destroy(&cs->lock);
 	free(cs);
 	free(be);
+}
+
+/*
+ * Whether @drv has every entry point the kernels use: the real driver's
+ * table lacks those an old libcuda does not export.
+ */
+static bool kernel_entry_points(const struct kvc_cuda_driver *drv)
+{
+	return drv->cuDeviceGetAttribute && drv->cuModuleLoadData &&
+	       drv->cuModuleUnload && drv->cuModuleGetFunction &&
+	       drv->cuFuncSetAttribute && drv->cuLaunchKernel &&
+	       drv->cuMemAlloc && drv->cuMemFree && drv->cuMemAllocHost &&
+	       drv->cuMemFreeHost && drv->cuMemcpyHtoDAsync &&
+	       drv->cuMemcpyDtoHAsync && drv->cuMemsetD32Async &&
+	       drv->cuMemGetInfo;
+}
+
+/*
+ * Load the kernels into the context (current) where there are any: the
+ * images built into the library, or, over a driver other than the real
+ * one, the fake's emulation. Without them the backend still works, its
+ * copies going block by block; only images that were built and do not
+ * load deserve a word.
+ */
+static void load_kernels(struct cuda_state *cs)
+{
+	bool real = cs->drv == &real_driver;
+	int err;
+
+	if (real && !kvc_cuda_kernels_built())
+		return;
+	err = kernel_entry_points(cs->drv) ?
+		      kvc_cuda_kernels_load(cs->drv, cs->dev, &cs->kernels) :
+		      kvc_err(-ENOSYS,
+			      "the CUDA driver lacks entry points the kernels need");
+	if (err) {
+		cs->kernels = NULL;
+		if (real)
+			kvc_notice(
+				"CUDA kernels not loaded, block copies go one by one: %s",
+				kvc_last_error());
+	}
 }
 
 static const struct kvc_backend_ops cuda_ops = {
@@ -731,6 +923,7 @@ int kvc_backend_open_cuda_driver(const struct kvc_cuda_driver *drv, int device,
 		err = cu_err(drv, r, "cuStreamCreate", 0);
 		goto err_unbind;
 	}
+	load_kernels(cs);
 	unbind(cs);
 	pthread_mutex_init(&cs->lock, NULL);
 	be->ops = &cuda_ops;
@@ -751,7 +944,6 @@ err_free:
 	return err;
 }
 
-static struct kvc_cuda_driver real_driver = { .name = "cuda" };
 static pthread_once_t real_once = PTHREAD_ONCE_INIT;
 static char real_error[200];
 
@@ -790,6 +982,37 @@ static void load_real_driver(void)
 		SYM(cuEventDestroy, "cuEventDestroy_v2"),
 		SYM(cuStreamWaitEvent, "cuStreamWaitEvent"),
 		SYM(cuGetErrorName, "cuGetErrorName"),
+	};
+	/*
+	 * What the kernels and measurements use: an old driver lacking one
+	 * keeps the VMM path, only that member stays NULL (and then the
+	 * kernels are not loaded). Where cuda.h maps a name to a newer
+	 * symbol, an older driver's is tried after it.
+	 */
+	static const struct {
+		const char *symbol;
+		const char *fallback;
+		size_t offset;
+	} optional[] = {
+#define OPT(member, symbol, fallback) \
+	{ symbol, fallback, offsetof(struct kvc_cuda_driver, member) }
+		OPT(cuDeviceGetAttribute, "cuDeviceGetAttribute", NULL),
+		OPT(cuModuleLoadData, "cuModuleLoadData", NULL),
+		OPT(cuModuleUnload, "cuModuleUnload", NULL),
+		OPT(cuModuleGetFunction, "cuModuleGetFunction", NULL),
+		OPT(cuFuncSetAttribute, "cuFuncSetAttribute", NULL),
+		OPT(cuLaunchKernel, "cuLaunchKernel", NULL),
+		OPT(cuMemAlloc, "cuMemAlloc_v2", NULL),
+		OPT(cuMemFree, "cuMemFree_v2", NULL),
+		OPT(cuMemAllocHost, "cuMemAllocHost_v2", NULL),
+		OPT(cuMemFreeHost, "cuMemFreeHost", NULL),
+		OPT(cuMemcpyHtoDAsync, "cuMemcpyHtoDAsync_v2", NULL),
+		OPT(cuMemcpyDtoHAsync, "cuMemcpyDtoHAsync_v2", NULL),
+		OPT(cuMemsetD32Async, "cuMemsetD32Async", NULL),
+		OPT(cuMemGetInfo, "cuMemGetInfo_v2", NULL),
+		OPT(cuEventElapsedTime, "cuEventElapsedTime_v2",
+		    "cuEventElapsedTime"),
+#undef OPT
 #undef SYM
 	};
 	void *lib, *fn;
@@ -812,12 +1035,57 @@ static void load_real_driver(void)
 		}
 		memcpy((char *)&real_driver + syms[i].offset, &fn, sizeof(fn));
 	}
+	for (i = 0; i < sizeof(optional) / sizeof(optional[0]); i++) {
+		fn = dlsym(lib, optional[i].symbol);
+		if (!fn && optional[i].fallback)
+			fn = dlsym(lib, optional[i].fallback);
+		if (fn)
+			memcpy((char *)&real_driver + optional[i].offset, &fn,
+			       sizeof(fn));
+	}
 }
 
-int kvc_backend_open_cuda(int device, struct kvc_backend **out)
+int kvc_cuda_driver_real(const struct kvc_cuda_driver **out)
 {
 	pthread_once(&real_once, load_real_driver);
 	if (real_error[0])
 		return kvc_err(-ENODEV, "%s", real_error);
-	return kvc_backend_open_cuda_driver(&real_driver, device, out);
+	*out = &real_driver;
+	return 0;
+}
+
+int kvc_backend_open_cuda(int device, struct kvc_backend **out)
+{
+	const struct kvc_cuda_driver *drv;
+	int err = kvc_cuda_driver_real(&drv);
+
+	return err ? err : kvc_backend_open_cuda_driver(drv, device, out);
+}
+
+int kvc_backend_cuda_ctx(struct kvc_backend *be, struct kvc_cuda_ctx *out)
+{
+	struct cuda_state *cs;
+
+	if (!be || be->ops != &cuda_ops)
+		return kvc_err(-EOPNOTSUPP, "backend %s is not a cuda backend",
+			       be ? be->name : "(none)");
+	cs = state(be);
+	out->drv = cs->drv;
+	out->ctx = cs->ctx;
+	out->dev = cs->dev;
+	out->kernels = cs->kernels;
+	out->stream = cs->stream;
+	return 0;
+}
+
+int kvc_cuda_ctx_push(const struct kvc_cuda_ctx *c)
+{
+	kvc_cu_result r = c->drv->cuCtxPushCurrent(c->ctx);
+
+	return r ? kvc_cu_errno(c->drv, r, "cuCtxPushCurrent") : 0;
+}
+
+void kvc_cuda_ctx_pop(const struct kvc_cuda_ctx *c)
+{
+	pop_context(c->drv);
 }

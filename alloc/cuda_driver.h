@@ -4,11 +4,14 @@
  * entry points. The real table is filled from libcuda.so.1 at run time;
  * the fake driver (fake_driver.c) fills one with host-memory versions.
  *
- * The types, struct layouts and constants mirror cuda.h's ABI (checked
- * against the toolkit's cuda.h by backend_cuda_abi.c whenever the toolkit
- * is installed; the entry points' signatures are checked by eye), so the
- * backend
+ * The types, struct layouts, constants and entry-point signatures mirror
+ * cuda.h's ABI (checked against the toolkit's cuda.h by
+ * backend_cuda_abi.c whenever the toolkit is installed), so the backend
  * builds and runs with no toolkit at all: a driver is all it needs.
+ *
+ * The members after cuGetErrorName serve the kernels; an older driver may
+ * lack some of them, which are then NULL: the VMM path works without
+ * them, and the kernels are loaded only when all of them are present.
  */
 #ifndef KVC_ALLOC_CUDA_DRIVER_H
 #define KVC_ALLOC_CUDA_DRIVER_H
@@ -35,6 +38,7 @@ typedef void *kvc_cu_function;
 #define KVC_CUDA_ERROR_INVALID_DEVICE 101
 #define KVC_CUDA_ERROR_INVALID_CONTEXT 201
 #define KVC_CUDA_ERROR_INVALID_HANDLE 400
+#define KVC_CUDA_ERROR_NOT_FOUND 500
 #define KVC_CUDA_ERROR_NOT_READY 600
 #define KVC_CUDA_ERROR_NOT_SUPPORTED 801
 /* Errors that leave the context unusable: its work has stopped. */

@@ -17,8 +17,8 @@
  * nothing inside it is mapped; copies touch only accessible memory.
  *
  * Streams and events. Each stream (the NULL default stream too) has a
- * FIFO of operations: copies, "kernels" (kvc_fake_launch()), event records
- * and waits. In sync mode (the default) an operation runs as soon as it is
+ * FIFO of operations: copies, sets, kernels (cuLaunchKernel, and the
+ * test kernels of kvc_fake_launch()), event records and waits. In sync mode (the default) an operation runs as soon as it is
  * queued, so nothing is ever pending. In async mode (kvc_fake_set_async())
  * operations stay queued until kvc_fake_run(), cuStreamSynchronize or
  * cuEventSynchronize runs them, in stream order; a wait holds its stream
@@ -56,11 +56,11 @@
  * synchronize or a query, so an operation it ran is kept (ops[done ..
  * head) of its stream) until the host has seen it complete; otherwise
  * whether a race shows would depend on when a test called kvc_fake_run().
- * When a copy or a kernel is queued, every operation on another stream
- * that is still queued or not seen complete, and not ordered before it,
- * is compared with it: if their byte ranges overlap and one of them writes
- * there (a copy reads its source and writes its destination, a kernel
- * reads and writes its range), that is a violation ("unordered: ..."),
+ * When a copy, set or kernel is queued, every operation on another
+ * stream that is still queued or not seen complete, and not ordered
+ * before it, is compared with it: if their byte ranges overlap and one of
+ * them writes there (op_ranges() says which), that is a violation
+ * ("unordered: ..."),
  * counted once per queued operation; the call still succeeds and the work
  * is queued, as on a device. A stream's operations are in epoch order, so
  * the scan of each other stream stops at the first one ordered before the
@@ -71,12 +71,24 @@
  * A copy or kernel that faults when it runs makes the context
  * sticky-broken, as on a device: the rest of the queued work is dropped,
  * and from then on every call that waits for, queues or creates something
- * (synchronizes, cuEventQuery, cuEventRecord, cuStreamWaitEvent, copies,
- * kvc_fake_launch(), stream and event creation, cuMemCreate, cuMemMap,
- * cuMemSetAccess, cuMemAddressReserve) returns
- * CUDA_ERROR_ILLEGAL_ADDRESS until kvc_fake_driver() resets. Calls that
- * release or destroy (and the context and device queries) still work, so
+ * (synchronizes, cuEventQuery, cuEventElapsedTime, cuEventRecord,
+ * cuStreamWaitEvent, copies and sets, launches, stream and event
+ * creation, cuMemCreate, cuMemMap, cuMemSetAccess, cuMemAddressReserve,
+ * cuMemAlloc, cuMemAllocHost, cuMemGetInfo, module loads and lookups)
+ * returns the sticky error (CUDA_ERROR_ILLEGAL_ADDRESS, or
+ * CUDA_ERROR_LAUNCH_FAILED for a kernel whose emulation refused its
+ * arguments) until kvc_fake_driver() resets. Calls that release, free,
+ * unload or destroy (and the context and device queries) still work, so
  * that a test can clean up.
+ *
+ * Kernels. cuLaunchKernel copies the kernel's argument struct (args.h)
+ * and queues it like a copy; when it runs, the CPU emulation of the
+ * kernel (kernels/emulate.h) runs it on the host memory that device
+ * addresses are here. What it touches, for the race, unmap and free
+ * checks, is exact for a block copy with inline pairs, and otherwise the
+ * whole of every allocation its arguments point into (fake_driver.h).
+ * cuMemAlloc and cuMemAllocHost memory is malloc'd host memory, tracked
+ * so that frees are checked and leaks stop the next reset.
  */
 #include <errno.h>
 #include <fcntl.h>
@@ -89,6 +101,8 @@
 #include <sys/mman.h>
 #include <unistd.h>
 
+#include "../kernels/args.h"
+#include "../kernels/emulate.h"
 #include "fake_driver.h"
 
 struct fake_handle {
@@ -110,11 +124,68 @@ struct fake_reservation {
 	uint64_t size;
 };
 
+/* A cuMemAlloc or cuMemAllocHost block. */
+struct fake_alloc {
+	uint64_t ptr;
+	uint64_t bytes; /* as asked for: what may be touched */
+	uint64_t held; /* rounded up: what it costs */
+};
+
+struct fake_module {
+	uint32_t gen;
+	bool live;
+};
+
+/* A kernel found in a module; dies with it. */
+struct fake_function {
+	uint64_t module; /* slot */
+	uint32_t max_smem; /* dynamic shared memory opted in to */
+	uint32_t gen;
+	bool live;
+	char name[96];
+};
+
+/* Launches per kernel name, for kvc_fake_launches(). */
+struct fake_launch_count {
+	char name[96];
+	uint64_t n;
+};
+
 enum fake_op_kind {
 	OP_MEMCPY,
 	OP_KERNEL,
 	OP_RECORD,
 	OP_WAIT,
+	OP_HTOD,
+	OP_DTOH,
+	OP_MEMSET,
+	OP_LAUNCH,
+};
+
+/*
+ * A byte range an operation touches, and whether it writes there. A loose
+ * range is a whole allocation a kernel's arguments point into: the kernel
+ * touches some of it, which is not known.
+ */
+struct fake_range {
+	uint64_t ptr;
+	uint64_t bytes;
+	bool write;
+	bool loose;
+};
+
+/* A cuLaunchKernel, with its arguments as they were at the call. */
+struct fake_launch {
+	char label[112]; /* "kernel <name>" */
+	const char *name; /* in @label */
+	unsigned int grid[3];
+	unsigned int threads;
+	unsigned int smem;
+	struct fake_range *ranges;
+	uint32_t nr_ranges;
+	uint32_t nr_addrs;
+	uint64_t addrs[8]; /* argument addresses, checked when it runs */
+	uint64_t args[]; /* the argument struct */
 };
 
 /* One queued stream operation. */
@@ -122,11 +193,15 @@ struct fake_op {
 	enum fake_op_kind kind;
 	uint64_t serial; /* queue order over all streams, from 1 */
 	uint64_t epoch; /* its stream's own clock entry: its place there */
-	uint64_t dst; /* memcpy destination; kernel range */
-	uint64_t src; /* memcpy source */
-	uint64_t bytes; /* memcpy, kernel */
+	uint64_t dst; /* copy and set destination; kernel range */
+	uint64_t src; /* copy source (HtoD: pinned or staged host memory) */
+	uint64_t bytes; /* copies, sets, kernel */
 	uint64_t event; /* record: the event's slot */
 	uint64_t record; /* wait: serial of the record waited for */
+	uint32_t value; /* set */
+	bool pinned; /* HtoD, DtoH: the host side is cuMemAllocHost memory */
+	void *staged; /* HtoD from pageable memory: the copy taken */
+	struct fake_launch *launch;
 };
 
 /* Stream slots, the default stream's included; bounds the vector clocks. */
@@ -147,6 +222,8 @@ struct fake_stream {
 
 struct fake_event {
 	uint64_t record; /* serial of its latest record, 0 if never recorded */
+	uint64_t time; /* fake time its latest record ran at */
+	unsigned int flags;
 	uint64_t queued; /* its record operations still queued */
 	uint64_t clock[MAX_STREAMS]; /* its latest record's stream clock */
 	uint32_t gen;
@@ -159,6 +236,8 @@ struct fake_event {
  */
 #define STREAM_TAG 0x5ull
 #define EVENT_TAG 0xeull
+#define MODULE_TAG 0xdull
+#define FUNCTION_TAG 0xfull
 #define SLOT_BITS 24
 #define MAX_SLOTS (1ull << SLOT_BITS)
 
@@ -180,15 +259,41 @@ static struct {
 	uint64_t nr_streams;
 	struct fake_event *events;
 	uint64_t nr_events, cap_events;
+	struct fake_alloc *allocs;
+	uint64_t nr_allocs, cap_allocs;
+	struct fake_alloc *host_allocs;
+	uint64_t nr_host_allocs, cap_host_allocs;
+	struct fake_module *modules;
+	uint64_t nr_modules, cap_modules;
+	struct fake_function *functions;
+	uint64_t nr_functions, cap_functions;
+	struct fake_launch_count *launch_counts;
+	uint64_t nr_launch_counts, cap_launch_counts;
+	uint64_t ticks; /* fake time: operations run so far */
 	uint64_t next_serial;
 	uint64_t host[MAX_STREAMS]; /* the host's clock: what it saw complete */
 	bool async;
-	bool broken; /* a kernel or copy faulted: the sticky error */
+	kvc_cu_result sticky; /* a kernel or copy faulted: the sticky error */
 	struct kvc_fake_counts counts;
 	uint64_t fail_at[KVC_FAKE_NR_FNS];
 	kvc_cu_result fail_result[KVC_FAKE_NR_FNS];
 	char violation[512];
-} fake = { .lock = PTHREAD_MUTEX_INITIALIZER, .memfd = -1 };
+} fake = { .lock = PTHREAD_ERRORCHECK_MUTEX_INITIALIZER_NP, .memfd = -1 };
+
+/*
+ * The lock checks its owner: a thread that takes it again was jumped out
+ * of the fake while inside it (a test framework catching a crash in a
+ * kernel's emulation, which runs under the lock). The fake may be half
+ * way through a change then: stop, rather than hang or go on from it.
+ */
+static void fake_lock(void)
+{
+	if (pthread_mutex_lock(&fake.lock) == EDEADLK) {
+		fputs("kvc fake driver: re-entered while its lock is held, after a crash inside it was caught; stopping\n",
+		      stderr);
+		abort();
+	}
+}
 
 static const char *const fn_names[KVC_FAKE_NR_FNS] = {
 	[KVC_FAKE_INIT] = "cuInit",
@@ -216,6 +321,21 @@ static const char *const fn_names[KVC_FAKE_NR_FNS] = {
 	[KVC_FAKE_EVENT_SYNC] = "cuEventSynchronize",
 	[KVC_FAKE_EVENT_DESTROY] = "cuEventDestroy",
 	[KVC_FAKE_STREAM_WAIT_EVENT] = "cuStreamWaitEvent",
+	[KVC_FAKE_DEVICE_ATTRIBUTE] = "cuDeviceGetAttribute",
+	[KVC_FAKE_MODULE_LOAD] = "cuModuleLoadData",
+	[KVC_FAKE_MODULE_UNLOAD] = "cuModuleUnload",
+	[KVC_FAKE_MODULE_GET_FUNCTION] = "cuModuleGetFunction",
+	[KVC_FAKE_FUNC_SET_ATTRIBUTE] = "cuFuncSetAttribute",
+	[KVC_FAKE_LAUNCH_KERNEL] = "cuLaunchKernel",
+	[KVC_FAKE_MEM_ALLOC] = "cuMemAlloc",
+	[KVC_FAKE_MEM_FREE] = "cuMemFree",
+	[KVC_FAKE_MEM_ALLOC_HOST] = "cuMemAllocHost",
+	[KVC_FAKE_MEM_FREE_HOST] = "cuMemFreeHost",
+	[KVC_FAKE_MEMCPY_HTOD] = "cuMemcpyHtoDAsync",
+	[KVC_FAKE_MEMCPY_DTOH] = "cuMemcpyDtoHAsync",
+	[KVC_FAKE_MEMSET_D32] = "cuMemsetD32Async",
+	[KVC_FAKE_MEM_GET_INFO] = "cuMemGetInfo",
+	[KVC_FAKE_EVENT_ELAPSED] = "cuEventElapsedTime",
 };
 
 const char *kvc_fake_fn_name(enum kvc_fake_fn fn)
@@ -228,7 +348,7 @@ const char *kvc_fake_last_violation(void)
 {
 	static _Thread_local char copy[sizeof(fake.violation)];
 
-	pthread_mutex_lock(&fake.lock);
+	fake_lock();
 	memcpy(copy, fake.violation, sizeof(copy));
 	pthread_mutex_unlock(&fake.lock);
 	return copy;
@@ -266,22 +386,22 @@ static kvc_cu_result enter(enum kvc_fake_fn fn)
 	return KVC_CUDA_SUCCESS;
 }
 
-#define ENTER(fn)                       \
-	kvc_cu_result r;                \
-	pthread_mutex_lock(&fake.lock); \
-	r = enter(fn);                  \
-	if (r)                          \
+#define ENTER(fn)        \
+	kvc_cu_result r; \
+	fake_lock();     \
+	r = enter(fn);   \
+	if (r)           \
 		goto out;
 
 /*
  * For the calls a broken context refuses: those that wait for, queue or
  * create something. The sticky error comes after an injected failure.
  */
-#define ENTER_LIVE(fn)                              \
-	ENTER(fn)                                   \
-	if (fake.broken) {                          \
-		r = KVC_CUDA_ERROR_ILLEGAL_ADDRESS; \
-		goto out;                           \
+#define ENTER_LIVE(fn)           \
+	ENTER(fn)                \
+	if (fake.sticky) {       \
+		r = fake.sticky; \
+		goto out;        \
 	}
 
 #define LEAVE()                           \
@@ -502,6 +622,53 @@ static bool fully_mapped(uint64_t ptr, uint64_t size, int min_access)
 	return true;
 }
 
+/* The block of @arr holding all of [@ptr, @ptr + @bytes), or NULL. */
+static struct fake_alloc *find_alloc(struct fake_alloc *arr, uint64_t nr,
+				     uint64_t ptr, uint64_t bytes)
+{
+	uint64_t i;
+
+	for (i = 0; i < nr; i++)
+		if (ptr >= arr[i].ptr && bytes <= arr[i].bytes &&
+		    ptr - arr[i].ptr <= arr[i].bytes - bytes)
+			return &arr[i];
+	return NULL;
+}
+
+/*
+ * Whether the device may touch [@ptr, @ptr + @bytes): all of it in one
+ * cuMemAlloc block, in one pinned host block (mapped into the device's
+ * address space), or mapped with at least @min_access.
+ */
+static bool device_ok(uint64_t ptr, uint64_t bytes, int min_access)
+{
+	return find_alloc(fake.allocs, fake.nr_allocs, ptr, bytes) ||
+	       find_alloc(fake.host_allocs, fake.nr_host_allocs, ptr, bytes) ||
+	       fully_mapped(ptr, bytes, min_access);
+}
+
+/* The allocation @addr points into, as a range; false if none. */
+static bool region_of(uint64_t addr, struct fake_range *r)
+{
+	struct fake_reservation *res;
+	struct fake_alloc *a;
+
+	a = find_alloc(fake.allocs, fake.nr_allocs, addr, 1);
+	if (!a)
+		a = find_alloc(fake.host_allocs, fake.nr_host_allocs, addr, 1);
+	if (a) {
+		r->ptr = a->ptr;
+		r->bytes = a->bytes;
+		return true;
+	}
+	res = find_reservation(addr, 1);
+	if (!res)
+		return false;
+	r->ptr = res->ptr;
+	r->bytes = res->size;
+	return true;
+}
+
 /*
  * Stream work. Lock held throughout; the stream and event tables are not
  * reallocated while work runs (only creating one grows them).
@@ -564,10 +731,11 @@ static bool stream_idle(const struct fake_stream *s)
 	return s->head == s->nr;
 }
 
+/* An empty range overlaps nothing. */
 static bool ranges_overlap(uint64_t a, uint64_t a_bytes, uint64_t b,
 			   uint64_t b_bytes)
 {
-	return a < b + b_bytes && b < a + a_bytes;
+	return a_bytes && b_bytes && a < b + b_bytes && b < a + a_bytes;
 }
 
 /* Nothing queued, nothing run that the host has not seen complete. */
@@ -591,6 +759,18 @@ static void clock_join(uint64_t *to, const uint64_t *from)
 			to[i] = from[i];
 }
 
+/* What an operation owns: a launch's arguments, a staged source. */
+static void op_free(struct fake_op *op)
+{
+	if (op->launch) {
+		free(op->launch->ranges);
+		free(op->launch);
+		op->launch = NULL;
+	}
+	free(op->staged);
+	op->staged = NULL;
+}
+
 /* Forget the operations that have run and that the host saw complete. */
 static void prune(void)
 {
@@ -601,7 +781,7 @@ static void prune(void)
 
 		while (s->done < s->head &&
 		       s->ops[s->done].epoch <= fake.host[i])
-			s->done++;
+			op_free(&s->ops[s->done++]);
 		if (stream_empty(s))
 			s->done = s->head = s->nr = 0;
 	}
@@ -624,15 +804,20 @@ static void observe_all(void)
 	prune();
 }
 
-/* A fault: the context is broken for good, queued work is dropped. */
-static void break_context(void)
+/*
+ * A fault: the context is broken for good with @why, queued work is
+ * dropped (and what has run is forgotten: nothing can race any more).
+ */
+static void break_context(kvc_cu_result why)
 {
 	uint64_t i, j;
 
-	fake.broken = true;
+	fake.sticky = why;
 	for (i = 0; i < fake.nr_streams; i++) {
 		struct fake_stream *s = &fake.streams[i];
 
+		for (j = s->done; j < s->nr; j++)
+			op_free(&s->ops[j]);
 		for (j = s->head; j < s->nr; j++) {
 			if (s->ops[j].kind == OP_RECORD)
 				fake.events[s->ops[j].event].queued--;
@@ -654,48 +839,98 @@ static const char *stream_name(char *buf, size_t size, uint64_t slot)
 
 static const char *op_name(const struct fake_op *op)
 {
-	return op->kind == OP_KERNEL ? "kernel" : "copy";
+	switch (op->kind) {
+	case OP_KERNEL:
+		return "kernel";
+	case OP_LAUNCH:
+		return op->launch->label;
+	case OP_HTOD:
+		return "host-to-device copy";
+	case OP_DTOH:
+		return "device-to-host copy";
+	case OP_MEMSET:
+		return "memset";
+	default:
+		return "copy";
+	}
 }
 
-/* A byte range an operation touches, and whether it writes there. */
-struct fake_range {
-	uint64_t ptr;
-	bool write;
-};
-
-/* A kernel reads and writes its range; a copy reads src, writes dst. */
-static unsigned int op_ranges(const struct fake_op *op, struct fake_range *r)
+/* A range known byte for byte. */
+static struct fake_range exact(uint64_t ptr, uint64_t bytes, bool write)
 {
-	r[0] = (struct fake_range){ op->dst, true };
-	if (op->kind != OP_MEMCPY)
-		return 1;
-	r[1] = (struct fake_range){ op->src, false };
-	return 2;
+	return (struct fake_range){ ptr, bytes, write, false };
+}
+
+/* Whether an operation touches memory (not a record or a wait). */
+static bool op_touches(const struct fake_op *op)
+{
+	return op->kind != OP_RECORD && op->kind != OP_WAIT;
 }
 
 /*
- * Whether copies or kernels @a and @b conflict: touch the same bytes, at
- * least one of them writing there. [*@at, *@at + *@bytes) is the first
- * such range found.
+ * The ranges an operation touches, into @buf (two at most) or the
+ * launch's own: a kernel reads and writes its range; a copy reads its
+ * source and writes its destination; a set writes; a host-side range
+ * counts only when it is pinned memory, which the device reaches.
+ */
+static uint32_t op_ranges(const struct fake_op *op, struct fake_range *buf,
+			  const struct fake_range **out)
+{
+	uint32_t n = 0;
+
+	*out = buf;
+	switch (op->kind) {
+	case OP_LAUNCH:
+		*out = op->launch->ranges;
+		return op->launch->nr_ranges;
+	case OP_KERNEL:
+	case OP_MEMSET:
+		buf[n++] = exact(op->dst, op->bytes, true);
+		break;
+	case OP_MEMCPY:
+		buf[n++] = exact(op->dst, op->bytes, true);
+		buf[n++] = exact(op->src, op->bytes, false);
+		break;
+	case OP_HTOD:
+		buf[n++] = exact(op->dst, op->bytes, true);
+		if (op->pinned)
+			buf[n++] = exact(op->src, op->bytes, false);
+		break;
+	case OP_DTOH:
+		buf[n++] = exact(op->src, op->bytes, false);
+		if (op->pinned)
+			buf[n++] = exact(op->dst, op->bytes, true);
+		break;
+	default:
+		break;
+	}
+	return n;
+}
+
+/*
+ * Whether operations @a and @b conflict: touch the same bytes, at least
+ * one of them writing there. [*@at, *@at + *@bytes) is the first such
+ * range found.
  */
 static bool conflict(const struct fake_op *a, const struct fake_op *b,
 		     uint64_t *at, uint64_t *bytes)
 {
-	struct fake_range ra[2], rb[2];
-	unsigned int na = op_ranges(a, ra), nb = op_ranges(b, rb), i, j;
+	struct fake_range ba[2], bb[2];
+	const struct fake_range *ra, *rb;
+	uint32_t na = op_ranges(a, ba, &ra), nb = op_ranges(b, bb, &rb), i, j;
 
 	for (i = 0; i < na; i++) {
 		for (j = 0; j < nb; j++) {
-			uint64_t lo = ra[i].ptr, hi = ra[i].ptr + a->bytes;
+			uint64_t lo = ra[i].ptr, hi = ra[i].ptr + ra[i].bytes;
 
 			if (!(ra[i].write || rb[j].write) ||
-			    !ranges_overlap(ra[i].ptr, a->bytes, rb[j].ptr,
-					    b->bytes))
+			    !ranges_overlap(ra[i].ptr, ra[i].bytes, rb[j].ptr,
+					    rb[j].bytes))
 				continue;
 			if (rb[j].ptr > lo)
 				lo = rb[j].ptr;
-			if (rb[j].ptr + b->bytes < hi)
-				hi = rb[j].ptr + b->bytes;
+			if (rb[j].ptr + rb[j].bytes < hi)
+				hi = rb[j].ptr + rb[j].bytes;
 			*at = lo;
 			*bytes = hi - lo;
 			return true;
@@ -725,8 +960,7 @@ static void check_race(const struct fake_stream *s, const struct fake_op *op)
 
 			if (x->epoch <= s->clock[a])
 				break;
-			if ((x->kind != OP_MEMCPY && x->kind != OP_KERNEL) ||
-			    !conflict(x, op, &at, &bytes))
+			if (!op_touches(x) || !conflict(x, op, &at, &bytes))
 				continue;
 			violation(
 				"unordered: %s on %s and %s on %s both touch [%#llx, +%llu), at least one writing, with no event wait or synchronize seen by the host between them",
@@ -767,26 +1001,113 @@ static bool runnable(const struct fake_op *op)
 	return op->kind != OP_WAIT || !queued_in(op->record);
 }
 
-/* Whether queued work reads or writes any of [ptr, ptr + size). */
-static bool queued_touches(uint64_t ptr, uint64_t size)
+/*
+ * Whether queued work reads or writes any of [ptr, ptr + size); with
+ * @exact, a kernel's loose ranges (whole allocations) do not count.
+ */
+static bool queued_touches(uint64_t ptr, uint64_t size, bool exact)
 {
+	const struct fake_range *r;
+	struct fake_range buf[2];
 	uint64_t i, j;
+	uint32_t k, n;
 
 	for (i = 0; i < fake.nr_streams; i++) {
 		struct fake_stream *s = &fake.streams[i];
 
 		for (j = s->head; j < s->nr; j++) {
-			struct fake_op *op = &s->ops[j];
-
-			if ((op->kind == OP_MEMCPY || op->kind == OP_KERNEL) &&
-			    ranges_overlap(ptr, size, op->dst, op->bytes))
-				return true;
-			if (op->kind == OP_MEMCPY &&
-			    ranges_overlap(ptr, size, op->src, op->bytes))
-				return true;
+			n = op_ranges(&s->ops[j], buf, &r);
+			for (k = 0; k < n; k++)
+				if (!(exact && r[k].loose) &&
+				    ranges_overlap(ptr, size, r[k].ptr,
+						   r[k].bytes))
+					return true;
 		}
 	}
 	return false;
+}
+
+/*
+ * Run a copy; false when it faulted (the context is then broken). The
+ * device side is checked again: it may have been unmapped since.
+ */
+static bool run_copy(struct fake_op *op)
+{
+	static const char *const calls[] = {
+		[OP_MEMCPY] = "cuMemcpyDtoDAsync",
+		[OP_HTOD] = "cuMemcpyHtoDAsync",
+		[OP_DTOH] = "cuMemcpyDtoHAsync",
+	};
+	bool ok = true;
+
+	if (op->kind != OP_HTOD)
+		ok = device_ok(op->src, op->bytes,
+			       KVC_CU_MEM_ACCESS_FLAGS_PROT_READ);
+	if (op->kind != OP_DTOH)
+		ok = ok && device_ok(op->dst, op->bytes,
+				     KVC_CU_MEM_ACCESS_FLAGS_PROT_READWRITE);
+	if (!ok) {
+		violation(
+			"queued %s %#llx -> %#llx (%llu bytes) found its memory unmapped or inaccessible when it ran",
+			calls[op->kind], (unsigned long long)op->src,
+			(unsigned long long)op->dst,
+			(unsigned long long)op->bytes);
+		break_context(KVC_CUDA_ERROR_ILLEGAL_ADDRESS);
+		return false;
+	}
+	if (op->bytes)
+		memmove((void *)(uintptr_t)op->dst, (void *)(uintptr_t)op->src,
+			op->bytes);
+	/* A staged source is needed no more. */
+	free(op->staged);
+	op->staged = NULL;
+	return true;
+}
+
+/*
+ * Run a kernel's emulation. Its exact ranges must be accessible and each
+ * address in its arguments must still point into an allocation, or it
+ * faults; an emulation that refuses its arguments fails the launch.
+ * Either breaks the context.
+ */
+static void run_launch(struct fake_launch *l)
+{
+	void *params[1] = { l->args };
+	struct fake_range where;
+	uint32_t i;
+
+	for (i = 0; i < l->nr_ranges; i++) {
+		const struct fake_range *r = &l->ranges[i];
+
+		if (r->loose ||
+		    device_ok(r->ptr, r->bytes,
+			      r->write ?
+				      KVC_CU_MEM_ACCESS_FLAGS_PROT_READWRITE :
+				      KVC_CU_MEM_ACCESS_FLAGS_PROT_READ))
+			continue;
+		violation(
+			"%s on [%#llx, +%llu) found its memory unmapped or inaccessible when it ran",
+			l->label, (unsigned long long)r->ptr,
+			(unsigned long long)r->bytes);
+		break_context(KVC_CUDA_ERROR_ILLEGAL_ADDRESS);
+		return;
+	}
+	for (i = 0; i < l->nr_addrs; i++) {
+		if (region_of(l->addrs[i], &where))
+			continue;
+		violation(
+			"%s: argument address %#llx points into no allocation when it ran",
+			l->label, (unsigned long long)l->addrs[i]);
+		break_context(KVC_CUDA_ERROR_ILLEGAL_ADDRESS);
+		return;
+	}
+	if (kvc_emulate_launch(l->name, l->grid, l->threads, l->smem, params)) {
+		violation(
+			"%s (grid %u x %u x %u, %u threads, %u bytes of shared memory): the emulation refused its arguments; a device would fail the launch",
+			l->label, l->grid[0], l->grid[1], l->grid[2],
+			l->threads, l->smem);
+		break_context(KVC_CUDA_ERROR_LAUNCH_FAILED);
+	}
 }
 
 /*
@@ -796,44 +1117,57 @@ static bool queued_touches(uint64_t ptr, uint64_t size)
  */
 static void run_head(struct fake_stream *s)
 {
-	struct fake_op op = s->ops[s->head++];
+	struct fake_op *op = &s->ops[s->head++];
+	struct fake_event *e;
+	uint32_t *w;
 	uint8_t *p;
 	uint64_t i;
 
 	fake.counts.pending--;
-	switch (op.kind) {
+	fake.ticks++;
+	switch (op->kind) {
 	case OP_MEMCPY:
-		if (!fully_mapped(op.src, op.bytes,
-				  KVC_CU_MEM_ACCESS_FLAGS_PROT_READ) ||
-		    !fully_mapped(op.dst, op.bytes,
-				  KVC_CU_MEM_ACCESS_FLAGS_PROT_READWRITE)) {
+	case OP_HTOD:
+	case OP_DTOH:
+		if (!run_copy(op))
+			return;
+		break;
+	case OP_MEMSET:
+		if (!device_ok(op->dst, op->bytes,
+			       KVC_CU_MEM_ACCESS_FLAGS_PROT_READWRITE)) {
 			violation(
-				"queued cuMemcpyDtoDAsync %#llx -> %#llx (%llu bytes) found its memory unmapped or inaccessible when it ran",
-				(unsigned long long)op.src,
-				(unsigned long long)op.dst,
-				(unsigned long long)op.bytes);
-			break_context();
-			break;
+				"queued cuMemsetD32Async on [%#llx, +%llu) found its memory unmapped or inaccessible when it ran",
+				(unsigned long long)op->dst,
+				(unsigned long long)op->bytes);
+			break_context(KVC_CUDA_ERROR_ILLEGAL_ADDRESS);
+			return;
 		}
-		memmove((void *)(uintptr_t)op.dst, (void *)(uintptr_t)op.src,
-			op.bytes);
+		w = (uint32_t *)(uintptr_t)op->dst;
+		for (i = 0; i < op->bytes / 4; i++)
+			w[i] = op->value;
 		break;
 	case OP_KERNEL:
-		if (!fully_mapped(op.dst, op.bytes,
+		if (!fully_mapped(op->dst, op->bytes,
 				  KVC_CU_MEM_ACCESS_FLAGS_PROT_READWRITE)) {
 			violation(
 				"kernel on [%#llx, +%llu) found its memory unmapped or not read-write when it ran",
-				(unsigned long long)op.dst,
-				(unsigned long long)op.bytes);
-			break_context();
-			break;
+				(unsigned long long)op->dst,
+				(unsigned long long)op->bytes);
+			break_context(KVC_CUDA_ERROR_ILLEGAL_ADDRESS);
+			return;
 		}
-		p = (uint8_t *)(uintptr_t)op.dst;
-		for (i = 0; i < op.bytes; i++)
+		p = (uint8_t *)(uintptr_t)op->dst;
+		for (i = 0; i < op->bytes; i++)
 			p[i]++;
 		break;
+	case OP_LAUNCH:
+		run_launch(op->launch);
+		break;
 	case OP_RECORD:
-		fake.events[op.event].queued--;
+		e = &fake.events[op->event];
+		e->queued--;
+		if (e->record == op->serial)
+			e->time = fake.ticks;
 		break;
 	case OP_WAIT:
 		break;
@@ -899,7 +1233,7 @@ static kvc_cu_result enqueue(struct fake_stream *s, struct fake_op *op)
 	}
 	if (!grow((void **)&s->ops, &s->cap, s->nr + 1, sizeof(*s->ops)))
 		return KVC_CUDA_ERROR_OUT_OF_MEMORY;
-	if (fake.async && (op->kind == OP_MEMCPY || op->kind == OP_KERNEL))
+	if (fake.async && op_touches(op))
 		check_race(s, op);
 	op->serial = ++fake.next_serial;
 	op->epoch = ++s->clock[slot];
@@ -937,7 +1271,7 @@ static kvc_cu_result fake_address_free(kvc_cu_ptr ptr, size_t size)
 			"cuMemAddressFree: reservation still has mappings");
 		goto out;
 	}
-	if (queued_touches(ptr, size)) {
+	if (queued_touches(ptr, size, false)) {
 		r = violation(
 			"cuMemAddressFree: work still queued on a stream uses the reservation");
 		goto out;
@@ -964,8 +1298,10 @@ static kvc_cu_result fake_create(kvc_cu_handle *handle, size_t size,
 	r = check_prop("cuMemCreate", prop);
 	if (r)
 		goto out;
+	/* One budget for VMM and cuMemAlloc memory, as on a device. */
 	if (fake.cfg.memory_bytes &&
-	    fake.counts.memory_used + size > fake.cfg.memory_bytes) {
+	    fake.counts.memory_used + fake.counts.alloc_bytes + size >
+		    fake.cfg.memory_bytes) {
 		r = KVC_CUDA_ERROR_OUT_OF_MEMORY;
 		goto out;
 	}
@@ -1140,7 +1476,7 @@ static kvc_cu_result fake_unmap(kvc_cu_ptr ptr, size_t size)
 		goto out;
 	}
 	/* cuMemUnmap does not wait for streams: the device would fault. */
-	if (queued_touches(ptr, size)) {
+	if (queued_touches(ptr, size, true)) {
 		r = violation(
 			"cuMemUnmap: [%#llx, +%zu) is used by work still queued on a stream",
 			ptr, size);
@@ -1235,8 +1571,8 @@ static kvc_cu_result fake_stream_sync(kvc_cu_stream stream)
 	if (!stream_idle(s))
 		run_through(s->ops[s->nr - 1].serial);
 	/* Its work may have faulted: the error is the synchronize's. */
-	if (fake.broken)
-		r = KVC_CUDA_ERROR_ILLEGAL_ADDRESS;
+	if (fake.sticky)
+		r = fake.sticky;
 	else
 		observe(s->clock);
 	LEAVE();
@@ -1255,8 +1591,8 @@ static kvc_cu_result fake_memcpy(kvc_cu_ptr dst, kvc_cu_ptr src, size_t bytes,
 		goto out;
 	}
 	/* Checked when queued, and again when it runs. */
-	if (!fully_mapped(src, bytes, KVC_CU_MEM_ACCESS_FLAGS_PROT_READ) ||
-	    !fully_mapped(dst, bytes, KVC_CU_MEM_ACCESS_FLAGS_PROT_READWRITE)) {
+	if (!device_ok(src, bytes, KVC_CU_MEM_ACCESS_FLAGS_PROT_READ) ||
+	    !device_ok(dst, bytes, KVC_CU_MEM_ACCESS_FLAGS_PROT_READWRITE)) {
 		r = violation(
 			"cuMemcpyDtoDAsync: %#llx -> %#llx (%zu bytes) touches inaccessible memory",
 			src, dst, bytes);
@@ -1301,6 +1637,8 @@ static kvc_cu_result fake_event_create(kvc_cu_event *event, unsigned int flags)
 	e->live = true;
 	e->gen++;
 	e->record = 0;
+	e->time = 0;
+	e->flags = flags;
 	memset(e->clock, 0, sizeof(e->clock));
 	fake.counts.events++;
 	*event = make_handle(EVENT_TAG, slot, e->gen);
@@ -1351,8 +1689,8 @@ static kvc_cu_result fake_event_sync(kvc_cu_event event)
 		r = bad_handle("cuEventSynchronize", event);
 	else if (e->queued)
 		run_through(e->record);
-	if (!r && fake.broken)
-		r = KVC_CUDA_ERROR_ILLEGAL_ADDRESS;
+	if (!r && fake.sticky)
+		r = fake.sticky;
 	else if (!r)
 		observe(e->clock);
 	LEAVE();
@@ -1405,6 +1743,721 @@ static kvc_cu_result fake_stream_wait_event(kvc_cu_stream stream,
 	LEAVE();
 }
 
+/*
+ * Kernels, device memory and measurements.
+ */
+
+static kvc_cu_result fake_device_attribute(int *value, int attrib,
+					   kvc_cu_device dev)
+{
+	const struct kvc_fake_config *c = &fake.cfg;
+
+	ENTER(KVC_FAKE_DEVICE_ATTRIBUTE);
+	if (dev < 0 || dev >= c->devices) {
+		r = KVC_CUDA_ERROR_INVALID_DEVICE;
+		goto out;
+	}
+	if (!value) {
+		r = violation("cuDeviceGetAttribute: no value pointer");
+		goto out;
+	}
+	switch (attrib) {
+	case KVC_CU_DEVICE_ATTRIBUTE_MULTIPROCESSOR_COUNT:
+		*value = (int)c->sms;
+		break;
+	case KVC_CU_DEVICE_ATTRIBUTE_MEMORY_CLOCK_RATE:
+		*value = (int)c->mem_clock_khz;
+		break;
+	case KVC_CU_DEVICE_ATTRIBUTE_GLOBAL_MEMORY_BUS_WIDTH:
+		*value = (int)c->bus_bits;
+		break;
+	case KVC_CU_DEVICE_ATTRIBUTE_L2_CACHE_SIZE:
+		*value = c->l2_bytes > INT32_MAX ? INT32_MAX : (int)c->l2_bytes;
+		break;
+	case KVC_CU_DEVICE_ATTRIBUTE_COMPUTE_CAPABILITY_MAJOR:
+		*value = (int)c->cc_major;
+		break;
+	case KVC_CU_DEVICE_ATTRIBUTE_COMPUTE_CAPABILITY_MINOR:
+		*value = (int)c->cc_minor;
+		break;
+	case KVC_CU_DEVICE_ATTRIBUTE_MAX_SHARED_MEMORY_PER_BLOCK_OPTIN:
+		*value = (int)c->smem_optin;
+		break;
+	default:
+		/* One the fake does not model: say so, loudly. */
+		r = violation(
+			"cuDeviceGetAttribute: attribute %d is not one the fake models",
+			attrib);
+	}
+	LEAVE();
+}
+
+static struct fake_module *find_module(kvc_cu_module handle)
+{
+	uint32_t gen = 0;
+	uint64_t slot = handle_slot(handle, MODULE_TAG, &gen);
+
+	if (!handle || slot >= fake.nr_modules || !fake.modules[slot].live ||
+	    fake.modules[slot].gen != gen)
+		return NULL;
+	return &fake.modules[slot];
+}
+
+static struct fake_function *find_function(kvc_cu_function handle)
+{
+	uint32_t gen = 0;
+	uint64_t slot = handle_slot(handle, FUNCTION_TAG, &gen);
+
+	if (!handle || slot >= fake.nr_functions ||
+	    !fake.functions[slot].live || fake.functions[slot].gen != gen)
+		return NULL;
+	return &fake.functions[slot];
+}
+
+/* Any image loads: the kernels it would hold are emulated by name. */
+static kvc_cu_result fake_module_load(kvc_cu_module *module, const void *image)
+{
+	struct fake_module *m;
+	uint64_t slot;
+
+	ENTER_LIVE(KVC_FAKE_MODULE_LOAD);
+	r = need_context("cuModuleLoadData");
+	if (r)
+		goto out;
+	if (!module || !image) {
+		r = violation("cuModuleLoadData: no module pointer or image");
+		goto out;
+	}
+	for (slot = 0; slot < fake.nr_modules; slot++)
+		if (!fake.modules[slot].live)
+			break;
+	if (slot == fake.nr_modules) {
+		if (slot == MAX_SLOTS ||
+		    !grow((void **)&fake.modules, &fake.cap_modules, slot + 1,
+			  sizeof(*fake.modules))) {
+			r = KVC_CUDA_ERROR_OUT_OF_MEMORY;
+			goto out;
+		}
+		memset(&fake.modules[slot], 0, sizeof(*fake.modules));
+		fake.nr_modules++;
+	}
+	m = &fake.modules[slot];
+	m->live = true;
+	m->gen++;
+	fake.counts.modules++;
+	*module = make_handle(MODULE_TAG, slot, m->gen);
+	LEAVE();
+}
+
+/* Its functions die with it; launches already queued still run. */
+static kvc_cu_result fake_module_unload(kvc_cu_module module)
+{
+	struct fake_module *m;
+	uint64_t i;
+
+	ENTER(KVC_FAKE_MODULE_UNLOAD);
+	m = find_module(module);
+	if (!m) {
+		r = bad_handle("cuModuleUnload", module);
+		goto out;
+	}
+	for (i = 0; i < fake.nr_functions; i++)
+		if (fake.functions[i].module == (uint64_t)(m - fake.modules))
+			fake.functions[i].live = false;
+	m->live = false;
+	fake.counts.modules--;
+	LEAVE();
+}
+
+/* The default limit on dynamic shared memory, as on every device. */
+#define SMEM_DEFAULT (48u << 10)
+
+static kvc_cu_result fake_module_get_function(kvc_cu_function *fn,
+					      kvc_cu_module module,
+					      const char *name)
+{
+	struct fake_function *f;
+	struct fake_module *m;
+	uint64_t slot, ms;
+
+	ENTER_LIVE(KVC_FAKE_MODULE_GET_FUNCTION);
+	if (!fn || !name) {
+		r = violation(
+			"cuModuleGetFunction: no function pointer or name");
+		goto out;
+	}
+	m = find_module(module);
+	if (!m) {
+		r = bad_handle("cuModuleGetFunction", module);
+		goto out;
+	}
+	/* Not a broken rule: callers look kernels up to learn what is there. */
+	if (fake.cfg.no_kernels || strlen(name) >= sizeof(f->name) ||
+	    !kvc_emulate_known(name)) {
+		r = KVC_CUDA_ERROR_NOT_FOUND;
+		goto out;
+	}
+	ms = (uint64_t)(m - fake.modules);
+	/* The same name in the same module is the same function. */
+	for (slot = 0; slot < fake.nr_functions; slot++) {
+		f = &fake.functions[slot];
+		if (f->live && f->module == ms && !strcmp(f->name, name)) {
+			*fn = make_handle(FUNCTION_TAG, slot, f->gen);
+			goto out;
+		}
+	}
+	for (slot = 0; slot < fake.nr_functions; slot++)
+		if (!fake.functions[slot].live)
+			break;
+	if (slot == fake.nr_functions) {
+		if (slot == MAX_SLOTS ||
+		    !grow((void **)&fake.functions, &fake.cap_functions,
+			  slot + 1, sizeof(*fake.functions))) {
+			r = KVC_CUDA_ERROR_OUT_OF_MEMORY;
+			goto out;
+		}
+		memset(&fake.functions[slot], 0, sizeof(*fake.functions));
+		fake.nr_functions++;
+	}
+	f = &fake.functions[slot];
+	f->live = true;
+	f->gen++;
+	f->module = ms;
+	f->max_smem = SMEM_DEFAULT;
+	snprintf(f->name, sizeof(f->name), "%s", name);
+	*fn = make_handle(FUNCTION_TAG, slot, f->gen);
+	LEAVE();
+}
+
+static kvc_cu_result fake_func_set_attribute(kvc_cu_function fn, int attrib,
+					     int value)
+{
+	struct fake_function *f;
+
+	ENTER(KVC_FAKE_FUNC_SET_ATTRIBUTE);
+	f = find_function(fn);
+	if (!f) {
+		r = bad_handle("cuFuncSetAttribute", fn);
+		goto out;
+	}
+	if (attrib != KVC_CU_FUNC_ATTRIBUTE_MAX_DYNAMIC_SHARED_SIZE_BYTES) {
+		r = violation(
+			"cuFuncSetAttribute: attribute %d is not one the fake models",
+			attrib);
+		goto out;
+	}
+	if (value < 0 || (uint32_t)value > fake.cfg.smem_optin) {
+		r = violation(
+			"cuFuncSetAttribute: %s: %d bytes of dynamic shared memory, the device allows %u",
+			f->name, value, fake.cfg.smem_optin);
+		goto out;
+	}
+	f->max_smem = (uint32_t)value;
+	LEAVE();
+}
+
+/*
+ * The argument struct of each kernel family (by name prefix), and the
+ * addresses in it: what each kernel may touch, and whether it writes
+ * there. The attention kernels only read the cache; the metadata, the
+ * outputs and the workspaces they write.
+ */
+struct arg_field {
+	size_t off;
+	bool write;
+};
+
+struct arg_layout {
+	const char *prefix;
+	size_t size;
+	uint32_t nr;
+	struct arg_field fields[7];
+};
+
+#define FIELD(type, member, w)            \
+	{                                 \
+		offsetof(type, member), w \
+	}
+#define ATTENTION_FIELDS(type)                                                \
+	{                                                                     \
+		FIELD(type, kv.base, false), FIELD(type, kv.meta, true),      \
+			FIELD(type, tables, false), FIELD(type, lens, false), \
+			FIELD(type, q, false), FIELD(type, out, true),        \
+			FIELD(type, ws, true)                                 \
+	}
+
+static const struct arg_layout arg_layouts[] = {
+	{ "kvc_decode_", sizeof(struct kvc_decode_args), 7,
+	  ATTENTION_FIELDS(struct kvc_decode_args) },
+	{ "kvc_prefill_", sizeof(struct kvc_prefill_args), 7,
+	  ATTENTION_FIELDS(struct kvc_prefill_args) },
+	{ "kvc_cache_write",
+	  sizeof(struct kvc_cache_write_args),
+	  6,
+	  { FIELD(struct kvc_cache_write_args, kv.base, true),
+	    FIELD(struct kvc_cache_write_args, kv.meta, true),
+	    FIELD(struct kvc_cache_write_args, slots, false),
+	    FIELD(struct kvc_cache_write_args, k, false),
+	    FIELD(struct kvc_cache_write_args, v, false),
+	    FIELD(struct kvc_cache_write_args, pos, false) } },
+	{ "kvc_move_cache",
+	  sizeof(struct kvc_move_args),
+	  3,
+	  { FIELD(struct kvc_move_args, kv.base, true),
+	    FIELD(struct kvc_move_args, kv.meta, true),
+	    FIELD(struct kvc_move_args, moves, false) } },
+	{ "kvc_block_copy",
+	  sizeof(struct kvc_copy_args),
+	  3,
+	  { FIELD(struct kvc_copy_args, src_base, false),
+	    FIELD(struct kvc_copy_args, dst_base, true),
+	    FIELD(struct kvc_copy_args, pairs_dev, false) } },
+};
+
+#undef ATTENTION_FIELDS
+#undef FIELD
+
+static const struct arg_layout *arg_layout(const char *name)
+{
+	size_t i;
+
+	for (i = 0; i < sizeof(arg_layouts) / sizeof(arg_layouts[0]); i++)
+		if (!strncmp(name, arg_layouts[i].prefix,
+			     strlen(arg_layouts[i].prefix)))
+			return &arg_layouts[i];
+	return NULL;
+}
+
+/*
+ * What launch @l touches. A block copy with inline pairs: exactly its
+ * items. Anything else: the whole allocation each address in its
+ * arguments points into (loose), and, for a block copy, exactly its
+ * pairs array. Every address is checked again when the kernel runs.
+ */
+static bool launch_ranges(struct fake_launch *l, const struct arg_layout *lay)
+{
+	const struct kvc_copy_args *c = (const void *)l->args;
+	bool copy = !strcmp(lay->prefix, "kvc_block_copy");
+	struct fake_range r;
+	uint64_t v;
+	uint32_t i, n;
+
+	if (copy && !c->pairs_dev) {
+		n = c->n < KVC_COPY_INLINE ? c->n : KVC_COPY_INLINE;
+		l->ranges = calloc(2 * (size_t)n + 1, sizeof(*l->ranges));
+		if (!l->ranges)
+			return false;
+		for (i = 0; i < n; i++) {
+			l->ranges[l->nr_ranges++] =
+				exact(c->src_base + (uint64_t)c->pairs[2 * i] *
+							    c->bytes,
+				      c->bytes, false);
+			l->ranges[l->nr_ranges++] = exact(
+				c->dst_base + (uint64_t)c->pairs[2 * i + 1] *
+						      c->bytes,
+				c->bytes, true);
+		}
+		return true;
+	}
+	l->ranges = calloc(lay->nr + 1, sizeof(*l->ranges));
+	if (!l->ranges)
+		return false;
+	for (i = 0; i < lay->nr; i++) {
+		memcpy(&v, (const char *)l->args + lay->fields[i].off,
+		       sizeof(v));
+		if (!v)
+			continue;
+		l->addrs[l->nr_addrs++] = v;
+		if (!region_of(v, &r))
+			continue;
+		r.write = lay->fields[i].write;
+		r.loose = true;
+		l->ranges[l->nr_ranges++] = r;
+	}
+	if (copy)
+		l->ranges[l->nr_ranges++] =
+			exact(c->pairs_dev, 8 * (uint64_t)c->n, false);
+	return true;
+}
+
+/* One more launch of @name, for kvc_fake_launches(). */
+static void count_launch(const char *name)
+{
+	struct fake_launch_count *lc;
+	uint64_t i;
+
+	fake.counts.launches++;
+	for (i = 0; i < fake.nr_launch_counts; i++) {
+		if (!strcmp(fake.launch_counts[i].name, name)) {
+			fake.launch_counts[i].n++;
+			return;
+		}
+	}
+	if (!grow((void **)&fake.launch_counts, &fake.cap_launch_counts,
+		  fake.nr_launch_counts + 1, sizeof(*fake.launch_counts)))
+		return;
+	lc = &fake.launch_counts[fake.nr_launch_counts++];
+	snprintf(lc->name, sizeof(lc->name), "%s", name);
+	lc->n = 1;
+}
+
+static kvc_cu_result fake_launch_kernel(kvc_cu_function fn, unsigned int gx,
+					unsigned int gy, unsigned int gz,
+					unsigned int bx, unsigned int by,
+					unsigned int bz, unsigned int smem,
+					kvc_cu_stream stream, void **params,
+					void **extra)
+{
+	struct fake_op op = { .kind = OP_LAUNCH };
+	const struct arg_layout *lay;
+	struct fake_function *f;
+	struct fake_stream *s;
+	struct fake_launch *l;
+	uint32_t limit;
+
+	ENTER_LIVE(KVC_FAKE_LAUNCH_KERNEL);
+	r = need_context("cuLaunchKernel");
+	if (r)
+		goto out;
+	f = find_function(fn);
+	s = find_stream(stream);
+	if (!f || !s) {
+		r = bad_handle("cuLaunchKernel", !f ? fn : stream);
+		goto out;
+	}
+	if (!gx || !gy || !gz || gx > INT32_MAX || gy > 65535 || gz > 65535 ||
+	    !bx || !by || !bz || bx > 1024 || by > 1024 || bz > 64 ||
+	    (uint64_t)bx * by * bz > 1024) {
+		r = violation(
+			"cuLaunchKernel: %s: grid %u x %u x %u of %u x %u x %u threads is not a valid launch",
+			f->name, gx, gy, gz, bx, by, bz);
+		goto out;
+	}
+	/* Beyond the default, only what the kernel was opted in to. */
+	limit = f->max_smem > SMEM_DEFAULT ? f->max_smem : SMEM_DEFAULT;
+	if (smem > limit || smem > fake.cfg.smem_optin) {
+		r = violation(
+			"cuLaunchKernel: %s: %u bytes of dynamic shared memory, %u allowed (cuFuncSetAttribute raises it up to %u)",
+			f->name, smem, limit, fake.cfg.smem_optin);
+		goto out;
+	}
+	lay = arg_layout(f->name);
+	if (extra || !params || !params[0] || !lay) {
+		r = violation(
+			"cuLaunchKernel: %s takes one parameter, its argument struct (args.h), and no extra",
+			f->name);
+		goto out;
+	}
+	/* The driver copies the parameters at the call, not when it runs. */
+	l = calloc(1, sizeof(*l) + lay->size);
+	if (l)
+		memcpy(l->args, params[0], lay->size);
+	if (!l || !launch_ranges(l, lay)) {
+		free(l);
+		r = KVC_CUDA_ERROR_OUT_OF_MEMORY;
+		goto out;
+	}
+	snprintf(l->label, sizeof(l->label), "kernel %s", f->name);
+	l->name = l->label + strlen("kernel ");
+	l->grid[0] = gx;
+	l->grid[1] = gy;
+	l->grid[2] = gz;
+	l->threads = bx * by * bz;
+	l->smem = smem;
+	op.launch = l;
+	r = enqueue(s, &op);
+	if (r) {
+		free(l->ranges);
+		free(l);
+		goto out;
+	}
+	count_launch(f->name);
+	LEAVE();
+}
+
+/* Device memory is host memory the fake hands out and keeps track of. */
+static kvc_cu_result fake_mem_alloc(kvc_cu_ptr *ptr, size_t bytes)
+{
+	uint64_t held = ((uint64_t)bytes + 255) & ~(uint64_t)255;
+	struct fake_alloc *a;
+	void *p = NULL;
+
+	ENTER_LIVE(KVC_FAKE_MEM_ALLOC);
+	r = need_context("cuMemAlloc");
+	if (r)
+		goto out;
+	if (!ptr || !bytes) {
+		r = violation("cuMemAlloc: %zu bytes", bytes);
+		goto out;
+	}
+	if (fake.cfg.memory_bytes &&
+	    fake.counts.memory_used + fake.counts.alloc_bytes + held >
+		    fake.cfg.memory_bytes) {
+		r = KVC_CUDA_ERROR_OUT_OF_MEMORY;
+		goto out;
+	}
+	if (!grow((void **)&fake.allocs, &fake.cap_allocs, fake.nr_allocs + 1,
+		  sizeof(*fake.allocs)) ||
+	    posix_memalign(&p, 256, bytes)) {
+		r = KVC_CUDA_ERROR_OUT_OF_MEMORY;
+		goto out;
+	}
+	/* Not cleared, as on a device: NaN as floats, out of range as ids. */
+	memset(p, 0xff, bytes);
+	a = &fake.allocs[fake.nr_allocs++];
+	a->ptr = (uint64_t)(uintptr_t)p;
+	a->bytes = bytes;
+	a->held = held;
+	fake.counts.allocs++;
+	fake.counts.alloc_bytes += held;
+	*ptr = a->ptr;
+	LEAVE();
+}
+
+/*
+ * Free block @ptr of @arr (call @call), as a free does: 0 is a no-op,
+ * anything but a block's start is a violation, and so is a block that
+ * queued work still uses (the device would fault).
+ */
+static kvc_cu_result free_block(const char *call, struct fake_alloc *arr,
+				uint64_t *nr, uint64_t ptr, uint64_t *count,
+				uint64_t *bytes)
+{
+	uint64_t i;
+
+	if (!ptr)
+		return KVC_CUDA_SUCCESS;
+	for (i = 0; i < *nr && arr[i].ptr != ptr; i++)
+		;
+	if (i == *nr)
+		return violation("%s: %#llx was not allocated, or was freed",
+				 call, (unsigned long long)ptr);
+	if (queued_touches(arr[i].ptr, arr[i].bytes, false))
+		return violation(
+			"%s: %#llx is used by work still queued on a stream",
+			call, (unsigned long long)ptr);
+	free((void *)(uintptr_t)ptr);
+	(*count)--;
+	if (bytes)
+		*bytes -= arr[i].held;
+	arr[i] = arr[--*nr];
+	return KVC_CUDA_SUCCESS;
+}
+
+static kvc_cu_result fake_mem_free(kvc_cu_ptr ptr)
+{
+	ENTER(KVC_FAKE_MEM_FREE);
+	r = free_block("cuMemFree", fake.allocs, &fake.nr_allocs, ptr,
+		       &fake.counts.allocs, &fake.counts.alloc_bytes);
+	LEAVE();
+}
+
+static kvc_cu_result fake_mem_alloc_host(void **ptr, size_t bytes)
+{
+	size_t page = (size_t)sysconf(_SC_PAGESIZE);
+	struct fake_alloc *a;
+	void *p = NULL;
+
+	ENTER_LIVE(KVC_FAKE_MEM_ALLOC_HOST);
+	r = need_context("cuMemAllocHost");
+	if (r)
+		goto out;
+	if (!ptr || !bytes) {
+		r = violation("cuMemAllocHost: %zu bytes", bytes);
+		goto out;
+	}
+	if (!grow((void **)&fake.host_allocs, &fake.cap_host_allocs,
+		  fake.nr_host_allocs + 1, sizeof(*fake.host_allocs)) ||
+	    posix_memalign(&p, page, bytes)) {
+		r = KVC_CUDA_ERROR_OUT_OF_MEMORY;
+		goto out;
+	}
+	memset(p, 0xff, bytes);
+	a = &fake.host_allocs[fake.nr_host_allocs++];
+	a->ptr = (uint64_t)(uintptr_t)p;
+	a->bytes = bytes;
+	a->held = bytes;
+	fake.counts.host_allocs++;
+	*ptr = p;
+	LEAVE();
+}
+
+static kvc_cu_result fake_mem_free_host(void *ptr)
+{
+	ENTER(KVC_FAKE_MEM_FREE_HOST);
+	r = free_block("cuMemFreeHost", fake.host_allocs, &fake.nr_host_allocs,
+		       (uint64_t)(uintptr_t)ptr, &fake.counts.host_allocs,
+		       NULL);
+	LEAVE();
+}
+
+/*
+ * The pinned block that [@p, @p + @bytes) starts in, as the device sees
+ * it: *@pinned says whether it starts in one; false when it starts in one
+ * and runs past its end.
+ */
+static bool host_side(const void *p, uint64_t bytes, bool *pinned)
+{
+	uint64_t at = (uint64_t)(uintptr_t)p;
+
+	*pinned = find_alloc(fake.host_allocs, fake.nr_host_allocs, at, 1);
+	return !*pinned || !bytes ||
+	       find_alloc(fake.host_allocs, fake.nr_host_allocs, at, bytes);
+}
+
+/*
+ * From pageable memory the driver stages the source before it returns,
+ * so the caller may reuse it at once; from pinned memory the device
+ * reads it when the copy runs.
+ */
+static kvc_cu_result fake_memcpy_htod(kvc_cu_ptr dst, const void *src,
+				      size_t bytes, kvc_cu_stream stream)
+{
+	struct fake_op op = { .kind = OP_HTOD };
+	struct fake_stream *s;
+
+	ENTER_LIVE(KVC_FAKE_MEMCPY_HTOD);
+	s = find_stream(stream);
+	if (!s) {
+		r = bad_handle("cuMemcpyHtoDAsync", stream);
+		goto out;
+	}
+	if ((!src && bytes) || !host_side(src, bytes, &op.pinned) ||
+	    !device_ok(dst, bytes, KVC_CU_MEM_ACCESS_FLAGS_PROT_READWRITE)) {
+		r = violation(
+			"cuMemcpyHtoDAsync: %p -> %#llx (%zu bytes) touches inaccessible memory",
+			src, dst, bytes);
+		goto out;
+	}
+	op.src = (uint64_t)(uintptr_t)src;
+	if (!op.pinned && bytes) {
+		op.staged = malloc(bytes);
+		if (!op.staged) {
+			r = KVC_CUDA_ERROR_OUT_OF_MEMORY;
+			goto out;
+		}
+		memcpy(op.staged, src, bytes);
+		op.src = (uint64_t)(uintptr_t)op.staged;
+	}
+	op.dst = dst;
+	op.bytes = bytes;
+	r = enqueue(s, &op);
+	if (r)
+		free(op.staged);
+	LEAVE();
+}
+
+/* The destination is written when the copy runs, pageable or pinned. */
+static kvc_cu_result fake_memcpy_dtoh(void *dst, kvc_cu_ptr src, size_t bytes,
+				      kvc_cu_stream stream)
+{
+	struct fake_op op = { .kind = OP_DTOH };
+	struct fake_stream *s;
+
+	ENTER_LIVE(KVC_FAKE_MEMCPY_DTOH);
+	s = find_stream(stream);
+	if (!s) {
+		r = bad_handle("cuMemcpyDtoHAsync", stream);
+		goto out;
+	}
+	if ((!dst && bytes) || !host_side(dst, bytes, &op.pinned) ||
+	    !device_ok(src, bytes, KVC_CU_MEM_ACCESS_FLAGS_PROT_READ)) {
+		r = violation(
+			"cuMemcpyDtoHAsync: %#llx -> %p (%zu bytes) touches inaccessible memory",
+			src, dst, bytes);
+		goto out;
+	}
+	op.dst = (uint64_t)(uintptr_t)dst;
+	op.src = src;
+	op.bytes = bytes;
+	r = enqueue(s, &op);
+	LEAVE();
+}
+
+static kvc_cu_result fake_memset_d32(kvc_cu_ptr dst, unsigned int value,
+				     size_t count, kvc_cu_stream stream)
+{
+	struct fake_op op = { .kind = OP_MEMSET };
+	struct fake_stream *s;
+
+	ENTER_LIVE(KVC_FAKE_MEMSET_D32);
+	s = find_stream(stream);
+	if (!s) {
+		r = bad_handle("cuMemsetD32Async", stream);
+		goto out;
+	}
+	if ((dst & 3) || count > (UINT64_MAX >> 2) ||
+	    !device_ok(dst, 4 * (uint64_t)count,
+		       KVC_CU_MEM_ACCESS_FLAGS_PROT_READWRITE)) {
+		r = violation(
+			"cuMemsetD32Async: [%#llx, +%zu words) is misaligned or inaccessible",
+			dst, count);
+		goto out;
+	}
+	op.dst = dst;
+	op.bytes = 4 * (uint64_t)count;
+	op.value = value;
+	r = enqueue(s, &op);
+	LEAVE();
+}
+
+static kvc_cu_result fake_mem_get_info(size_t *free_bytes, size_t *total_bytes)
+{
+	uint64_t total, used;
+
+	ENTER_LIVE(KVC_FAKE_MEM_GET_INFO);
+	r = need_context("cuMemGetInfo");
+	if (r)
+		goto out;
+	if (!free_bytes || !total_bytes) {
+		r = violation("cuMemGetInfo: no result pointers");
+		goto out;
+	}
+	total = fake.cfg.memory_bytes ? fake.cfg.memory_bytes : 80ull << 30;
+	used = fake.counts.memory_used + fake.counts.alloc_bytes;
+	*total_bytes = total;
+	*free_bytes = used < total ? total - used : 0;
+	LEAVE();
+}
+
+/*
+ * Fake time: each operation run takes a microsecond, so the result is
+ * the number of operations run between the two records, over 1000.
+ * Knowing both complete, the host has seen what they cover complete.
+ */
+static kvc_cu_result fake_event_elapsed(float *ms, kvc_cu_event start,
+					kvc_cu_event end)
+{
+	struct fake_event *a, *b;
+
+	ENTER_LIVE(KVC_FAKE_EVENT_ELAPSED);
+	a = find_event(start);
+	b = find_event(end);
+	if (!a || !b) {
+		r = bad_handle("cuEventElapsedTime", !a ? start : end);
+		goto out;
+	}
+	if (!ms) {
+		r = violation("cuEventElapsedTime: no result pointer");
+		goto out;
+	}
+	if ((a->flags | b->flags) & KVC_CU_EVENT_DISABLE_TIMING || !a->record ||
+	    !b->record) {
+		violation(
+			"cuEventElapsedTime: an event was made without timing, or never recorded");
+		r = KVC_CUDA_ERROR_INVALID_HANDLE;
+		goto out;
+	}
+	if (!event_done(a) || !event_done(b)) {
+		r = KVC_CUDA_ERROR_NOT_READY;
+		goto out;
+	}
+	observe(a->clock);
+	observe(b->clock);
+	*ms = (float)((double)(int64_t)(b->time - a->time) / 1000.0);
+	LEAVE();
+}
+
 static kvc_cu_result fake_error_name(kvc_cu_result err, const char **name)
 {
 	switch (err) {
@@ -1437,6 +2490,9 @@ static kvc_cu_result fake_error_name(kvc_cu_result err, const char **name)
 		break;
 	case KVC_CUDA_ERROR_NOT_SUPPORTED:
 		*name = "CUDA_ERROR_NOT_SUPPORTED";
+		break;
+	case KVC_CUDA_ERROR_NOT_FOUND:
+		*name = "CUDA_ERROR_NOT_FOUND";
 		break;
 	case KVC_CUDA_ERROR_ILLEGAL_ADDRESS:
 		*name = "CUDA_ERROR_ILLEGAL_ADDRESS";
@@ -1478,11 +2534,45 @@ static const struct kvc_cuda_driver fake_table = {
 	.cuEventDestroy = fake_event_destroy,
 	.cuStreamWaitEvent = fake_stream_wait_event,
 	.cuGetErrorName = fake_error_name,
+	.cuDeviceGetAttribute = fake_device_attribute,
+	.cuModuleLoadData = fake_module_load,
+	.cuModuleUnload = fake_module_unload,
+	.cuModuleGetFunction = fake_module_get_function,
+	.cuFuncSetAttribute = fake_func_set_attribute,
+	.cuLaunchKernel = fake_launch_kernel,
+	.cuMemAlloc = fake_mem_alloc,
+	.cuMemFree = fake_mem_free,
+	.cuMemAllocHost = fake_mem_alloc_host,
+	.cuMemFreeHost = fake_mem_free_host,
+	.cuMemcpyHtoDAsync = fake_memcpy_htod,
+	.cuMemcpyDtoHAsync = fake_memcpy_dtoh,
+	.cuMemsetD32Async = fake_memset_d32,
+	.cuMemGetInfo = fake_mem_get_info,
+	.cuEventElapsedTime = fake_event_elapsed,
 };
+
+/* What a zero field of the config stands for: a device like an H100. */
+static void config_defaults(struct kvc_fake_config *c)
+{
+	if (!c->sms)
+		c->sms = 4;
+	if (!c->smem_optin)
+		c->smem_optin = 99 << 10;
+	if (!c->cc_major) {
+		c->cc_major = 9;
+		c->cc_minor = 0;
+	}
+	if (!c->mem_clock_khz)
+		c->mem_clock_khz = 2619000;
+	if (!c->bus_bits)
+		c->bus_bits = 5120;
+	if (!c->l2_bytes)
+		c->l2_bytes = 50ull << 20;
+}
 
 const struct kvc_cuda_driver *kvc_fake_driver(const struct kvc_fake_config *cfg)
 {
-	struct kvc_fake_config def = { 2u << 20, 1, 0 };
+	struct kvc_fake_config def = { .granularity = 2u << 20, .devices = 1 };
 	const struct kvc_cuda_driver *drv = &fake_table;
 	uint64_t page = (uint64_t)sysconf(_SC_PAGESIZE), i;
 
@@ -1491,11 +2581,12 @@ const struct kvc_cuda_driver *kvc_fake_driver(const struct kvc_fake_config *cfg)
 	if (cfg->granularity < page ||
 	    (cfg->granularity & (cfg->granularity - 1)) || cfg->devices < 0)
 		return NULL;
-	pthread_mutex_lock(&fake.lock);
+	fake_lock();
 	if (fake.counts.handles || fake.counts.mappings ||
 	    fake.counts.reservations || fake.counts.streams ||
 	    fake.counts.events || fake.counts.pending || fake.counts.contexts ||
-	    fake.counts.pushed) {
+	    fake.counts.pushed || fake.counts.allocs ||
+	    fake.counts.host_allocs || fake.counts.modules) {
 		drv = NULL;
 		goto out;
 	}
@@ -1507,12 +2598,15 @@ const struct kvc_cuda_driver *kvc_fake_driver(const struct kvc_fake_config *cfg)
 	/* No clock survives, nor work the host had not seen complete. */
 	for (i = 0; i < fake.nr_streams; i++) {
 		struct fake_stream *s = &fake.streams[i];
+		uint64_t j;
 
+		for (j = s->done; j < s->nr; j++)
+			op_free(&s->ops[j]);
 		s->done = s->head = s->nr = 0;
 		memset(s->clock, 0, sizeof(s->clock));
 	}
 	memset(fake.host, 0, sizeof(fake.host));
-	fake.broken = false;
+	fake.sticky = KVC_CUDA_SUCCESS;
 	if (fake.memfd < 0)
 		fake.memfd = memfd_create("kvc-fake-device", MFD_CLOEXEC);
 	if (fake.memfd < 0 || ftruncate(fake.memfd, 0) ||
@@ -1521,7 +2615,10 @@ const struct kvc_cuda_driver *kvc_fake_driver(const struct kvc_fake_config *cfg)
 		goto out;
 	}
 	fake.cfg = *cfg;
+	config_defaults(&fake.cfg);
 	fake.initialized = false;
+	fake.nr_launch_counts = 0;
+	fake.ticks = 0;
 	fake.next_phys = 0;
 	fake.nr_handles = fake.nr_maps = fake.nr_res = 0;
 	fake.next_serial = 0;
@@ -1538,7 +2635,7 @@ void kvc_fake_fail(enum kvc_fake_fn fn, uint64_t nth, kvc_cu_result result)
 {
 	if (fn >= KVC_FAKE_NR_FNS)
 		return;
-	pthread_mutex_lock(&fake.lock);
+	fake_lock();
 	fake.fail_at[fn] = nth ? fake.counts.calls[fn] + nth : 0;
 	fake.fail_result[fn] = result;
 	pthread_mutex_unlock(&fake.lock);
@@ -1546,14 +2643,14 @@ void kvc_fake_fail(enum kvc_fake_fn fn, uint64_t nth, kvc_cu_result result)
 
 void kvc_fake_counts(struct kvc_fake_counts *counts)
 {
-	pthread_mutex_lock(&fake.lock);
+	fake_lock();
 	*counts = fake.counts;
 	pthread_mutex_unlock(&fake.lock);
 }
 
 void kvc_fake_set_async(bool on)
 {
-	pthread_mutex_lock(&fake.lock);
+	fake_lock();
 	fake.async = on;
 	if (!on) {
 		run_all();
@@ -1569,10 +2666,10 @@ kvc_cu_result kvc_fake_launch(kvc_cu_stream stream, kvc_cu_ptr ptr,
 	struct fake_stream *s;
 	kvc_cu_result r;
 
-	pthread_mutex_lock(&fake.lock);
+	fake_lock();
 	s = find_stream(stream);
-	if (fake.broken)
-		r = KVC_CUDA_ERROR_ILLEGAL_ADDRESS;
+	if (fake.sticky)
+		r = fake.sticky;
 	else if (!s)
 		r = bad_handle("kvc_fake_launch", stream);
 	else
@@ -1581,11 +2678,25 @@ kvc_cu_result kvc_fake_launch(kvc_cu_stream stream, kvc_cu_ptr ptr,
 	return r;
 }
 
+uint64_t kvc_fake_launches(const char *name)
+{
+	uint64_t n = 0, i;
+
+	fake_lock();
+	if (!name)
+		n = fake.counts.launches;
+	for (i = 0; name && i < fake.nr_launch_counts; i++)
+		if (!strcmp(fake.launch_counts[i].name, name))
+			n = fake.launch_counts[i].n;
+	pthread_mutex_unlock(&fake.lock);
+	return n;
+}
+
 uint64_t kvc_fake_run(void)
 {
 	uint64_t ran;
 
-	pthread_mutex_lock(&fake.lock);
+	fake_lock();
 	ran = run_all();
 	pthread_mutex_unlock(&fake.lock);
 	return ran;

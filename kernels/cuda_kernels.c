@@ -23,7 +23,6 @@
 /* CUresult values only this file tells apart. */
 #define CU_ERROR_NO_BINARY_FOR_GPU 209
 #define CU_ERROR_UNSUPPORTED_PTX_VERSION 222
-#define CU_ERROR_NOT_FOUND 500
 
 /* Shared memory a CTA gets without asking (cuFuncSetAttribute). */
 #define DEFAULT_SMEM (48u << 10)
@@ -253,7 +252,7 @@ static int find_kernel(struct kvc_cuda_kernels *k, int i)
 		if (!r)
 			return 0;
 		/* Only "not in this module" sends us to the next one. */
-		if (r != CU_ERROR_NOT_FOUND) {
+		if (r != KVC_CUDA_ERROR_NOT_FOUND) {
 			k->fn[i] = NULL;
 			snprintf(what, sizeof(what), "cuModuleGetFunction %s",
 				 k->name[i]);

@@ -1,4 +1,4 @@
-/* Description: the cuda backend and the pool on it, run against the fake driver, with a failure injected at every driver call; its fence ops over the fake's stream model (races between streams and sticky faults included), and over the real driver where there is one. */
+/* Description: the cuda backend and the pool on it, run against the fake driver, with a failure injected at every driver call; its fence ops over the fake's stream model (races between streams and sticky faults included), and over the real driver where there is one; the fake's kernel, device-memory and timing calls, and the backend's copies through the copy kernel. */
 #include <errno.h>
 #include <setjmp.h>
 #include <stdarg.h>
@@ -13,15 +13,18 @@
 
 #include <kvc/kvc.h>
 
+#include "../kernels/args.h"
 #include "backend.h"
 #include "fake_driver.h"
 #include "scenario.h"
+#include "testutil.h"
 
 #define GRAN SCENARIO_GRAN
 #define BLOCK SCENARIO_BLOCK
 #define CAPACITY SCENARIO_CAPACITY
 
-static const struct kvc_fake_config small_gpu = { GRAN, 1, 0 };
+static const struct kvc_fake_config small_gpu = { .granularity = GRAN,
+						  .devices = 1 };
 
 static void assert_fake_clean(void)
 {
@@ -37,6 +40,10 @@ static void assert_fake_clean(void)
 	assert_int_equal(fc.events, 0);
 	assert_int_equal(fc.pending, 0);
 	assert_int_equal(fc.memory_used, 0);
+	assert_int_equal(fc.allocs, 0);
+	assert_int_equal(fc.alloc_bytes, 0);
+	assert_int_equal(fc.host_allocs, 0);
+	assert_int_equal(fc.modules, 0);
 }
 
 static void assert_no_violation(void)
@@ -79,7 +86,7 @@ static void test_open_close(void **state)
 
 static void test_no_device(void **state)
 {
-	const struct kvc_fake_config none = { GRAN, 0, 0 };
+	const struct kvc_fake_config none = { .granularity = GRAN };
 	const struct kvc_cuda_driver *drv = kvc_fake_driver(&none);
 	struct kvc_backend *be;
 
@@ -162,7 +169,8 @@ static void test_fault_every_call(void **state)
 		calls[fn] = fc.calls[fn] - base.calls[fn];
 	assert_true(calls[KVC_FAKE_CREATE] > 0);
 	assert_true(calls[KVC_FAKE_UNMAP] > 0);
-	assert_true(calls[KVC_FAKE_MEMCPY] > 0);
+	/* Its copies are of one block size: the copy kernel does them. */
+	assert_true(calls[KVC_FAKE_LAUNCH_KERNEL] > 0);
 
 	for (fn = 0; fn < KVC_FAKE_NR_FNS; fn++) {
 		for (nth = 1; nth <= calls[fn]; nth++) {
@@ -231,7 +239,9 @@ static struct kvc_pool *open_pool(const struct kvc_cuda_driver *drv,
 
 static void test_device_out_of_memory(void **state)
 {
-	const struct kvc_fake_config tiny = { GRAN, 1, 3 * GRAN };
+	const struct kvc_fake_config tiny = { .granularity = GRAN,
+					      .devices = 1,
+					      .memory_bytes = 3 * GRAN };
 	const struct kvc_cuda_driver *drv = kvc_fake_driver(&tiny);
 	struct kvc_backend *be;
 	struct kvc_pool *pool;
@@ -633,7 +643,9 @@ static void test_fence_signal(void **state)
 		assert_int_equal(
 			kvc_fake_launch(fx->stream, fx->va.base + DST, BLOCK),
 			0);
-		expect_race(fx, !ordered, "unordered: copy on ");
+		/* The backend's copy is a copy kernel: its items are known. */
+		expect_race(fx, !ordered,
+			    "unordered: kernel kvc_block_copy on ");
 		assert_int_equal(fx->drv->cuStreamSynchronize(fx->stream), 0);
 		assert_bytes(fx, DST, BLOCK, ordered ? 6 : 1);
 		assert_int_equal(fake_pending(), ordered ? 0 : 2);
@@ -1401,6 +1413,1281 @@ static void test_fence_real_driver(void **state)
 	kvc_backend_close(be);
 }
 
+/*
+ * The real driver, where there is one: the backend's copies (through the
+ * copy kernel where the kernels load, block by block otherwise) land, in
+ * order, checked from the host; the kernels' entry points are there.
+ * Skipped without a GPU.
+ */
+static void test_copy_real_driver(void **state)
+{
+	const uint64_t item = 1024;
+	const struct kvc_cuda_driver *drv;
+	struct kvc_copy copies[300];
+	struct kvc_backend *be;
+	struct kvc_cuda_ctx c;
+	struct kvc_va va = { 0 };
+	uint64_t handle, gran, i, calls;
+	size_t free_b = 0, total = 0;
+	kvc_cu_event a, b;
+	uint32_t *host, *want;
+	kvc_cu_ptr dev;
+	float ms = -1;
+	int err, v = 0;
+
+	err = kvc_backend_open(KVC_BACKEND_CUDA, 0, &be);
+	if (err) {
+		assert_int_equal(err, -ENODEV);
+		skip();
+	}
+	assert_int_equal(kvc_backend_cuda_ctx(be, &c), 0);
+	assert_int_equal(kvc_cuda_driver_real(&drv), 0);
+	assert_ptr_equal(c.drv, drv);
+	print_message("kernels %s\n", c.kernels ? "loaded" : "not loaded");
+	gran = kvc_backend_granularity(be);
+	assert_true(604 * item <= gran);
+	assert_int_equal(be->ops->reserve(be, 2 * gran, &va), 0);
+	assert_int_equal(be->ops->map(be, &va, 0, gran, &handle), 0);
+	host = malloc(gran);
+	want = malloc(gran);
+	assert_non_null(host);
+	assert_non_null(want);
+	for (i = 0; i < gran / 4; i++)
+		want[i] = (uint32_t)(i * 2654435761u);
+
+	assert_int_equal(kvc_cuda_ctx_push(&c), 0);
+	assert_int_equal(drv->cuDeviceGetAttribute(
+				 &v,
+				 KVC_CU_DEVICE_ATTRIBUTE_MULTIPROCESSOR_COUNT,
+				 c.dev),
+			 0);
+	assert_true(v > 0);
+	assert_int_equal(drv->cuMemGetInfo(&free_b, &total), 0);
+	assert_true(free_b > 0 && free_b <= total);
+	assert_int_equal(drv->cuMemAlloc(&dev, 4096), 0);
+	assert_int_equal(drv->cuMemsetD32Async(dev, 7, 1024, c.stream), 0);
+	assert_int_equal(drv->cuEventCreate(&a, 0), 0);
+	assert_int_equal(drv->cuEventCreate(&b, 0), 0);
+	assert_int_equal(drv->cuEventRecord(a, c.stream), 0);
+	assert_int_equal(drv->cuMemcpyHtoDAsync(va.base, want, gran, c.stream),
+			 0);
+	assert_int_equal(drv->cuStreamSynchronize(c.stream), 0);
+	kvc_cuda_ctx_pop(&c);
+
+	/* 300 items: two launches where the kernels load. */
+	for (i = 0; i < 300; i++)
+		copies[i] =
+			(struct kvc_copy){ i * item, (300 + i) * item, item };
+	calls = va.calls.copy;
+	assert_int_equal(be->ops->copy(be, &va, copies, 300), 0);
+	EXPECT_U64(va.calls.copy - calls, 300);
+	/* A chain in one call: item 0 -> 600, then 600 -> 601. */
+	copies[0] = (struct kvc_copy){ 0, 600 * item, item };
+	copies[1] = (struct kvc_copy){ 600 * item, 601 * item, item };
+	assert_int_equal(be->ops->copy(be, &va, copies, 2), 0);
+	/* Unequal sizes go block by block. */
+	copies[0] = (struct kvc_copy){ 0, 602 * item, item };
+	copies[1] = (struct kvc_copy){ item, 603 * item, item / 2 };
+	assert_int_equal(be->ops->copy(be, &va, copies, 2), 0);
+	assert_int_equal(be->ops->fence(be, &va), 0);
+	memcpy(want + 300 * item / 4, want, 300 * item);
+	memcpy(want + 600 * item / 4, want, item);
+	memcpy(want + 601 * item / 4, want, item);
+	memcpy(want + 602 * item / 4, want, item);
+	memcpy(want + 603 * item / 4, want + item / 4, item / 2);
+
+	assert_int_equal(kvc_cuda_ctx_push(&c), 0);
+	assert_int_equal(drv->cuEventRecord(b, c.stream), 0);
+	assert_int_equal(drv->cuMemcpyDtoHAsync(host, va.base, gran, c.stream),
+			 0);
+	assert_int_equal(drv->cuStreamSynchronize(c.stream), 0);
+	if (drv->cuEventElapsedTime) {
+		assert_int_equal(drv->cuEventElapsedTime(&ms, a, b), 0);
+		assert_true(ms >= 0);
+	}
+	assert_int_equal(drv->cuMemcpyDtoHAsync(host, dev, 16, c.stream), 0);
+	assert_int_equal(drv->cuStreamSynchronize(c.stream), 0);
+	assert_int_equal(host[3], 7);
+	assert_int_equal(drv->cuMemcpyDtoHAsync(host, va.base, gran, c.stream),
+			 0);
+	assert_int_equal(drv->cuStreamSynchronize(c.stream), 0);
+	assert_int_equal(drv->cuEventDestroy(a), 0);
+	assert_int_equal(drv->cuEventDestroy(b), 0);
+	assert_int_equal(drv->cuMemFree(dev), 0);
+	kvc_cuda_ctx_pop(&c);
+	for (i = 0; i < gran / 4; i++)
+		if (host[i] != want[i])
+			fail_msg("word %llu is %#x, expected %#x",
+				 (unsigned long long)i, host[i], want[i]);
+	free(host);
+	free(want);
+	assert_int_equal(be->ops->unmap(be, &va, 0, gran, handle), 0);
+	assert_int_equal(be->ops->release(be, &va), 0);
+	kvc_backend_close(be);
+}
+
+/*
+ * Kernels and device memory on the fake. The fence fixture lends a
+ * context, a stream of the caller's and a mapped chunk.
+ */
+
+/* A module of the caller's and its block-copy kernel. */
+static kvc_cu_function load_copy(struct fence_fx *fx, kvc_cu_module *m)
+{
+	kvc_cu_function f;
+
+	caller_push(fx);
+	assert_int_equal(fx->drv->cuModuleLoadData(m, "image"), 0);
+	assert_int_equal(fx->drv->cuModuleGetFunction(&f, *m, "kvc_block_copy"),
+			 0);
+	caller_pop(fx);
+	return f;
+}
+
+static kvc_cu_result launch_dims(struct fence_fx *fx, kvc_cu_function f,
+				 kvc_cu_stream s, const unsigned int grid[3],
+				 const unsigned int block[3], unsigned int smem,
+				 void *args, void **extra)
+{
+	void *params[1] = { args };
+	kvc_cu_result r;
+
+	caller_push(fx);
+	r = fx->drv->cuLaunchKernel(f, grid[0], grid[1], grid[2], block[0],
+				    block[1], block[2], smem, s,
+				    args ? params : NULL, extra);
+	caller_pop(fx);
+	return r;
+}
+
+/* One item of @bytes from chunk offset @src to @dst, by the copy kernel. */
+static kvc_cu_result launch_copy(struct fence_fx *fx, kvc_cu_function f,
+				 kvc_cu_stream s, uint64_t src, uint64_t dst,
+				 uint64_t bytes)
+{
+	static const unsigned int grid[3] = { 1, 1, 1 };
+	static const unsigned int block[3] = { 256, 1, 1 };
+	struct kvc_copy_args a;
+
+	memset(&a, 0, sizeof(a));
+	a.src_base = fx->va.base;
+	a.dst_base = fx->va.base;
+	a.bytes = bytes;
+	a.n = 1;
+	a.pairs[0] = (uint32_t)(src / bytes);
+	a.pairs[1] = (uint32_t)(dst / bytes);
+	return launch_dims(fx, f, s, grid, block, 0, &a, NULL);
+}
+
+static struct kvc_fake_counts counts_now(void)
+{
+	struct kvc_fake_counts fc;
+
+	kvc_fake_counts(&fc);
+	return fc;
+}
+
+/* The device's attributes: the defaults, an H100's, and a config's own. */
+static void test_fake_attributes(void **state)
+{
+	static const struct {
+		int attrib;
+		int want;
+	} def[] = {
+		{ KVC_CU_DEVICE_ATTRIBUTE_MULTIPROCESSOR_COUNT, 4 },
+		{ KVC_CU_DEVICE_ATTRIBUTE_MAX_SHARED_MEMORY_PER_BLOCK_OPTIN,
+		  99 << 10 },
+		{ KVC_CU_DEVICE_ATTRIBUTE_COMPUTE_CAPABILITY_MAJOR, 9 },
+		{ KVC_CU_DEVICE_ATTRIBUTE_COMPUTE_CAPABILITY_MINOR, 0 },
+		{ KVC_CU_DEVICE_ATTRIBUTE_MEMORY_CLOCK_RATE, 2619000 },
+		{ KVC_CU_DEVICE_ATTRIBUTE_GLOBAL_MEMORY_BUS_WIDTH, 5120 },
+		{ KVC_CU_DEVICE_ATTRIBUTE_L2_CACHE_SIZE, 50 << 20 },
+	};
+	const struct kvc_fake_config a100 = {
+		.granularity = GRAN,
+		.devices = 2,
+		.sms = 108,
+		.smem_optin = 163 << 10,
+		.cc_major = 8,
+		.cc_minor = 0,
+		.mem_clock_khz = 1215000,
+		.bus_bits = 5120,
+		.l2_bytes = 40 << 20,
+	};
+	const struct kvc_cuda_driver *drv = *state;
+	struct kvc_fake_counts fc;
+	size_t i;
+	int v;
+
+	assert_int_equal(drv->cuInit(0), 0);
+	for (i = 0; i < sizeof(def) / sizeof(def[0]); i++) {
+		v = -1;
+		assert_int_equal(
+			drv->cuDeviceGetAttribute(&v, def[i].attrib, 0), 0);
+		assert_int_equal(v, def[i].want);
+	}
+	assert_int_equal(
+		drv->cuDeviceGetAttribute(
+			&v, KVC_CU_DEVICE_ATTRIBUTE_MULTIPROCESSOR_COUNT, 1),
+		KVC_CUDA_ERROR_INVALID_DEVICE);
+	/* One the fake does not model is refused, and said so. */
+	assert_int_equal(drv->cuDeviceGetAttribute(&v, 1, 0),
+			 KVC_CUDA_ERROR_INVALID_VALUE);
+	kvc_fake_counts(&fc);
+	assert_int_equal(fc.violations, 1);
+	assert_non_null(strstr(kvc_fake_last_violation(), "attribute 1"));
+
+	assert_ptr_equal(kvc_fake_driver(&a100), drv);
+	assert_int_equal(drv->cuInit(0), 0);
+	assert_int_equal(
+		drv->cuDeviceGetAttribute(
+			&v, KVC_CU_DEVICE_ATTRIBUTE_MULTIPROCESSOR_COUNT, 1),
+		0);
+	assert_int_equal(v, 108);
+	assert_int_equal(
+		drv->cuDeviceGetAttribute(
+			&v,
+			KVC_CU_DEVICE_ATTRIBUTE_MAX_SHARED_MEMORY_PER_BLOCK_OPTIN,
+			0),
+		0);
+	assert_int_equal(v, 163 << 10);
+	assert_int_equal(
+		drv->cuDeviceGetAttribute(
+			&v, KVC_CU_DEVICE_ATTRIBUTE_COMPUTE_CAPABILITY_MAJOR,
+			0),
+		0);
+	assert_int_equal(v, 8);
+	assert_int_equal(drv->cuDeviceGetAttribute(
+				 &v, KVC_CU_DEVICE_ATTRIBUTE_L2_CACHE_SIZE, 0),
+			 0);
+	assert_int_equal(v, 40 << 20);
+}
+
+/*
+ * Modules: loaded with a context current, a kernel found by name (the
+ * same function each time), an unknown one not found (not a broken
+ * rule), functions dying with their module, and a module left loaded
+ * stopping the next reset.
+ */
+static void test_fake_modules(void **state)
+{
+	struct fence_fx *fx = *state;
+	const struct kvc_cuda_driver *drv = fx->drv;
+	kvc_cu_function f, g, h;
+	kvc_cu_module m, m2;
+	const char *name;
+	uint64_t base;
+
+	base = counts_now().modules; /* the backend's */
+	assert_true(base > 0);
+	assert_int_equal(drv->cuModuleLoadData(&m, "image"),
+			 KVC_CUDA_ERROR_INVALID_CONTEXT);
+	fx->violations++;
+	caller_push(fx);
+	assert_int_equal(drv->cuModuleLoadData(&m, NULL),
+			 KVC_CUDA_ERROR_INVALID_VALUE);
+	fx->violations++;
+	assert_int_equal(drv->cuModuleLoadData(&m, "image"), 0);
+	assert_int_equal(drv->cuModuleLoadData(&m2, "image"), 0);
+	caller_pop(fx);
+	assert_int_equal(counts_now().modules, base + 2);
+
+	assert_int_equal(drv->cuModuleGetFunction(&f, m, "kvc_block_copy"), 0);
+	assert_int_equal(drv->cuModuleGetFunction(&g, m, "kvc_block_copy"), 0);
+	assert_ptr_equal(f, g);
+	assert_int_equal(drv->cuModuleGetFunction(&h, m2, "kvc_block_copy"), 0);
+	assert_ptr_not_equal(f, h);
+	assert_int_equal(drv->cuModuleGetFunction(&g, m, "kvc_no_such_kernel"),
+			 500);
+	assert_int_equal(drv->cuGetErrorName(500, &name), 0);
+	assert_string_equal(name, "CUDA_ERROR_NOT_FOUND");
+	assert_int_equal(drv->cuModuleGetFunction(&g, m, "kvc_cache_write"), 0);
+	assert_int_equal(drv->cuModuleGetFunction(&g, m, "kvc_move_cache"), 0);
+
+	/* Unloaded: the module and its functions are dead handles. */
+	assert_int_equal(drv->cuModuleUnload(m), 0);
+	assert_int_equal(drv->cuModuleUnload(m), KVC_CUDA_ERROR_INVALID_HANDLE);
+	assert_int_equal(drv->cuModuleGetFunction(&g, m, "kvc_block_copy"),
+			 KVC_CUDA_ERROR_INVALID_HANDLE);
+	assert_int_equal(
+		drv->cuFuncSetAttribute(
+			f, KVC_CU_FUNC_ATTRIBUTE_MAX_DYNAMIC_SHARED_SIZE_BYTES,
+			0),
+		KVC_CUDA_ERROR_INVALID_HANDLE);
+	assert_int_equal(
+		drv->cuFuncSetAttribute(
+			h, KVC_CU_FUNC_ATTRIBUTE_MAX_DYNAMIC_SHARED_SIZE_BYTES,
+			0),
+		0);
+	fx->violations += 3;
+	/* A function handle is no module handle. */
+	assert_int_equal(drv->cuModuleUnload((kvc_cu_module)h),
+			 KVC_CUDA_ERROR_INVALID_HANDLE);
+	fx->violations++;
+	assert_null(kvc_fake_driver(&small_gpu)); /* m2 still loaded */
+	assert_int_equal(drv->cuModuleUnload(m2), 0);
+	assert_int_equal(counts_now().modules, base);
+}
+
+/* A config without kernels: nothing is found, the backend copies alone. */
+static void test_fake_no_kernels(void **state)
+{
+	const struct kvc_fake_config cfg = { .granularity = GRAN,
+					     .devices = 1,
+					     .no_kernels = true };
+	const struct kvc_cuda_driver *drv = kvc_fake_driver(&cfg);
+	const struct kvc_copy c = { 0, BLOCK, BLOCK };
+	struct kvc_fake_counts before, after;
+	struct kvc_cuda_ctx ctx;
+	struct kvc_backend *be;
+	struct kvc_va va;
+	uint64_t handle;
+
+	assert_non_null(drv);
+	assert_int_equal(kvc_backend_open_cuda_driver(drv, 0, &be), 0);
+	assert_int_equal(kvc_backend_cuda_ctx(be, &ctx), 0);
+	assert_null(ctx.kernels);
+	assert_int_equal(counts_now().modules, 0);
+	assert_int_equal(be->ops->reserve(be, GRAN, &va), 0);
+	assert_int_equal(be->ops->map(be, &va, 0, GRAN, &handle), 0);
+	kvc_fake_counts(&before);
+	assert_int_equal(be->ops->copy(be, &va, &c, 1), 0);
+	kvc_fake_counts(&after);
+	EXPECT_U64(after.calls[KVC_FAKE_MEMCPY] - before.calls[KVC_FAKE_MEMCPY],
+		   1);
+	EXPECT_U64(after.launches, before.launches);
+	assert_int_equal(be->ops->unmap(be, &va, 0, GRAN, handle), 0);
+	assert_int_equal(be->ops->release(be, &va), 0);
+	kvc_backend_close(be);
+}
+
+/*
+ * Launches that break the rules are refused, each a violation: empty or
+ * too large grids and blocks, shared memory beyond 48 KiB without the
+ * kernel opting in (and beyond what the device allows even then), a
+ * missing argument struct, extra parameters, no context, dead handles.
+ */
+static void test_fake_launch_checks(void **state)
+{
+	static const struct {
+		unsigned int grid[3];
+		unsigned int block[3];
+		unsigned int smem;
+	} bad[] = {
+		{ { 0, 1, 1 }, { 256, 1, 1 }, 0 },
+		{ { 1, 0, 1 }, { 256, 1, 1 }, 0 },
+		{ { 1, 1, 0 }, { 256, 1, 1 }, 0 },
+		{ { 1, 65536, 1 }, { 256, 1, 1 }, 0 },
+		{ { 1, 1, 65536 }, { 256, 1, 1 }, 0 },
+		{ { 1, 1, 1 }, { 0, 1, 1 }, 0 },
+		{ { 1, 1, 1 }, { 1025, 1, 1 }, 0 },
+		{ { 1, 1, 1 }, { 32, 32, 2 }, 0 },
+		{ { 1, 1, 1 }, { 1, 1, 65 }, 0 },
+		{ { 1, 1, 1 }, { 256, 1, 1 }, (48 << 10) + 4 },
+	};
+	static const unsigned int grid[3] = { 1, 1, 1 };
+	static const unsigned int block[3] = { 256, 1, 1 };
+	struct fence_fx *fx = *state;
+	const struct kvc_cuda_driver *drv = fx->drv;
+	struct kvc_copy_args a;
+	kvc_cu_module m;
+	kvc_cu_function f = load_copy(fx, &m);
+	void *extra[1] = { NULL };
+	void *params[1] = { &a };
+	uint64_t launches = kvc_fake_launches("kvc_block_copy");
+	size_t i;
+
+	memset(&a, 0, sizeof(a));
+	a.src_base = a.dst_base = fx->va.base;
+	a.bytes = BLOCK;
+	a.n = 1;
+	a.pairs[1] = 1;
+	memset(fx->mem, 3, BLOCK);
+	for (i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
+		assert_int_equal(launch_dims(fx, f, fx->stream, bad[i].grid,
+					     bad[i].block, bad[i].smem, &a,
+					     NULL),
+				 KVC_CUDA_ERROR_INVALID_VALUE);
+		fx->violations++;
+	}
+	assert_non_null(strstr(kvc_fake_last_violation(), "shared memory"));
+	assert_int_equal(
+		launch_dims(fx, f, fx->stream, grid, block, 0, NULL, NULL),
+		KVC_CUDA_ERROR_INVALID_VALUE);
+	assert_int_equal(
+		launch_dims(fx, f, fx->stream, grid, block, 0, &a, extra),
+		KVC_CUDA_ERROR_INVALID_VALUE);
+	fx->violations += 2;
+	/* No context current. */
+	assert_int_equal(drv->cuLaunchKernel(f, 1, 1, 1, 256, 1, 1, 0,
+					     fx->stream, params, NULL),
+			 KVC_CUDA_ERROR_INVALID_CONTEXT);
+	assert_int_equal(launch_dims(fx, (kvc_cu_function)fx->stream,
+				     fx->stream, grid, block, 0, &a, NULL),
+			 KVC_CUDA_ERROR_INVALID_HANDLE);
+	assert_int_equal(
+		launch_dims(fx, f, (kvc_cu_stream)f, grid, block, 0, &a, NULL),
+		KVC_CUDA_ERROR_INVALID_HANDLE);
+	fx->violations += 3;
+	EXPECT_U64(kvc_fake_launches("kvc_block_copy"), launches);
+	assert_bytes(fx, BLOCK, BLOCK, 0);
+
+	/* Opting in: up to the device's limit, and only that far. */
+	assert_int_equal(
+		drv->cuFuncSetAttribute(
+			f, KVC_CU_FUNC_ATTRIBUTE_MAX_DYNAMIC_SHARED_SIZE_BYTES,
+			(99 << 10) + 1),
+		KVC_CUDA_ERROR_INVALID_VALUE);
+	assert_int_equal(drv->cuFuncSetAttribute(f, 0, 1024),
+			 KVC_CUDA_ERROR_INVALID_VALUE);
+	fx->violations += 2;
+	assert_int_equal(
+		drv->cuFuncSetAttribute(
+			f, KVC_CU_FUNC_ATTRIBUTE_MAX_DYNAMIC_SHARED_SIZE_BYTES,
+			64 << 10),
+		0);
+	assert_int_equal(launch_dims(fx, f, fx->stream, grid, block,
+				     (64 << 10) + 4, &a, NULL),
+			 KVC_CUDA_ERROR_INVALID_VALUE);
+	fx->violations++;
+	assert_int_equal(
+		launch_dims(fx, f, fx->stream, grid, block, 64 << 10, &a, NULL),
+		0);
+	/* Sync mode: it ran, and it was counted. */
+	assert_bytes(fx, BLOCK, BLOCK, 3);
+	EXPECT_U64(kvc_fake_launches("kvc_block_copy"), launches + 1);
+	EXPECT_U64(kvc_fake_launches("kvc_cache_write"), 0);
+	assert_true(kvc_fake_launches(NULL) >= launches + 1);
+
+	/* Dead once its module is unloaded. */
+	assert_int_equal(drv->cuModuleUnload(m), 0);
+	assert_int_equal(
+		launch_dims(fx, f, fx->stream, grid, block, 0, &a, NULL),
+		KVC_CUDA_ERROR_INVALID_HANDLE);
+	fx->violations++;
+}
+
+/*
+ * A launch is queued on its stream like a copy: in async mode it runs
+ * after the memcpy queued before it on the stream, and only when the
+ * stream runs; its arguments are the ones at the call; its items are
+ * race-checked against other streams' work.
+ */
+static void test_fake_launch_order(void **state)
+{
+	struct fence_fx *fx = *state;
+	const struct kvc_cuda_driver *drv = fx->drv;
+	kvc_cu_stream other = caller_stream(fx);
+	kvc_cu_module m;
+	kvc_cu_function f = load_copy(fx, &m);
+	static const unsigned int grid[3] = { 1, 1, 1 };
+	static const unsigned int block[3] = { 256, 1, 1 };
+	struct kvc_copy_args a;
+
+	kvc_fake_set_async(true);
+	memset(fx->mem + SRC, 6, BLOCK);
+	copy_on(fx, fx->stream, DST, SRC, BLOCK);
+	assert_int_equal(launch_copy(fx, f, fx->stream, DST, 2 * BLOCK, BLOCK),
+			 0);
+	expect_race(fx, false, "");
+	assert_int_equal(fake_pending(), 2);
+	assert_bytes(fx, DST, 2 * BLOCK, 0);
+	assert_int_equal(drv->cuStreamSynchronize(fx->stream), 0);
+	assert_bytes(fx, 2 * BLOCK, BLOCK, 6);
+	assert_int_equal(fake_pending(), 0);
+
+	/* The arguments are taken at the call: changing them after is moot. */
+	memset(&a, 0, sizeof(a));
+	a.src_base = a.dst_base = fx->va.base;
+	a.bytes = BLOCK;
+	a.n = 1;
+	a.pairs[0] = 2;
+	a.pairs[1] = 3;
+	assert_int_equal(
+		launch_dims(fx, f, fx->stream, grid, block, 0, &a, NULL), 0);
+	a.pairs[1] = 4;
+	assert_int_equal(kvc_fake_run(), 1);
+	assert_bytes(fx, 3 * BLOCK, BLOCK, 6);
+	assert_bytes(fx, 4 * BLOCK, BLOCK, 0);
+	drain();
+
+	/* Unordered with a copy on another stream: its items race. */
+	copy_on(fx, fx->stream, DST, SRC, BLOCK);
+	assert_int_equal(launch_copy(fx, f, other, DST, 5 * BLOCK, BLOCK), 0);
+	expect_race(fx, true, "unordered: copy on stream");
+	assert_non_null(strstr(kvc_fake_last_violation(),
+			       "kernel kvc_block_copy on stream"));
+	drain();
+	/* Items elsewhere do not. */
+	copy_on(fx, fx->stream, DST, SRC, BLOCK);
+	assert_int_equal(launch_copy(fx, f, other, 6 * BLOCK, 7 * BLOCK, BLOCK),
+			 0);
+	expect_race(fx, false, "");
+	drain();
+
+	/* cuMemUnmap under a queued launch's items is refused. */
+	assert_int_equal(launch_copy(fx, f, other, SRC, DST, BLOCK), 0);
+	assert_int_equal(drv->cuMemUnmap(fx->va.base, GRAN),
+			 KVC_CUDA_ERROR_INVALID_VALUE);
+	fx->violations++;
+	drain();
+	assert_int_equal(drv->cuModuleUnload(m), 0);
+	assert_int_equal(drv->cuStreamDestroy(other), 0);
+}
+
+/*
+ * An emulation that refuses its arguments fails the launch as a device
+ * would: a violation, and the context broken with
+ * CUDA_ERROR_LAUNCH_FAILED; cleaning up still works.
+ */
+static void test_fake_launch_fails(void **state)
+{
+	static const unsigned int grid[3] = { 1, 1, 1 };
+	static const unsigned int block[3] = { 128, 1, 1 };
+	struct fence_fx *fx = *state;
+	const struct kvc_cuda_driver *drv = fx->drv;
+	struct kvc_copy_args a;
+	kvc_cu_module m;
+	kvc_cu_function f = load_copy(fx, &m);
+	kvc_cu_ptr p;
+
+	memset(&a, 0, sizeof(a));
+	a.src_base = a.dst_base = fx->va.base;
+	a.bytes = BLOCK;
+	a.n = 1;
+	a.pairs[1] = 1;
+	/* The copy kernel runs 256 threads a CTA: 128 is refused. */
+	assert_int_equal(
+		launch_dims(fx, f, fx->stream, grid, block, 0, &a, NULL), 0);
+	fx->violations++;
+	assert_non_null(strstr(kvc_fake_last_violation(), "refused"));
+	assert_int_equal(drv->cuStreamSynchronize(fx->stream),
+			 KVC_CUDA_ERROR_LAUNCH_FAILED);
+	assert_int_equal(launch_copy(fx, f, fx->stream, 0, BLOCK, BLOCK),
+			 KVC_CUDA_ERROR_LAUNCH_FAILED);
+	caller_push(fx);
+	assert_int_equal(drv->cuMemAlloc(&p, 64), KVC_CUDA_ERROR_LAUNCH_FAILED);
+	caller_pop(fx);
+	/* Through the backend too. */
+	assert_true(fx->ops->copy(fx->be, &fx->va, &one_copy, 1) < 0);
+	assert_true(fx->ops->fence(fx->be, &fx->va) < 0);
+	assert_int_equal(drv->cuModuleUnload(m), 0);
+}
+
+/*
+ * Pairs in device memory: the launch reads them when it runs. A kernel
+ * whose argument points into no allocation when it runs faults
+ * (CUDA_ERROR_ILLEGAL_ADDRESS), and its emulation is not run.
+ */
+static void test_fake_launch_pairs_dev(void **state)
+{
+	static const unsigned int grid[3] = { 1, 1, 1 };
+	static const unsigned int block[3] = { 256, 1, 1 };
+	static const uint32_t pairs[4] = { 0, 2, 1, 3 };
+	struct fence_fx *fx = *state;
+	const struct kvc_cuda_driver *drv = fx->drv;
+	struct kvc_copy_args a;
+	kvc_cu_module m;
+	kvc_cu_function f = load_copy(fx, &m);
+	kvc_cu_ptr dev;
+
+	caller_push(fx);
+	assert_int_equal(drv->cuMemAlloc(&dev, sizeof(pairs)), 0);
+	caller_pop(fx);
+	memset(fx->mem, 1, BLOCK);
+	memset(fx->mem + BLOCK, 2, BLOCK);
+	kvc_fake_set_async(true);
+	assert_int_equal(
+		drv->cuMemcpyHtoDAsync(dev, pairs, sizeof(pairs), fx->stream),
+		0);
+	memset(&a, 0, sizeof(a));
+	a.src_base = a.dst_base = fx->va.base;
+	a.bytes = BLOCK;
+	a.n = 2;
+	a.pairs_dev = dev;
+	assert_int_equal(
+		launch_dims(fx, f, fx->stream, grid, block, 0, &a, NULL), 0);
+	/* Its pairs are in use: they cannot be freed under it. */
+	assert_int_equal(drv->cuMemFree(dev), KVC_CUDA_ERROR_INVALID_VALUE);
+	fx->violations++;
+	assert_int_equal(drv->cuStreamSynchronize(fx->stream), 0);
+	assert_bytes(fx, 2 * BLOCK, BLOCK, 1);
+	assert_bytes(fx, 3 * BLOCK, BLOCK, 2);
+	expect_race(fx, false, "");
+
+	/* The destination is nowhere by the time it runs. */
+	a.dst_base = fx->va.base + 4 * GRAN;
+	assert_int_equal(
+		launch_dims(fx, f, fx->stream, grid, block, 0, &a, NULL), 0);
+	assert_int_equal(kvc_fake_run(), 1);
+	fx->violations++;
+	assert_non_null(strstr(kvc_fake_last_violation(), "no allocation"));
+	assert_int_equal(drv->cuStreamSynchronize(fx->stream),
+			 KVC_CUDA_ERROR_ILLEGAL_ADDRESS);
+	assert_int_equal(drv->cuMemFree(dev), 0);
+	assert_int_equal(drv->cuModuleUnload(m), 0);
+}
+
+/*
+ * cuMemAlloc and cuMemAllocHost: a context needed, aligned, not cleared,
+ * counted, freed once; a free of anything else is a violation, of 0 a
+ * no-op; memory that queued work uses cannot be freed.
+ */
+static void test_fake_mem_alloc(void **state)
+{
+	struct fence_fx *fx = *state;
+	const struct kvc_cuda_driver *drv = fx->drv;
+	struct kvc_fake_counts fc;
+	kvc_cu_ptr p, q;
+	void *h;
+
+	assert_int_equal(drv->cuMemAlloc(&p, 100),
+			 KVC_CUDA_ERROR_INVALID_CONTEXT);
+	assert_int_equal(drv->cuMemAllocHost(&h, 100),
+			 KVC_CUDA_ERROR_INVALID_CONTEXT);
+	fx->violations += 2;
+	caller_push(fx);
+	assert_int_equal(drv->cuMemAlloc(&p, 0), KVC_CUDA_ERROR_INVALID_VALUE);
+	fx->violations++;
+	assert_int_equal(drv->cuMemAlloc(&p, 100), 0);
+	assert_int_equal(drv->cuMemAlloc(&q, 1000), 0);
+	assert_int_equal(drv->cuMemAllocHost(&h, 10), 0);
+	caller_pop(fx);
+	assert_int_equal(p % 256, 0);
+	assert_int_equal(q % 256, 0);
+	assert_int_equal(*(uint8_t *)(uintptr_t)p, 0xff);
+	kvc_fake_counts(&fc);
+	EXPECT_U64(fc.allocs, 2);
+	EXPECT_U64(fc.alloc_bytes, 256 + 1024);
+	EXPECT_U64(fc.host_allocs, 1);
+
+	/* Device memory for copies, both ways. */
+	memset(fx->mem + SRC, 8, BLOCK);
+	assert_int_equal(
+		drv->cuMemcpyDtoDAsync(q, fx->va.base + SRC, 1000, fx->stream),
+		0);
+	assert_int_equal(
+		drv->cuMemcpyDtoDAsync(fx->va.base + DST, q, 1000, fx->stream),
+		0);
+	assert_bytes(fx, DST, 1000, 8);
+	/* ...but no further than it goes. */
+	assert_int_equal(
+		drv->cuMemcpyDtoDAsync(q, fx->va.base, 1001, fx->stream),
+		KVC_CUDA_ERROR_INVALID_VALUE);
+	fx->violations++;
+
+	/* Queued work uses it: not freed. */
+	kvc_fake_set_async(true);
+	assert_int_equal(drv->cuMemsetD32Async(q, 1, 4, fx->stream), 0);
+	assert_int_equal(drv->cuMemFree(q), KVC_CUDA_ERROR_INVALID_VALUE);
+	fx->violations++;
+	assert_non_null(strstr(kvc_fake_last_violation(), "queued"));
+	assert_int_equal(drv->cuStreamSynchronize(fx->stream), 0);
+
+	assert_int_equal(drv->cuMemFree(0), 0);
+	assert_int_equal(drv->cuMemFree(p + 4), KVC_CUDA_ERROR_INVALID_VALUE);
+	assert_int_equal(drv->cuMemFree((kvc_cu_ptr)(uintptr_t)h),
+			 KVC_CUDA_ERROR_INVALID_VALUE);
+	fx->violations += 2;
+	assert_int_equal(drv->cuMemFree(p), 0);
+	assert_int_equal(drv->cuMemFree(p), KVC_CUDA_ERROR_INVALID_VALUE);
+	fx->violations++;
+	assert_int_equal(drv->cuMemFree(q), 0);
+	assert_int_equal(drv->cuMemFreeHost(NULL), 0);
+	assert_int_equal(drv->cuMemFreeHost((uint8_t *)h + 1),
+			 KVC_CUDA_ERROR_INVALID_VALUE);
+	fx->violations++;
+	assert_int_equal(drv->cuMemFreeHost(h), 0);
+	kvc_fake_counts(&fc);
+	EXPECT_U64(fc.allocs, 0);
+	EXPECT_U64(fc.alloc_bytes, 0);
+	EXPECT_U64(fc.host_allocs, 0);
+}
+
+/* Device or pinned memory left allocated stops the next reset. */
+static void test_fake_alloc_leaks(void **state)
+{
+	const struct kvc_cuda_driver *drv = *state;
+	kvc_cu_context ctx;
+	kvc_cu_ptr p;
+	void *h;
+
+	assert_int_equal(drv->cuInit(0), 0);
+	assert_int_equal(drv->cuDevicePrimaryCtxRetain(&ctx, 0), 0);
+	assert_int_equal(drv->cuCtxPushCurrent(ctx), 0);
+	assert_int_equal(drv->cuMemAlloc(&p, 4096), 0);
+	assert_int_equal(drv->cuMemAllocHost(&h, 4096), 0);
+	assert_int_equal(drv->cuCtxPopCurrent(&ctx), 0);
+	assert_int_equal(drv->cuDevicePrimaryCtxRelease(0), 0);
+	assert_null(kvc_fake_driver(&small_gpu));
+	assert_int_equal(drv->cuMemFree(p), 0);
+	assert_null(kvc_fake_driver(&small_gpu));
+	assert_int_equal(drv->cuMemFreeHost(h), 0);
+	assert_non_null(kvc_fake_driver(&small_gpu));
+}
+
+/*
+ * Host to device and back, in stream order. A pageable source is copied
+ * at the call, a pinned one when the copy runs; the host side is written
+ * when the copy runs. cuMemsetD32Async writes words, 4-byte aligned.
+ */
+static void test_fake_host_copies(void **state)
+{
+	struct fence_fx *fx = *state;
+	const struct kvc_cuda_driver *drv = fx->drv;
+	uint8_t page[256], back[256];
+	uint32_t words[4];
+	uint8_t *pinned;
+	kvc_cu_ptr dev;
+	void *h;
+	int i;
+
+	caller_push(fx);
+	assert_int_equal(drv->cuMemAlloc(&dev, sizeof(page)), 0);
+	assert_int_equal(drv->cuMemAllocHost(&h, sizeof(page)), 0);
+	caller_pop(fx);
+	pinned = h;
+	for (i = 0; i < (int)sizeof(page); i++)
+		page[i] = (uint8_t)i;
+	memset(pinned, 0x11, sizeof(page));
+	memset(back, 0, sizeof(back));
+
+	kvc_fake_set_async(true);
+	/* Pageable: staged now, so the caller may change it at once. */
+	assert_int_equal(
+		drv->cuMemcpyHtoDAsync(dev, page, sizeof(page), fx->stream), 0);
+	memset(page, 0xee, sizeof(page));
+	assert_int_equal(
+		drv->cuMemcpyDtoHAsync(back, dev, sizeof(back), fx->stream), 0);
+	assert_int_equal(back[5], 0); /* not yet run */
+	assert_int_equal(drv->cuStreamSynchronize(fx->stream), 0);
+	for (i = 0; i < (int)sizeof(back); i++)
+		assert_int_equal(back[i], (uint8_t)i);
+	/* Into the mapped chunk and out of it. */
+	assert_int_equal(drv->cuMemcpyHtoDAsync(fx->va.base + DST, back,
+						sizeof(back), fx->stream),
+			 0);
+	assert_int_equal(drv->cuStreamSynchronize(fx->stream), 0);
+	assert_int_equal(fx->mem[DST + 7], 7);
+
+	/* Pinned: read when the copy runs, written when it runs. */
+	assert_int_equal(drv->cuMemcpyHtoDAsync(dev, pinned, 16, fx->stream),
+			 0);
+	memset(pinned, 0x22, 16);
+	assert_int_equal(
+		drv->cuMemcpyDtoHAsync(pinned + 128, dev, 16, fx->stream), 0);
+	assert_int_equal(pinned[128], 0x11);
+	assert_int_equal(drv->cuStreamSynchronize(fx->stream), 0);
+	assert_int_equal(pinned[128], 0x22);
+	/* A pinned block is device-visible: the race checks see it. */
+	kernel_on(fx, fx->stream, SRC, 1);
+	assert_int_equal(drv->cuMemcpyDtoHAsync(pinned, dev, 16, NULL), 0);
+	assert_int_equal(
+		drv->cuMemcpyDtoHAsync(pinned + 8, dev, 16, fx->stream), 0);
+	expect_race(fx, true, "unordered: device-to-host copy on");
+	drain();
+
+	/* Words. */
+	assert_int_equal(drv->cuMemsetD32Async(dev, 0xdeadbeef, 4, fx->stream),
+			 0);
+	assert_int_equal(
+		drv->cuMemcpyDtoHAsync(words, dev, sizeof(words), fx->stream),
+		0);
+	assert_int_equal(drv->cuStreamSynchronize(fx->stream), 0);
+	for (i = 0; i < 4; i++)
+		assert_int_equal(words[i], 0xdeadbeef);
+	assert_int_equal(drv->cuMemsetD32Async(dev + 2, 0, 1, fx->stream),
+			 KVC_CUDA_ERROR_INVALID_VALUE);
+	assert_int_equal(drv->cuMemsetD32Async(dev, 0, 65, fx->stream),
+			 KVC_CUDA_ERROR_INVALID_VALUE);
+	/* Beyond the pinned block, or device memory that is not. */
+	assert_int_equal(
+		drv->cuMemcpyHtoDAsync(dev, pinned + 200, 100, fx->stream),
+		KVC_CUDA_ERROR_INVALID_VALUE);
+	assert_int_equal(drv->cuMemcpyDtoHAsync(back, fx->va.base + GRAN, 16,
+						fx->stream),
+			 KVC_CUDA_ERROR_INVALID_VALUE);
+	fx->violations += 4;
+	assert_int_equal(
+		drv->cuMemcpyHtoDAsync(dev, page, 16, (kvc_cu_stream)h),
+		KVC_CUDA_ERROR_INVALID_HANDLE);
+	fx->violations++;
+	assert_int_equal(fake_pending(), 0);
+	assert_int_equal(drv->cuMemFree(dev), 0);
+	assert_int_equal(drv->cuMemFreeHost(h), 0);
+}
+
+/*
+ * cuMemGetInfo: the configured memory (80 GiB by default) less what
+ * cuMemCreate and cuMemAlloc hold; beyond it both fail.
+ */
+static void test_fake_mem_info(void **state)
+{
+	const struct kvc_fake_config cfg = { .granularity = GRAN,
+					     .devices = 1,
+					     .memory_bytes = 4 * GRAN };
+	const struct kvc_cuda_driver *drv = *state;
+	struct kvc_backend *be;
+	kvc_cu_context ctx;
+	size_t free_b, total;
+	uint64_t h1, h2, h3;
+	kvc_cu_ptr p, q;
+	struct kvc_va va;
+
+	assert_int_equal(kvc_backend_open_cuda_driver(drv, 0, &be), 0);
+	assert_int_equal(drv->cuDevicePrimaryCtxRetain(&ctx, 0), 0);
+	assert_int_equal(drv->cuMemGetInfo(&free_b, &total),
+			 KVC_CUDA_ERROR_INVALID_CONTEXT);
+	assert_int_equal(counts_now().violations, 1);
+	assert_int_equal(drv->cuCtxPushCurrent(ctx), 0);
+	assert_int_equal(drv->cuMemGetInfo(&free_b, &total), 0);
+	EXPECT_U64(total, 80ull << 30);
+	EXPECT_U64(free_b, total);
+	assert_int_equal(drv->cuCtxPopCurrent(&ctx), 0);
+	assert_int_equal(drv->cuDevicePrimaryCtxRelease(0), 0);
+	kvc_backend_close(be);
+	assert_ptr_equal(kvc_fake_driver(&cfg), drv);
+
+	assert_int_equal(kvc_backend_open_cuda_driver(drv, 0, &be), 0);
+	assert_int_equal(be->ops->reserve(be, 4 * GRAN, &va), 0);
+	assert_int_equal(be->ops->map(be, &va, 0, GRAN, &h1), 0);
+	assert_int_equal(be->ops->map(be, &va, GRAN, GRAN, &h2), 0);
+	assert_int_equal(drv->cuDevicePrimaryCtxRetain(&ctx, 0), 0);
+	assert_int_equal(drv->cuCtxPushCurrent(ctx), 0);
+	assert_int_equal(drv->cuMemGetInfo(&free_b, &total), 0);
+	EXPECT_U64(total, 4 * GRAN);
+	EXPECT_U64(free_b, 2 * GRAN);
+	assert_int_equal(drv->cuMemAlloc(&p, GRAN - 100), 0);
+	assert_int_equal(drv->cuMemGetInfo(&free_b, &total), 0);
+	EXPECT_U64(free_b, GRAN);
+	assert_int_equal(drv->cuMemAlloc(&q, GRAN + 1),
+			 KVC_CUDA_ERROR_OUT_OF_MEMORY);
+	assert_int_equal(drv->cuMemAlloc(&q, GRAN), 0);
+	assert_int_equal(drv->cuMemGetInfo(&free_b, &total), 0);
+	EXPECT_U64(free_b, 0);
+	/* Device memory is one budget: no chunk fits now. */
+	assert_int_equal(be->ops->map(be, &va, 2 * GRAN, GRAN, &h3), -ENOMEM);
+	assert_int_equal(drv->cuMemFree(q), 0);
+	assert_int_equal(be->ops->map(be, &va, 2 * GRAN, GRAN, &h3), 0);
+	assert_int_equal(drv->cuMemGetInfo(&free_b, &total), 0);
+	EXPECT_U64(free_b, 0);
+	assert_int_equal(drv->cuMemFree(p), 0);
+	assert_int_equal(drv->cuCtxPopCurrent(&ctx), 0);
+	assert_int_equal(drv->cuDevicePrimaryCtxRelease(0), 0);
+	assert_int_equal(be->ops->unmap(be, &va, 0, GRAN, h1), 0);
+	assert_int_equal(be->ops->unmap(be, &va, GRAN, GRAN, h2), 0);
+	assert_int_equal(be->ops->unmap(be, &va, 2 * GRAN, GRAN, h3), 0);
+	assert_int_equal(be->ops->release(be, &va), 0);
+	kvc_backend_close(be);
+	/* The teardown wants none but the violation made on purpose. */
+	assert_ptr_equal(kvc_fake_driver(&small_gpu), drv);
+}
+
+/*
+ * cuEventElapsedTime: both events recorded, with timing, and complete.
+ * The time is fake: a microsecond for each operation the fake ran.
+ */
+static void test_fake_elapsed(void **state)
+{
+	struct fence_fx *fx = *state;
+	const struct kvc_cuda_driver *drv = fx->drv;
+	kvc_cu_event a = caller_event(fx), b = caller_event(fx), untimed;
+	float ms = -1;
+
+	caller_push(fx);
+	assert_int_equal(
+		drv->cuEventCreate(&untimed, KVC_CU_EVENT_DISABLE_TIMING), 0);
+	caller_pop(fx);
+	assert_int_equal(drv->cuEventElapsedTime(&ms, a, b),
+			 KVC_CUDA_ERROR_INVALID_HANDLE);
+	fx->violations++;
+	kvc_fake_set_async(true);
+	assert_int_equal(drv->cuEventRecord(a, fx->stream), 0);
+	kernel_on(fx, fx->stream, SRC, 1);
+	kernel_on(fx, fx->stream, SRC, 1);
+	kernel_on(fx, fx->stream, SRC, 1);
+	assert_int_equal(drv->cuEventRecord(b, fx->stream), 0);
+	assert_int_equal(drv->cuEventElapsedTime(&ms, a, b),
+			 KVC_CUDA_ERROR_NOT_READY);
+	assert_int_equal(drv->cuStreamSynchronize(fx->stream), 0);
+	assert_int_equal(drv->cuEventElapsedTime(&ms, a, b), 0);
+	/* Three kernels and b's record ran after a's record. */
+	assert_float_equal(ms, 0.004f, 1e-6f);
+	assert_int_equal(drv->cuEventElapsedTime(&ms, b, a), 0);
+	assert_float_equal(ms, -0.004f, 1e-6f);
+	assert_int_equal(drv->cuEventRecord(untimed, fx->stream), 0);
+	assert_int_equal(drv->cuStreamSynchronize(fx->stream), 0);
+	assert_int_equal(drv->cuEventElapsedTime(&ms, a, untimed),
+			 KVC_CUDA_ERROR_INVALID_HANDLE);
+	fx->violations++;
+	assert_int_equal(drv->cuEventDestroy(a), 0);
+	assert_int_equal(drv->cuEventElapsedTime(&ms, a, b),
+			 KVC_CUDA_ERROR_INVALID_HANDLE);
+	fx->violations++;
+	assert_int_equal(drv->cuEventDestroy(b), 0);
+	assert_int_equal(drv->cuEventDestroy(untimed), 0);
+}
+
+/*
+ * Each new entry point once, the way a caller would; whatever fails is
+ * skipped and what was made is undone. Returns how many calls failed.
+ */
+static int kernel_scenario(struct fence_fx *fx)
+{
+	const struct kvc_cuda_driver *drv = fx->drv;
+	kvc_cu_event a = caller_event(fx), b = caller_event(fx);
+	static const unsigned int grid[3] = { 1, 1, 1 };
+	static const unsigned int block[3] = { 256, 1, 1 };
+	kvc_cu_function f = NULL;
+	kvc_cu_module m = NULL;
+	struct kvc_copy_args args;
+	uint8_t back[64];
+	size_t fr, tot;
+	kvc_cu_ptr dev = 0;
+	void *host = NULL;
+	int failures = 0, v;
+	float ms;
+
+	caller_push(fx);
+	failures += drv->cuDeviceGetAttribute(
+			    &v, KVC_CU_DEVICE_ATTRIBUTE_MULTIPROCESSOR_COUNT,
+			    0) != 0;
+	if (drv->cuModuleLoadData(&m, "image")) {
+		failures++;
+		m = NULL;
+	}
+	if (m && drv->cuModuleGetFunction(&f, m, "kvc_block_copy")) {
+		failures++;
+		f = NULL;
+	}
+	if (f)
+		failures +=
+			drv->cuFuncSetAttribute(
+				f,
+				KVC_CU_FUNC_ATTRIBUTE_MAX_DYNAMIC_SHARED_SIZE_BYTES,
+				64 << 10) != 0;
+	if (drv->cuMemAlloc(&dev, 4096)) {
+		failures++;
+		dev = 0;
+	}
+	if (drv->cuMemAllocHost(&host, 4096)) {
+		failures++;
+		host = NULL;
+	}
+	failures += drv->cuMemGetInfo(&fr, &tot) != 0;
+	caller_pop(fx);
+	failures += drv->cuEventRecord(a, fx->stream) != 0;
+	if (dev) {
+		failures +=
+			drv->cuMemsetD32Async(dev, 7, 1024, fx->stream) != 0;
+		if (host)
+			failures += drv->cuMemcpyHtoDAsync(dev, host, 64,
+							   fx->stream) != 0;
+		if (f) {
+			memset(&args, 0, sizeof(args));
+			args.src_base = args.dst_base = dev;
+			args.bytes = 64;
+			args.n = 1;
+			args.pairs[1] = 1;
+			failures += launch_dims(fx, f, fx->stream, grid, block,
+						0, &args, NULL) != 0;
+		}
+		failures += drv->cuMemcpyDtoHAsync(back, dev + 64, 64,
+						   fx->stream) != 0;
+	}
+	failures += drv->cuEventRecord(b, fx->stream) != 0;
+	assert_int_equal(drv->cuStreamSynchronize(fx->stream), 0);
+	failures += drv->cuEventElapsedTime(&ms, a, b) != 0;
+	/* A refused free or unload is retried: nothing may stay. */
+	if (drv->cuMemFree(dev)) {
+		failures++;
+		assert_int_equal(drv->cuMemFree(dev), 0);
+	}
+	if (drv->cuMemFreeHost(host)) {
+		failures++;
+		assert_int_equal(drv->cuMemFreeHost(host), 0);
+	}
+	if (m && drv->cuModuleUnload(m)) {
+		failures++;
+		assert_int_equal(drv->cuModuleUnload(m), 0);
+	}
+	assert_int_equal(drv->cuEventDestroy(a), 0);
+	assert_int_equal(drv->cuEventDestroy(b), 0);
+	return failures;
+}
+
+/*
+ * Each of the new entry points failing at its first call in the
+ * scenario: the call reports the injected error, and nothing stays
+ * allocated, loaded or queued, and no rule is broken after it.
+ */
+static void test_fake_new_faults(void **state)
+{
+	static const enum kvc_fake_fn fns[] = {
+		KVC_FAKE_DEVICE_ATTRIBUTE,   KVC_FAKE_MODULE_LOAD,
+		KVC_FAKE_MODULE_UNLOAD,	     KVC_FAKE_MODULE_GET_FUNCTION,
+		KVC_FAKE_FUNC_SET_ATTRIBUTE, KVC_FAKE_LAUNCH_KERNEL,
+		KVC_FAKE_MEM_ALLOC,	     KVC_FAKE_MEM_FREE,
+		KVC_FAKE_MEM_ALLOC_HOST,     KVC_FAKE_MEM_FREE_HOST,
+		KVC_FAKE_MEMCPY_HTOD,	     KVC_FAKE_MEMCPY_DTOH,
+		KVC_FAKE_MEMSET_D32,	     KVC_FAKE_MEM_GET_INFO,
+		KVC_FAKE_EVENT_ELAPSED,
+	};
+	static const kvc_cu_result results[] = {
+		KVC_CUDA_ERROR_OUT_OF_MEMORY,
+		KVC_CUDA_ERROR_INVALID_VALUE,
+	};
+	struct fence_fx *fx = *state;
+	struct kvc_fake_counts base = counts_now(), fc;
+	unsigned int i, e, async;
+	int failures;
+
+	for (async = 0; async < 2; async++) {
+		kvc_fake_set_async(async);
+		assert_int_equal(kernel_scenario(fx), 0);
+		for (i = 0; i < sizeof(fns) / sizeof(fns[0]); i++) {
+			for (e = 0; e < 2; e++) {
+				kvc_fake_fail(fns[i], 1, results[e]);
+				failures = kernel_scenario(fx);
+				kvc_fake_fail(fns[i], 0, 0);
+				kvc_fake_counts(&fc);
+				if (failures < 1)
+					fail_msg("%s failing: nothing failed",
+						 kvc_fake_fn_name(fns[i]));
+				if (fc.allocs || fc.host_allocs ||
+				    fc.modules != base.modules || fc.pending ||
+				    fc.events || fc.pushed)
+					fail_msg(
+						"%s failing: %llu allocations, %llu pinned, %llu modules, %llu pending, %llu events, %llu pushed left",
+						kvc_fake_fn_name(fns[i]),
+						(unsigned long long)fc.allocs,
+						(unsigned long long)
+							fc.host_allocs,
+						(unsigned long long)fc.modules,
+						(unsigned long long)fc.pending,
+						(unsigned long long)fc.events,
+						(unsigned long long)fc.pushed);
+				if (fc.violations)
+					fail_msg("%s failing: rule broken: %s",
+						 kvc_fake_fn_name(fns[i]),
+						 kvc_fake_last_violation());
+			}
+		}
+	}
+	assert_string_equal(kvc_fake_fn_name(KVC_FAKE_LAUNCH_KERNEL),
+			    "cuLaunchKernel");
+	assert_string_equal(kvc_fake_fn_name(KVC_FAKE_EVENT_ELAPSED),
+			    "cuEventElapsedTime");
+}
+
+/*
+ * The kernels fail to load at open (each call they make, refused once):
+ * the backend opens all the same, without kernels, leaks no module, and
+ * copies block by block. A refused lookup is absorbed where the library
+ * carries several images: the fake finds every kernel in each of them,
+ * so the next one has it.
+ */
+static void test_open_kernel_faults(void **state)
+{
+	static const enum kvc_fake_fn fns[] = {
+		KVC_FAKE_DEVICE_ATTRIBUTE,
+		KVC_FAKE_MODULE_LOAD,
+		KVC_FAKE_MODULE_GET_FUNCTION,
+		KVC_FAKE_FUNC_SET_ATTRIBUTE,
+	};
+	const struct kvc_cuda_driver *drv = *state;
+	const struct kvc_copy c = { 0, BLOCK, BLOCK };
+	struct kvc_fake_counts before, after;
+	struct kvc_cuda_ctx ctx;
+	struct kvc_backend *be;
+	struct kvc_va va;
+	uint64_t handle, nth;
+	size_t i;
+
+	for (i = 0; i < sizeof(fns) / sizeof(fns[0]); i++) {
+		/* The first call, and one further in (kernels found before). */
+		for (nth = 1; nth <= 5; nth += 4) {
+			if (fns[i] != KVC_FAKE_MODULE_GET_FUNCTION && nth > 1)
+				continue;
+			kvc_fake_fail(fns[i], nth,
+				      KVC_CUDA_ERROR_OUT_OF_MEMORY);
+			assert_int_equal(
+				kvc_backend_open_cuda_driver(drv, 0, &be), 0);
+			kvc_fake_fail(fns[i], 0, 0);
+			assert_int_equal(kvc_backend_cuda_ctx(be, &ctx), 0);
+			if (fns[i] != KVC_FAKE_MODULE_GET_FUNCTION)
+				assert_null(ctx.kernels);
+			if (!ctx.kernels)
+				assert_int_equal(counts_now().modules, 0);
+			assert_int_equal(be->ops->reserve(be, GRAN, &va), 0);
+			assert_int_equal(
+				be->ops->map(be, &va, 0, GRAN, &handle), 0);
+			kvc_fake_counts(&before);
+			assert_int_equal(be->ops->copy(be, &va, &c, 1), 0);
+			kvc_fake_counts(&after);
+			EXPECT_U64(after.calls[KVC_FAKE_MEMCPY] -
+					   before.calls[KVC_FAKE_MEMCPY],
+				   !ctx.kernels);
+			EXPECT_U64(after.launches - before.launches,
+				   !!ctx.kernels);
+			assert_int_equal(
+				be->ops->unmap(be, &va, 0, GRAN, handle), 0);
+			assert_int_equal(be->ops->release(be, &va), 0);
+			kvc_backend_close(be);
+			assert_fake_clean();
+		}
+	}
+}
+
+/*
+ * The backend's copies of one size go through the copy kernel, 240 items
+ * a launch, in order (an item reading or overwriting what an earlier one
+ * of the same call writes or reads starts a new launch), counted one by
+ * one in the reservation's calls; any other batch goes block by block.
+ */
+static void test_backend_copy_kernel(void **state)
+{
+	struct fence_fx *fx = *state;
+	const uint64_t item = 64;
+	struct kvc_copy copies[300];
+	struct kvc_fake_counts before, after;
+	uint64_t handle, calls, launches;
+	uint32_t i;
+
+	assert_int_equal(fx->ops->map(fx->be, &fx->va, GRAN, GRAN, &handle), 0);
+	/* 300 small items: two launches, 240 and 60. */
+	for (i = 0; i < 300; i++) {
+		fx->mem[i * item] = (uint8_t)i;
+		fx->mem[i * item + item - 1] = (uint8_t)(i + 1);
+		copies[i] =
+			(struct kvc_copy){ i * item, (1024 + i) * item, item };
+	}
+	calls = fx->va.calls.copy;
+	launches = kvc_fake_launches("kvc_block_copy");
+	kvc_fake_counts(&before);
+	assert_int_equal(fx->ops->copy(fx->be, &fx->va, copies, 300), 0);
+	kvc_fake_counts(&after);
+	EXPECT_U64(kvc_fake_launches("kvc_block_copy") - launches, 2);
+	EXPECT_U64(after.calls[KVC_FAKE_MEMCPY], before.calls[KVC_FAKE_MEMCPY]);
+	EXPECT_U64(fx->va.calls.copy - calls, 300);
+	for (i = 0; i < 300; i++) {
+		assert_int_equal(fx->mem[(1024 + i) * item], (uint8_t)i);
+		assert_int_equal(fx->mem[(1024 + i) * item + item - 1],
+				 (uint8_t)(i + 1));
+	}
+
+	/* A chain: A -> B, then B -> C, each in its own launch. */
+	memset(fx->mem, 0, 4 * BLOCK);
+	memset(fx->mem, 1, BLOCK);
+	memset(fx->mem + BLOCK, 2, BLOCK);
+	copies[0] = (struct kvc_copy){ 0, BLOCK, BLOCK };
+	copies[1] = (struct kvc_copy){ BLOCK, 2 * BLOCK, BLOCK };
+	launches = kvc_fake_launches("kvc_block_copy");
+	assert_int_equal(fx->ops->copy(fx->be, &fx->va, copies, 2), 0);
+	EXPECT_U64(kvc_fake_launches("kvc_block_copy") - launches, 2);
+	assert_bytes(fx, BLOCK, 2 * BLOCK, 1);
+	/* Overwriting what an earlier item reads: B -> C, then A -> B. */
+	memset(fx->mem, 1, BLOCK);
+	memset(fx->mem + BLOCK, 2, BLOCK);
+	copies[0] = (struct kvc_copy){ BLOCK, 2 * BLOCK, BLOCK };
+	copies[1] = (struct kvc_copy){ 0, BLOCK, BLOCK };
+	/* Two reading one source, and a copy onto itself, fit in one. */
+	copies[2] = (struct kvc_copy){ 0, 3 * BLOCK, BLOCK };
+	copies[3] = (struct kvc_copy){ 5 * BLOCK, 5 * BLOCK, BLOCK };
+	launches = kvc_fake_launches("kvc_block_copy");
+	calls = fx->va.calls.copy;
+	assert_int_equal(fx->ops->copy(fx->be, &fx->va, copies, 4), 0);
+	EXPECT_U64(kvc_fake_launches("kvc_block_copy") - launches, 2);
+	EXPECT_U64(fx->va.calls.copy - calls, 4);
+	assert_bytes(fx, 2 * BLOCK, BLOCK, 2);
+	assert_bytes(fx, BLOCK, BLOCK, 1);
+	assert_bytes(fx, 3 * BLOCK, BLOCK, 1);
+
+	/* Unequal sizes, an offset not a whole item, a size not of words. */
+	memset(fx->mem, 4, BLOCK);
+	copies[0] = (struct kvc_copy){ 0, 8 * BLOCK, BLOCK };
+	copies[1] = (struct kvc_copy){ 0, 10 * BLOCK, BLOCK / 2 };
+	copies[2] = (struct kvc_copy){ 64, 12 * BLOCK, BLOCK };
+	copies[3] = (struct kvc_copy){ 0, 6000, 6 };
+	launches = kvc_fake_launches("kvc_block_copy");
+	kvc_fake_counts(&before);
+	assert_int_equal(fx->ops->copy(fx->be, &fx->va, copies, 2), 0);
+	assert_int_equal(fx->ops->copy(fx->be, &fx->va, copies + 2, 1), 0);
+	assert_int_equal(fx->ops->copy(fx->be, &fx->va, copies + 3, 1), 0);
+	kvc_fake_counts(&after);
+	EXPECT_U64(kvc_fake_launches("kvc_block_copy"), launches);
+	EXPECT_U64(after.calls[KVC_FAKE_MEMCPY] - before.calls[KVC_FAKE_MEMCPY],
+		   4);
+	assert_bytes(fx, 8 * BLOCK, BLOCK, 4);
+	assert_bytes(fx, 10 * BLOCK, BLOCK / 2, 4);
+	assert_bytes(fx, 12 * BLOCK, BLOCK - 64, 4);
+
+	/* A failed launch is the copy's error. */
+	kvc_fake_fail(KVC_FAKE_LAUNCH_KERNEL, 1, KVC_CUDA_ERROR_OUT_OF_MEMORY);
+	assert_int_equal(fx->ops->copy(fx->be, &fx->va, &one_copy, 1), -ENOMEM);
+	assert_non_null(strstr(kvc_last_error(), "OUT_OF_MEMORY"));
+	assert_int_equal(fx->ops->unmap(fx->be, &fx->va, GRAN, GRAN, handle),
+			 0);
+}
+
+/*
+ * The context of a cuda backend, for code that queues its own work: the
+ * driver, the context (pushed and popped), the kernels and the stream;
+ * no such thing for the host backend. kvc_cu_errno() maps results.
+ */
+static void test_backend_cuda_ctx(void **state)
+{
+	struct fence_fx *fx = *state;
+	const struct kvc_cuda_driver *real;
+	struct kvc_backend *host;
+	struct kvc_cuda_ctx c;
+
+	assert_int_equal(kvc_backend_cuda_ctx(fx->be, &c), 0);
+	assert_ptr_equal(c.drv, fx->drv);
+	assert_ptr_equal(c.ctx, fx->ctx);
+	assert_int_equal(c.dev, 0);
+	assert_non_null(c.kernels);
+	assert_non_null(c.stream);
+	assert_int_equal(kvc_cuda_ctx_push(&c), 0);
+	EXPECT_U64(counts_now().pushed, 1);
+	kvc_cuda_ctx_pop(&c);
+	EXPECT_U64(counts_now().pushed, 0);
+	/* The backend's stream is a live one of the fake. */
+	assert_int_equal(fx->drv->cuStreamSynchronize(c.stream), 0);
+	kvc_fake_fail(KVC_FAKE_CTX_PUSH, 1, KVC_CUDA_ERROR_INVALID_VALUE);
+	assert_int_equal(kvc_cuda_ctx_push(&c), -EINVAL);
+	assert_non_null(strstr(kvc_last_error(), "cuCtxPushCurrent"));
+
+	assert_int_equal(kvc_backend_open_host(GRAN, &host), 0);
+	assert_int_equal(kvc_backend_cuda_ctx(host, &c), -EOPNOTSUPP);
+	assert_true(strlen(kvc_last_error()) > 0);
+	kvc_backend_close(host);
+
+	assert_int_equal(kvc_cu_errno(fx->drv, KVC_CUDA_ERROR_NOT_READY, "x"),
+			 -EBUSY);
+	assert_string_equal(kvc_last_error(), "x: CUDA_ERROR_NOT_READY (600)");
+	assert_int_equal(
+		kvc_cu_errno(fx->drv, KVC_CUDA_ERROR_OUT_OF_MEMORY, "x"),
+		-ENOMEM);
+	assert_int_equal(
+		kvc_cu_errno(fx->drv, KVC_CUDA_ERROR_INVALID_HANDLE, "x"),
+		-EINVAL);
+	assert_int_equal(kvc_cu_errno(fx->drv, KVC_CUDA_ERROR_NO_DEVICE, "x"),
+			 -ENODEV);
+	assert_int_equal(
+		kvc_cu_errno(fx->drv, KVC_CUDA_ERROR_LAUNCH_FAILED, "x"), -EIO);
+	assert_int_equal(kvc_cu_errno(NULL, 999, "y"), -EIO);
+	assert_non_null(strstr(kvc_last_error(), "y: "));
+
+	/* The real driver, where there is one. */
+	if (kvc_cuda_driver_real(&real)) {
+		assert_non_null(strstr(kvc_last_error(), "driver"));
+	} else {
+		assert_string_equal(real->name, "cuda");
+		assert_non_null(real->cuMemcpyDtoDAsync);
+	}
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -1456,7 +2743,40 @@ int main(void)
 						teardown),
 		cmocka_unit_test_setup_teardown(test_stream_slots, setup_fence,
 						teardown_fence),
+		cmocka_unit_test_setup_teardown(test_fake_attributes, setup,
+						teardown),
+		cmocka_unit_test_setup_teardown(test_fake_modules, setup_fence,
+						teardown_fence),
+		cmocka_unit_test_setup_teardown(test_fake_no_kernels, setup,
+						teardown),
+		cmocka_unit_test_setup_teardown(test_fake_launch_checks,
+						setup_fence, teardown_fence),
+		cmocka_unit_test_setup_teardown(test_fake_launch_order,
+						setup_fence, teardown_fence),
+		cmocka_unit_test_setup_teardown(test_fake_launch_fails,
+						setup_fence, teardown_fence),
+		cmocka_unit_test_setup_teardown(test_fake_launch_pairs_dev,
+						setup_fence, teardown_fence),
+		cmocka_unit_test_setup_teardown(test_fake_mem_alloc,
+						setup_fence, teardown_fence),
+		cmocka_unit_test_setup_teardown(test_fake_alloc_leaks, setup,
+						teardown),
+		cmocka_unit_test_setup_teardown(test_fake_host_copies,
+						setup_fence, teardown_fence),
+		cmocka_unit_test_setup_teardown(test_fake_mem_info, setup,
+						teardown),
+		cmocka_unit_test_setup_teardown(test_fake_elapsed, setup_fence,
+						teardown_fence),
+		cmocka_unit_test_setup_teardown(test_fake_new_faults,
+						setup_fence, teardown_fence),
+		cmocka_unit_test_setup_teardown(test_open_kernel_faults, setup,
+						teardown),
+		cmocka_unit_test_setup_teardown(test_backend_copy_kernel,
+						setup_fence, teardown_fence),
+		cmocka_unit_test_setup_teardown(test_backend_cuda_ctx,
+						setup_fence, teardown_fence),
 		cmocka_unit_test(test_fence_real_driver),
+		cmocka_unit_test(test_copy_real_driver),
 	};
 
 	return cmocka_run_group_tests(tests, NULL, NULL);

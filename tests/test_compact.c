@@ -78,8 +78,12 @@ static const struct geometry geo_big = {
 	"16 x 4 KiB per chunk, 96 chunks, watermark 1", 4096, GRAN, 96, 1,
 };
 
+/* No kernels: the copies here are one cuMemcpyDtoDAsync a block, whose
+ * faults these tests inject (the block-copy kernel's own tests are in
+ * test_backend_cuda.c). */
 static const struct kvc_fake_config small_gpu = { .granularity = GRAN,
-						  .devices = 1 };
+						  .devices = 1,
+						  .no_kernels = true };
 
 struct fixture {
 	const struct geometry *geo;
