@@ -105,17 +105,6 @@ static int hd_index(uint32_t hd)
 	return -1;
 }
 
-static bool dtype_ok(uint32_t dtype)
-{
-	return dtype == KVC_DTYPE_F32 || dtype == KVC_DTYPE_F16 ||
-	       dtype == KVC_DTYPE_BF16;
-}
-
-static bool metric_ok(uint32_t metric)
-{
-	return metric == KVC_METRIC_NONE || metric == KVC_METRIC_L2 ||
-	       metric == KVC_METRIC_L1 || metric == KVC_METRIC_AVG;
-}
 
 static uint64_t div_up(uint64_t a, uint64_t b)
 {
@@ -377,7 +366,7 @@ static int check_paged(const struct kvc_kargs_paged *kv, const char *fn)
 {
 	if (!kv->base)
 		return kvc_err(-EINVAL, "%s: no cache", fn);
-	if (!dtype_ok(kv->dtype))
+	if (!kvc_kernel_dtype_ok(kv->dtype))
 		return kvc_err(-EINVAL, "%s: unknown dtype %u", fn, kv->dtype);
 	if (!kv->block_size || !kv->head_dim)
 		return kvc_err(-EINVAL, "%s: block_size %u, head_dim %u", fn,
@@ -415,7 +404,7 @@ static int check_decode(const struct kvc_cuda_kernels *k,
 	if (a->group < 1 || a->group > KVC_KERNEL_MAX_GROUP)
 		return kvc_err(-EINVAL, "%s: group %u not in 1..%u", fn,
 			       a->group, KVC_KERNEL_MAX_GROUP);
-	if (!metric_ok(a->metric))
+	if (!kvc_kernel_metric_ok(a->metric))
 		return kvc_err(-EINVAL, "%s: unknown metric %u", fn, a->metric);
 	if (!a->nr_heads || !a->max_len)
 		return kvc_err(-EINVAL, "%s: nr_heads %u, max_len %u", fn,
@@ -493,7 +482,7 @@ static int check_prefill(const struct kvc_cuda_kernels *k,
 	if (a->group < 1 || a->group > KVC_KERNEL_MAX_GROUP)
 		return kvc_err(-EINVAL, "%s: group %u not in 1..%u", fn,
 			       a->group, KVC_KERNEL_MAX_GROUP);
-	if (!metric_ok(a->metric))
+	if (!kvc_kernel_metric_ok(a->metric))
 		return kvc_err(-EINVAL, "%s: unknown metric %u", fn, a->metric);
 	if (!a->nr_heads || !a->kv_heads || a->nr_heads % a->kv_heads)
 		return kvc_err(-EINVAL,

@@ -149,23 +149,12 @@ static bool grid_is(const unsigned int grid[3], uint64_t x, uint64_t y)
 	return grid[0] == x && grid[1] == y && grid[2] == 1;
 }
 
-static bool dtype_ok(uint32_t dtype)
-{
-	return dtype == KVC_DTYPE_F32 || dtype == KVC_DTYPE_F16 ||
-	       dtype == KVC_DTYPE_BF16;
-}
-
-static bool metric_ok(uint32_t metric)
-{
-	return metric == KVC_METRIC_NONE || metric == KVC_METRIC_L2 ||
-	       metric == KVC_METRIC_L1 || metric == KVC_METRIC_AVG;
-}
 
 /* The cache is one the kernel @k takes. */
 static bool paged_ok(const struct kvc_kargs_paged *kv, const struct kernel *k)
 {
 	if (!kv->base || !kv->block_size || !kv->head_dim ||
-	    !dtype_ok(kv->dtype))
+	    !kvc_kernel_dtype_ok(kv->dtype))
 		return false;
 	if (k->kind == E_DECODE_PART || k->kind == E_PREFILL_ATTN ||
 	    k->kind == E_PREFILL_METRIC)
@@ -192,7 +181,7 @@ static bool decode_ok(const struct kvc_decode_args *a)
 {
 	return a->tables && a->lens && a->q && a->ws && a->group >= 1 &&
 	       a->group <= KVC_KERNEL_MAX_GROUP && a->nr_heads >= 1 &&
-	       a->nr_heads <= MAX_GRID_Y && metric_ok(a->metric) &&
+	       a->nr_heads <= MAX_GRID_Y && kvc_kernel_metric_ok(a->metric) &&
 	       a->part_tokens && a->part_tokens % a->kv.block_size == 0 &&
 	       a->nr_parts >= 1 &&
 	       (uint64_t)a->nr_parts * a->part_tokens >= a->max_len &&
@@ -204,7 +193,7 @@ static bool prefill_ok(const struct kvc_prefill_args *a)
 	return a->tables && a->lens && a->q && a->out && a->group >= 1 &&
 	       a->group <= KVC_KERNEL_MAX_GROUP && a->nr_heads >= 1 &&
 	       a->nr_heads <= MAX_GRID_Y && a->kv_heads >= 1 &&
-	       a->nr_heads % a->kv_heads == 0 && metric_ok(a->metric) &&
+	       a->nr_heads % a->kv_heads == 0 && kvc_kernel_metric_ok(a->metric) &&
 	       (a->metric == KVC_METRIC_NONE || a->ws) && a->n >= 1 &&
 	       a->n <= a->max_len &&
 	       lens_ok(a->lens, a->nr_heads, a->n, a->max_len);

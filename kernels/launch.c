@@ -78,12 +78,10 @@ static int check_shape(const struct kvc_attn_shape *s, const char *fn)
 		return kvc_err(-EINVAL,
 			       "%s: nr_heads %u not a multiple of kv_heads %u",
 			       fn, s->nr_heads, s->kv_heads);
-	if (s->dtype != KVC_DTYPE_F32 && s->dtype != KVC_DTYPE_F16 &&
-	    s->dtype != KVC_DTYPE_BF16)
+	if (!kvc_kernel_dtype_ok(s->dtype))
 		return kvc_err(-EINVAL, "%s: unknown dtype %d", fn,
 			       (int)s->dtype);
-	if (s->metric != KVC_METRIC_NONE && s->metric != KVC_METRIC_L2 &&
-	    s->metric != KVC_METRIC_L1 && s->metric != KVC_METRIC_AVG)
+	if (!kvc_kernel_metric_ok(s->metric))
 		return kvc_err(-EINVAL, "%s: unknown metric %d", fn,
 			       (int)s->metric);
 	if (s->block_size < 1 || s->block_size > MAX_PART_TOKENS)

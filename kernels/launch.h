@@ -8,6 +8,7 @@
 #ifndef KVC_KERNELS_LAUNCH_H
 #define KVC_KERNELS_LAUNCH_H
 
+#include <stdbool.h>
 #include <stdint.h>
 
 #include <kvc/attention.h>
@@ -18,6 +19,20 @@
 #ifdef __cplusplus
 extern "C" {
 #endif
+
+/* Whether a storage type (enum kvc_dtype) is one the kernels know. */
+static inline bool kvc_kernel_dtype_ok(uint32_t dtype)
+{
+	return dtype == KVC_DTYPE_F32 || dtype == KVC_DTYPE_F16 ||
+	       dtype == KVC_DTYPE_BF16;
+}
+
+/* Whether a metric (enum kvc_metric_kind) is one the kernels know. */
+static inline bool kvc_kernel_metric_ok(uint32_t metric)
+{
+	return metric == KVC_METRIC_NONE || metric == KVC_METRIC_L2 ||
+	       metric == KVC_METRIC_L1 || metric == KVC_METRIC_AVG;
+}
 
 /**
  * struct kvc_gpu_info - What the launch logic needs of a device.

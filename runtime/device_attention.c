@@ -98,18 +98,83 @@ static int finish(struct kvc_dev *d, struct kvc_seq *seq, bool metric,
 	return err;
 }
 
+/* The layer as a batch for the planner. */
+static struct kvc_attn_shape attn_shape(const struct kvc_seq *seq,
+					const struct layer_view *lv,
+					uint32_t group,
+					enum kvc_metric_kind metric)
+{
+	const struct kvc_model_shape *s = &seq->kv->shape;
+
+	return (struct kvc_attn_shape){
+		.nr_heads = s->kv_heads,
+		.kv_heads = s->kv_heads,
+		.group = group,
+		.head_dim = s->head_dim,
+		.block_size = s->block_size,
+		.max_len = lv->max_len,
+		.dtype = s->dtype,
+		.metric = metric,
+	};
+}
+
+/**
+ * struct attn_bufs - Device buffers of one attention launch.
+ * @tables: the layer's block tables.
+ * @lens: the heads' lengths.
+ * @q: the queries.
+ * @out: room for the outputs (as many bytes as the queries).
+ * @ws: the kernels' workspace.
+ */
+struct attn_bufs {
+	kvc_cu_ptr tables;
+	kvc_cu_ptr lens;
+	kvc_cu_ptr q;
+	kvc_cu_ptr out;
+	kvc_cu_ptr ws;
+};
+
+/*
+ * Reserve everything the launch needs before anything is queued (so a
+ * shortage fails the call with nothing changed), then upload the tables,
+ * lengths and @qb bytes of queries in one copy.
+ */
+static int stage_attention(struct kvc_dev *d, const struct kvc_seq *seq,
+			   uint32_t layer, const struct layer_view *lv,
+			   const float *q, uint64_t qb, uint64_t ws_bytes,
+			   struct attn_bufs *b)
+{
+	struct kvc_upload up = { 0 };
+	uint64_t in = kvc_stage_size(tables_bytes(seq, lv)) +
+		      kvc_stage_size(lens_bytes(seq)) + kvc_stage_size(qb);
+	int err;
+
+	err = kvc_stage_reserve(d, in + kvc_stage_size(qb),
+				in + kvc_stage_size(qb) +
+					kvc_stage_size(ws_bytes));
+	if (err)
+		return err;
+	stage_layer(d, seq, layer, lv, &up, &b->tables, &b->lens);
+	memcpy(kvc_stage_in(d, &up, qb, &b->q), q, (size_t)qb);
+	err = kvc_stage_upload(d, &up);
+	if (err)
+		return err;
+	b->out = kvc_stage_dev(d, qb);
+	b->ws = kvc_stage_dev(d, ws_bytes);
+	return 0;
+}
+
 int kvc_dev_decode(struct kvc_seq *seq, uint32_t layer, uint32_t group,
 		   const float *q, float *out, enum kvc_metric_kind metric)
 {
 	struct kvc_dev *d = seq->kv->dev;
 	const struct kvc_model_shape *s = &seq->kv->shape;
 	struct layer_view lv = layer_view(seq, layer);
-	uint64_t qb = (uint64_t)s->q_heads * s->head_dim * 4, in;
-	struct kvc_upload up = { 0 };
-	struct kvc_attn_shape shape;
+	uint64_t qb = (uint64_t)s->q_heads * s->head_dim * 4;
+	struct kvc_attn_shape shape = attn_shape(seq, &lv, group, metric);
 	struct kvc_decode_plan plan;
 	struct kvc_decode_args a;
-	kvc_cu_ptr tables, lens, q_dev, out_dev, ws;
+	struct attn_bufs b;
 	int err;
 
 	/* Nothing to read: zeros, as the reference gives, and no launch. */
@@ -117,43 +182,22 @@ int kvc_dev_decode(struct kvc_seq *seq, uint32_t layer, uint32_t group,
 		memset(out, 0, (size_t)qb);
 		return 0;
 	}
-	shape = (struct kvc_attn_shape){
-		.nr_heads = s->kv_heads,
-		.kv_heads = s->kv_heads,
-		.group = group,
-		.head_dim = s->head_dim,
-		.block_size = s->block_size,
-		.max_len = lv.max_len,
-		.dtype = s->dtype,
-		.metric = metric,
-	};
 	err = kvc_decode_plan(d->gpu, &shape, &plan);
 	if (err)
 		return err;
 	err = kvc_dev_enter(d);
 	if (err)
 		return err;
-	in = kvc_stage_size(tables_bytes(seq, &lv)) +
-	     kvc_stage_size(lens_bytes(seq)) + kvc_stage_size(qb);
-	err = kvc_stage_reserve(d, in + kvc_stage_size(qb),
-				in + kvc_stage_size(qb) +
-					kvc_stage_size(plan.ws_bytes));
+	err = stage_attention(d, seq, layer, &lv, q, qb, plan.ws_bytes, &b);
 	if (err)
 		goto out;
-	stage_layer(d, seq, layer, &lv, &up, &tables, &lens);
-	memcpy(kvc_stage_in(d, &up, qb, &q_dev), q, (size_t)qb);
-	err = kvc_stage_upload(d, &up);
-	if (err)
-		goto out;
-	out_dev = kvc_stage_dev(d, qb);
-	ws = kvc_stage_dev(d, plan.ws_bytes);
 	memset(&a, 0, sizeof(a));
 	a.kv = d->paged;
-	a.tables = tables;
-	a.lens = lens;
-	a.q = q_dev;
-	a.out = out_dev;
-	a.ws = ws;
+	a.tables = b.tables;
+	a.lens = b.lens;
+	a.q = b.q;
+	a.out = b.out;
+	a.ws = b.ws;
 	a.table_stride = lv.stride;
 	a.nr_heads = s->kv_heads;
 	a.group = group;
@@ -164,8 +208,7 @@ int kvc_dev_decode(struct kvc_seq *seq, uint32_t layer, uint32_t group,
 	a.scale = 1.0f / sqrtf((float)s->head_dim);
 	err = kvc_cuda_decode(d->c.kernels, d->stream, &a, &plan);
 	if (!err)
-		err = finish(d, seq, metric != KVC_METRIC_NONE, out, out_dev,
-			     qb);
+		err = finish(d, seq, metric != KVC_METRIC_NONE, out, b.out, qb);
 out:
 	kvc_dev_leave(d);
 	return err;
@@ -179,24 +222,13 @@ int kvc_dev_prefill(struct kvc_seq *seq, uint32_t layer, uint32_t group,
 	const struct kvc_model_shape *s = &seq->kv->shape;
 	struct layer_view lv = layer_view(seq, layer);
 	enum kvc_metric_kind metric = obs ? obs->metric : KVC_METRIC_NONE;
-	uint64_t qb = (uint64_t)n * s->q_heads * s->head_dim * 4, in;
-	struct kvc_upload up = { 0 };
-	struct kvc_attn_shape shape;
+	uint64_t qb = (uint64_t)n * s->q_heads * s->head_dim * 4;
+	struct kvc_attn_shape shape = attn_shape(seq, &lv, group, metric);
 	struct kvc_prefill_plan plan;
 	struct kvc_prefill_args a;
-	kvc_cu_ptr tables, lens, q_dev, out_dev, ws;
+	struct attn_bufs b;
 	int err;
 
-	shape = (struct kvc_attn_shape){
-		.nr_heads = s->kv_heads,
-		.kv_heads = s->kv_heads,
-		.group = group,
-		.head_dim = s->head_dim,
-		.block_size = s->block_size,
-		.max_len = lv.max_len,
-		.dtype = s->dtype,
-		.metric = metric,
-	};
 	err = kvc_prefill_plan(d->gpu, &shape, n, obs ? obs->pool_kernel : 0,
 			       &plan);
 	if (err)
@@ -204,27 +236,16 @@ int kvc_dev_prefill(struct kvc_seq *seq, uint32_t layer, uint32_t group,
 	err = kvc_dev_enter(d);
 	if (err)
 		return err;
-	in = kvc_stage_size(tables_bytes(seq, &lv)) +
-	     kvc_stage_size(lens_bytes(seq)) + kvc_stage_size(qb);
-	err = kvc_stage_reserve(d, in + kvc_stage_size(qb),
-				in + kvc_stage_size(qb) +
-					kvc_stage_size(plan.ws_bytes));
+	err = stage_attention(d, seq, layer, &lv, q, qb, plan.ws_bytes, &b);
 	if (err)
 		goto out;
-	stage_layer(d, seq, layer, &lv, &up, &tables, &lens);
-	memcpy(kvc_stage_in(d, &up, qb, &q_dev), q, (size_t)qb);
-	err = kvc_stage_upload(d, &up);
-	if (err)
-		goto out;
-	out_dev = kvc_stage_dev(d, qb);
-	ws = kvc_stage_dev(d, plan.ws_bytes);
 	memset(&a, 0, sizeof(a));
 	a.kv = d->paged;
-	a.tables = tables;
-	a.lens = lens;
-	a.q = q_dev;
-	a.out = out_dev;
-	a.ws = ws;
+	a.tables = b.tables;
+	a.lens = b.lens;
+	a.q = b.q;
+	a.out = b.out;
+	a.ws = b.ws;
 	a.table_stride = lv.stride;
 	a.nr_heads = s->kv_heads;
 	a.kv_heads = s->kv_heads;
@@ -238,8 +259,7 @@ int kvc_dev_prefill(struct kvc_seq *seq, uint32_t layer, uint32_t group,
 	a.scale = 1.0f / sqrtf((float)s->head_dim);
 	err = kvc_cuda_prefill(d->c.kernels, d->stream, &a, &plan);
 	if (!err)
-		err = finish(d, seq, metric != KVC_METRIC_NONE, out, out_dev,
-			     qb);
+		err = finish(d, seq, metric != KVC_METRIC_NONE, out, b.out, qb);
 out:
 	kvc_dev_leave(d);
 	return err;
