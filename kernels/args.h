@@ -131,12 +131,9 @@ struct kvc_decode_ws {
 	uint64_t floats;
 };
 
-KVC_ARGS_HD struct kvc_decode_ws kvc_decode_ws_layout(uint32_t nr_heads,
-						      uint32_t group,
-						      uint32_t nr_parts,
-						      uint32_t head_dim,
-						      uint32_t max_len,
-						      uint32_t metric)
+KVC_ARGS_HD struct kvc_decode_ws
+kvc_decode_ws_layout(uint32_t nr_heads, uint32_t group, uint32_t nr_parts,
+		     uint32_t head_dim, uint32_t max_len, uint32_t metric)
 {
 	struct kvc_decode_ws w;
 	uint64_t states = (uint64_t)nr_heads * group * nr_parts;
@@ -145,8 +142,8 @@ KVC_ARGS_HD struct kvc_decode_ws kvc_decode_ws_layout(uint32_t nr_heads,
 	w.sum = states;
 	w.acc = 2 * states;
 	w.scores = w.acc + states * head_dim;
-	w.floats = w.scores +
-		   (metric ? (uint64_t)nr_heads * group * max_len : 0);
+	w.floats =
+		w.scores + (metric ? (uint64_t)nr_heads * group * max_len : 0);
 	return w;
 }
 
@@ -233,9 +230,9 @@ kvc_prefill_ws_layout(uint32_t nr_heads, uint32_t group, uint32_t n,
 	w.max = 0;
 	w.sum = states;
 	w.unpooled = 2 * states;
-	w.floats = w.unpooled + (metric && pool_kernel > 1 ?
-					 (uint64_t)nr_heads * max_len :
-					 0);
+	w.floats =
+		w.unpooled +
+		(metric && pool_kernel > 1 ? (uint64_t)nr_heads * max_len : 0);
 	return w;
 }
 

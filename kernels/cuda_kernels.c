@@ -105,7 +105,6 @@ static int hd_index(uint32_t hd)
 	return -1;
 }
 
-
 static uint64_t div_up(uint64_t a, uint64_t b)
 {
 	return a / b + (a % b != 0);
@@ -435,8 +434,8 @@ static int check_decode(const struct kvc_cuda_kernels *k,
 		return kvc_err(-EINVAL,
 			       "%s: the plan's workspace is for another batch",
 			       fn);
-	if (p->part.smem <
-		    kvc_decode_part_smem(a->group, a->part_tokens, p->hd) ||
+	if (p->part.smem < kvc_decode_part_smem(a->kv.dtype, a->group,
+						a->part_tokens, p->hd) ||
 	    p->reduce.smem <
 		    kvc_decode_reduce_smem(a->group, a->nr_parts, p->hd) ||
 	    !fits(k, &p->part) || !fits(k, &p->reduce))

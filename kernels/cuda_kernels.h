@@ -62,7 +62,8 @@ void kvc_cuda_kernels_unload(struct kvc_cuda_kernels *k);
  *
  * Return: its properties.
  */
-const struct kvc_gpu_info *kvc_cuda_kernels_gpu(const struct kvc_cuda_kernels *k);
+const struct kvc_gpu_info *
+kvc_cuda_kernels_gpu(const struct kvc_cuda_kernels *k);
 
 /**
  * kvc_cuda_kernels_driver() - The driver the kernels were loaded through.

@@ -94,7 +94,7 @@ template <int DT, int HD> struct rows_geom {
 };
 
 /* Group members a warp takes: the group is split in slices of GW. */
-#define GW 4
+#define GW ((int)KVC_DECODE_SLICE)
 #define WARP_SCRATCH ((int)KVC_DECODE_WARP_SCRATCH)
 
 /* ------------------------------------------------------------------ */
@@ -1114,9 +1114,11 @@ static __device__ __forceinline__ void part_mma(const struct kvc_decode_args &a)
 template <int DT, int HD>
 static __device__ __forceinline__ void part(const struct kvc_decode_args &a)
 {
+	/* The same choice as kvc_decode_uses_mma(), which sizes the shared
+	 * memory of the launch. */
 	if constexpr (DT == KVC_DTYPE_F32)
 		part_fma<DT, HD>(a);
-	else if (HD <= 128 && a.group <= GW)
+	else if (!kvc_decode_uses_mma(DT, a.group, HD))
 		part_fma<DT, HD>(a);
 	else
 		part_mma<DT, HD>(a);
@@ -1324,12 +1326,13 @@ static __device__ __forceinline__ void reduce(const struct kvc_decode_args &a)
 /* ------------------------------------------------------------------ */
 /* Entry points */
 
-#define DECODE_PART(name, dt, hd)                                           \
-	extern "C" __global__ void __launch_bounds__(KVC_DECODE_THREADS, KVC_DECODE_CTAS_PER_SM) \
-		kvc_decode_part_##name(                                     \
-			const __grid_constant__ struct kvc_decode_args a)   \
-	{                                                                   \
-		part<dt, hd>(a);                                            \
+#define DECODE_PART(name, dt, hd)                                            \
+	extern "C" __global__ void __launch_bounds__(KVC_DECODE_THREADS,     \
+						     KVC_DECODE_CTAS_PER_SM) \
+		kvc_decode_part_##name(                                      \
+			const __grid_constant__ struct kvc_decode_args a)    \
+	{                                                                    \
+		part<dt, hd>(a);                                             \
 	}
 
 DECODE_PART(f32_64, KVC_DTYPE_F32, 64)

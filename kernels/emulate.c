@@ -149,7 +149,6 @@ static bool grid_is(const unsigned int grid[3], uint64_t x, uint64_t y)
 	return grid[0] == x && grid[1] == y && grid[2] == 1;
 }
 
-
 /* The cache is one the kernel @k takes. */
 static bool paged_ok(const struct kvc_kargs_paged *kv, const struct kernel *k)
 {
@@ -193,7 +192,8 @@ static bool prefill_ok(const struct kvc_prefill_args *a)
 	return a->tables && a->lens && a->q && a->out && a->group >= 1 &&
 	       a->group <= KVC_KERNEL_MAX_GROUP && a->nr_heads >= 1 &&
 	       a->nr_heads <= MAX_GRID_Y && a->kv_heads >= 1 &&
-	       a->nr_heads % a->kv_heads == 0 && kvc_kernel_metric_ok(a->metric) &&
+	       a->nr_heads % a->kv_heads == 0 &&
+	       kvc_kernel_metric_ok(a->metric) &&
 	       (a->metric == KVC_METRIC_NONE || a->ws) && a->n >= 1 &&
 	       a->n <= a->max_len &&
 	       lens_ok(a->lens, a->nr_heads, a->n, a->max_len);
@@ -319,7 +319,8 @@ static int decode_part(const struct kernel *k, const unsigned int grid[3],
 	if (!paged_ok(&a->kv, k) || !decode_ok(a) ||
 	    !grid_is(grid, a->nr_parts, a->nr_heads) ||
 	    threads != KVC_DECODE_THREADS ||
-	    smem < kvc_decode_part_smem(a->group, a->part_tokens, k->hd))
+	    smem < kvc_decode_part_smem(a->kv.dtype, a->group, a->part_tokens,
+					k->hd))
 		return BAD;
 	w = kvc_decode_ws_layout(a->nr_heads, a->group, a->nr_parts, d,
 				 a->max_len, a->metric);

@@ -97,7 +97,8 @@ static int part_fits(const struct kvc_attn_shape *s, uint32_t hd, uint64_t pt,
 		     uint32_t optin)
 {
 	return pt <= MAX_PART_TOKENS &&
-	       kvc_decode_part_smem(s->group, (uint32_t)pt, hd) <= optin;
+	       kvc_decode_part_smem(s->dtype, s->group, (uint32_t)pt, hd) <=
+		       optin;
 }
 
 /*
@@ -235,7 +236,8 @@ int kvc_decode_plan(const struct kvc_gpu_info *gpu,
 	plan->part.grid[1] = shape->nr_heads;
 	plan->part.grid[2] = 1;
 	plan->part.threads = KVC_DECODE_THREADS;
-	plan->part.smem = kvc_decode_part_smem(shape->group, (uint32_t)pt, hd);
+	plan->part.smem = kvc_decode_part_smem(shape->dtype, shape->group,
+					       (uint32_t)pt, hd);
 	plan->reduce.grid[0] = shape->nr_heads;
 	plan->reduce.grid[1] = 1;
 	plan->reduce.grid[2] = 1;

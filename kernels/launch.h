@@ -120,10 +120,12 @@ uint32_t kvc_kernel_hd(uint32_t head_dim);
  * @shape: the batch.
  * @plan: the plan.
  *
- * Partitions are as long as possible while the grid still gives every
- * multiprocessor two CTAs, never shorter than 128 tokens (rounded up to
- * whole blocks), never so long that shared memory overflows, and never
- * more than 1024 of them per head.
+ * Even partitions (ceil(max_len / P) tokens rounded up to whole blocks):
+ * P at least what gives every multiprocessor %KVC_DECODE_CTAS_PER_SM
+ * CTAs, at most twice that, the one whose grid spreads most evenly over
+ * the multiprocessors; never shorter than 128 tokens (rounded up to whole
+ * blocks), never so long that shared memory overflows, and never more
+ * than 1024 of them per head.
  *
  * Return: 0, or -EINVAL for a shape the kernels do not take (nothing
  * written).

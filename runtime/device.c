@@ -31,25 +31,6 @@ static bool is_cuda(struct kvc_backend *be, struct kvc_cuda_ctx *c)
 	return !kvc_backend_cuda_ctx(be, c);
 }
 
-int kvc_dev_backend_open(enum kvc_backend_kind kind, struct kvc_backend **out)
-{
-	struct kvc_cuda_ctx c;
-	int err;
-
-	err = kvc_backend_open(kind, 0, out);
-	if (err || kind != KVC_BACKEND_AUTO)
-		return err;
-	if (!is_cuda(*out, &c) || c.kernels)
-		return 0;
-	kvc_backend_close(*out);
-	*out = NULL;
-	err = kvc_backend_open(KVC_BACKEND_HOST, 0, out);
-	if (!err)
-		kvc_notice(
-			"the CUDA device has no kernels this library can run; using the host backend");
-	return err;
-}
-
 int kvc_dev_enter(struct kvc_dev *d)
 {
 	if (d->lost)
@@ -105,6 +86,29 @@ static int shape_check(const struct kvc_model_shape *s)
 			       "the CUDA kernels do not take head_dim %u",
 			       s->head_dim);
 	return 0;
+}
+
+int kvc_dev_backend_open(enum kvc_backend_kind kind,
+			 const struct kvc_model_shape *shape,
+			 struct kvc_backend **out)
+{
+	const char *why;
+	struct kvc_cuda_ctx c;
+	int err;
+
+	err = kvc_backend_open(kind, 0, out);
+	if (err || kind != KVC_BACKEND_AUTO || !is_cuda(*out, &c))
+		return err;
+	if (!c.kernels)
+		why = "the CUDA device has no kernels this library can run";
+	else if (shape_check(shape))
+		why = kvc_last_error();
+	else
+		return 0;
+	kvc_notice("%s; using the host backend", why);
+	kvc_backend_close(*out);
+	*out = NULL;
+	return kvc_backend_open(KVC_BACKEND_HOST, 0, out);
 }
 
 /* The metadata array, zeroed on the stream before any use of it. */
@@ -230,7 +234,12 @@ int kvc_dev_free(struct kvc_kv *kv, uint32_t n, const uint32_t *ids)
 		return kvc_pool_free(kv->pool, n, ids);
 	kvc_dev_fence(kv->dev, &f);
 	err = kvc_pool_free_fenced(kv->pool, n, ids, &f);
-	if (err != -EINVAL && err) {
+	/*
+	 * -EINVAL is bad ids, or a driver that refused the fence's handles
+	 * (kvc_cu_errno() maps those to -EINVAL too): tell them apart by
+	 * whether the plain free takes the ids.
+	 */
+	if (err) {
 		/*
 		 * The fence could not be captured: wait for the stream
 		 * instead, so that the blocks still go back. A stream that

@@ -105,15 +105,19 @@ struct kvc_dev {
 /**
  * kvc_dev_backend_open() - Open a backend for a cache.
  * @kind: the kind asked for.
+ * @shape: the cache's shape.
  * @out: set to the backend.
  *
  * As kvc_backend_open(), except that %KVC_BACKEND_AUTO also falls back to
  * the host backend (with a notice) when the device answers but carries no
- * kernels, since a cache could not run on it.
+ * kernels, or its kernels do not take @shape, since a cache could not run
+ * on it.
  *
  * Return: 0 or kvc_backend_open()'s error.
  */
-int kvc_dev_backend_open(enum kvc_backend_kind kind, struct kvc_backend **out);
+int kvc_dev_backend_open(enum kvc_backend_kind kind,
+			 const struct kvc_model_shape *shape,
+			 struct kvc_backend **out);
 
 /**
  * kvc_dev_create() - Give a cache its device side, when it needs one.

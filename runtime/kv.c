@@ -246,7 +246,8 @@ int kvc_kv_create(const struct kvc_kv_params *params, struct kvc_kv **out)
 
 	be = params->backend;
 	if (!be) {
-		err = kvc_dev_backend_open(params->backend_kind, &be);
+		err = kvc_dev_backend_open(params->backend_kind, &params->shape,
+					   &be);
 		if (err)
 			goto err_free;
 		kv->own_backend = be;

@@ -423,7 +423,8 @@ static int setup(struct run *r, const struct kvc_run_params *p)
 		return err;
 	r->be = p->backend;
 	if (!r->be) {
-		err = kvc_dev_backend_open(p->backend_kind, &r->own_be);
+		err = kvc_dev_backend_open(p->backend_kind, &p->shape,
+					   &r->own_be);
 		if (err)
 			return err;
 		r->be = r->own_be;
