@@ -68,7 +68,7 @@ static int setup(void **state)
 	};
 	fx->gpu[TINY] = (struct kvc_gpu_info){
 		.sms = 2,
-		.smem_optin = kvc_decode_part_smem(1, 256, 64),
+		.smem_optin = kvc_decode_part_smem(KVC_DTYPE_F16, 1, 256, 64),
 		.cc_major = 8,
 		.cc_minor = 6,
 	};
@@ -79,7 +79,7 @@ static int setup(void **state)
 	};
 	fx->gpu[SQUEEZED] = (struct kvc_gpu_info){
 		.sms = 64,
-		.smem_optin = kvc_decode_part_smem(4, 64, 128),
+		.smem_optin = kvc_decode_part_smem(KVC_DTYPE_F16, 4, 64, 128),
 		.cc_major = 8,
 	};
 	fx->name[H100] = "H100";
@@ -186,8 +186,9 @@ static uint32_t reduce_cap(const struct kvc_gpu_info *gpu,
 static bool part_fits(const struct kvc_gpu_info *gpu,
 		      const struct kvc_attn_shape *s, uint32_t hd, uint64_t pt)
 {
-	return pt <= (1u << 20) && kvc_decode_part_smem(s->group, (uint32_t)pt,
-							hd) <= gpu->smem_optin;
+	return pt <= (1u << 20) &&
+	       kvc_decode_part_smem(s->dtype, s->group, (uint32_t)pt, hd) <=
+		       gpu->smem_optin;
 }
 
 /**
@@ -258,7 +259,7 @@ static void check_decode(const struct kvc_gpu_info *gpu, const char *gname,
 	EXPECT_U64(p.part.grid[2], 1);
 	EXPECT_U64(p.part.threads, KVC_DECODE_THREADS);
 	EXPECT_U64(p.part.smem,
-		   kvc_decode_part_smem(s->group, (uint32_t)pt, hd));
+		   kvc_decode_part_smem(s->dtype, s->group, (uint32_t)pt, hd));
 	assert_true(p.part.smem <= gpu->smem_optin);
 	EXPECT_U64(p.reduce.grid[0], s->nr_heads);
 	EXPECT_U64(p.reduce.grid[1], 1);
@@ -362,8 +363,8 @@ static void test_decode_sweep(void **state)
 	for (g = 0; g < NR_GPUS; g++)
 		assert_true(cnt[g].refused > 0);
 	/* Where a partition's shared memory grows with its length. */
-	if (kvc_decode_part_smem(4, 128, 128) >
-	    kvc_decode_part_smem(4, 64, 128))
+	if (kvc_decode_part_smem(KVC_DTYPE_F16, 4, 128, 128) >
+	    kvc_decode_part_smem(KVC_DTYPE_F16, 4, 64, 128))
 		assert_true(cnt[SQUEEZED].shrunk > 0);
 }
 
@@ -428,9 +429,9 @@ static void test_decode_examples(void **state)
 	s.block_size = 16;
 	s.max_len = 4096;
 	gpu = fx->gpu[TINY];
-	gpu.smem_optin = kvc_decode_part_smem(4, 384, 128);
+	gpu.smem_optin = kvc_decode_part_smem(KVC_DTYPE_F16, 4, 384, 128);
 	plan_ok(&gpu, &s, &p);
-	if (kvc_decode_part_smem(4, 400, 128) > gpu.smem_optin) {
+	if (kvc_decode_part_smem(KVC_DTYPE_F16, 4, 400, 128) > gpu.smem_optin) {
 		EXPECT_U64(p.part_tokens, 384);
 		EXPECT_U64(p.nr_parts, 11);
 	} else {
@@ -450,7 +451,8 @@ static void test_decode_examples(void **state)
 	/* 2^30 tokens need partitions of 2^20, the longest there are,
 	 * where shared memory holds them. */
 	s.max_len = 1u << 30;
-	if (kvc_decode_part_smem(1, 1u << 20, 64) <= fx->gpu[H100].smem_optin) {
+	if (kvc_decode_part_smem(KVC_DTYPE_F16, 1, 1u << 20, 64) <=
+	    fx->gpu[H100].smem_optin) {
 		plan_ok(&fx->gpu[H100], &s, &p);
 		EXPECT_U64(p.part_tokens, 1u << 20);
 		EXPECT_U64(p.nr_parts, 1024);
