@@ -426,14 +426,18 @@ static int meta_move(struct kvc_dev *d, const struct kvc_move *moves,
 	return 0;
 }
 
-/* Whether move @j reads a block an earlier move of the batch wrote. */
-static bool reads_written(const struct kvc_move *moves, uint32_t first,
-			  uint32_t j)
+/*
+ * Whether move @j touches a block an earlier move of the batch touches in
+ * a way that needs order: reads what it wrote, writes what it wrote, or
+ * writes what it reads.
+ */
+static bool depends(const struct kvc_move *moves, uint32_t first, uint32_t j)
 {
 	uint32_t i;
 
 	for (i = first; i < j; i++)
-		if (moves[i].to == moves[j].from || moves[i].to == moves[j].to)
+		if (moves[i].to == moves[j].from ||
+		    moves[i].to == moves[j].to || moves[i].from == moves[j].to)
 			return true;
 	return false;
 }
@@ -459,7 +463,7 @@ void kvc_dev_blocks_moved(struct kvc_kv *kv, const struct kvc_move *moves,
 	 */
 	for (j = 0; j <= n && !err; j++) {
 		if (j < n && j - first < KVC_COPY_INLINE &&
-		    !reads_written(moves, first, j))
+		    !depends(moves, first, j))
 			continue;
 		err = meta_move(d, moves + first, j - first);
 		first = j;

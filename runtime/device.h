@@ -260,8 +260,8 @@ static inline uint64_t kvc_stage_size(uint64_t bytes)
  * When the arenas are too full, waits for the stream to drain and starts
  * them over; when they are too small, grows them.
  *
- * Return: 0; -ENOMEM (the arenas are left as they were); the driver's
- * error.
+ * Return: 0; -ENOMEM (the arenas hold nothing in use, but may have been
+ * replaced); the driver's error.
  */
 int kvc_stage_reserve(struct kvc_dev *d, uint64_t host, uint64_t dev);
 
@@ -337,7 +337,9 @@ void kvc_stage_free(struct kvc_dev *d);
  * @v: values, likewise.
  *
  * On success the mirror has the new positions (metric 0); the caller
- * counts the lengths. On failure nothing was queued that writes a block.
+ * counts the lengths. On failure what was queued wrote only slots past
+ * the heads' lengths and blocks that are given back: nothing the sequence
+ * holds.
  *
  * Return: 0 or -errno.
  */
@@ -375,7 +377,9 @@ int kvc_dev_moves_run(struct kvc_kv *kv, uint64_t n);
  * @out: outputs.
  * @metric: the metric to add to.
  *
- * Return: 0 or -errno (@out and the metrics untouched).
+ * Return: 0 or -errno (@out untouched; the metrics too, unless the
+ * kernels ran and only the copy back or the wait failed: then the
+ * sequence is marked for a metric sync).
  */
 int kvc_dev_decode(struct kvc_seq *seq, uint32_t layer, uint32_t group,
 		   const float *q, float *out, enum kvc_metric_kind metric);
@@ -390,7 +394,7 @@ int kvc_dev_decode(struct kvc_seq *seq, uint32_t layer, uint32_t group,
  * @out: outputs.
  * @obs: the observation, or NULL.
  *
- * Return: 0 or -errno (@out and the metrics untouched).
+ * Return: 0 or -errno (as kvc_dev_decode()).
  */
 int kvc_dev_prefill(struct kvc_seq *seq, uint32_t layer, uint32_t group,
 		    uint32_t n, const float *q, float *out,

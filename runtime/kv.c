@@ -130,7 +130,8 @@ static int chunk_size(uint64_t block_bytes, uint64_t gran, uint64_t *out)
 /*
  * The pool moved blocks: point each owner's table entry at the new id and
  * carry the slot metadata along (on the device too, queued on the cache's
- * stream after the pool's copies). Runs under the pool's lock. An owner
+ * stream: it may run beside the pool's block copies, which touch only the
+ * blocks, never the metadata array). Runs under the pool's lock. An owner
  * tag that names no table entry is skipped; kvc_kv_check() would report
  * it.
  */
