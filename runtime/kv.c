@@ -26,11 +26,6 @@
 /* Blocks per chunk at most: the pool's free stacks hold 16-bit indices. */
 #define KV_MAX_BLOCKS_PER_CHUNK 65536u
 
-static uint32_t dtype_bytes(enum kvc_dtype dtype)
-{
-	return dtype == KVC_DTYPE_F32 ? 4 : 2;
-}
-
 int kvc_model_shape_check(const struct kvc_model_shape *shape)
 {
 	uint64_t tables;
@@ -88,7 +83,7 @@ int kvc_model_shape_check(const struct kvc_model_shape *shape)
 uint64_t kvc_kv_block_bytes(const struct kvc_model_shape *shape)
 {
 	return 2ull * shape->block_size * shape->head_dim *
-	       dtype_bytes(shape->dtype);
+	       kvc_dtype_bytes(shape->dtype);
 }
 
 static uint64_t gcd_u64(uint64_t a, uint64_t b)

@@ -210,11 +210,6 @@ struct run {
 	bool progress_shown;
 };
 
-static uint32_t elem_bytes(const struct kvc_model_shape *shape)
-{
-	return shape->dtype == KVC_DTYPE_F32 ? 4 : 2;
-}
-
 static uint64_t div_up(uint64_t a, uint64_t b)
 {
 	return a / b + !!(a % b);
@@ -764,7 +759,7 @@ static uint64_t conventional_bytes(const struct run *r, uint64_t chunk_bytes)
 static void fill_report(struct run *r, struct kvc_run_report *rep)
 {
 	const struct kvc_model_shape *sh = &r->shape;
-	uint64_t kv_bytes = 2ull * sh->head_dim * elem_bytes(sh);
+	uint64_t kv_bytes = 2ull * sh->head_dim * kvc_dtype_bytes(sh->dtype);
 	uint64_t logical = 0, live = 0, seq_blocks = 0, chunks, bpc;
 	struct kvc_pool_stats st;
 	uint32_t i, layer, head;

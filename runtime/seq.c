@@ -31,22 +31,18 @@ static uint32_t nr_tables(const struct kvc_kv *kv)
 	return kv->shape.layers * kv->shape.kv_heads;
 }
 
-static uint32_t elem_bytes(const struct kvc_kv *kv)
-{
-	return kv->shape.dtype == KVC_DTYPE_F32 ? 4 : 2;
-}
-
 /* Address of slot @slot of K in block @block; V is block_size rows on. */
 static uint8_t *slot_k(const struct kvc_kv *kv, uint32_t block, uint32_t slot)
 {
 	return kv->base + (uint64_t)block * kv->block_bytes +
-	       (uint64_t)slot * kv->shape.head_dim * elem_bytes(kv);
+	       (uint64_t)slot * kv->shape.head_dim *
+		       kvc_dtype_bytes(kv->shape.dtype);
 }
 
 static uint8_t *slot_v(const struct kvc_kv *kv, uint32_t block, uint32_t slot)
 {
 	uint64_t k_bytes = (uint64_t)kv->shape.block_size * kv->shape.head_dim *
-			   elem_bytes(kv);
+			   kvc_dtype_bytes(kv->shape.dtype);
 
 	return slot_k(kv, block, slot) + k_bytes;
 }
@@ -400,7 +396,8 @@ int kvc_seq_truncate(struct kvc_seq *seq, uint32_t layer, uint32_t head,
 void kvc_slot_copy(struct kvc_kv *kv, uint32_t from_block, uint32_t from_slot,
 		   uint32_t to_block, uint32_t to_slot)
 {
-	size_t row = (size_t)kv->shape.head_dim * elem_bytes(kv);
+	size_t row =
+		(size_t)kv->shape.head_dim * kvc_dtype_bytes(kv->shape.dtype);
 
 	memmove(slot_k(kv, to_block, to_slot),
 		slot_k(kv, from_block, from_slot), row);

@@ -30,6 +30,17 @@ enum kvc_dtype {
 };
 
 /**
+ * kvc_dtype_bytes() - Bytes of one K or V element.
+ * @dtype: a storage type.
+ *
+ * Return: 4 for f32, 2 for f16 and bf16.
+ */
+static inline uint32_t kvc_dtype_bytes(enum kvc_dtype dtype)
+{
+	return dtype == KVC_DTYPE_F32 ? 4 : 2;
+}
+
+/**
  * struct kvc_model_shape - The attention shape a cache serves.
  * @layers: transformer layers (>= 1).
  * @q_heads: query heads per layer; a multiple of @kv_heads.
