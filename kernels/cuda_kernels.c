@@ -550,48 +550,50 @@ int kvc_cuda_prefill(struct kvc_cuda_kernels *k, kvc_cu_stream stream,
 	return err;
 }
 
-int kvc_cuda_cache_write(struct kvc_cuda_kernels *k, kvc_cu_stream stream,
-			 const struct kvc_cache_write_args *args)
+/*
+ * The launch of a kernel of a warp a row (cache write, move): the cache's
+ * fields checked, @addrs_ok saying whether the row arrays are set.
+ */
+static int launch_rows(struct kvc_cuda_kernels *k, kvc_cu_stream stream,
+		       int kernel, const struct kvc_kargs_paged *kv,
+		       uint64_t rows, bool addrs_ok, const char *fn,
+		       const void *args)
 {
-	const char *fn = "kvc_cuda_cache_write";
 	struct kvc_launch l;
 	int err;
 
+	err = check_paged(kv, fn);
+	if (err)
+		return err;
+	if (!addrs_ok)
+		return kvc_err(-EINVAL, "%s: a NULL device address", fn);
+	err = kvc_rows_launch(rows, &l);
+	if (err)
+		return err;
+	return launch(k, kernel, &l, stream, args);
+}
+
+int kvc_cuda_cache_write(struct kvc_cuda_kernels *k, kvc_cu_stream stream,
+			 const struct kvc_cache_write_args *args)
+{
 	if (!k || !args)
-		return kvc_err(-EINVAL, "%s: NULL argument", fn);
+		return kvc_err(-EINVAL, "kvc_cuda_cache_write: NULL argument");
 	if (!args->rows)
 		return 0;
-	err = check_paged(&args->kv, fn);
-	if (err)
-		return err;
-	if (!args->slots || !args->k || !args->v)
-		return kvc_err(-EINVAL, "%s: a NULL device address", fn);
-	err = kvc_rows_launch(args->rows, &l);
-	if (err)
-		return err;
-	return launch(k, K_CACHE_WRITE, &l, stream, args);
+	return launch_rows(k, stream, K_CACHE_WRITE, &args->kv, args->rows,
+			   args->slots && args->k && args->v,
+			   "kvc_cuda_cache_write", args);
 }
 
 int kvc_cuda_move(struct kvc_cuda_kernels *k, kvc_cu_stream stream,
 		  const struct kvc_move_args *args)
 {
-	const char *fn = "kvc_cuda_move";
-	struct kvc_launch l;
-	int err;
-
 	if (!k || !args)
-		return kvc_err(-EINVAL, "%s: NULL argument", fn);
+		return kvc_err(-EINVAL, "kvc_cuda_move: NULL argument");
 	if (!args->n)
 		return 0;
-	err = check_paged(&args->kv, fn);
-	if (err)
-		return err;
-	if (!args->moves)
-		return kvc_err(-EINVAL, "%s: no moves array", fn);
-	err = kvc_rows_launch(args->n, &l);
-	if (err)
-		return err;
-	return launch(k, K_MOVE_CACHE, &l, stream, args);
+	return launch_rows(k, stream, K_MOVE_CACHE, &args->kv, args->n,
+			   args->moves != 0, "kvc_cuda_move", args);
 }
 
 int kvc_cuda_block_copy(struct kvc_cuda_kernels *k, kvc_cu_stream stream,
