@@ -805,48 +805,56 @@ static int test_decode(struct gpu *g, const struct opts *o)
 		}
 	}
 
-	tally_begin(&t, "decode f16 hd128 g4 bs8, bf16 hd64 g8 bs32");
-	cfg = (struct decode_cfg){ .dtype = KVC_DTYPE_F16,
-				   .hd = 128,
-				   .group = 4,
-				   .bs = 8,
-				   .kv_heads = 2,
-				   .seqs = 4,
-				   .max_ctx = max_ctx,
-				   .qamp = 2.0f };
-	if (decode_case(g, &cfg, id, case_seed(o, 1, id), &t))
-		return -1;
-	id++;
-	cfg.dtype = KVC_DTYPE_BF16;
-	cfg.bs = 32;
-	cfg.hd = 64;
-	cfg.group = 8;
-	if (decode_case(g, &cfg, id, case_seed(o, 1, id), &t))
-		return -1;
-	id++;
-	tally_end(&t);
-
-	/* Groups that pad a slice of four (3, as SmolLM2) or fill four (16,
-	 * the largest), and three KV heads a sequence. */
-	tally_begin(&t, "decode f16 hd64 g3, bf16 hd128 g16");
-	cfg = (struct decode_cfg){ .dtype = KVC_DTYPE_F16,
-				   .hd = 64,
-				   .group = 3,
-				   .bs = 16,
-				   .kv_heads = 3,
-				   .seqs = 3,
-				   .max_ctx = max_ctx,
-				   .qamp = 4.0f };
-	if (decode_case(g, &cfg, id, case_seed(o, 1, id), &t))
-		return -1;
-	id++;
-	cfg.dtype = KVC_DTYPE_BF16;
-	cfg.hd = 128;
-	cfg.group = KVC_KERNEL_MAX_GROUP;
-	if (decode_case(g, &cfg, id, case_seed(o, 1, id), &t))
-		return -1;
-	id++;
-	tally_end(&t);
+	/*
+	 * Block sizes 8 and 32; groups that pad a slice of four (3, as
+	 * SmolLM2) or fill four (16, the largest), with three KV heads a
+	 * sequence.
+	 */
+	static const struct {
+		const char *label;
+		struct decode_cfg cfg[2];
+	} extra[] = {
+		{ "decode f16 hd128 g4 bs8, bf16 hd64 g8 bs32",
+		  { { .dtype = KVC_DTYPE_F16,
+		      .hd = 128,
+		      .group = 4,
+		      .bs = 8,
+		      .kv_heads = 2,
+		      .seqs = 4,
+		      .qamp = 2.0f },
+		    { .dtype = KVC_DTYPE_BF16,
+		      .hd = 64,
+		      .group = 8,
+		      .bs = 32,
+		      .kv_heads = 2,
+		      .seqs = 4,
+		      .qamp = 2.0f } } },
+		{ "decode f16 hd64 g3, bf16 hd128 g16",
+		  { { .dtype = KVC_DTYPE_F16,
+		      .hd = 64,
+		      .group = 3,
+		      .bs = 16,
+		      .kv_heads = 3,
+		      .seqs = 3,
+		      .qamp = 4.0f },
+		    { .dtype = KVC_DTYPE_BF16,
+		      .hd = 128,
+		      .group = KVC_KERNEL_MAX_GROUP,
+		      .bs = 16,
+		      .kv_heads = 3,
+		      .seqs = 3,
+		      .qamp = 4.0f } } },
+	};
+	for (di = 0; di < sizeof(extra) / sizeof(extra[0]); di++) {
+		tally_begin(&t, "%s", extra[di].label);
+		for (gi = 0; gi < 2; gi++, id++) {
+			cfg = extra[di].cfg[gi];
+			cfg.max_ctx = max_ctx;
+			if (decode_case(g, &cfg, id, case_seed(o, 1, id), &t))
+				return -1;
+		}
+		tally_end(&t);
+	}
 
 	/* One long head alone: the plan splits it into many partitions. */
 	cfg = (struct decode_cfg){
