@@ -1,0 +1,199 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * GGUF files (the llama.cpp model format), read from memory that may come
+ * from anyone: every count, length, offset and dimension is checked
+ * against the file's size before it is used, and a malformed file is
+ * refused with a message (kvc_last_error()) naming what is wrong.
+ *
+ * Layout (little-endian): magic "GGUF", u32 version (2 or 3), u64
+ * tensor_count, u64 kv_count; kv_count entries (string key, u32 type,
+ * value); tensor_count infos (string name, u32 n_dims <= 4, u64 dims,
+ * u32 ggml type, u64 offset relative to the data section); the data
+ * section starts at the end of the infos rounded up to general.alignment
+ * (default 32). A string is a u64 length and its bytes (no NUL).
+ */
+#ifndef KVC_MODEL_GGUF_H
+#define KVC_MODEL_GGUF_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+/* Metadata value types. */
+enum kvc_gguf_type {
+	KVC_GGUF_U8 = 0,
+	KVC_GGUF_I8 = 1,
+	KVC_GGUF_U16 = 2,
+	KVC_GGUF_I16 = 3,
+	KVC_GGUF_U32 = 4,
+	KVC_GGUF_I32 = 5,
+	KVC_GGUF_F32 = 6,
+	KVC_GGUF_BOOL = 7,
+	KVC_GGUF_STRING = 8,
+	KVC_GGUF_ARRAY = 9,
+	KVC_GGUF_U64 = 10,
+	KVC_GGUF_I64 = 11,
+	KVC_GGUF_F64 = 12,
+};
+
+/* Tensor element types (ggml_type) this reader knows the sizes of. */
+enum kvc_ggml_type {
+	KVC_GGML_F32 = 0,
+	KVC_GGML_F16 = 1,
+	KVC_GGML_Q4_0 = 2,
+	KVC_GGML_Q4_1 = 3,
+	KVC_GGML_Q8_0 = 8,
+};
+
+/**
+ * struct kvc_gguf_str - A string inside the file (not NUL-terminated).
+ * @len: bytes.
+ * @s: the bytes.
+ */
+struct kvc_gguf_str {
+	uint64_t len;
+	const char *s;
+};
+
+/**
+ * struct kvc_gguf_kv - One metadata entry.
+ * @key: its key.
+ * @type: its value's type.
+ * @arr_type: for an array, its elements' type (never an array).
+ * @count: for an array, its elements; else 1.
+ * @data: the value's bytes in the file (for an array of strings, the
+ *        first string's length field; walk them with
+ *        kvc_gguf_arr_str()).
+ */
+struct kvc_gguf_kv {
+	struct kvc_gguf_str key;
+	enum kvc_gguf_type type;
+	enum kvc_gguf_type arr_type;
+	uint64_t count;
+	const uint8_t *data;
+};
+
+/**
+ * struct kvc_gguf_tensor - One tensor.
+ * @name: its name.
+ * @n_dims: 1..4.
+ * @dims: its dimensions, dims[0] the fastest-varying (a row); unused
+ *        ones are 1.
+ * @type: enum kvc_ggml_type.
+ * @elems: product of the dims.
+ * @bytes: its size in the file.
+ * @data: its bytes (inside the file, checked to fit).
+ */
+struct kvc_gguf_tensor {
+	struct kvc_gguf_str name;
+	uint32_t n_dims;
+	uint64_t dims[4];
+	uint32_t type;
+	uint64_t elems;
+	uint64_t bytes;
+	const uint8_t *data;
+};
+
+/**
+ * struct kvc_gguf - A parsed file.
+ * @version: 2 or 3.
+ * @nr_kv: metadata entries.
+ * @kv: the entries.
+ * @nr_tensors: tensors.
+ * @tensors: the tensors.
+ * @alignment: of the data section.
+ * @data: the file's bytes.
+ * @size: the file's size.
+ * @map: the mapping to unmap at close (NULL when parsed from a buffer).
+ */
+struct kvc_gguf {
+	uint32_t version;
+	uint64_t nr_kv;
+	struct kvc_gguf_kv *kv;
+	uint64_t nr_tensors;
+	struct kvc_gguf_tensor *tensors;
+	uint64_t alignment;
+	const uint8_t *data;
+	size_t size;
+	void *map;
+};
+
+/**
+ * kvc_gguf_parse() - Parse a GGUF image held in memory.
+ * @data: the bytes; must outlive the result.
+ * @size: their count.
+ * @out: the parsed file.
+ *
+ * Return: 0; -EINVAL for a malformed file (message names the field and
+ * its offset); -ENOMEM.
+ */
+int kvc_gguf_parse(const void *data, size_t size, struct kvc_gguf **out);
+
+/**
+ * kvc_gguf_open() - Map a GGUF file read-only and parse it.
+ * @path: the file.
+ * @out: the parsed file.
+ *
+ * Return: 0; -errno of open/mmap (message names the path); as
+ * kvc_gguf_parse().
+ */
+int kvc_gguf_open(const char *path, struct kvc_gguf **out);
+
+/**
+ * kvc_gguf_close() - Free a parsed file (and its mapping). NULL is a no-op.
+ * @g: the file.
+ */
+void kvc_gguf_close(struct kvc_gguf *g);
+
+/* The entry of @key, or NULL. */
+const struct kvc_gguf_kv *kvc_gguf_find(const struct kvc_gguf *g,
+					const char *key);
+
+/**
+ * kvc_gguf_get_u32() - A scalar integer entry as u32.
+ * @g: the file.
+ * @key: the key.
+ * @out: the value.
+ *
+ * Any integer type whose value fits is taken.
+ *
+ * Return: 0, -ENOENT (absent), -EINVAL (wrong type or out of range; with
+ * a message).
+ */
+int kvc_gguf_get_u32(const struct kvc_gguf *g, const char *key, uint32_t *out);
+
+/* As kvc_gguf_get_u32(), for a float entry (f32 or f64). */
+int kvc_gguf_get_f32(const struct kvc_gguf *g, const char *key, float *out);
+
+/* As kvc_gguf_get_u32(), for a string entry. */
+int kvc_gguf_get_str(const struct kvc_gguf *g, const char *key,
+		     struct kvc_gguf_str *out);
+
+/**
+ * kvc_gguf_arr_str() - String @i of an array-of-strings entry.
+ * @kv: the entry (type array, arr_type string).
+ * @i: index below @kv->count.
+ * @out: the string.
+ *
+ * Strings have variable length, so the parser records their offsets:
+ * this is O(1).
+ *
+ * Return: 0 or -EINVAL.
+ */
+int kvc_gguf_arr_str(const struct kvc_gguf *g, const struct kvc_gguf_kv *kv,
+		     uint64_t i, struct kvc_gguf_str *out);
+
+/* The tensor named @name, or NULL. */
+const struct kvc_gguf_tensor *kvc_gguf_tensor(const struct kvc_gguf *g,
+					      const char *name);
+
+/**
+ * kvc_ggml_row_bytes() - Bytes of @n elements of @type.
+ * @type: enum kvc_ggml_type.
+ * @n: elements; quantized types need a multiple of their block (32).
+ *
+ * Return: the bytes, or 0 for an unknown type or a bad @n.
+ */
+uint64_t kvc_ggml_row_bytes(uint32_t type, uint64_t n);
+
+#endif /* KVC_MODEL_GGUF_H */
