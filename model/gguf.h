@@ -11,6 +11,11 @@
  * u32 ggml type, u64 offset relative to the data section); the data
  * section starts at the end of the infos rounded up to general.alignment
  * (default 32). A string is a u64 length and its bytes (no NUL).
+ *
+ * Also refused: empty keys and tensor names, duplicate keys or tensor
+ * names, a bool other than 0 or 1, nested arrays, a zero dimension,
+ * unknown ggml types, a general.alignment that is not a u32 power of two,
+ * misaligned, out-of-file or overlapping tensor data.
  */
 #ifndef KVC_MODEL_GGUF_H
 #define KVC_MODEL_GGUF_H
@@ -64,6 +69,8 @@ struct kvc_gguf_str {
  * @data: the value's bytes in the file (for an array of strings, the
  *        first string's length field; walk them with
  *        kvc_gguf_arr_str()).
+ * @str_first: private: for an array of strings, the index of its first
+ *             string in the parser's table of string offsets.
  */
 struct kvc_gguf_kv {
 	struct kvc_gguf_str key;
@@ -71,6 +78,7 @@ struct kvc_gguf_kv {
 	enum kvc_gguf_type arr_type;
 	uint64_t count;
 	const uint8_t *data;
+	uint64_t str_first;
 };
 
 /**
@@ -105,6 +113,12 @@ struct kvc_gguf_tensor {
  * @data: the file's bytes.
  * @size: the file's size.
  * @map: the mapping to unmap at close (NULL when parsed from a buffer).
+ * @data_offset: where the data section starts in the file.
+ * @str_offs: private: file offset of every string of every array of
+ *            strings, so kvc_gguf_arr_str() is O(1).
+ * @nr_str_offs: private: entries of @str_offs.
+ * @kv_by_key: private: the entries sorted by key, for lookups.
+ * @tensor_by_name: private: the tensors sorted by name, for lookups.
  */
 struct kvc_gguf {
 	uint32_t version;
@@ -116,6 +130,11 @@ struct kvc_gguf {
 	const uint8_t *data;
 	size_t size;
 	void *map;
+	uint64_t data_offset;
+	uint64_t *str_offs;
+	uint64_t nr_str_offs;
+	const struct kvc_gguf_kv **kv_by_key;
+	const struct kvc_gguf_tensor **tensor_by_name;
 };
 
 /**

@@ -329,6 +329,68 @@ int kvc_seq_append(struct kvc_seq *seq, uint32_t n, const float *k,
 	return 0;
 }
 
+int kvc_seq_write_layer(struct kvc_seq *seq, uint32_t layer, uint32_t n,
+			const float *k, const float *v)
+{
+	const struct kvc_kv *kv;
+	const struct kvc_head_table *t;
+	uint32_t bs, hd, h, i, at, block;
+	const struct kvc_slot_meta *m;
+	int32_t want;
+
+	if (!seq || !k || !v)
+		return kvc_err(-EINVAL, "kvc_seq_write_layer: NULL %s",
+			       !seq ? "sequence" :
+			       !k   ? "k" :
+				      "v");
+	kv = seq->kv;
+	if (layer >= kv->shape.layers)
+		return kvc_err(-EINVAL, "kvc_seq_write_layer: layer %u of %u",
+			       layer, kv->shape.layers);
+	if (kv->dev)
+		return kvc_err(-EOPNOTSUPP,
+			       "kvc_seq_write_layer: not on a %s cache",
+			       kvc_kv_backend_name(kv));
+	if (n > seq->tokens)
+		return kvc_err(
+			-EINVAL,
+			"kvc_seq_write_layer: %u KVs, the sequence has %u", n,
+			seq->tokens);
+	bs = kv->shape.block_size;
+	hd = kv->shape.head_dim;
+	/* Check every head before writing any: a failed call writes nothing. */
+	for (h = 0; h < kv->shape.kv_heads; h++) {
+		t = kvc_seq_head(seq, layer, h);
+		if (t->len < n)
+			return kvc_err(
+				-EINVAL,
+				"kvc_seq_write_layer: layer %u head %u holds %u KVs, fewer than %u",
+				layer, h, t->len, n);
+		for (i = 0; i < n; i++) {
+			at = t->len - n + i;
+			m = slot_meta(kv, t->blocks[at / bs], at % bs);
+			want = (int32_t)(seq->tokens - n + i);
+			if (m->pos != want)
+				return kvc_err(
+					-EINVAL,
+					"kvc_seq_write_layer: layer %u head %u slot %u holds position %d, not %d",
+					layer, h, at, m->pos, want);
+		}
+	}
+	for (h = 0; h < kv->shape.kv_heads; h++) {
+		t = kvc_seq_head(seq, layer, h);
+		for (i = 0; i < n; i++) {
+			uint64_t row = ((uint64_t)h * n + i) * hd;
+
+			at = t->len - n + i;
+			block = t->blocks[at / bs];
+			store_row(kv, slot_k(kv, block, at % bs), k + row);
+			store_row(kv, slot_v(kv, block, at % bs), v + row);
+		}
+	}
+	return 0;
+}
+
 uint32_t kvc_seq_tokens(const struct kvc_seq *seq)
 {
 	return seq->tokens;

@@ -241,6 +241,29 @@ int kvc_seq_append(struct kvc_seq *seq, uint32_t n, const float *k,
 		   const float *v);
 
 /**
+ * kvc_seq_write_layer() - Overwrite the K and V of the newest KVs of one
+ * layer.
+ * @seq: the sequence.
+ * @layer: the layer.
+ * @n: KVs per head; they must be the last @n appended, still the last @n
+ *     of every head of @layer (no compression since).
+ * @k: keys, [kv_heads][n][head_dim] floats.
+ * @v: values, same layout.
+ *
+ * A model computes the K and V of layer l + 1 only after the attention of
+ * layer l, while kvc_seq_append() writes every layer at once: it appends
+ * placeholders for all layers, then fills each layer in turn with this.
+ * Stored as kvc_seq_append() stores them; positions and metrics are kept.
+ * Host caches only for now.
+ *
+ * Return: 0; -EINVAL for bad arguments or when the last @n slots of a
+ * head do not hold the newest @n positions (nothing written);
+ * -EOPNOTSUPP on a cuda cache.
+ */
+int kvc_seq_write_layer(struct kvc_seq *seq, uint32_t layer, uint32_t n,
+			const float *k, const float *v);
+
+/**
  * kvc_seq_tokens() - Tokens appended to a sequence (its logical length).
  * @seq: the sequence.
  *
