@@ -183,6 +183,33 @@ install: $(STATIC_LIB) $(SHARED_LIB) $(KVCCTL) $(OUT)/kvc.pc
 deps:
 	tools/install-deps.sh
 
+# SmolLM2-135M-Instruct for `kvcctl generate` and `kvcctl eval`.
+model:
+	tools/get-model.sh models
+
+EVAL_TEXT ?= /usr/share/common-licenses/GPL-3
+eval: $(KVCCTL)
+	@test -f $(EVAL_TEXT) || { echo "eval: $(EVAL_TEXT) is missing; run with EVAL_TEXT=FILE" >&2; exit 1; }
+	$(KVCCTL) eval --text $(EVAL_TEXT) --plot $(OUT)/eval.png --json > $(OUT)/eval.json
+
+.PHONY: model eval
+
+# The GGUF reader under libFuzzer (clang), from the checked-in seeds; new
+# inputs go to $(OUT)/fuzz/corpus. FUZZ_TIME=seconds.
+FUZZ_CC ?= clang
+FUZZ_TIME ?= 60
+$(OUT)/fuzz/fuzz_gguf: fuzz/fuzz_gguf.c model/gguf.c model/gguf.h alloc/error.c
+	$(call msg,FUZZCC,$@)
+	@mkdir -p $(@D)
+	$(Q)$(FUZZ_CC) -g -O1 -fsanitize=fuzzer,address,undefined -std=c11 -D_GNU_SOURCE \
+		-Wall -Wextra -Iinclude $(filter %.c,$^) -o $@
+
+fuzz: $(OUT)/fuzz/fuzz_gguf
+	@mkdir -p $(OUT)/fuzz/corpus
+	$(OUT)/fuzz/fuzz_gguf -max_total_time=$(FUZZ_TIME) $(OUT)/fuzz/corpus fuzz/corpus
+
+.PHONY: fuzz
+
 format:
 	clang-format -i $$(git ls-files '*.c' '*.h' '*.cu')
 

@@ -1,9 +1,9 @@
 #!/bin/sh
 # Installs the Debian packages kvc needs to build and test. The CUDA toolkit
 # is optional (the cuda backend finds the driver at run time) and is not
-# installed here.
+# installed here. gnuplot draws `kvcctl eval --plot`.
 set -e
-pkgs="build-essential pkg-config libcmocka-dev liburing-dev bc"
+pkgs="build-essential pkg-config libcmocka-dev liburing-dev bc gnuplot-nox"
 missing=""
 for p in $pkgs; do
 	dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" ||

@@ -12,10 +12,18 @@
 
 #include "kvcctl.h"
 
+/* The model commands (generate.c, eval.c). */
+int kvcctl_generate(int argc, char **argv);
+int kvcctl_eval(int argc, char **argv);
+
 static const struct kvcctl_cmd commands[] = {
 	{ "stats", kvcctl_stats, "show the kvc pools of running processes" },
 	{ "run", kvcctl_run,
 	  "run a workload with an eviction policy and report the memory saved" },
+	{ "generate", kvcctl_generate,
+	  "generate text with a GGUF model over the compressed KV cache" },
+	{ "eval", kvcctl_eval,
+	  "measure what each policy and rate costs a model's predictions" },
 };
 
 #define NR_COMMANDS (sizeof(commands) / sizeof(commands[0]))

@@ -1,0 +1,506 @@
+/* Description: kvcctl generate and eval end to end on a tiny random-weight GGUF model with a toy byte-level BPE tokenizer: text out, JSON/CSV rows, rate 1 equal to the full cache, memory falling with the rate, usage errors, missing model and text, --plot without gnuplot */
+// SPDX-License-Identifier: MIT
+/*
+ * Writes a small Llama model (2 layers, hidden 256, 4 query heads of 64,
+ * 2 KV heads, FFN 96, F32 weights from a fixed seed; head_dim 64 is the
+ * smallest the cache takes) with a tokenizer of
+ * the 256 bytes in GPT-2's byte-to-unicode form, a few merges and the
+ * ChatML specials, to a temporary file, and runs build/kvcctl on it as a
+ * user would. Each test gets its own directory, also used as
+ * KVC_STATS_DIR, so /dev/shm is never touched.
+ */
+#include <errno.h>
+#include <math.h>
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include <cmocka.h>
+
+#include "../model/gguf.h"
+#include "gguf_writer.h"
+#include "proc.h"
+
+#ifndef KVCCTL
+#define KVCCTL "build/kvcctl"
+#endif
+#define RUN_TIMEOUT_MS 120000
+
+#define LAYERS 2
+#define HIDDEN 256
+#define Q_HEADS 4
+#define KV_HEADS 2
+#define HEAD_DIM (HIDDEN / Q_HEADS)
+#define FFN 96
+
+static const char *const merges[] = { "t h", "th e", "Ġ t", "i n", "a n" };
+static const char *const merged[] = { "th", "the", "Ġt", "in", "an" };
+#define NR_MERGES (sizeof(merges) / sizeof(merges[0]))
+#define NR_SPECIAL 3 /* <|endoftext|> <|im_start|> <|im_end|> */
+#define VOCAB (NR_SPECIAL + 256 + NR_MERGES)
+
+/**
+ * struct fx - One test's files.
+ * @dir: the temporary directory.
+ * @model: the GGUF file in it.
+ * @text: a text file in it.
+ */
+struct fx {
+	char dir[64];
+	char model[128];
+	char text[128];
+};
+
+static uint64_t rng_state;
+
+static float rnd(float scale)
+{
+	rng_state = rng_state * 6364136223846793005ull + 1442695040888963407ull;
+	return scale * ((float)(rng_state >> 40) / 16777216.0f * 2 - 1);
+}
+
+/* GPT-2's byte-to-unicode map: printable bytes stand for themselves. */
+static uint32_t byte_cp(uint32_t b)
+{
+	uint32_t i, n = 0;
+
+	if ((b >= 33 && b <= 126) || (b >= 161 && b <= 172) || b >= 174)
+		return b;
+	for (i = 0; i < b; i++)
+		if (!((i >= 33 && i <= 126) || (i >= 161 && i <= 172) ||
+		      i >= 174))
+			n++;
+	return 256 + n;
+}
+
+static void utf8(uint32_t cp, char *out)
+{
+	if (cp < 0x80) {
+		out[0] = (char)cp;
+		out[1] = '\0';
+	} else {
+		out[0] = (char)(0xc0 | (cp >> 6));
+		out[1] = (char)(0x80 | (cp & 0x3f));
+		out[2] = '\0';
+	}
+}
+
+static void add_f32(struct gguf_writer *w, const char *name, uint64_t d0,
+		    uint64_t d1, float scale, bool ones)
+{
+	uint64_t dims[2] = { d0, d1 }, i, n = d0 * d1;
+	float *x = malloc(n * sizeof(*x));
+
+	assert_non_null(x);
+	for (i = 0; i < n; i++)
+		x[i] = ones ? 1.0f : rnd(scale);
+	assert_int_equal(gw_add_tensor(w, name, KVC_GGML_F32, d1 > 1 ? 2 : 1,
+				       dims, x, n * sizeof(*x)),
+			 0);
+	free(x);
+}
+
+static void write_model(const char *path)
+{
+	static char bytes[256][4];
+	const char *tokens[VOCAB];
+	struct gguf_writer *w = gw_new();
+	char name[64];
+	uint32_t i, l;
+
+	assert_non_null(w);
+	rng_state = 12345;
+	tokens[0] = "<|endoftext|>";
+	tokens[1] = "<|im_start|>";
+	tokens[2] = "<|im_end|>";
+	for (i = 0; i < 256; i++) {
+		utf8(byte_cp(i), bytes[i]);
+		tokens[NR_SPECIAL + i] = bytes[i];
+	}
+	for (i = 0; i < NR_MERGES; i++)
+		tokens[NR_SPECIAL + 256 + i] = merged[i];
+
+	gw_add_str(w, "general.architecture", "llama");
+	gw_add_u32(w, "llama.block_count", LAYERS);
+	gw_add_u32(w, "llama.embedding_length", HIDDEN);
+	gw_add_u32(w, "llama.feed_forward_length", FFN);
+	gw_add_u32(w, "llama.attention.head_count", Q_HEADS);
+	gw_add_u32(w, "llama.attention.head_count_kv", KV_HEADS);
+	gw_add_u32(w, "llama.context_length", 4096);
+	gw_add_f32(w, "llama.rope.freq_base", 10000.0f);
+	gw_add_f32(w, "llama.attention.layer_norm_rms_epsilon", 1e-5f);
+	gw_add_str(w, "tokenizer.ggml.model", "gpt2");
+	gw_add_arr_str(w, "tokenizer.ggml.tokens", tokens, VOCAB);
+	gw_add_arr_str(w, "tokenizer.ggml.merges", merges, NR_MERGES);
+	gw_add_u32(w, "tokenizer.ggml.bos_token_id", 0);
+	gw_add_u32(w, "tokenizer.ggml.eos_token_id", 2);
+
+	/*
+	 * An output matrix of its own and strong attention: with tied
+	 * embeddings each token would mostly predict itself, and evicting a
+	 * KV would change nothing to measure.
+	 */
+	add_f32(w, "token_embd.weight", HIDDEN, VOCAB, 0.1f, false);
+	add_f32(w, "output.weight", HIDDEN, VOCAB, 0.2f, false);
+	add_f32(w, "output_norm.weight", HIDDEN, 1, 0, true);
+	for (l = 0; l < LAYERS; l++) {
+#define T(s) (snprintf(name, sizeof(name), "blk.%u." s ".weight", l), name)
+		add_f32(w, T("attn_norm"), HIDDEN, 1, 0, true);
+		add_f32(w, T("ffn_norm"), HIDDEN, 1, 0, true);
+		add_f32(w, T("attn_q"), HIDDEN, Q_HEADS * HEAD_DIM, 0.2f,
+			false);
+		add_f32(w, T("attn_k"), HIDDEN, KV_HEADS * HEAD_DIM, 0.2f,
+			false);
+		add_f32(w, T("attn_v"), HIDDEN, KV_HEADS * HEAD_DIM, 0.3f,
+			false);
+		add_f32(w, T("attn_output"), Q_HEADS * HEAD_DIM, HIDDEN, 0.2f,
+			false);
+		add_f32(w, T("ffn_gate"), HIDDEN, FFN, 0.1f, false);
+		add_f32(w, T("ffn_up"), HIDDEN, FFN, 0.1f, false);
+		add_f32(w, T("ffn_down"), FFN, HIDDEN, 0.1f, false);
+#undef T
+	}
+	assert_int_equal(gw_write_file(w, path), 0);
+	gw_free(w);
+}
+
+static int setup(void **state)
+{
+	struct fx *fx = calloc(1, sizeof(*fx));
+	FILE *f;
+	int i;
+
+	if (!fx)
+		return -1;
+	strcpy(fx->dir, "/tmp/kvc-model-XXXXXX");
+	if (!mkdtemp(fx->dir)) {
+		free(fx);
+		return -1;
+	}
+	setenv("KVC_STATS_DIR", fx->dir, 1);
+	snprintf(fx->model, sizeof(fx->model), "%s/tiny.gguf", fx->dir);
+	snprintf(fx->text, sizeof(fx->text), "%s/text.txt", fx->dir);
+	write_model(fx->model);
+	f = fopen(fx->text, "w");
+	if (!f)
+		return -1;
+	for (i = 0; i < 12; i++)
+		fprintf(f,
+			"In the beginning the thin cat ran to the tin can and then %d more.\n",
+			i);
+	fclose(f);
+	*state = fx;
+	return 0;
+}
+
+static int teardown(void **state)
+{
+	struct fx *fx = *state;
+	char cmd[128];
+
+	snprintf(cmd, sizeof(cmd), "rm -rf '%s'", fx->dir);
+	if (system(cmd))
+		return -1;
+	free(fx);
+	return 0;
+}
+
+/* Run kvcctl with the arguments, NULL-terminated. */
+static void kvcctl(struct result *r, ...)
+{
+	char *argv[32];
+	va_list ap;
+	int n = 0;
+
+	argv[n++] = KVCCTL;
+	va_start(ap, r);
+	while (n < 31 && (argv[n] = va_arg(ap, char *)))
+		n++;
+	va_end(ap);
+	argv[n] = NULL;
+	proc_run_argv(r, argv, RUN_TIMEOUT_MS);
+}
+
+static void test_generate(void **state)
+{
+	struct fx *fx = *state;
+	struct result r;
+
+	kvcctl(&r, "generate", "--model", fx->model, "--prompt", "the cat",
+	       "--tokens", "6", NULL);
+	assert_int_equal(r.status, 0);
+	assert_non_null(strstr(r.out, "the cat"));
+	assert_non_null(strstr(r.err, "prefill"));
+	assert_non_null(strstr(r.err, "tokens/s"));
+	assert_non_null(strstr(r.err, "mapped"));
+	proc_result_free(&r);
+
+	kvcctl(&r, "generate", "--model", fx->model, "--prompt", "in the tin",
+	       "--chat", "--tokens", "8", "--temperature", "0.8", "--top-p",
+	       "0.9", "--seed", "7", "--policy", "kvcompress", "--rate", "2",
+	       NULL);
+	assert_int_equal(r.status, 0);
+	assert_non_null(strstr(r.err, "policy kvcompress"));
+	proc_result_free(&r);
+}
+
+static void test_generate_help(void **state)
+{
+	struct result r;
+
+	(void)state;
+	kvcctl(&r, "generate", "--help", NULL);
+	assert_int_equal(r.status, 0);
+	assert_non_null(strstr(r.out, "Usage: kvcctl generate"));
+	proc_result_free(&r);
+	kvcctl(&r, "--help", NULL);
+	assert_int_equal(r.status, 0);
+	assert_non_null(strstr(r.out, "generate"));
+	assert_non_null(strstr(r.out, "eval"));
+	proc_result_free(&r);
+}
+
+/* One parsed JSON row of kvcctl eval. */
+struct row {
+	char policy[32];
+	double rate, top1, kl, ppl, ppl_full;
+	unsigned long long live, mapped;
+};
+
+/* The rows: one per line, fields in a fixed order. */
+static int parse_rows(const char *out, struct row *rows, int max)
+{
+	const char *p = out;
+	int n = 0;
+
+	while ((p = strstr(p, "{\"policy\": \"")) && n < max) {
+		struct row *r = &rows[n];
+
+		if (sscanf(p,
+			   "{\"policy\": \"%31[^\"]\", \"rate\": %lf, \"top1_agreement\": %lf, \"kl\": %lf, \"ppl\": %lf, \"ppl_full\": %lf, \"live_bytes\": %llu, \"mapped_bytes\": %llu}",
+			   r->policy, &r->rate, &r->top1, &r->kl, &r->ppl,
+			   &r->ppl_full, &r->live, &r->mapped) != 8)
+			return -1;
+		n++;
+		p++;
+	}
+	return n;
+}
+
+static void test_eval_json(void **state)
+{
+	struct fx *fx = *state;
+	struct row rows[32];
+	struct result r;
+	int n, i, j, rate1;
+
+	kvcctl(&r, "eval", "--text", fx->text, "--model", fx->model,
+	       "--prefill", "96", "--tokens", "8", "--rates", "1,4",
+	       "--policies", "all", "--json", NULL);
+	assert_int_equal(r.status, 0);
+	assert_non_null(strstr(r.out, "\"rows\""));
+	n = parse_rows(r.out, rows, 32);
+	assert_int_equal(n, 16);
+	for (i = 0; i < n; i++) {
+		assert_true(isfinite(rows[i].ppl) && rows[i].ppl > 0);
+		assert_true(rows[i].live > 0);
+		assert_true(rows[i].mapped >= rows[i].live);
+		assert_true(rows[i].top1 >= 0 && rows[i].top1 <= 1);
+		assert_true(rows[i].kl >= 0);
+		if (rows[i].rate != 1)
+			continue;
+		assert_true(rows[i].top1 == 1.0);
+		assert_true(rows[i].kl == 0.0);
+		assert_true(rows[i].ppl == rows[i].ppl_full);
+	}
+	/* Each policy's rate 4 holds no more than its rate 1. */
+	for (i = 0; i < n; i++) {
+		if (rows[i].rate != 4)
+			continue;
+		rate1 = -1;
+		for (j = 0; j < n; j++)
+			if (rows[j].rate == 1 &&
+			    !strcmp(rows[j].policy, rows[i].policy))
+				rate1 = j;
+		assert_true(rate1 >= 0);
+		assert_true(rows[i].live <= rows[rate1].live);
+		/* Eviction really happened and really changed the model. */
+		if (!strcmp(rows[i].policy, "kvcompress")) {
+			assert_true(rows[i].live < rows[rate1].live);
+			assert_true(rows[i].kl > 0);
+		}
+	}
+	proc_result_free(&r);
+}
+
+static void test_eval_csv_and_table(void **state)
+{
+	struct fx *fx = *state;
+	struct result r;
+
+	kvcctl(&r, "eval", "--text", fx->text, "--model", fx->model,
+	       "--prefill", "64", "--tokens", "4", "--rates", "1,2",
+	       "--policies", "h2o,window", "--csv", NULL);
+	assert_int_equal(r.status, 0);
+	assert_non_null(strstr(
+		r.out,
+		"policy,rate,top1_agreement,kl,ppl,ppl_full,live_bytes,mapped_bytes\n"));
+	assert_non_null(strstr(r.out, "\nh2o,2,"));
+	assert_non_null(strstr(r.out, "\nwindow,1,1,0,"));
+	proc_result_free(&r);
+
+	kvcctl(&r, "eval", "--text", fx->text, "--model", fx->model,
+	       "--prefill", "64", "--tokens", "4", "--rates", "2", "--policies",
+	       "snapkv", NULL);
+	assert_int_equal(r.status, 0);
+	assert_non_null(strstr(r.out, "policy"));
+	assert_non_null(strstr(r.out, "snapkv"));
+	proc_result_free(&r);
+}
+
+static void test_eval_plot_without_gnuplot(void **state)
+{
+	struct fx *fx = *state;
+	char png[160], *path = getenv("PATH");
+	char *saved = path ? strdup(path) : NULL;
+	struct result r;
+
+	snprintf(png, sizeof(png), "%s/eval.png", fx->dir);
+	/* A PATH with no gnuplot in it. */
+	setenv("PATH", fx->dir, 1);
+	kvcctl(&r, "eval", "--text", fx->text, "--model", fx->model,
+	       "--prefill", "64", "--tokens", "4", "--rates", "1,2",
+	       "--policies", "kvcompress", "--plot", png, NULL);
+	if (saved)
+		setenv("PATH", saved, 1);
+	free(saved);
+	assert_int_equal(r.status, 1);
+	assert_non_null(strstr(r.err, "gnuplot is not installed"));
+	assert_non_null(strstr(r.out, "kvcompress"));
+	proc_result_free(&r);
+}
+
+/* With gnuplot installed, --plot draws a PNG. */
+static void test_eval_plot(void **state)
+{
+	struct fx *fx = *state;
+	unsigned char magic[4] = { 0 };
+	struct result r;
+	char png[160];
+	FILE *f;
+
+	if (system("command -v gnuplot >/dev/null 2>&1")) {
+		skip();
+		return;
+	}
+	snprintf(png, sizeof(png), "%s/eval.png", fx->dir);
+	kvcctl(&r, "eval", "--text", fx->text, "--model", fx->model,
+	       "--prefill", "64", "--tokens", "4", "--rates", "1,2,4",
+	       "--policies", "kvcompress,window", "--plot", png, NULL);
+	assert_int_equal(r.status, 0);
+	proc_result_free(&r);
+	f = fopen(png, "rb");
+	assert_non_null(f);
+	assert_int_equal(fread(magic, 1, 4, f), 4);
+	fclose(f);
+	assert_memory_equal(magic, "\x89PNG", 4);
+}
+
+static void expect_usage(const char *needle, struct result *r)
+{
+	assert_int_equal(r->status, 2);
+	assert_non_null(strstr(r->err, needle));
+	proc_result_free(r);
+}
+
+static void test_usage_errors(void **state)
+{
+	struct fx *fx = *state;
+	struct result r;
+
+	kvcctl(&r, "generate", "--tokens", "0", NULL);
+	expect_usage("--tokens", &r);
+	kvcctl(&r, "generate", "--bogus", NULL);
+	expect_usage("unknown option '--bogus'", &r);
+	kvcctl(&r, "generate", "--policy", "nope", NULL);
+	expect_usage("nope", &r);
+	kvcctl(&r, "generate", "--temperature", "hot", NULL);
+	expect_usage("--temperature", &r);
+	kvcctl(&r, "generate", "--top-p", "0", NULL);
+	expect_usage("--top-p", &r);
+	kvcctl(&r, "generate", "--rate", "0.5", NULL);
+	expect_usage("--rate", &r);
+	kvcctl(&r, "generate", "extra", NULL);
+	expect_usage("unexpected argument", &r);
+	kvcctl(&r, "eval", NULL);
+	expect_usage("--text FILE is required", &r);
+	kvcctl(&r, "eval", "--text", fx->text, "--rates", "1,0.5", NULL);
+	expect_usage("--rates", &r);
+	kvcctl(&r, "eval", "--text", fx->text, "--rates", "1,,2", NULL);
+	expect_usage("--rates", &r);
+	kvcctl(&r, "eval", "--text", fx->text, "--policies", "h2o,nope", NULL);
+	expect_usage("nope", &r);
+	kvcctl(&r, "eval", "--text", fx->text, "--json", "--csv", NULL);
+	expect_usage("exclude", &r);
+	kvcctl(&r, "eval", "--text", fx->text, "--prefill", "x", NULL);
+	expect_usage("--prefill", &r);
+	kvcctl(&r, "eval", "--text", "/nonexistent/text.txt", "--model",
+	       fx->model, NULL);
+	expect_usage("cannot open", &r);
+	/* More tokens than the text has. */
+	kvcctl(&r, "eval", "--text", fx->text, "--model", fx->model,
+	       "--prefill", "100000", NULL);
+	expect_usage("tokens", &r);
+}
+
+static void test_missing_model(void **state)
+{
+	struct fx *fx = *state;
+	struct result r;
+
+	kvcctl(&r, "generate", "--model", "/nonexistent/m.gguf", NULL);
+	assert_int_equal(r.status, 1);
+	assert_non_null(strstr(r.err, "no model at /nonexistent/m.gguf"));
+	proc_result_free(&r);
+
+	kvcctl(&r, "eval", "--text", fx->text, "--model", "/nonexistent/m.gguf",
+	       NULL);
+	assert_int_equal(r.status, 1);
+	assert_non_null(strstr(r.err, "no model at"));
+	proc_result_free(&r);
+
+	/* Not a GGUF file: the reader says why. */
+	kvcctl(&r, "generate", "--model", fx->text, NULL);
+	assert_int_equal(r.status, 1);
+	assert_non_null(strstr(r.err, fx->text));
+	proc_result_free(&r);
+}
+
+int main(void)
+{
+	const struct CMUnitTest tests[] = {
+		cmocka_unit_test_setup_teardown(test_generate, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_generate_help, setup,
+						teardown),
+		cmocka_unit_test_setup_teardown(test_eval_json, setup,
+						teardown),
+		cmocka_unit_test_setup_teardown(test_eval_csv_and_table, setup,
+						teardown),
+		cmocka_unit_test_setup_teardown(test_eval_plot, setup,
+						teardown),
+		cmocka_unit_test_setup_teardown(test_eval_plot_without_gnuplot,
+						setup, teardown),
+		cmocka_unit_test_setup_teardown(test_usage_errors, setup,
+						teardown),
+		cmocka_unit_test_setup_teardown(test_missing_model, setup,
+						teardown),
+	};
+
+	return cmocka_run_group_tests(tests, NULL, NULL);
+}
