@@ -117,3 +117,38 @@ int kvcctl_parse_seconds(const char *s, double min, double max, double *out)
 	*out = value;
 	return 0;
 }
+
+int kvcctl_getopt(const char *cmd, int argc, char **argv,
+		  const char *short_opts, const struct option *long_opts,
+		  const char *usage,
+		  int (*parse)(void *arg, int opt, const char *optarg),
+		  void *arg)
+{
+	int opt, status;
+
+	opterr = 0;
+	optind = 1;
+	while ((opt = getopt_long(argc, argv, short_opts, long_opts, NULL)) !=
+	       -1) {
+		switch (opt) {
+		case 'h':
+			fputs(usage, stdout);
+			return KVCCTL_EXIT_OK;
+		case ':':
+			return kvcctl_usage_error(
+				cmd, "--%s needs a value",
+				kvcctl_long_name(long_opts, optopt));
+		case '?':
+			return kvcctl_unknown_option(cmd, long_opts, argv,
+						     optind, optopt);
+		default:
+			status = parse(arg, opt, optarg);
+			if (status >= 0)
+				return status;
+		}
+	}
+	if (optind < argc)
+		return kvcctl_usage_error(cmd, "unexpected argument '%s'",
+					  argv[optind]);
+	return -1;
+}

@@ -315,9 +315,15 @@ static int parse_option(struct eval_opts *o, int opt, const char *arg)
 	return kvcctl_usage_error(CMD, "option %d not handled", opt);
 }
 
+/* parse_option() as kvcctl_getopt() calls it. */
+static int parse_one(void *o, int opt, const char *arg)
+{
+	return parse_option(o, opt, arg);
+}
+
 static int parse_options(int argc, char **argv, struct eval_opts *o)
 {
-	int opt, status;
+	int status;
 
 	memset(o, 0, sizeof(*o));
 	o->model = DEFAULT_MODEL;
@@ -325,30 +331,10 @@ static int parse_options(int argc, char **argv, struct eval_opts *o)
 	o->tokens = 32;
 	parse_rates(o, DEFAULT_RATES);
 	parse_policies(o, "all");
-	opterr = 0;
-	optind = 1;
-	while ((opt = getopt_long(argc, argv, short_opts, long_opts, NULL)) !=
-	       -1) {
-		switch (opt) {
-		case 'h':
-			fputs(usage_text, stdout);
-			return KVCCTL_EXIT_OK;
-		case ':':
-			return kvcctl_usage_error(
-				CMD, "--%s needs a value",
-				kvcctl_long_name(long_opts, optopt));
-		case '?':
-			return kvcctl_unknown_option(CMD, long_opts, argv,
-						     optind, optopt);
-		default:
-			status = parse_option(o, opt, optarg);
-			if (status >= 0)
-				return status;
-		}
-	}
-	if (optind < argc)
-		return kvcctl_usage_error(CMD, "unexpected argument '%s'",
-					  argv[optind]);
+	status = kvcctl_getopt(CMD, argc, argv, short_opts, long_opts,
+			       usage_text, parse_one, o);
+	if (status >= 0)
+		return status;
 	if (!o->text)
 		return kvcctl_usage_error(CMD, "--text FILE is required");
 	if (o->json && o->csv)

@@ -206,9 +206,15 @@ static int check_policy(const struct kvc_policy_params *p)
 	return -1;
 }
 
+/* parse_option() as kvcctl_getopt() calls it. */
+static int parse_one(void *o, int opt, const char *arg)
+{
+	return parse_option(o, opt, arg);
+}
+
 static int parse_options(int argc, char **argv, struct gen_opts *o)
 {
-	int opt, status;
+	int status;
 
 	memset(o, 0, sizeof(*o));
 	o->model = DEFAULT_MODEL;
@@ -219,30 +225,10 @@ static int parse_options(int argc, char **argv, struct gen_opts *o)
 	kvc_policy_params_init(&o->policy);
 	o->policy.name = "full";
 	o->policy.rate = 8;
-	opterr = 0;
-	optind = 1;
-	while ((opt = getopt_long(argc, argv, short_opts, long_opts, NULL)) !=
-	       -1) {
-		switch (opt) {
-		case 'h':
-			fputs(usage_text, stdout);
-			return KVCCTL_EXIT_OK;
-		case ':':
-			return kvcctl_usage_error(
-				CMD, "--%s needs a value",
-				kvcctl_long_name(long_opts, optopt));
-		case '?':
-			return kvcctl_unknown_option(CMD, long_opts, argv,
-						     optind, optopt);
-		default:
-			status = parse_option(o, opt, optarg);
-			if (status >= 0)
-				return status;
-		}
-	}
-	if (optind < argc)
-		return kvcctl_usage_error(CMD, "unexpected argument '%s'",
-					  argv[optind]);
+	status = kvcctl_getopt(CMD, argc, argv, short_opts, long_opts,
+			       usage_text, parse_one, o);
+	if (status >= 0)
+		return status;
 	if (!*o->prompt && !o->chat)
 		return kvcctl_usage_error(CMD, "--prompt: the prompt is empty");
 	return check_policy(&o->policy);

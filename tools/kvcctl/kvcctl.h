@@ -88,6 +88,29 @@ int kvcctl_unknown_option(const char *cmd, const struct option *opts,
 int kvcctl_parse_u64(const char *s, uint64_t min, uint64_t max, uint64_t *out);
 
 /**
+ * kvcctl_getopt() - The option loop of a command.
+ * @cmd: the command, for messages.
+ * @argc: arguments.
+ * @argv: their values.
+ * @short_opts: getopt_long()'s short options (":h..." form).
+ * @long_opts: its long options.
+ * @usage: printed on stdout for -h/--help.
+ * @parse: called for every other option with its value; returns < 0 to go
+ *         on, or the exit status to end with.
+ * @arg: passed to @parse.
+ *
+ * Refuses missing values, unknown options and operands with a usage error.
+ *
+ * Return: -1 when every option was taken, otherwise the exit status (0
+ * after --help).
+ */
+int kvcctl_getopt(const char *cmd, int argc, char **argv,
+		  const char *short_opts, const struct option *long_opts,
+		  const char *usage,
+		  int (*parse)(void *arg, int opt, const char *optarg),
+		  void *arg);
+
+/**
  * kvcctl_parse_seconds() - Parse a duration such as "2" or "0.5".
  * @s: the text; digits with at most one decimal point, no sign or exponent.
  * @min: shortest duration accepted, in seconds.

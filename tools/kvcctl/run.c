@@ -192,11 +192,6 @@ static const char usage_text[] =
 	"Exit status: 0 on success; 1 when the run fails; 2 for a bad command\n"
 	"line, shape, policy parameter or trace.\n";
 
-static void usage(FILE *out)
-{
-	fputs(usage_text, out);
-}
-
 /* A whole number for option @opt in [@min, @max], or a usage error. */
 static int parse_count(int opt, const char *arg, uint64_t min, uint64_t max,
 		       uint64_t *out)
@@ -352,40 +347,26 @@ static int check_with_library(const struct run_opts *o)
 	return -1;
 }
 
+/* parse_option() as kvcctl_getopt() calls it. */
+static int parse_one(void *o, int opt, const char *arg)
+{
+	return parse_option(o, opt, arg);
+}
+
 /*
  * Return: -1 when the options are good and the run should start,
  * otherwise the exit status to end with (after --help, or a usage error).
  */
 static int parse_options(int argc, char **argv, struct run_opts *o)
 {
-	int opt, status;
+	int status;
 
 	memset(o, 0, sizeof(*o));
 	kvc_run_params_init(&o->p);
-	opterr = 0;
-	optind = 1;
-	while ((opt = getopt_long(argc, argv, short_opts, long_opts, NULL)) !=
-	       -1) {
-		switch (opt) {
-		case 'h':
-			usage(stdout);
-			return KVCCTL_EXIT_OK;
-		case ':':
-			return kvcctl_usage_error(
-				CMD, "--%s needs a value",
-				kvcctl_long_name(long_opts, optopt));
-		case '?':
-			return kvcctl_unknown_option(CMD, long_opts, argv,
-						     optind, optopt);
-		default:
-			status = parse_option(o, opt, optarg);
-			if (status >= 0)
-				return status;
-		}
-	}
-	if (optind < argc)
-		return kvcctl_usage_error(CMD, "unexpected argument '%s'",
-					  argv[optind]);
+	status = kvcctl_getopt(CMD, argc, argv, short_opts, long_opts,
+			       usage_text, parse_one, o);
+	if (status >= 0)
+		return status;
 	if (o->p.policy.max_cache_tokens) {
 		if (o->have_rate)
 			return kvcctl_usage_error(
