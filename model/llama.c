@@ -345,6 +345,36 @@ static int get_f32(const struct kvc_gguf *g, const char *key, float *out)
 	return err == -ENOENT ? 0 : err;
 }
 
+/*
+ * Only plain RoPE over the whole head is computed here: a file that asks
+ * for frequency factors (Llama 3.1's rope_freqs), a scaling, or a rotated
+ * part smaller than the head would load and give wrong logits, so it is
+ * refused.
+ */
+static int rope_plain(const struct kvc_gguf *g,
+		      const struct kvc_llama_config *c)
+{
+	struct kvc_gguf_str type;
+	uint32_t dims;
+
+	if (kvc_gguf_tensor(g, "rope_freqs.weight"))
+		return kvc_err(
+			-EINVAL,
+			"llama: rope_freqs.weight (RoPE frequency factors) is not supported");
+	if (!kvc_gguf_get_str(g, "llama.rope.scaling.type", &type) &&
+	    !(type.len == 4 && !memcmp(type.s, "none", 4)))
+		return kvc_err(-EINVAL,
+			       "llama: RoPE scaling '%.*s' is not supported",
+			       (int)(type.len > 32 ? 32 : type.len), type.s);
+	if (!kvc_gguf_get_u32(g, "llama.rope.dimension_count", &dims) &&
+	    dims != c->head_dim)
+		return kvc_err(
+			-EINVAL,
+			"llama: RoPE over %u of the head's %u dimensions is not supported",
+			dims, c->head_dim);
+	return 0;
+}
+
 static int load_config(const struct kvc_gguf *g, struct kvc_llama_config *c)
 {
 	struct kvc_gguf_str arch;
@@ -400,7 +430,7 @@ static int load_config(const struct kvc_gguf *g, struct kvc_llama_config *c)
 		return kvc_err(-EINVAL,
 			       "llama: rope freq_base %g, rms epsilon %g",
 			       (double)c->rope_theta, (double)c->rms_eps);
-	return 0;
+	return rope_plain(g, c);
 }
 
 static const struct kvc_gguf_tensor *
@@ -772,6 +802,13 @@ static int forward_check(const struct kvc_llama *m, const struct kvc_seq *seq,
 					 "logits");
 	if (!n)
 		return kvc_err(-EINVAL, "kvc_llama_forward: no tokens");
+	/* Checked before anything is appended (kvc_seq_write_layer() is
+	 * host only). */
+	if (strcmp(kvc_kv_backend_name(seq->kv), "host"))
+		return kvc_err(
+			-EOPNOTSUPP,
+			"kvc_llama_forward: the model runs on a host cache only (this one is on %s)",
+			kvc_kv_backend_name(seq->kv));
 	s = kvc_kv_shape(seq->kv);
 	if (s->layers != m->cfg.layers || s->q_heads != m->cfg.q_heads ||
 	    s->kv_heads != m->cfg.kv_heads || s->head_dim != m->cfg.head_dim)

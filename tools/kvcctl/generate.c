@@ -354,8 +354,12 @@ static int load(struct gen *x, const struct gen_opts *o)
 		fputc('\n', stderr);
 		return -ENOENT;
 	}
-	if (kvc_gguf_open(o->model, &x->g) || kvc_tok_load(x->g, &x->tok) ||
-	    kvc_llama_load(x->g, &x->m)) {
+	/* kvc_gguf_open()'s messages name the file already. */
+	if (kvc_gguf_open(o->model, &x->g)) {
+		fprintf(stderr, "kvcctl generate: %s\n", kvc_last_error());
+		return -EINVAL;
+	}
+	if (kvc_tok_load(x->g, &x->tok) || kvc_llama_load(x->g, &x->m)) {
 		fprintf(stderr, "kvcctl generate: %s: %s\n", o->model,
 			kvc_last_error());
 		return -EINVAL;
