@@ -699,7 +699,18 @@ static int fwd_alloc(const struct kvc_llama_config *c, uint32_t n,
 {
 	size_t qd = (size_t)c->q_heads * c->head_dim;
 	size_t kd = (size_t)c->kv_heads * c->head_dim;
+	size_t widest = c->hidden, bytes;
 
+	/* The widest row of any buffer, times n, must fit a size_t. */
+	if (qd > widest)
+		widest = qd;
+	if (c->ffn > widest)
+		widest = c->ffn;
+	memset(f, 0, sizeof(*f));
+	if (__builtin_mul_overflow(widest, (size_t)n, &bytes) ||
+	    __builtin_mul_overflow(bytes, sizeof(float), &bytes))
+		return kvc_err(-ENOMEM, "llama: %u tokens overflow a buffer",
+			       n);
 	*f = (struct fwd){
 		.x = malloc(n * (size_t)c->hidden * sizeof(float)),
 		.h = malloc(n * (size_t)c->hidden * sizeof(float)),

@@ -360,7 +360,11 @@ static bool is_literal(const struct kvc_gguf_kv *types, uint64_t i,
 	int32_t type;
 
 	if (types) {
-		memcpy(&type, types->data + 4 * i, sizeof(type));
+		const uint8_t *b = types->data + 4 * i;
+
+		/* Little-endian in the file, whatever the host. */
+		type = (int32_t)((uint32_t)b[0] | (uint32_t)b[1] << 8 |
+				 (uint32_t)b[2] << 16 | (uint32_t)b[3] << 24);
 		return type == TOKEN_TYPE_CONTROL || type == TOKEN_TYPE_USER;
 	}
 	/* No types: the <|...|> convention of chat and end-of-text tokens. */
