@@ -10,6 +10,8 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include <kvc/evict.h>
+
 #include "kvcctl.h"
 
 const char *kvcctl_long_name(const struct option *opts, int val)
@@ -151,4 +153,16 @@ int kvcctl_getopt(const char *cmd, int argc, char **argv,
 		return kvcctl_usage_error(cmd, "unexpected argument '%s'",
 					  argv[optind]);
 	return -1;
+}
+
+void kvcctl_policy_published(struct kvc_policy_params *pp)
+{
+	if (!strcmp(pp->name, "h2o")) {
+		pp->metric = KVC_METRIC_L1;
+		pp->observe_window = 0;
+	} else if (!strcmp(pp->name, "snapkv")) {
+		pp->metric = KVC_METRIC_L1;
+		pp->observe_window = 32;
+		pp->pool_kernel = 7;
+	}
 }

@@ -578,24 +578,6 @@ static int maybe_compress(struct kvc_policy *pol, struct kvc_kv *kv,
 	return err;
 }
 
-/*
- * Each policy as published, where the defaults (KV-Compress's: an
- * observation window of 8, L2, no pooling) are not: H2O accumulates the
- * attention of every prompt query (L1), SnapKV sums a window of 32 and
- * max-pools over 7 keys. Without this the two rank alike.
- */
-static void eval_policy_defaults(struct kvc_policy_params *pp)
-{
-	if (!strcmp(pp->name, "h2o")) {
-		pp->metric = KVC_METRIC_L1;
-		pp->observe_window = 0;
-	} else if (!strcmp(pp->name, "snapkv")) {
-		pp->metric = KVC_METRIC_L1;
-		pp->observe_window = 32;
-		pp->pool_kernel = 7;
-	}
-}
-
 static int run_policy(struct eval *e, const char *name, double rate,
 		      struct eval_row *row)
 {
@@ -629,7 +611,7 @@ static int run_policy(struct eval *e, const char *name, double rate,
 	pp.window_tokens = (uint32_t)ceil(P / rate);
 	if (!pp.window_tokens)
 		pp.window_tokens = 1;
-	eval_policy_defaults(&pp);
+	kvcctl_policy_published(&pp);
 	kvc_llama_shape(e->m, BLOCK_SIZE, KVC_DTYPE_F16, &shape);
 	err = kvc_policy_create(&pp, &shape, &pol);
 	if (err)

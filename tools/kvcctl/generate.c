@@ -231,6 +231,7 @@ static int parse_options(int argc, char **argv, struct gen_opts *o)
 		return status;
 	if (!*o->prompt && !o->chat)
 		return kvcctl_usage_error(CMD, "--prompt: the prompt is empty");
+	kvcctl_policy_published(&o->policy);
 	return check_policy(&o->policy);
 }
 

@@ -87,6 +87,20 @@ int kvcctl_unknown_option(const char *cmd, const struct option *opts,
 
 int kvcctl_parse_u64(const char *s, uint64_t min, uint64_t max, uint64_t *out);
 
+struct kvc_policy_params;
+
+/**
+ * kvcctl_policy_published() - A policy's published observation settings.
+ * @pp: parameters whose name is set; the rest as kvc_policy_params_init()
+ *      left them.
+ *
+ * The library's defaults are KV-Compress's (an observation window of 8,
+ * L2, no pooling), which make H2O and SnapKV rank alike; the commands
+ * that run a model give H2O every prompt query (L1) and SnapKV a window
+ * of 32 max-pooled over 7, as their papers do.
+ */
+void kvcctl_policy_published(struct kvc_policy_params *pp);
+
 /**
  * kvcctl_getopt() - The option loop of a command.
  * @cmd: the command, for messages.
