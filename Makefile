@@ -21,7 +21,7 @@ OUT := build-debug
 endif
 KVC_CFLAGS := -std=c11 -D_GNU_SOURCE -Wall -Wextra -Wshadow -Wno-unused-parameter \
 	-fPIC -pthread -Iinclude $(CFLAGS)
-LDLIBS := -pthread -ldl -lm
+LDLIBS := -pthread -luring -ldl -lm
 
 # The CUDA toolkit is optional: the cuda backend needs only the driver, found
 # at run time. When the toolkit is here, its cuda.h checks our driver ABI.

@@ -19,6 +19,14 @@ static size_t live_words(uint32_t bpc)
 	return (bpc + 63) / 64;
 }
 
+/* Device calls are timed whether they succeed or not: both cost. */
+static void note_ns(uint64_t *total, uint64_t *max, uint64_t ns)
+{
+	*total += ns;
+	if (ns > *max)
+		*max = ns;
+}
+
 /**
  * kvc_chunk_map() - Map a chunk and give it empty metadata.
  * @pool: the pool, locked.
@@ -33,7 +41,7 @@ int kvc_chunk_map(struct kvc_pool *pool, struct kvc_chunk *c)
 {
 	uint32_t bpc = pool->bpc, i;
 	size_t words = live_words(bpc);
-	uint64_t *meta;
+	uint64_t *meta, t0;
 	int err;
 
 	/* One allocation: owner tags, then the live bitmap, then the stack. */
@@ -43,10 +51,12 @@ int kvc_chunk_map(struct kvc_pool *pool, struct kvc_chunk *c)
 		return kvc_err(-ENOMEM,
 			       "out of host memory for chunk %u metadata",
 			       chunk_index(pool, c));
+	t0 = kvc_now_ns();
 	err = pool->be->ops->map(pool->be, &pool->va,
 				 (uint64_t)chunk_index(pool, c) *
 					 pool->chunk_bytes,
 				 pool->chunk_bytes, &c->handle);
+	note_ns(&pool->map_ns, &pool->map_ns_max, kvc_now_ns() - t0);
 	if (err) {
 		free(meta);
 		return err;
@@ -70,6 +80,7 @@ int kvc_chunk_map(struct kvc_pool *pool, struct kvc_chunk *c)
  */
 int kvc_chunk_unmap(struct kvc_pool *pool, struct kvc_chunk *c)
 {
+	uint64_t t0;
 	int err;
 
 	if (c->nr_live)
@@ -79,10 +90,12 @@ int kvc_chunk_unmap(struct kvc_pool *pool, struct kvc_chunk *c)
 		return kvc_err(-EBUSY,
 			       "chunk %u: device work on it has not finished",
 			       chunk_index(pool, c));
+	t0 = kvc_now_ns();
 	err = pool->be->ops->unmap(pool->be, &pool->va,
 				   (uint64_t)chunk_index(pool, c) *
 					   pool->chunk_bytes,
 				   pool->chunk_bytes, c->handle);
+	note_ns(&pool->unmap_ns, &pool->unmap_ns_max, kvc_now_ns() - t0);
 	if (err)
 		return err;
 	free(c->owner);

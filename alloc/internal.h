@@ -9,12 +9,15 @@
 #include <pthread.h>
 #include <stdbool.h>
 #include <stdint.h>
+#include <time.h>
 
 #include <kvc/compact.h>
 #include <kvc/pool.h>
 
 #include "backend.h"
 #include "list.h"
+
+struct kvc_ladder_state;
 
 /* Fill buckets are indexed by live count; more would make them costly. */
 #define KVC_MAX_BLOCKS_PER_CHUNK 65536u
@@ -193,6 +196,13 @@ struct kvc_fences {
  * @unmap_deferred: empty chunks over the watermark a fence kept mapped at
  *                  the last trim.
  * @pub: the stats page, or NULL.
+ * @placement: which free block an allocation takes.
+ * @place_rng: xorshift64 state of %KVC_PLACE_RANDOM.
+ * @map_ns: time spent in backend map calls; @map_ns_max the longest.
+ * @unmap_ns: time spent in backend unmap calls; @unmap_ns_max the longest.
+ * @ladder: samples, peaks and means (ladder.c), or NULL before the first
+ *          sample.
+ * @rec: the recorder the pool's events go to, or NULL.
  */
 struct kvc_pool {
 	pthread_mutex_t lock;
@@ -236,7 +246,18 @@ struct kvc_pool {
 	uint64_t compact_failures;
 	uint64_t unmap_deferred;
 	struct kvc_stats_pub *pub;
+	enum kvc_placement placement;
+	uint64_t place_rng;
+	uint64_t map_ns;
+	uint64_t map_ns_max;
+	uint64_t unmap_ns;
+	uint64_t unmap_ns_max;
+	struct kvc_ladder_state *ladder;
+	struct kvc_recorder *rec;
 };
+
+/* place.c */
+struct kvc_chunk *kvc_place_chunk(struct kvc_pool *pool);
 
 /* fill.c */
 int kvc_fill_init(struct kvc_fill *fill, uint32_t bpc);
@@ -277,6 +298,14 @@ static inline uint32_t kvc_pool_reclaimable(const struct kvc_pool *pool)
 	uint64_t need = (pool->nr_live + pool->bpc - 1) / pool->bpc;
 
 	return used > need ? (uint32_t)(used - need) : 0;
+}
+
+static inline uint64_t kvc_now_ns(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (uint64_t)ts.tv_sec * 1000000000ull + (uint64_t)ts.tv_nsec;
 }
 
 /* pool.c */

@@ -87,6 +87,9 @@ static int check_params(const struct kvc_pool_params *p, uint64_t gran,
 			-EINVAL,
 			"compaction marks high %g, low %g: need 0 <= low < high < 1 (high 0 = off)",
 			p->compact_high, p->compact_low);
+	if ((unsigned)p->placement > KVC_PLACE_RANDOM)
+		return kvc_err(-EINVAL, "unknown placement policy %d",
+			       (int)p->placement);
 	if (p->compact_budget_bytes && p->compact_budget_bytes < chunk)
 		return kvc_err(
 			-EINVAL,
@@ -186,6 +189,11 @@ static void fill_stats(struct kvc_pool *pool, struct kvc_pool_stats *st)
 	st->backend_unmap = calls->unmap;
 	st->backend_release = calls->release;
 	st->backend_copy = calls->copy;
+	st->map_ns = pool->map_ns;
+	st->map_ns_max = pool->map_ns_max;
+	st->unmap_ns = pool->unmap_ns;
+	st->unmap_ns_max = pool->unmap_ns_max;
+	st->placement = pool->placement;
 	fill_frag_stats(pool, st);
 }
 
@@ -262,6 +270,10 @@ int kvc_pool_create(const struct kvc_pool_params *params, struct kvc_pool **out)
 	pool->compact_low = params->compact_low;
 	pool->compact_budget = params->compact_budget_bytes;
 	pool->compact_chunks = params->compact_budget_chunks;
+	pool->placement = params->placement;
+	/* xorshift64 must not start at 0. */
+	pool->place_rng = params->placement_seed ? params->placement_seed :
+						   0x9e3779b97f4a7c15ull;
 
 	pool->chunks = calloc(nr_chunks, sizeof(*pool->chunks));
 	pool->unmapped = malloc(nr_chunks * sizeof(*pool->unmapped));
@@ -503,9 +515,7 @@ int kvc_pool_alloc(struct kvc_pool *pool, uint32_t n, uint32_t *ids)
 			goto out_fail;
 	}
 	while (done < n) {
-		c = kvc_fill_fullest_partial(pool);
-		if (!c)
-			c = kvc_fill_first(pool, 0);
+		c = kvc_place_chunk(pool);
 		taken = kvc_chunk_take(pool, c, n - done, ids + done);
 		kvc_fill_set_live(pool, c, c->nr_live + taken);
 		done += taken;

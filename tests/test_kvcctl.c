@@ -851,6 +851,9 @@ static const char *const required_fields[] = {
 	"bytes_copied",	      "chunks_vacated",
 	"chunks_released",    "compact_failures",
 	"fences_pending",     "chunks_unmap_deferred",
+	"map_ns",	      "map_ns_max",
+	"unmap_ns",	      "unmap_ns_max",
+	"placement",
 };
 
 /* The doubles of struct kvc_pool_stats, after the counters. */

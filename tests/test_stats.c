@@ -87,7 +87,12 @@ struct fixture {
 	X(chunks_released) \
 	X(compact_failures) \
 	X(fences_pending) \
-	X(chunks_unmap_deferred)
+	X(chunks_unmap_deferred) \
+	X(map_ns) \
+	X(map_ns_max) \
+	X(unmap_ns) \
+	X(unmap_ns_max) \
+	X(placement)
 
 /* The doubles, after the counters. */
 #define STATS_REALS(X) \

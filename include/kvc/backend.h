@@ -99,6 +99,22 @@ int kvc_backend_open(enum kvc_backend_kind kind, int device,
 int kvc_backend_open_host(uint64_t granularity, struct kvc_backend **out);
 
 /**
+ * kvc_backend_open_sim() - Open a backend that maps nothing.
+ * @granularity: chunk granularity in bytes: a power of two, at least 4 KiB;
+ *               0 means %KVC_HOST_GRANULARITY.
+ * @out: set to the new backend on success.
+ *
+ * For replays and studies: reservations get an address range that is
+ * never backed (a block's address must not be touched), maps and unmaps
+ * only check the same rules the host backend enforces and count, copies
+ * do nothing, fences are complete at once. A pool of terabytes costs only
+ * its metadata.
+ *
+ * Return: 0, -EINVAL for a bad granularity, -ENOMEM.
+ */
+int kvc_backend_open_sim(uint64_t granularity, struct kvc_backend **out);
+
+/**
  * kvc_backend_close() - Close a backend.
  * @be: the backend, or NULL. Every pool using it must be destroyed first.
  */

@@ -191,6 +191,15 @@ uint64_t kvc_kv_device_overhead(const struct kvc_kv *kv);
 const struct kvc_model_shape *kvc_kv_shape(const struct kvc_kv *kv);
 
 /**
+ * kvc_kv_usage() - What the cache stores, for the pool's byte ladder.
+ * @kv: the cache.
+ * @usage: filled: logical bytes (every token of every sequence in every
+ *         (layer, KV head), K and V), live bytes (the KVs the heads hold),
+ *         no reservation, the sequences; preemptions left 0.
+ */
+void kvc_kv_usage(const struct kvc_kv *kv, struct kvc_pool_usage *usage);
+
+/**
  * kvc_kv_check() - Check every invariant of the cache.
  * @kv: the cache.
  *

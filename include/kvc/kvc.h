@@ -12,6 +12,8 @@
 #include <kvc/evict.h>
 #include <kvc/run.h>
 #include <kvc/stats.h>
+#include <kvc/record.h>
+#include <kvc/sim.h>
 
 /** KVC_VERSION - Library version as a string. */
 #define KVC_VERSION "0.1.0"

@@ -23,6 +23,48 @@ struct kvc_pool;
 /** KVC_POOL_NO_STATS_PAGE - Do not publish a shared-memory stats page. */
 #define KVC_POOL_NO_STATS_PAGE (1u << 0)
 
+struct kvc_recorder;
+
+/**
+ * enum kvc_placement - Which free block an allocation takes.
+ * @KVC_PLACE_FULLEST: from the fullest partly used chunk, then an empty
+ *                     mapped one, then a new one: chunks fill densely and
+ *                     empty ones can go back (the default; O(1)).
+ * @KVC_PLACE_FIRST_FIT: from the lowest-numbered mapped chunk with a free
+ *                       block (address-ordered first fit, as classic
+ *                       heaps do); for studies, O(chunks) per call.
+ * @KVC_PLACE_RANDOM: from a mapped chunk with a free block chosen at
+ *                    random (seeded by @placement_seed): the worst case a
+ *                    placement-blind allocator reaches; for studies,
+ *                    O(chunks) per call.
+ *
+ * Every policy maps a new chunk only when no mapped chunk has a free
+ * block, so they differ in where blocks go, never in how much is mapped
+ * at the moment of an allocation.
+ */
+enum kvc_placement {
+	KVC_PLACE_FULLEST = 0,
+	KVC_PLACE_FIRST_FIT = 1,
+	KVC_PLACE_RANDOM = 2,
+};
+
+/**
+ * kvc_placement_parse() - Parse "fullest", "first-fit" or "random".
+ * @name: the name.
+ * @out: set on success.
+ *
+ * Return: 0, or -EINVAL (with a message) for another name.
+ */
+int kvc_placement_parse(const char *name, enum kvc_placement *out);
+
+/**
+ * kvc_placement_name() - The name of a placement policy.
+ * @p: the policy.
+ *
+ * Return: a static string ("fullest", "first-fit", "random", or "?").
+ */
+const char *kvc_placement_name(enum kvc_placement p);
+
 /**
  * struct kvc_pool_params - How to build a pool.
  * @block_bytes: bytes of one block; must divide @chunk_bytes.
@@ -54,6 +96,8 @@ struct kvc_pool;
  * @compact_budget_chunks: chunks one kvc_pool_compact_tick() may vacate;
  *                         0 = no limit. Bounds a tick's unmapping, which
  *                         on both backends costs more than the copies.
+ * @placement: which free block an allocation takes.
+ * @placement_seed: seeds %KVC_PLACE_RANDOM.
  *
  * Start from kvc_pool_params_init(), then set what differs.
  */
@@ -73,6 +117,8 @@ struct kvc_pool_params {
 	double compact_low;
 	uint64_t compact_budget_bytes;
 	uint32_t compact_budget_chunks;
+	enum kvc_placement placement;
+	uint64_t placement_seed;
 };
 
 /**
@@ -124,6 +170,11 @@ struct kvc_pool_params {
  * @chunks_unmap_deferred: empty chunks beyond what the last trim kept,
  *                         left mapped because their fence was pending (or
  *                         the device refused the unmap).
+ * @map_ns: time spent in the backend's map calls (create + map + access).
+ * @map_ns_max: the longest one.
+ * @unmap_ns: time spent in the backend's unmap calls (unmap + release).
+ * @unmap_ns_max: the longest one.
+ * @placement: the pool's &enum kvc_placement.
  * @frag_ratio: @bytes_mapped / @bytes_live - 1; 0 when nothing is mapped,
  *              +infinity when chunks are mapped but no block is live.
  * @unusable_index: the kernel's unusable free space index for a request
@@ -182,11 +233,213 @@ struct kvc_pool_stats {
 	uint64_t compact_failures;
 	uint64_t fences_pending;
 	uint64_t chunks_unmap_deferred;
+	uint64_t map_ns;
+	uint64_t map_ns_max;
+	uint64_t unmap_ns;
+	uint64_t unmap_ns_max;
+	uint64_t placement;
 	double frag_ratio;
 	double unusable_index;
 	double fragmentation_index;
 	double compact_score;
 };
+
+/**
+ * KVC_LADDER_ORDERS - Orders of the per-order indices: a request of 2^o
+ * contiguous blocks, o = 0 .. 16 (65536 blocks, the most a chunk holds).
+ */
+#define KVC_LADDER_ORDERS 17
+
+/**
+ * struct kvc_pool_usage - What the layer above the pool knows at a sample.
+ * @logical_bytes: what a full cache would hold: every token of every
+ *                 sequence, in every (layer, KV head), K and V.
+ * @live_bytes: the KVs actually stored (after eviction), same unit.
+ * @reservation_bytes: slots held for tokens still to come, where a policy
+ *                     reserves ahead (0 for kvc's own caches, which take
+ *                     a block when the first token needs it).
+ * @seqs: sequences holding blocks.
+ * @preemptions: sequences preempted so far (cumulative).
+ *
+ * @live_bytes + @reservation_bytes must not exceed the bytes of the
+ * blocks the pool has handed out.
+ */
+struct kvc_pool_usage {
+	uint64_t logical_bytes;
+	uint64_t live_bytes;
+	uint64_t reservation_bytes;
+	uint64_t seqs;
+	uint64_t preemptions;
+};
+
+/**
+ * struct kvc_ladder - Where every byte of a pool is, at one sample.
+ * @t_ns: CLOCK_MONOTONIC time of the sample.
+ * @step: the caller's step (iteration) number.
+ * @logical: bytes a full cache would hold (from &struct kvc_pool_usage).
+ * @live: KV bytes stored.
+ * @held: blocks handed out x block bytes (unfilled tails included).
+ * @mapped: chunks mapped x chunk bytes.
+ * @parked: mapped chunks with no live block (kept by the watermark, or
+ *          by a pending fence) x chunk bytes.
+ * @reservation: held bytes reserved for tokens still to come.
+ * @tail: @held - @live - @reservation: unfilled slots of held blocks.
+ * @free_mapped: free blocks in partly used chunks x block bytes: the
+ *               space only compaction can give back.
+ * @seqs: sequences holding blocks.
+ * @preemptions: preemptions so far.
+ * @held_blocks: blocks handed out.
+ * @mapped_chunks: chunks mapped.
+ * @floor_chunks: ceil(@held_blocks / blocks per chunk): the packed floor.
+ * @pack_ratio: @mapped_chunks / @floor_chunks (1 when both are 0; the
+ *              mapped count when only the floor is 0).
+ * @hole_ratio: 1 - @held_blocks / (highest live block id + 1); 0 when no
+ *              block is live (llama.cpp's window fragmentation).
+ * @nr_orders: orders filled below: 0 .. floor(log2(blocks per chunk)).
+ * @unusable: per order o, mm/vmstat.c's unusable free space index over
+ *            the free blocks of mapped chunks (parked ones included),
+ *            where a suitable block is a run of 2^o contiguous free
+ *            blocks inside one chunk: (free - suitable(o) x 2^o) / free;
+ *            1 when nothing is free.
+ * @extfrag: per order, mm/vmstat.c's fragmentation index: -1 when a
+ *           suitable run exists, 0 when nothing is free, else
+ *           1 - (1 + free / 2^o) / (maximal free runs), floored at 0.
+ * @free_runs: per order o, maximal free runs of 2^o .. 2^(o+1) - 1
+ *             blocks (buddyinfo's view).
+ *
+ * Identity, checked by kvc_ladder_check(): @mapped = @live + @reservation
+ * + @tail + @free_mapped + @parked, and @live <= @held <= @mapped.
+ */
+struct kvc_ladder {
+	uint64_t t_ns;
+	uint64_t step;
+	uint64_t logical;
+	uint64_t live;
+	uint64_t held;
+	uint64_t mapped;
+	uint64_t parked;
+	uint64_t reservation;
+	uint64_t tail;
+	uint64_t free_mapped;
+	uint64_t seqs;
+	uint64_t preemptions;
+	uint64_t held_blocks;
+	uint64_t mapped_chunks;
+	uint64_t floor_chunks;
+	double pack_ratio;
+	double hole_ratio;
+	uint32_t nr_orders;
+	uint32_t reserved0;
+	double unusable[KVC_LADDER_ORDERS];
+	double extfrag[KVC_LADDER_ORDERS];
+	uint64_t free_runs[KVC_LADDER_ORDERS];
+};
+
+/**
+ * struct kvc_ladder_peaks - Peaks and time-weighted means over samples.
+ * @samples: samples taken.
+ * @live_peak: the most live bytes seen; @live_peak_step, @live_peak_ns:
+ *             when (the first such sample).
+ * @mapped_at_live_peak: mapped bytes at that sample.
+ * @mapped_peak: the most mapped bytes seen; @mapped_peak_step,
+ *               @mapped_peak_ns: when (first such sample).
+ * @live_at_mapped_peak: live bytes at that sample.
+ * @gmlake_util: @live_peak / @mapped_peak (GMLake's utilisation).
+ * @jw2: @mapped_at_live_peak / @live_peak (Johnstone and Wilson #2).
+ * @jw3: @mapped_peak / @live_at_mapped_peak (#3).
+ * @jw4: @mapped_peak / @live_peak (#4).
+ * @weight: total weight of the means: the steps (or seconds) between
+ *          samples; each sample weighs the time until the next one.
+ * @mean_logical, @mean_live, @mean_held, @mean_mapped, @mean_parked,
+ * @mean_reservation, @mean_tail, @mean_free_mapped, @mean_seqs:
+ *          time-weighted means of the ladder's levels.
+ * @mean_util: time-weighted mean of live / mapped (samples with nothing
+ *             mapped count as 1).
+ *
+ * Ratios are 0 when their denominator is 0.
+ */
+struct kvc_ladder_peaks {
+	uint64_t samples;
+	uint64_t live_peak;
+	uint64_t live_peak_step;
+	uint64_t live_peak_ns;
+	uint64_t mapped_at_live_peak;
+	uint64_t mapped_peak;
+	uint64_t mapped_peak_step;
+	uint64_t mapped_peak_ns;
+	uint64_t live_at_mapped_peak;
+	double gmlake_util;
+	double jw2;
+	double jw3;
+	double jw4;
+	double weight;
+	double mean_logical;
+	double mean_live;
+	double mean_held;
+	double mean_mapped;
+	double mean_parked;
+	double mean_reservation;
+	double mean_tail;
+	double mean_free_mapped;
+	double mean_seqs;
+	double mean_util;
+};
+
+/**
+ * struct kvc_ladder_acc - Accumulates &struct kvc_ladder_peaks.
+ * @peaks: the result so far (means final only after kvc_ladder_acc_end()).
+ * @have_prev: a sample is pending its weight.
+ * @prev: that sample.
+ * @prev_at: its position on the weighting axis.
+ * @sum: weighted sums, in the order of the mean_* fields.
+ */
+struct kvc_ladder_acc {
+	struct kvc_ladder_peaks peaks;
+	bool have_prev;
+	struct kvc_ladder prev;
+	double prev_at;
+	double sum[10];
+};
+
+/**
+ * kvc_ladder_acc_init() - Start accumulating.
+ * @acc: the accumulator.
+ */
+void kvc_ladder_acc_init(struct kvc_ladder_acc *acc);
+
+/**
+ * kvc_ladder_acc_add() - Add a sample.
+ * @acc: the accumulator.
+ * @l: the sample.
+ * @at: its position on the weighting axis (step or seconds), not
+ *      decreasing from one sample to the next.
+ *
+ * The previous sample is weighted by @at minus its own position: a level
+ * holds until the next sample changes it.
+ *
+ * Return: 0, or -EINVAL when @at goes backwards (nothing added).
+ */
+int kvc_ladder_acc_add(struct kvc_ladder_acc *acc, const struct kvc_ladder *l,
+		       double at);
+
+/**
+ * kvc_ladder_acc_end() - Close the means.
+ * @acc: the accumulator.
+ * @at: the end of the last sample's interval (>= its position); when no
+ *      interval has any weight, the means are those of the samples, each
+ *      counted once.
+ * @out: filled.
+ */
+void kvc_ladder_acc_end(struct kvc_ladder_acc *acc, double at,
+			struct kvc_ladder_peaks *out);
+
+/**
+ * kvc_ladder_check() - Check a ladder's identities.
+ * @l: the ladder.
+ *
+ * Return: 0, or -EFAULT with a message naming the first that fails.
+ */
+int kvc_ladder_check(const struct kvc_ladder *l);
 
 /**
  * KVC_FILL_BUCKETS - Columns of the chunk-occupancy histogram: mapped chunks
@@ -396,6 +649,60 @@ struct kvc_backend *kvc_pool_backend(const struct kvc_pool *pool);
  * Return: the path, or NULL when the pool publishes none.
  */
 const char *kvc_pool_stats_path(const struct kvc_pool *pool);
+
+/**
+ * kvc_pool_ladder() - Where every byte of a pool is, now.
+ * @pool: the pool.
+ * @usage: what the caller knows (NULL: live = held, nothing logical).
+ * @step: the caller's step number, recorded in the ladder.
+ * @out: filled.
+ *
+ * Walks the live bitmaps of the mapped chunks for the per-order indices
+ * and the hole ratio: O(mapped blocks / 64); meant per step, not per
+ * allocation.
+ *
+ * Return: 0, or -EINVAL when @usage claims more live and reserved bytes
+ * than the pool holds (nothing filled).
+ */
+int kvc_pool_ladder(struct kvc_pool *pool, const struct kvc_pool_usage *usage,
+		    uint64_t step, struct kvc_ladder *out);
+
+/**
+ * kvc_pool_sample() - Take a ladder sample and keep it.
+ * @pool: the pool.
+ * @usage: as for kvc_pool_ladder().
+ * @step: the caller's step number.
+ *
+ * The sample goes into the pool's ring of recent samples (published in
+ * the stats page for `kvcctl stats --history` and `--watch`), into its
+ * peaks and means (weighted by steps), and to the pool's recorder, if any,
+ * as a %KVC_REC_SAMPLE event.
+ *
+ * Return: 0, or kvc_pool_ladder()'s error.
+ */
+int kvc_pool_sample(struct kvc_pool *pool, const struct kvc_pool_usage *usage,
+		    uint64_t step);
+
+/**
+ * kvc_pool_peaks() - The peaks and means of the samples taken so far.
+ * @pool: the pool.
+ * @out: filled (means over the samples so far, the last one weighing one
+ *       step).
+ */
+void kvc_pool_peaks(struct kvc_pool *pool, struct kvc_ladder_peaks *out);
+
+/**
+ * kvc_pool_set_recorder() - Record the pool's events into a trace.
+ * @pool: the pool.
+ * @rec: the recorder, or NULL to stop; it must outlive its attachment.
+ *
+ * On attaching, the pool's configuration (%KVC_REC_CONFIG) and, when it
+ * already holds blocks, a snapshot of every mapped chunk and live block
+ * are recorded first, so the trace replays from this point.
+ *
+ * Return: 0, or the recorder's error.
+ */
+int kvc_pool_set_recorder(struct kvc_pool *pool, struct kvc_recorder *rec);
 
 /**
  * kvc_pool_check() - Check every invariant of a pool.

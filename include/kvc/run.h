@@ -14,6 +14,7 @@
 
 #include <kvc/evict.h>
 #include <kvc/kv.h>
+#include <kvc/record.h>
 
 #ifdef __cplusplus
 extern "C" {
@@ -72,6 +73,10 @@ int kvc_trace_read(const char *path, uint32_t max, struct kvc_request **reqs,
  * @compact: compact the pool after each compression round.
  * @pool_name: label of the pool's stats page, or NULL.
  * @progress: print progress to stderr when the run is long.
+ * @rec: record the run's request and allocator events, with a step
+ *       marker and a ladder sample per iteration, or NULL. The run
+ *       attaches it to the evicting cache's pool and detaches it before
+ *       the pool goes (the caller closes it).
  */
 struct kvc_run_params {
 	struct kvc_model_shape shape;
@@ -90,6 +95,7 @@ struct kvc_run_params {
 	bool compact;
 	const char *pool_name;
 	bool progress;
+	struct kvc_recorder *rec;
 };
 
 /**

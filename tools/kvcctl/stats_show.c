@@ -519,6 +519,11 @@ int stats_show_table(FILE *out, const struct kvc_stats_snapshot *snaps,
 	U64(compact_failures) \
 	U64(fences_pending) \
 	U64(chunks_unmap_deferred) \
+	U64(map_ns) \
+	U64(map_ns_max) \
+	U64(unmap_ns) \
+	U64(unmap_ns_max) \
+	U64(placement) \
 	REAL(frag_ratio) \
 	REAL(unusable_index) \
 	REAL(fragmentation_index) \
