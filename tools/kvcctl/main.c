@@ -15,6 +15,9 @@
 /* The model commands (generate.c, eval.c). */
 int kvcctl_generate(int argc, char **argv);
 int kvcctl_eval(int argc, char **argv);
+/* The trace commands (trace.c, replay.c). */
+int kvcctl_trace(int argc, char **argv);
+int kvcctl_replay(int argc, char **argv);
 
 static const struct kvcctl_cmd commands[] = {
 	{ "stats", kvcctl_stats, "show the kvc pools of running processes" },
@@ -24,6 +27,9 @@ static const struct kvcctl_cmd commands[] = {
 	  "generate text with a GGUF model over the compressed KV cache" },
 	{ "eval", kvcctl_eval,
 	  "measure what each policy and rate costs a model's predictions" },
+	{ "trace", kvcctl_trace, "print a recorded event trace as text or JSON" },
+	{ "replay", kvcctl_replay,
+	  "replay a trace or a request CSV under several configurations" },
 };
 
 #define NR_COMMANDS (sizeof(commands) / sizeof(commands[0]))
