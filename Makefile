@@ -133,6 +133,13 @@ $(OUT)/tests/test_%: tests/test_%.c $(TEST_SUPPORT_OBJS) $(STATIC_LIB)
 		-DGPU_BENCH='"$(GPU_BENCH)"' -o $@ $< $(TEST_SUPPORT_OBJS) $(STATIC_LIB) \
 		-lcmocka $(LDLIBS) -lm
 
+# test_plot checks kvcctl's plot writers, so it links them too.
+$(OUT)/tests/test_plot: tests/test_plot.c $(OUT)/tools/kvcctl/plot.o $(TEST_SUPPORT_OBJS) $(STATIC_LIB)
+	$(call msg,CC,$@)
+	@mkdir -p $(@D)
+	$(Q)$(CC) $(KVC_CFLAGS) -Ialloc -Itests -o $@ $< $(OUT)/tools/kvcctl/plot.o \
+		$(TEST_SUPPORT_OBJS) $(STATIC_LIB) -lcmocka $(LDLIBS) -lm
+
 $(OUT)/bench/%: bench/%.c bench/bench.h $(STATIC_LIB)
 	$(call msg,CC,$@)
 	@mkdir -p $(@D)
@@ -204,9 +211,17 @@ $(OUT)/fuzz/fuzz_gguf: fuzz/fuzz_gguf.c model/gguf.c model/gguf.h alloc/error.c
 	$(Q)$(FUZZ_CC) -g -O1 -fsanitize=fuzzer,address,undefined -std=c11 -D_GNU_SOURCE \
 		-Wall -Wextra -Iinclude $(filter %.c,$^) -o $@
 
-fuzz: $(OUT)/fuzz/fuzz_gguf
-	@mkdir -p $(OUT)/fuzz/corpus
+# The trace reader, likewise; its seeds are the fuzz/corpus/*.kvct traces.
+$(OUT)/fuzz/fuzz_record: fuzz/fuzz_record.c alloc/record_read.c alloc/error.c include/kvc/record.h
+	$(call msg,FUZZCC,$@)
+	@mkdir -p $(@D)
+	$(Q)$(FUZZ_CC) -g -O1 -fsanitize=fuzzer,address,undefined -std=c11 -D_GNU_SOURCE \
+		-Wall -Wextra -Iinclude $(filter %.c,$^) -o $@
+
+fuzz: $(OUT)/fuzz/fuzz_gguf $(OUT)/fuzz/fuzz_record
+	@mkdir -p $(OUT)/fuzz/corpus $(OUT)/fuzz/corpus-record
 	$(OUT)/fuzz/fuzz_gguf -max_total_time=$(FUZZ_TIME) $(OUT)/fuzz/corpus fuzz/corpus
+	$(OUT)/fuzz/fuzz_record -max_total_time=$(FUZZ_TIME) $(OUT)/fuzz/corpus-record fuzz/corpus
 
 .PHONY: fuzz
 

@@ -13,6 +13,7 @@
 
 #include "error.h"
 #include "internal.h"
+#include "recorder.h"
 
 static size_t live_words(uint32_t bpc)
 {
@@ -41,7 +42,7 @@ int kvc_chunk_map(struct kvc_pool *pool, struct kvc_chunk *c)
 {
 	uint32_t bpc = pool->bpc, i;
 	size_t words = live_words(bpc);
-	uint64_t *meta, t0;
+	uint64_t *meta, t0, ns;
 	int err;
 
 	/* One allocation: owner tags, then the live bitmap, then the stack. */
@@ -56,7 +57,8 @@ int kvc_chunk_map(struct kvc_pool *pool, struct kvc_chunk *c)
 				 (uint64_t)chunk_index(pool, c) *
 					 pool->chunk_bytes,
 				 pool->chunk_bytes, &c->handle);
-	note_ns(&pool->map_ns, &pool->map_ns_max, kvc_now_ns() - t0);
+	ns = kvc_now_ns() - t0;
+	note_ns(&pool->map_ns, &pool->map_ns_max, ns);
 	if (err) {
 		free(meta);
 		return err;
@@ -68,6 +70,9 @@ int kvc_chunk_map(struct kvc_pool *pool, struct kvc_chunk *c)
 	for (i = 0; i < bpc; i++)
 		c->free_stack[i] = (uint16_t)(bpc - 1 - i);
 	c->nr_live = 0;
+	if (pool->rec)
+		kvc_rec3(pool->rec, KVC_REC_CHUNK_MAP, chunk_index(pool, c), ns,
+			 0);
 	return 0;
 }
 
@@ -80,7 +85,7 @@ int kvc_chunk_map(struct kvc_pool *pool, struct kvc_chunk *c)
  */
 int kvc_chunk_unmap(struct kvc_pool *pool, struct kvc_chunk *c)
 {
-	uint64_t t0;
+	uint64_t t0, ns;
 	int err;
 
 	if (c->nr_live)
@@ -95,7 +100,8 @@ int kvc_chunk_unmap(struct kvc_pool *pool, struct kvc_chunk *c)
 				   (uint64_t)chunk_index(pool, c) *
 					   pool->chunk_bytes,
 				   pool->chunk_bytes, c->handle);
-	note_ns(&pool->unmap_ns, &pool->unmap_ns_max, kvc_now_ns() - t0);
+	ns = kvc_now_ns() - t0;
+	note_ns(&pool->unmap_ns, &pool->unmap_ns_max, ns);
 	if (err)
 		return err;
 	free(c->owner);
@@ -105,6 +111,9 @@ int kvc_chunk_unmap(struct kvc_pool *pool, struct kvc_chunk *c)
 	c->handle = 0;
 	c->fence_seq = 0;
 	pool->chunks_released++;
+	if (pool->rec)
+		kvc_rec3(pool->rec, KVC_REC_CHUNK_UNMAP, chunk_index(pool, c),
+			 ns, 0);
 	return 0;
 }
 

@@ -30,6 +30,7 @@
 
 #include "error.h"
 #include "internal.h"
+#include "recorder.h"
 
 /* Moves per device call: large enough to amortise the call, small enough
  * that the arrays stay in cache. */
@@ -43,6 +44,7 @@
  * @fence: copy of the caller's fence, valid when @has_fence.
  * @has_fence: the caller gave a fence.
  * @ran: execute has been called.
+ * @tick: a proactive tick made it (for the trace).
  * @src: chunks to vacate, sparsest first.
  * @nr_src: entries in @src.
  * @dst: chunks whose holes take the blocks, fullest first.
@@ -59,6 +61,7 @@ struct kvc_compact_plan {
 	struct kvc_fence fence;
 	bool has_fence;
 	bool ran;
+	bool tick;
 	uint32_t *src;
 	uint32_t nr_src;
 	uint32_t *dst;
@@ -83,8 +86,38 @@ struct run {
 	struct kvc_compact_result *res;
 	uint32_t next_dst;
 	uint64_t holes_left;
+	bool recorded;
 	struct take takes[BATCH];
 };
+
+/*
+ * The trace of one committed batch: COMPACT before the run's first move
+ * (so a compaction that moves nothing leaves no event), then one MOVE per
+ * block, all after the blocks changed ids, as one group.
+ */
+static void rec_moves(struct run *r, uint32_t n)
+{
+	struct kvc_compact_plan *plan = r->plan;
+	struct kvc_recorder *rec = r->pool->rec;
+	uint64_t p[KVC_REC_PAYLOAD] = { 0 };
+	uint32_t i;
+
+	kvc_recorder_lock(rec);
+	if (!r->recorded) {
+		p[0] = plan->params.max_bytes;
+		p[1] = plan->params.max_chunks;
+		p[2] = plan->tick;
+		kvc_recorder_emit_locked(rec, KVC_REC_COMPACT, p);
+		r->recorded = true;
+	}
+	for (i = 0; i < n; i++) {
+		p[0] = plan->moves[i].from;
+		p[1] = plan->moves[i].to;
+		p[2] = plan->moves[i].owner;
+		kvc_recorder_emit_locked(rec, KVC_REC_MOVE, p);
+	}
+	kvc_recorder_unlock(rec);
+}
 
 static uint64_t now_ns(void)
 {
@@ -323,6 +356,8 @@ static int move_batch(struct run *r, struct kvc_chunk *src, uint32_t n)
 	r->res->bytes_copied += n * bb;
 	pool->blocks_moved += n;
 	pool->bytes_copied += n * bb;
+	if (pool->rec)
+		rec_moves(r, n);
 	if (pool->move_fn)
 		pool->move_fn(pool->move_arg, plan->moves, n);
 	return 0;
@@ -416,7 +451,7 @@ static int execute_locked(struct kvc_compact_plan *plan,
 			  struct kvc_compact_result *res)
 {
 	struct kvc_pool *pool = plan->pool;
-	struct run r = { plan, pool, res, 0, 0, { { 0 } } };
+	struct run r = { plan, pool, res, 0, 0, false, { { 0 } } };
 	uint64_t t0 = now_ns(), t1, released = pool->chunks_released;
 	uint32_t i, nr_vacated = 0;
 	struct kvc_chunk *c;
@@ -569,7 +604,7 @@ void kvc_compact_orphan_plans(struct kvc_pool *pool)
 /* Plan and run under one hold of the lock: nothing changes in between. */
 static int compact_locked(struct kvc_pool *pool,
 			  const struct kvc_compact_params *params,
-			  struct kvc_compact_result *res)
+			  struct kvc_compact_result *res, bool tick)
 {
 	struct kvc_compact_plan *plan;
 	int err;
@@ -577,6 +612,7 @@ static int compact_locked(struct kvc_pool *pool,
 	err = plan_alloc(pool, params, &plan);
 	if (err)
 		return err;
+	plan->tick = tick;
 	err = execute_locked(plan, res);
 	list_del_init(&plan->link);
 	plan_destroy(plan);
@@ -598,7 +634,7 @@ int kvc_pool_compact(struct kvc_pool *pool,
 	if (err)
 		return err;
 	pthread_mutex_lock(&pool->lock);
-	err = compact_locked(pool, params, res);
+	err = compact_locked(pool, params, res, false);
 	pthread_mutex_unlock(&pool->lock);
 	return err;
 }
@@ -640,7 +676,7 @@ int kvc_pool_compact_tick(struct kvc_pool *pool, const struct kvc_fence *fence,
 	params.max_bytes = pool->compact_budget;
 	params.max_chunks = pool->compact_chunks;
 	params.fence = fence;
-	err = compact_locked(pool, &params, res);
+	err = compact_locked(pool, &params, res, true);
 	if (compact_score(pool) <= pool->compact_low)
 		pool->compact_active = false;
 	pthread_mutex_unlock(&pool->lock);

@@ -17,6 +17,7 @@
 
 #include "error.h"
 #include "internal.h"
+#include "recorder.h"
 
 /**
  * kvc_fence_valid() - Check a caller's fence.
@@ -127,6 +128,14 @@ int kvc_fence_capture(struct kvc_pool *pool, const struct kvc_fence *f,
 	return 0;
 }
 
+/* Tell the trace how far fences have completed, if that moved. */
+static void rec_done(struct kvc_pool *pool, uint64_t before)
+{
+	if (pool->rec && pool->fences.done_seq != before)
+		kvc_rec3(pool->rec, KVC_REC_FREE_DONE, pool->fences.done_seq, 0,
+			 0);
+}
+
 static void retire_front(struct kvc_pool *pool)
 {
 	struct kvc_fences *fs = &pool->fences;
@@ -150,19 +159,21 @@ static void retire_front(struct kvc_pool *pool)
 void kvc_fence_poll(struct kvc_pool *pool)
 {
 	struct kvc_fences *fs = &pool->fences;
+	uint64_t before = fs->done_seq;
 	int err;
 
 	while (fs->nr) {
 		err = pool->be->ops->fence_query(pool->be, &pool->va,
 						 fs->ring[fs->head].token);
 		if (err == -EBUSY || err == -EAGAIN)
-			return;
+			break;
 		if (err)
 			kvc_notice("fence %llu: %s; taken as completed",
 				   (unsigned long long)fs->ring[fs->head].seq,
 				   kvc_last_error());
 		retire_front(pool);
 	}
+	rec_done(pool, before);
 }
 
 /**
@@ -176,17 +187,21 @@ void kvc_fence_poll(struct kvc_pool *pool)
 int kvc_fence_wait_all(struct kvc_pool *pool)
 {
 	struct kvc_fences *fs = &pool->fences;
+	uint64_t before = fs->done_seq;
 	int err = 0, ret;
 
 	while (fs->nr) {
 		ret = pool->be->ops->fence_sync(pool->be, &pool->va,
 						fs->ring[fs->head].token);
-		if (ret == -EAGAIN || ret == -EBUSY)
-			return ret;
+		if (ret == -EAGAIN || ret == -EBUSY) {
+			err = ret;
+			break;
+		}
 		if (ret && !err)
 			err = ret;
 		retire_front(pool);
 	}
+	rec_done(pool, before);
 	return err;
 }
 

@@ -203,6 +203,7 @@ struct kvc_fences {
  * @ladder: samples, peaks and means (ladder.c), or NULL before the first
  *          sample.
  * @rec: the recorder the pool's events go to, or NULL.
+ * @name: the caller's label (empty when none), for traces.
  */
 struct kvc_pool {
 	pthread_mutex_t lock;
@@ -254,6 +255,7 @@ struct kvc_pool {
 	uint64_t unmap_ns_max;
 	struct kvc_ladder_state *ladder;
 	struct kvc_recorder *rec;
+	char name[32];
 };
 
 /* place.c */

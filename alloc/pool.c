@@ -16,6 +16,8 @@
 
 #include "error.h"
 #include "internal.h"
+#include "ladder.h"
+#include "recorder.h"
 #include "stats.h"
 
 void kvc_pool_params_init(struct kvc_pool_params *params)
@@ -271,6 +273,8 @@ int kvc_pool_create(const struct kvc_pool_params *params, struct kvc_pool **out)
 	pool->compact_budget = params->compact_budget_bytes;
 	pool->compact_chunks = params->compact_budget_chunks;
 	pool->placement = params->placement;
+	if (params->name)
+		snprintf(pool->name, sizeof(pool->name), "%s", params->name);
 	/* xorshift64 must not start at 0. */
 	pool->place_rng = params->placement_seed ? params->placement_seed :
 						   0x9e3779b97f4a7c15ull;
@@ -380,6 +384,7 @@ int kvc_pool_destroy(struct kvc_pool *pool)
 		}
 	}
 	kvc_stats_pub_close(pool->pub);
+	kvc_ladder_state_free(pool->ladder);
 	kvc_fence_exit(pool);
 	pthread_mutex_destroy(&pool->lock);
 	kvc_fill_exit(&pool->fill);
@@ -390,6 +395,121 @@ int kvc_pool_destroy(struct kvc_pool *pool)
 	free(pool);
 	if (err)
 		kvc_err(err, "pool destroyed, device memory leaked: %s", msg);
+	return err;
+}
+
+/*
+ * Event hooks. Each runs with the pool lock held, right after the change
+ * it describes (the ordering rule in record.c), and only when a recorder
+ * is attached: callers test pool->rec first, so an unrecorded pool pays
+ * one predictable branch. A recorder's error is kept by the recorder and
+ * reported at its close; the pool operation itself has succeeded.
+ */
+
+/* A call and its per-block records, as one group. */
+static void rec_ids(struct kvc_pool *pool, enum kvc_rec_kind call, uint64_t arg,
+		    enum kvc_rec_kind each, uint32_t n, const uint32_t *ids)
+{
+	uint64_t p[KVC_REC_PAYLOAD] = { n, arg };
+	uint32_t i;
+
+	kvc_recorder_lock(pool->rec);
+	kvc_recorder_emit_locked(pool->rec, call, p);
+	p[1] = 0;
+	for (i = 0; i < n; i++) {
+		p[0] = ids[i];
+		kvc_recorder_emit_locked(pool->rec, each, p);
+	}
+	kvc_recorder_unlock(pool->rec);
+}
+
+/* Every mapped chunk and live block, so a trace replays from here. */
+static int rec_snapshot(struct kvc_pool *pool, struct kvc_recorder *rec)
+{
+	uint64_t p[KVC_REC_PAYLOAD] = { pool->nr_mapped, pool->nr_live };
+	uint32_t i, w, words = (pool->bpc + 63) / 64;
+	int err;
+
+	kvc_recorder_lock(rec);
+	err = kvc_recorder_emit_locked(rec, KVC_REC_SNAPSHOT, p);
+	p[1] = 0;
+	for (i = 0; i < pool->nr_chunks; i++) {
+		if (!chunk_mapped(&pool->chunks[i]))
+			continue;
+		p[0] = i;
+		err = kvc_recorder_emit_locked(rec, KVC_REC_SNAP_CHUNK, p);
+	}
+	for (i = 0; i < pool->nr_chunks; i++) {
+		const struct kvc_chunk *c = &pool->chunks[i];
+
+		if (!chunk_mapped(c) || !c->nr_live)
+			continue;
+		for (w = 0; w < words; w++) {
+			uint64_t word;
+
+			for (word = c->live[w]; word; word &= word - 1) {
+				uint32_t local = w * 64 + __builtin_ctzll(word);
+
+				p[0] = (uint64_t)i * pool->bpc + local;
+				p[1] = c->owner[local];
+				err = kvc_recorder_emit_locked(
+					rec, KVC_REC_SNAP_BLOCK, p);
+			}
+		}
+	}
+	kvc_recorder_unlock(rec);
+	return err;
+}
+
+/* The configuration and names a trace starts with. */
+static int rec_config(struct kvc_pool *pool, struct kvc_recorder *rec)
+{
+	uint64_t p[KVC_REC_PAYLOAD] = { pool->block_bytes, pool->chunk_bytes,
+					pool->nr_blocks,   pool->empty_kept,
+					pool->placement,   pool->max_mapped };
+	int err;
+
+	err = kvc_recorder_emit(rec, KVC_REC_CONFIG, p);
+	if (!err && pool->name[0])
+		err = kvc_recorder_name(rec, KVC_REC_NAME_POOL, pool->name);
+	if (!err)
+		err = kvc_recorder_name(rec, KVC_REC_NAME_BACKEND,
+					pool->be->name);
+	return err;
+}
+
+int kvc_pool_set_recorder(struct kvc_pool *pool, struct kvc_recorder *rec)
+{
+	int err = 0;
+
+	if (!pool)
+		return kvc_err(-EINVAL, "kvc_pool_set_recorder: NULL pool");
+	pthread_mutex_lock(&pool->lock);
+	if (rec == pool->rec)
+		goto out;
+	if (rec && pool->rec) {
+		err = kvc_err(
+			-EBUSY,
+			"kvc_pool_set_recorder: the pool is recorded already; detach first");
+		goto out;
+	}
+	if (rec) {
+		err = rec_config(pool, rec);
+		if (!err && pool->nr_mapped)
+			err = rec_snapshot(pool, rec);
+		if (!err)
+			pool->rec = rec;
+	} else {
+		/* The closing snapshot, always: a replay ends where we are. */
+		err = rec_snapshot(pool, pool->rec);
+		pool->rec = NULL;
+	}
+	if (err)
+		err = kvc_err(err,
+			      "kvc_pool_set_recorder: recording failed: %s",
+			      strerror(-err));
+out:
+	pthread_mutex_unlock(&pool->lock);
 	return err;
 }
 
@@ -524,12 +644,18 @@ int kvc_pool_alloc(struct kvc_pool *pool, uint32_t n, uint32_t *ids)
 	if (pool->nr_live > pool->live_hwm)
 		pool->live_hwm = pool->nr_live;
 	pool->alloc_calls++;
+	if (pool->rec)
+		rec_ids(pool, KVC_REC_ALLOC, 0, KVC_REC_BLK_ALLOC, n, ids);
 	kvc_pool_publish(pool);
 	pthread_mutex_unlock(&pool->lock);
 	return 0;
 
 out_fail:
 	pool->alloc_failures++;
+	if (pool->rec)
+		kvc_rec3(pool->rec, KVC_REC_ALLOC_FAIL, n,
+			 (uint64_t)pool->nr_mapped * pool->bpc - pool->nr_live,
+			 (uint64_t)(int64_t)err);
 	kvc_pool_publish(pool);
 	pthread_mutex_unlock(&pool->lock);
 	return err;
@@ -623,6 +749,9 @@ static int free_locked(struct kvc_pool *pool, uint32_t n, const uint32_t *ids,
 			ids[bad - 1], bad - 1, n);
 	pool->nr_live -= n;
 	pool->free_calls++;
+	/* Before the trim: its unmaps follow the free that emptied them. */
+	if (pool->rec)
+		rec_ids(pool, KVC_REC_FREE, seq, KVC_REC_BLK_FREE, n, ids);
 	/* An unmap the device refuses is counted and retried later. */
 	kvc_pool_trim_locked(pool, pool->empty_kept);
 	kvc_pool_publish(pool);
@@ -726,9 +855,11 @@ int kvc_pool_set_owner(struct kvc_pool *pool, uint32_t id, uint64_t owner)
 		return kvc_err(-EINVAL, "kvc_pool_set_owner: NULL pool");
 	pthread_mutex_lock(&pool->lock);
 	c = live_chunk(pool, id);
-	if (c)
+	if (c) {
 		c->owner[block_local(pool, id)] = owner;
-	else
+		if (pool->rec)
+			kvc_rec3(pool->rec, KVC_REC_OWNER, id, owner, 0);
+	} else
 		err = kvc_err(-EINVAL, "block %u is not live", id);
 	pthread_mutex_unlock(&pool->lock);
 	return err;

@@ -1,7 +1,8 @@
 // SPDX-License-Identifier: MIT
 /*
- * The stats page: a pool's counters published in one 4 KiB file under
- * /dev/shm, and the reader that validates such pages. The writer never
+ * The stats page: a pool's counters, its latest ladder sample and a ring of
+ * recent ones, published in one fixed-size file under /dev/shm, and the
+ * reader that validates such pages. The writer never
  * blocks on readers (a seqlock); a reader never trusts a page it has not
  * checked (owner, mode, size, magic, version, layout size, pid).
  */
@@ -27,7 +28,7 @@
 #include "error.h"
 #include "stats.h"
 
-#define STATS_FILE_BYTES 4096u
+#define STATS_FILE_BYTES KVC_STATS_FILE_BYTES
 #define READ_RETRIES 10000
 
 _Static_assert(sizeof(struct kvc_stats_page) <= STATS_FILE_BYTES,
@@ -167,6 +168,32 @@ void kvc_stats_pub_update(struct kvc_stats_pub *pub,
 	__atomic_store_n(&page->seq, seq + 2, __ATOMIC_RELEASE);
 }
 
+void kvc_stats_pub_sample(struct kvc_stats_pub *pub,
+			  const struct kvc_ladder *ladder,
+			  const struct kvc_stats_sample *sample,
+			  const struct kvc_ladder_peaks *peaks)
+{
+	struct kvc_stats_page *page;
+	uint32_t seq, head;
+
+	if (!pub)
+		return;
+	page = pub->page;
+	seq = __atomic_load_n(&page->seq, __ATOMIC_RELAXED);
+	__atomic_store_n(&page->seq, seq + 1, __ATOMIC_RELAXED);
+	__atomic_thread_fence(__ATOMIC_RELEASE);
+	head = page->ring_head % KVC_STATS_RING;
+	page->ring[head] = *sample;
+	page->ring_head = (head + 1) % KVC_STATS_RING;
+	if (page->ring_count < KVC_STATS_RING)
+		page->ring_count++;
+	page->samples++;
+	page->ladder = *ladder;
+	page->peaks = *peaks;
+	page->updated_ns = now_ns(CLOCK_REALTIME_COARSE);
+	__atomic_store_n(&page->seq, seq + 2, __ATOMIC_RELEASE);
+}
+
 const char *kvc_stats_pub_path(const struct kvc_stats_pub *pub)
 {
 	return pub ? pub->path : NULL;
@@ -287,9 +314,22 @@ int kvc_stats_read(const char *path, struct kvc_stats_snapshot *snap)
 			      (unsigned)(st.st_mode & 07777));
 		goto out_close;
 	}
+	/*
+	 * Pages of other versions have other sizes: name the version when
+	 * the file starts like a page, rather than only its size.
+	 */
 	if (st.st_size != STATS_FILE_BYTES) {
-		err = kvc_err(-EPROTO, "%s: %lld bytes, expected %u", path,
-			      (long long)st.st_size, STATS_FILE_BYTES);
+		if (st.st_size >= 16 && !read_at(fd, page, 16, 0) &&
+		    page->magic == KVC_STATS_MAGIC &&
+		    page->version != KVC_STATS_VERSION)
+			err = kvc_err(
+				-EPROTO,
+				"%s: layout version %u, this kvc reads only version %u: the pool runs another kvc",
+				path, page->version, KVC_STATS_VERSION);
+		else
+			err = kvc_err(-EPROTO, "%s: %lld bytes, expected %u",
+				      path, (long long)st.st_size,
+				      STATS_FILE_BYTES);
 		goto out_close;
 	}
 	/* The header is written once, before the magic: check it first. */
@@ -304,9 +344,10 @@ int kvc_stats_read(const char *path, struct kvc_stats_snapshot *snap)
 		goto out_close;
 	}
 	if (page->version != KVC_STATS_VERSION) {
-		err = kvc_err(-EPROTO,
-			      "%s: layout version %u, this kvc reads %u", path,
-			      page->version, KVC_STATS_VERSION);
+		err = kvc_err(
+			-EPROTO,
+			"%s: layout version %u, this kvc reads only version %u: the pool runs another kvc",
+			path, page->version, KVC_STATS_VERSION);
 		goto out_close;
 	}
 	if (page->page_bytes != sizeof(*page)) {
@@ -345,6 +386,17 @@ int kvc_stats_read(const char *path, struct kvc_stats_snapshot *snap)
 	    page->page_bytes != sizeof(*page) || page->pid != (uint32_t)pid) {
 		err = kvc_err(-EPROTO, "%s: header changed while reading",
 			      path);
+		goto out_close;
+	}
+	/* Indices a reader will follow: never trusted. */
+	if (page->ring_head >= KVC_STATS_RING ||
+	    page->ring_count > KVC_STATS_RING ||
+	    page->ladder.nr_orders > KVC_LADDER_ORDERS) {
+		err = kvc_err(
+			-EPROTO,
+			"%s: malformed sample ring (head %u, count %u, orders %u)",
+			path, page->ring_head, page->ring_count,
+			page->ladder.nr_orders);
 		goto out_close;
 	}
 	page->backend[sizeof(page->backend) - 1] = '\0';

@@ -34,6 +34,21 @@ void kvc_stats_pub_update(struct kvc_stats_pub *pub,
 			  const uint64_t *fill_hist);
 
 /**
+ * kvc_stats_pub_sample() - Publish a ladder sample under the seqlock.
+ * @pub: the publisher, or NULL (then nothing happens).
+ * @ladder: the sample, whole.
+ * @sample: the same, compact, for the ring.
+ * @peaks: the peaks and means including it.
+ *
+ * Writes the one new ring slot, not the whole ring: a sample costs a few
+ * hundred bytes of copying. The caller serialises updates (the pool lock).
+ */
+void kvc_stats_pub_sample(struct kvc_stats_pub *pub,
+			  const struct kvc_ladder *ladder,
+			  const struct kvc_stats_sample *sample,
+			  const struct kvc_ladder_peaks *peaks);
+
+/**
  * kvc_stats_pub_path() - Path of the page.
  * @pub: the publisher, or NULL.
  *

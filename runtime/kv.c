@@ -438,3 +438,30 @@ int kvc_kv_check(struct kvc_kv *kv)
 			kv->dev ? "device" : "host", kv->dev ? "has" : "lacks");
 	return kvc_dev_check(kv);
 }
+
+void kvc_kv_usage(const struct kvc_kv *kv, struct kvc_pool_usage *usage)
+{
+	uint64_t per_kv, tokens = 0, kvs = 0;
+	uint32_t nr_tables, i, t;
+
+	if (!usage)
+		return;
+	memset(usage, 0, sizeof(*usage));
+	if (!kv)
+		return;
+	/* One KV (K and V of one token in one head) in bytes. */
+	per_kv = kv->block_bytes / kv->shape.block_size;
+	nr_tables = kv->shape.layers * kv->shape.kv_heads;
+	for (i = 0; i < kv->nr_ids; i++) {
+		const struct kvc_seq *seq = kv->seqs[i];
+
+		if (!seq)
+			continue;
+		tokens += kvc_seq_tokens(seq);
+		for (t = 0; t < nr_tables; t++)
+			kvs += seq->tables[t].len;
+	}
+	usage->logical_bytes = tokens * nr_tables * per_kv;
+	usage->live_bytes = kvs * per_kv;
+	usage->seqs = kv->nr_seqs;
+}

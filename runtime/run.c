@@ -172,6 +172,7 @@ struct run_seq {
  * @free_start: free device memory before the cache was made.
  * @free_min: the least seen since.
  * @mapped_seen: the most the pool was seen to map, for @free_min.
+ * @rec: the recorder attached to @kv's pool, or NULL.
  */
 struct run {
 	const struct kvc_run_params *p;
@@ -208,6 +209,7 @@ struct run {
 	struct timespec start;
 	double progress_at;
 	bool progress_shown;
+	struct kvc_recorder *rec;
 };
 
 static uint64_t div_up(uint64_t a, uint64_t b)
@@ -375,6 +377,77 @@ static int reserve_q(struct run *r, uint32_t n)
 	return 0;
 }
 
+/* ------------------------------------------------------------------ */
+/* Recording: each event follows what it describes (see alloc/record.c) */
+
+static void rec_emit(struct run *r, enum kvc_rec_kind kind, uint64_t a,
+		     uint64_t b, uint64_t c, uint64_t d)
+{
+	uint64_t p[KVC_REC_PAYLOAD] = { a, b, c, d };
+
+	/* A write error stays in the recorder; its close reports it. */
+	if (r->rec)
+		kvc_recorder_emit(r->rec, kind, p);
+}
+
+/*
+ * Attach @rec to the evicting cache's pool before it holds a block, then
+ * say what the model and the policy are.
+ */
+static int record_start(struct run *r, struct kvc_recorder *rec)
+{
+	const struct kvc_model_shape *sh = &r->shape;
+	uint64_t p[KVC_REC_PAYLOAD] = { sh->layers,	     sh->kv_heads,
+					sh->head_dim,	     sh->block_size,
+					(uint64_t)sh->dtype, sh->q_heads };
+	int err;
+
+	err = kvc_pool_set_recorder(kvc_kv_pool(r->kv), rec);
+	if (err)
+		return err;
+	r->rec = rec;
+	err = kvc_recorder_emit(rec, KVC_REC_SHAPE, p);
+	if (!err)
+		err = kvc_recorder_name(rec, KVC_REC_NAME_POLICY,
+					kvc_policy_name(r->pol));
+	if (err)
+		return kvc_err(err, "kvc_run: recording failed: %s",
+			       strerror(-err));
+	return 0;
+}
+
+/* KVs sequence @seq holds over all its (layer, KV head) tables. */
+static uint64_t seq_kvs(const struct run *r, const struct kvc_seq *seq)
+{
+	uint64_t kvs = 0;
+	uint32_t layer, head;
+
+	for (layer = 0; layer < r->shape.layers; layer++)
+		for (head = 0; head < r->shape.kv_heads; head++)
+			kvs += kvc_seq_len(seq, layer, head);
+	return kvs;
+}
+
+/* The iteration's ladder sample, after everything it did. */
+static void record_sample(struct run *r, uint64_t iter)
+{
+	struct kvc_pool_usage usage;
+
+	if (!r->rec)
+		return;
+	kvc_kv_usage(r->kv, &usage);
+	kvc_pool_sample(kvc_kv_pool(r->kv), &usage, iter);
+}
+
+/* Detach before the pool goes: the closing snapshot is taken here. */
+static void record_stop(struct run *r)
+{
+	if (!r->rec)
+		return;
+	kvc_pool_set_recorder(kvc_kv_pool(r->kv), NULL);
+	r->rec = NULL;
+}
+
 static int setup(struct run *r, const struct kvc_run_params *p)
 {
 	uint64_t per_token, blocks = 0, decode_floats;
@@ -434,6 +507,11 @@ static int setup(struct run *r, const struct kvc_run_params *p)
 			 &r->kv);
 	if (err)
 		return err;
+	if (p->rec) {
+		err = record_start(r, p->rec);
+		if (err)
+			return err;
+	}
 	if (r->samples) {
 		err = open_cache(r, NULL, blocks + 1, NULL,
 				 KVC_POOL_NO_STATS_PAGE, &r->full_kv);
@@ -464,6 +542,7 @@ static int setup(struct run *r, const struct kvc_run_params *p)
 
 static void teardown(struct run *r)
 {
+	record_stop(r);
 	/* The caches free their sequences. */
 	kvc_kv_destroy(r->kv);
 	kvc_kv_destroy(r->full_kv);
@@ -514,6 +593,8 @@ static int append(struct run *r, uint32_t i, uint32_t pos, uint32_t n)
 		err = kvc_seq_append(s->seq, piece, r->k, r->v);
 		if (err)
 			return err;
+		rec_emit(r, KVC_REC_APPEND, i, piece, kvc_seq_tokens(s->seq),
+			 0);
 		sample_device(r);
 		if (s->full) {
 			err = kvc_seq_append(s->full, piece, r->k, r->v);
@@ -528,10 +609,23 @@ static int append(struct run *r, uint32_t i, uint32_t pos, uint32_t n)
 
 static int compress(struct run *r, struct run_seq *s, bool *compressed)
 {
-	int err = kvc_policy_compress(r->pol, s->seq, NULL);
+	struct kvc_pool_stats before, after;
+	uint64_t kvs = 0;
+	int err;
 
+	if (r->rec) {
+		kvs = seq_kvs(r, s->seq);
+		kvc_pool_get_stats(kvc_kv_pool(r->kv), &before, NULL);
+	}
+	err = kvc_policy_compress(r->pol, s->seq, NULL);
 	if (err)
 		return err;
+	if (r->rec) {
+		kvc_pool_get_stats(kvc_kv_pool(r->kv), &after, NULL);
+		rec_emit(r, KVC_REC_COMPRESS, (uint64_t)(s - r->seqs), kvs,
+			 seq_kvs(r, s->seq),
+			 before.blocks_live - after.blocks_live);
+	}
 	r->compressions++;
 	*compressed = true;
 	return 0;
@@ -553,6 +647,8 @@ static int prefill(struct run *r, uint32_t i, bool *compressed)
 	uint32_t layer, nq = observed_queries(r, s->prompt);
 	int err;
 
+	rec_emit(r, KVC_REC_ARRIVE, i, s->prompt, s->gen,
+		 (uint64_t)(seconds_since(&r->start) * 1e9));
 	err = kvc_seq_create(r->kv, &s->seq);
 	if (err)
 		return err;
@@ -578,8 +674,10 @@ static int prefill(struct run *r, uint32_t i, bool *compressed)
 		}
 	}
 	if (kvc_policy_due(r->pol, s->seq, 0))
-		return compress(r, s, compressed);
-	return 0;
+		err = compress(r, s, compressed);
+	if (!err && !s->gen)
+		rec_emit(r, KVC_REC_FINISH, i, kvc_seq_tokens(s->seq), 0, 0);
+	return err;
 }
 
 /* ||a - b|| / ||b|| over @n floats (0 when both are zero). */
@@ -649,8 +747,10 @@ static int decode(struct run *r, uint32_t i, bool *compressed)
 	s->done++;
 	r->steps++;
 	if (kvc_policy_due(r->pol, s->seq, s->done))
-		return compress(r, s, compressed);
-	return 0;
+		err = compress(r, s, compressed);
+	if (!err && s->done == s->gen)
+		rec_emit(r, KVC_REC_FINISH, i, kvc_seq_tokens(s->seq), 0, 0);
+	return err;
 }
 
 static void progress(struct run *r, bool last)
@@ -687,6 +787,8 @@ static int run_loop(struct run *r)
 	for (iter = 0; r->arrived < r->nr_seqs || running; iter++) {
 		compressed = false;
 		running = false;
+		if (r->rec)
+			kvc_recorder_step(r->rec, (uint32_t)iter);
 		for (i = 0; i < r->arrived; i++) {
 			struct run_seq *s = &r->seqs[i];
 
@@ -710,6 +812,7 @@ static int run_loop(struct run *r)
 			if (err)
 				return err;
 		}
+		record_sample(r, iter);
 		progress(r, false);
 	}
 	return 0;

@@ -15,13 +15,16 @@
  *    is skipped; blank lines are skipped wherever they are;
  *  - a line holds at most TRACE_MAX_LINE bytes before its line ending;
  *  - the two fields are whole decimal numbers 0..2^31 (a quoted number is
- *    read without its quotes); the prompt is at least 1 token.
+ *    read without its quotes); the prompt is at least 1 token;
+ *  - for timed streams (kvc_trace_read_timed()), an optional column
+ *    arrival_s: seconds from the start, a finite decimal number >= 0.
  *
  * Errors: -EINVAL with "file:line: what" for the content; the open's
  * -errno (-ENOENT, -EACCES, ...) or a read's (-EISDIR for a folder) with
  * strerror(); -ENOMEM. Nothing is returned on failure.
  */
 #include <errno.h>
+#include <math.h>
 #include <stdbool.h>
 #include <stdint.h>
 #include <stdio.h>
@@ -31,11 +34,13 @@
 #include <kvc/run.h>
 
 #include "../alloc/error.h"
+#include "sim.h"
 
 #define TRACE_MAX_LINE 4096u
 #define TRACE_MAX_VALUE (1ull << 31)
 #define PROMPT_COLUMN "ContextTokens"
 #define GEN_COLUMN "GeneratedTokens"
+#define ARRIVAL_COLUMN "arrival_s"
 
 /**
  * struct trace_file - A trace being read.
@@ -137,9 +142,12 @@ static char *next_field(char **cursor)
 	return field;
 }
 
-/* Find both columns in the header. */
+/*
+ * Find both columns in the header, and arrival_s when @arrival_col is not
+ * NULL (UINT32_MAX when absent).
+ */
 static int read_header(struct trace_file *t, uint32_t *prompt_col,
-		       uint32_t *gen_col)
+		       uint32_t *gen_col, uint32_t *arrival_col)
 {
 	char *cursor, *name;
 	uint32_t col;
@@ -155,12 +163,23 @@ static int read_header(struct trace_file *t, uint32_t *prompt_col,
 	if (!strncmp(cursor, "\xef\xbb\xbf", 3))
 		cursor += 3;
 	*prompt_col = *gen_col = UINT32_MAX;
+	if (arrival_col)
+		*arrival_col = UINT32_MAX;
 	for (col = 0; cursor; col++) {
 		name = next_field(&cursor);
 		if (!name)
 			return kvc_err(-EINVAL,
 				       "%s:%u: column %u: unclosed quote",
 				       t->path, t->line, col + 1);
+		if (arrival_col && !strcmp(name, ARRIVAL_COLUMN)) {
+			if (*arrival_col != UINT32_MAX)
+				return kvc_err(
+					-EINVAL,
+					"%s:%u: column %s appears twice (columns %u and %u)",
+					t->path, t->line, name,
+					*arrival_col + 1, col + 1);
+			*arrival_col = col;
+		}
 		if (!strcmp(name, PROMPT_COLUMN) || !strcmp(name, GEN_COLUMN)) {
 			uint32_t *at = !strcmp(name, PROMPT_COLUMN) ?
 					       prompt_col :
@@ -212,14 +231,39 @@ static int parse_count(const struct trace_file *t, const char *field,
 	return 0;
 }
 
-/* One request from the line in @t->buf. */
+/* Seconds, a finite decimal number >= 0, or -EINVAL naming the line. */
+static int parse_seconds(const struct trace_file *t, const char *field,
+			 double *value)
+{
+	char *end;
+	double v;
+
+	v = strtod(field, &end);
+	if (!*field || *end || !isfinite(v) || !(v >= 0))
+		return kvc_err(-EINVAL,
+			       "%s:%u: %s \"%.32s\" is not a finite number "
+			       "of seconds >= 0",
+			       t->path, t->line, ARRIVAL_COLUMN, field);
+	*value = v;
+	return 0;
+}
+
+/*
+ * One request from the line in @t->buf, and its arrival time when
+ * @arrival_col is a column (UINT32_MAX: none).
+ */
 static int read_request(struct trace_file *t, uint32_t prompt_col,
-			uint32_t gen_col, struct kvc_request *req)
+			uint32_t gen_col, uint32_t arrival_col,
+			struct kvc_request *req, double *arrival)
 {
 	uint32_t need = (prompt_col > gen_col ? prompt_col : gen_col) + 1;
-	char *cursor = t->buf, *prompt = NULL, *gen = NULL, *field;
+	char *cursor = t->buf, *prompt = NULL, *gen = NULL, *at = NULL;
+	char *field;
 	uint32_t col;
 	int err;
+
+	if (arrival_col != UINT32_MAX && arrival_col + 1 > need)
+		need = arrival_col + 1;
 
 	for (col = 0; cursor && col < need; col++) {
 		field = next_field(&cursor);
@@ -231,11 +275,17 @@ static int read_request(struct trace_file *t, uint32_t prompt_col,
 			prompt = field;
 		if (col == gen_col)
 			gen = field;
+		if (col == arrival_col)
+			at = field;
 	}
 	if (col < need)
 		return kvc_err(-EINVAL,
-			       "%s:%u: %u field(s), %s and %s need at least %u",
-			       t->path, t->line, col, PROMPT_COLUMN, GEN_COLUMN,
+			       "%s:%u: %u field(s), %s need at least %u",
+			       t->path, t->line, col,
+			       arrival_col == UINT32_MAX ?
+				       PROMPT_COLUMN " and " GEN_COLUMN :
+				       PROMPT_COLUMN ", " GEN_COLUMN
+						     " and " ARRIVAL_COLUMN,
 			       need);
 	err = parse_count(t, prompt, PROMPT_COLUMN, &req->prompt);
 	if (err)
@@ -246,14 +296,20 @@ static int read_request(struct trace_file *t, uint32_t prompt_col,
 	if (!req->prompt)
 		return kvc_err(-EINVAL, "%s:%u: a prompt of 0 tokens", t->path,
 			       t->line);
+	if (at)
+		return parse_seconds(t, at, arrival);
 	return 0;
 }
 
-/* Room for request @count in *@arr, which has room for *@cap. */
+/*
+ * Room for request @count in *@arr (and in *@times when not NULL), which
+ * have room for *@cap.
+ */
 static int reserve(const struct trace_file *t, struct kvc_request **arr,
-		   uint32_t count, uint32_t *cap)
+		   double **times, uint32_t count, uint32_t *cap)
 {
 	struct kvc_request *grown;
+	double *grown_times;
 	uint32_t want;
 
 	if (count < *cap)
@@ -267,15 +323,26 @@ static int reserve(const struct trace_file *t, struct kvc_request **arr,
 		return kvc_err(-ENOMEM, "%s:%u: out of memory for %u requests",
 			       t->path, t->line, want);
 	*arr = grown;
+	if (times) {
+		grown_times = realloc(*times, (size_t)want * sizeof(**times));
+		if (!grown_times)
+			return kvc_err(-ENOMEM,
+				       "%s:%u: out of memory for %u requests",
+				       t->path, t->line, want);
+		*times = grown_times;
+	}
 	*cap = want;
 	return 0;
 }
 
-int kvc_trace_read(const char *path, uint32_t max, struct kvc_request **reqs,
-		   uint32_t *n)
+int kvc_trace_read_timed(const char *path, uint32_t max,
+			 struct kvc_request **reqs, double **arrival,
+			 uint32_t *n)
 {
-	uint32_t prompt_col, gen_col, count = 0, cap = 0;
+	uint32_t prompt_col, gen_col, arrival_col = UINT32_MAX;
+	uint32_t count = 0, cap = 0;
 	struct kvc_request *arr = NULL;
+	double *times = NULL;
 	struct trace_file *t;
 	int err;
 
@@ -286,6 +353,8 @@ int kvc_trace_read(const char *path, uint32_t max, struct kvc_request **reqs,
 				       "n");
 	*reqs = NULL;
 	*n = 0;
+	if (arrival)
+		*arrival = NULL;
 	t = calloc(1, sizeof(*t));
 	if (!t)
 		return kvc_err(-ENOMEM, "kvc_trace_read: out of memory");
@@ -298,7 +367,8 @@ int kvc_trace_read(const char *path, uint32_t max, struct kvc_request **reqs,
 			       strerror(-err));
 	}
 
-	err = read_header(t, &prompt_col, &gen_col);
+	err = read_header(t, &prompt_col, &gen_col,
+			  arrival ? &arrival_col : NULL);
 	if (err)
 		goto err_close;
 	while (!max || count < max) {
@@ -309,10 +379,13 @@ int kvc_trace_read(const char *path, uint32_t max, struct kvc_request **reqs,
 			break;
 		if (blank_line(t->buf))
 			continue;
-		err = reserve(t, &arr, count, &cap);
+		err = reserve(t, &arr,
+			      arrival_col != UINT32_MAX ? &times : NULL, count,
+			      &cap);
 		if (err)
 			goto err_free;
-		err = read_request(t, prompt_col, gen_col, &arr[count]);
+		err = read_request(t, prompt_col, gen_col, arrival_col,
+				   &arr[count], times ? &times[count] : NULL);
 		if (err)
 			goto err_free;
 		count++;
@@ -325,12 +398,21 @@ int kvc_trace_read(const char *path, uint32_t max, struct kvc_request **reqs,
 	free(t);
 	*reqs = arr;
 	*n = count;
+	if (arrival)
+		*arrival = times;
 	return 0;
 
 err_free:
+	free(times);
 	free(arr);
 err_close:
 	fclose(t->f);
 	free(t);
 	return err;
+}
+
+int kvc_trace_read(const char *path, uint32_t max, struct kvc_request **reqs,
+		   uint32_t *n)
+{
+	return kvc_trace_read_timed(path, max, reqs, NULL, n);
 }

@@ -1,4 +1,4 @@
-/* Description: kvcctl stats end to end against running pool_demo processes: JSON and table, fragmentation and compaction fields (also from forged pages), --pid, usage errors, refused and stale pages, --clean, --watch, pool_demo --evict and --compact-after */
+/* Description: kvcctl stats end to end against running pool_demo processes: JSON and table, fragmentation and compaction fields (also from forged pages), the byte ladder, its peaks and --history, --pid, usage errors, refused and stale pages (version 2 ones too), --clean, --watch and its trend, pool_demo --evict and --compact-after */
 // SPDX-License-Identifier: MIT
 /*
  * Runs the built programs build/kvcctl and build/examples/pool_demo (paths
@@ -35,6 +35,7 @@
 #include <kvc/kvc.h>
 
 #include "proc.h"
+#include "testutil.h"
 
 /* The programs under test; -D can point them at other builds. */
 #ifndef KVCCTL
@@ -832,27 +833,48 @@ static bool file_exists(const char *path)
 
 /* Every member of struct kvc_pool_stats, in the struct's order. */
 static const char *const required_fields[] = {
-	"block_bytes",	      "chunk_bytes",
-	"blocks_per_chunk",   "blocks_total",
-	"blocks_live",	      "blocks_free",
-	"blocks_free_mapped", "chunks_total",
-	"chunks_mapped",      "chunks_empty",
-	"chunks_partial",     "chunks_full",
-	"bytes_reserved",     "bytes_mapped",
-	"bytes_live",	      "blocks_live_hwm",
-	"bytes_mapped_hwm",   "alloc_calls",
-	"free_calls",	      "alloc_failures",
-	"unmap_failures",     "backend_create",
-	"backend_map",	      "backend_set_access",
-	"backend_unmap",      "backend_release",
-	"backend_copy",	      "free_blocks_in_partial_chunks",
-	"free_chunks_mapped", "chunks_reclaimable",
-	"compactions",	      "blocks_moved",
-	"bytes_copied",	      "chunks_vacated",
-	"chunks_released",    "compact_failures",
-	"fences_pending",     "chunks_unmap_deferred",
-	"map_ns",	      "map_ns_max",
-	"unmap_ns",	      "unmap_ns_max",
+	"block_bytes",
+	"chunk_bytes",
+	"blocks_per_chunk",
+	"blocks_total",
+	"blocks_live",
+	"blocks_free",
+	"blocks_free_mapped",
+	"chunks_total",
+	"chunks_mapped",
+	"chunks_empty",
+	"chunks_partial",
+	"chunks_full",
+	"bytes_reserved",
+	"bytes_mapped",
+	"bytes_live",
+	"blocks_live_hwm",
+	"bytes_mapped_hwm",
+	"alloc_calls",
+	"free_calls",
+	"alloc_failures",
+	"unmap_failures",
+	"backend_create",
+	"backend_map",
+	"backend_set_access",
+	"backend_unmap",
+	"backend_release",
+	"backend_copy",
+	"free_blocks_in_partial_chunks",
+	"free_chunks_mapped",
+	"chunks_reclaimable",
+	"compactions",
+	"blocks_moved",
+	"bytes_copied",
+	"chunks_vacated",
+	"chunks_released",
+	"compact_failures",
+	"fences_pending",
+	"chunks_unmap_deferred",
+	"map_ns",
+	"map_ns_max",
+	"unmap_ns",
+	"unmap_ns_max",
 	"placement",
 };
 
@@ -1303,6 +1325,11 @@ static void test_usage_errors(void **state)
 		{ { "stats", "--json=yes" }, "--json" },
 		{ { "stats", "extra" }, "extra" },
 		{ { "stats", "--dir", "" }, "--dir" },
+		{ { "stats", "--history", "0" }, "--history" },
+		{ { "stats", "--history=0" }, "--history" },
+		{ { "stats", "--history=soon" }, "--history" },
+		{ { "stats", "--history", "12x" }, "--history" },
+		{ { "stats", "--history", "soon" }, "soon" },
 		{ { "frobnicate" }, "frobnicate" },
 		{ { "--frob" }, "--frob" },
 		{ { "help", "nosuch" }, "nosuch" },
@@ -1406,7 +1433,7 @@ static void write_file(const char *path, const void *data, size_t len,
 
 static void copy_file(const char *from, const char *to, mode_t mode)
 {
-	char buf[8192];
+	static char buf[2 * KVC_STATS_FILE_BYTES];
 	ssize_t len;
 	int fd;
 
@@ -1422,7 +1449,7 @@ static void test_refused_pages(void **state)
 {
 	struct fixture *f = *state;
 	char bad[4][PATH_MAX + 32], garbage[100], line[1024], pid[16];
-	static char zeros[4096];
+	static char zeros[KVC_STATS_FILE_BYTES];
 	const struct json *pool;
 	struct json *arr;
 	struct result r;
@@ -1735,6 +1762,273 @@ static void test_demo_errors(void **state)
 	closedir(dir);
 }
 
+/* ---- The byte ladder ---- */
+
+/*
+ * A stale pool named @name that took @samples ladder samples at steps
+ * 10, 11, ...: 20 blocks held, live growing by 1000 bytes a step.
+ */
+static pid_t make_sampled_pool(const char *name, uint32_t samples)
+{
+	int status;
+	pid_t pid;
+
+	pid = fork();
+	assert_true(pid >= 0);
+	if (pid == 0) {
+		struct kvc_pool_params params;
+		struct kvc_pool_usage u = { 0 };
+		struct kvc_pool *pool;
+		uint32_t ids[20], i;
+
+		kvc_pool_params_init(&params);
+		params.backend_kind = KVC_BACKEND_HOST;
+		params.block_bytes = 16384;
+		params.capacity_blocks = 128;
+		params.name = name;
+		if (kvc_pool_create(&params, &pool) ||
+		    kvc_pool_alloc(pool, 20, ids))
+			_exit(1);
+		for (i = 0; i < samples; i++) {
+			u.live_bytes = 1000ull * (i % 300 + 1);
+			u.logical_bytes = 2 * u.live_bytes;
+			u.reservation_bytes = 500;
+			u.seqs = 2;
+			if (kvc_pool_sample(pool, &u, 10 + i))
+				_exit(2);
+		}
+		_exit(0);
+	}
+	assert_int_equal(proc_wait_exit(pid, RUN_TIMEOUT_MS, &status), 0);
+	assert_int_equal(proc_exit_code(status), 0);
+	return pid;
+}
+
+static const struct json *json_member(const struct json *obj, const char *key,
+				      enum json_type type)
+{
+	const struct json *v = json_get(obj, key);
+
+	if (!v || v->type != type)
+		fail_msg("\"%s\" missing or of the wrong type", key);
+	return v;
+}
+
+/* "ladder" and "peaks" hold every member, and the ladder adds up. */
+static void test_json_ladder(void **state)
+{
+	static const char *const ladder_keys[] = {
+		"t_ns",	       "step",		"logical",	"live",
+		"held",	       "mapped",	"parked",	"reservation",
+		"tail",	       "free_mapped",	"seqs",		"preemptions",
+		"held_blocks", "mapped_chunks", "floor_chunks",
+	};
+	static const char *const peak_keys[] = {
+		"samples",
+		"live_peak",
+		"live_peak_step",
+		"live_peak_ns",
+		"mapped_at_live_peak",
+		"mapped_peak",
+		"mapped_peak_step",
+		"mapped_peak_ns",
+		"live_at_mapped_peak",
+	};
+	static const char *const peak_reals[] = {
+		"gmlake_util",
+		"jw2",
+		"jw3",
+		"jw4",
+		"weight",
+		"mean_logical",
+		"mean_live",
+		"mean_held",
+		"mean_mapped",
+		"mean_parked",
+		"mean_reservation",
+		"mean_tail",
+		"mean_free_mapped",
+		"mean_seqs",
+		"mean_util",
+	};
+	const struct json *pool, *ladder, *peaks, *arr_o;
+	const char *order_keys[] = { "unusable", "extfrag", "free_runs" };
+	char pid[16];
+	struct json *arr;
+	uint64_t orders;
+	pid_t gone;
+	size_t i;
+
+	(void)state;
+	gone = make_sampled_pool("sampled", 5);
+	snprintf(pid, sizeof(pid), "%d", (int)gone);
+	arr = stats_json("--pid", pid);
+	pool = json_pool(arr, gone);
+	assert_non_null(pool);
+	assert_null(json_get(pool, "history"));
+	EXPECT_U64(json_u64(pool, "samples"), 5);
+	ladder = json_member(pool, "ladder", JSON_OBJECT);
+	for (i = 0; i < sizeof(ladder_keys) / sizeof(ladder_keys[0]); i++)
+		(void)json_u64(ladder, ladder_keys[i]);
+	EXPECT_U64(json_u64(ladder, "step"), 14);
+	EXPECT_U64(json_u64(ladder, "live"), 5000);
+	EXPECT_U64(json_u64(ladder, "logical"), 10000);
+	EXPECT_U64(json_u64(ladder, "reservation"), 500);
+	EXPECT_U64(json_u64(ladder, "held"), 20 * 16384);
+	EXPECT_U64(json_u64(ladder, "held_blocks"), 20);
+	EXPECT_U64(json_u64(ladder, "seqs"), 2);
+	EXPECT_U64(json_u64(ladder, "tail"), 20 * 16384 - 5500);
+	EXPECT_U64(json_u64(ladder, "mapped"),
+		   json_u64(ladder, "live") + json_u64(ladder, "reservation") +
+			   json_u64(ladder, "tail") +
+			   json_u64(ladder, "free_mapped") +
+			   json_u64(ladder, "parked"));
+	EXPECT_U64(json_u64(ladder, "mapped"), json_u64(pool, "bytes_mapped"));
+	(void)json_real(ladder, "pack_ratio", false);
+	assert_true(json_real(ladder, "hole_ratio", false) >= 0);
+	orders = json_u64(ladder, "nr_orders");
+	assert_true(orders >= 1 && orders <= KVC_LADDER_ORDERS);
+	for (i = 0; i < 3; i++) {
+		arr_o = json_member(ladder, order_keys[i], JSON_ARRAY);
+		EXPECT_U64(arr_o->n, orders);
+	}
+	peaks = json_member(pool, "peaks", JSON_OBJECT);
+	for (i = 0; i < sizeof(peak_keys) / sizeof(peak_keys[0]); i++)
+		(void)json_u64(peaks, peak_keys[i]);
+	for (i = 0; i < sizeof(peak_reals) / sizeof(peak_reals[0]); i++)
+		(void)json_real(peaks, peak_reals[i], false);
+	EXPECT_U64(json_u64(peaks, "samples"), 5);
+	EXPECT_U64(json_u64(peaks, "live_peak"), 5000);
+	EXPECT_U64(json_u64(peaks, "live_peak_step"), 14);
+	/* Steps 10..14, each weighing one step: 5. */
+	assert_true(json_real(peaks, "weight", false) == 5);
+	assert_true(json_real(peaks, "mean_live", false) == 3000);
+	json_free(arr);
+}
+
+/* --history: the latest samples, in JSON and as a table. */
+static void test_history(void **state)
+{
+	const struct json *pool, *hist, *s;
+	char pid[16], line[1024], *w[32], head[128];
+	struct json *arr;
+	struct result r;
+	pid_t gone;
+	size_t i;
+
+	(void)state;
+	gone = make_sampled_pool("ringed", 300);
+	snprintf(pid, sizeof(pid), "%d", (int)gone);
+
+	run(&r, KVCCTL, "stats", "--json", "--pid", pid, "--history", "3",
+	    NULL);
+	assert_int_equal(r.status, 0);
+	assert_int_equal(json_parse_all(r.out, &arr, 1), 1);
+	pool = json_pool(arr, gone);
+	assert_non_null(pool);
+	EXPECT_U64(json_u64(pool, "samples"), 300);
+	hist = json_member(pool, "history", JSON_ARRAY);
+	assert_int_equal(hist->n, 3);
+	for (i = 0; i < 3; i++) {
+		s = hist->items[i];
+		EXPECT_U64(json_u64(s, "step"), 10 + 297 + i);
+		EXPECT_U64(json_u64(s, "live"), 1000 * (297 + i % 300 + 1));
+		EXPECT_U64(json_u64(s, "held"), 20 * 16384);
+		(void)json_real(s, "unusable_chunk", false);
+		(void)json_real(s, "pack_ratio", false);
+		(void)json_real(s, "hole_ratio", false);
+	}
+	json_free(arr);
+	proc_result_free(&r);
+
+	/* No N: every sample the ring kept, oldest first. */
+	run(&r, KVCCTL, "stats", "--json", "--history", "--pid", pid, NULL);
+	assert_int_equal(r.status, 0);
+	assert_int_equal(json_parse_all(r.out, &arr, 1), 1);
+	hist = json_member(json_pool(arr, gone), "history", JSON_ARRAY);
+	assert_int_equal(hist->n, KVC_STATS_RING);
+	EXPECT_U64(json_u64(hist->items[0], "step"), 10 + 300 - KVC_STATS_RING);
+	EXPECT_U64(json_u64(hist->items[KVC_STATS_RING - 1], "step"), 309);
+	json_free(arr);
+	proc_result_free(&r);
+
+	run(&r, KVCCTL, "stats", "--help", NULL);
+	assert_int_equal(r.status, 0);
+	assert_non_null(strstr(r.out, "--history [N]"));
+	proc_result_free(&r);
+
+	run(&r, KVCCTL, "stats", "--history=2", "--pid", pid, NULL);
+	assert_int_equal(r.status, 0);
+	snprintf(head, sizeof(head),
+		 "history of pid %s pool ringed: the last 2 of 300 samples",
+		 pid);
+	assert_non_null(strstr(r.out, head));
+	assert_true(find_line(strstr(r.out, head), "308", line, sizeof(line)));
+	assert_true(split_words(line, w, 32) >= 19);
+	assert_string_equal(w[0], "308");
+	assert_true(find_line(strstr(r.out, head), "309", line, sizeof(line)));
+	assert_non_null(strstr(r.out, "byte ladder"));
+	assert_non_null(strstr(r.out, "peaks over the samples"));
+	/* The ladder row: 300 samples taken, the last at step 309. */
+	assert_true(find_line(strstr(r.out, "byte ladder"), pid, line,
+			      sizeof(line)));
+	assert_true(split_words(line, w, 32) >= 4);
+	assert_string_equal(w[1], "ringed");
+	assert_string_equal(w[2], "300");
+	assert_string_equal(w[3], "309");
+	proc_result_free(&r);
+}
+
+/* --watch: a trend line per pool, rates from the second refresh on. */
+static void test_watch_trend(void **state)
+{
+	char pid[16];
+	struct result r;
+	const char *second;
+	pid_t gone;
+
+	(void)state;
+	gone = make_sampled_pool("watched", 40);
+	snprintf(pid, sizeof(pid), "%d", (int)gone);
+	run(&r, KVCCTL, "stats", "--pid", pid, "--watch", "0.05", "--count",
+	    "2", NULL);
+	assert_int_equal(r.status, 0);
+	assert_non_null(strstr(r.out, "trend since the last refresh"));
+	assert_non_null(strstr(r.out, "(first refresh)"));
+	second = strstr(strstr(r.out, "trend since") + 1, "trend since");
+	assert_non_null(second);
+	/* A stale pool does not change: flat rates, a flat sparkline. */
+	assert_non_null(strstr(second, "held 0 B/s"));
+	assert_non_null(strstr(second, "mapped 0 B/s"));
+	assert_non_null(strstr(second, "live 0 B/s"));
+	assert_non_null(strstr(second, "[@@@@"));
+	proc_result_free(&r);
+}
+
+/* A page of the layout before (version 2, 4 KiB) is named as such. */
+static void test_version2_page_refused(void **state)
+{
+	struct fixture *f = *state;
+	struct kvc_stats_snapshot snap;
+	char path[PATH_MAX + 32];
+	static char buf[4096];
+	struct result r;
+	struct demo *d;
+
+	d = start_demo(f, NULL, NULL);
+	assert_int_equal(kvc_stats_read(d->page, &snap), 0);
+	snap.page.version = 2;
+	memcpy(buf, &snap.page, sizeof(buf));
+	snprintf(path, sizeof(path), "%s/kvc.%d.9", f->pages, (int)d->pid);
+	write_file(path, buf, sizeof(buf), 0600);
+	run(&r, KVCCTL, "stats", "--json", NULL);
+	assert_int_equal(r.status, 0);
+	assert_non_null(strstr(r.err, path));
+	assert_non_null(strstr(r.err, "layout version 2"));
+	assert_non_null(strstr(r.err, "reads only version 3"));
+	proc_result_free(&r);
+}
+
 /* ---- Fragmentation and compaction ---- */
 
 /*
@@ -1744,7 +2038,7 @@ static void test_demo_errors(void **state)
 static void forge_stats(const char *path, const struct kvc_pool_stats *stats)
 {
 	struct kvc_stats_snapshot snap;
-	static char buf[4096];
+	static char buf[KVC_STATS_FILE_BYTES];
 	int err;
 
 	err = kvc_stats_read(path, &snap);
@@ -2098,6 +2392,13 @@ int main(void)
 		cmocka_unit_test_setup_teardown(
 			test_table_fragmentation_section, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_fragmentation_odd_values,
+						setup, teardown),
+		cmocka_unit_test_setup_teardown(test_json_ladder, setup,
+						teardown),
+		cmocka_unit_test_setup_teardown(test_history, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_watch_trend, setup,
+						teardown),
+		cmocka_unit_test_setup_teardown(test_version2_page_refused,
 						setup, teardown),
 		cmocka_unit_test_setup_teardown(test_demo_compaction, setup,
 						teardown),

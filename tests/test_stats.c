@@ -1,4 +1,4 @@
-/* Description: stats pages: publishing, reading back, listing, refusing bad pages (other layout versions too), stale pages, the fragmentation and compaction fields, seqlock consistency under a live writer */
+/* Description: stats pages: publishing, reading back, listing, refusing bad pages (other layout versions too), stale pages, the fragmentation and compaction fields, ladder samples and their ring, seqlock consistency under a live writer */
 // SPDX-License-Identifier: MIT
 /*
  * Tests of the shared-memory stats page written against include/kvc/stats.h
@@ -36,7 +36,8 @@
 #define GRAN (64ull << 10)
 #define BLOCK 4096ull
 #define BPC ((uint32_t)(GRAN / BLOCK))
-#define PAGE_FILE_BYTES 4096 /* "one 4 KiB page" */
+#define PAGE_FILE_BYTES KVC_STATS_FILE_BYTES
+#define PAGE_V2_FILE_BYTES 4096 /* version 2 pages were one 4 KiB page */
 
 struct fixture {
 	char dir[128];
@@ -691,6 +692,27 @@ static void test_refused_pages(void **state)
 	page.page_bytes = PAGE_V1_BYTES;
 	write_page(f[nf - 1].path, &page, PAGE_FILE_BYTES, 0600);
 
+	/* A page of a kvc from before the ladder: one 4 KiB page. */
+	FORGE("version 2 in its own 4 KiB file", -EPROTO);
+	page.version = 2;
+	write_page(f[nf - 1].path, &page, PAGE_V2_FILE_BYTES, 0600);
+
+	FORGE("version 2 in a file of this size", -EPROTO);
+	page.version = 2;
+	write_page(f[nf - 1].path, &page, PAGE_FILE_BYTES, 0600);
+
+	FORGE("ring head out of range", -EPROTO);
+	page.ring_head = KVC_STATS_RING;
+	write_page(f[nf - 1].path, &page, PAGE_FILE_BYTES, 0600);
+
+	FORGE("ring count out of range", -EPROTO);
+	page.ring_count = KVC_STATS_RING + 1;
+	write_page(f[nf - 1].path, &page, PAGE_FILE_BYTES, 0600);
+
+	FORGE("ladder orders out of range", -EPROTO);
+	page.ladder.nr_orders = KVC_LADDER_ORDERS + 1;
+	write_page(f[nf - 1].path, &page, PAGE_FILE_BYTES, 0600);
+
 	FORGE("version 0", -EPROTO);
 	page.version = 0;
 	write_page(f[nf - 1].path, &page, PAGE_FILE_BYTES, 0600);
@@ -944,14 +966,20 @@ static void test_stats_dir_too_long(void **state)
 	assert_int_equal(setenv("KVC_STATS_DIR", fx->dir, 1), 0);
 }
 
-/* Version 2: the fragmentation and compaction fields, still one page. */
+/*
+ * Version 3: the ladder, its peaks and a ring of samples after the
+ * counters, in a file of a fixed 64 KiB.
+ */
 static void test_page_layout(void **state)
 {
 	struct fixture *fx = *state;
 	struct kvc_stats_page page;
 
-	EXPECT_U64(KVC_STATS_VERSION, 2);
+	EXPECT_U64(KVC_STATS_VERSION, 3);
+	EXPECT_U64(PAGE_FILE_BYTES, 65536);
 	assert_true(sizeof(struct kvc_stats_page) <= PAGE_FILE_BYTES);
+	assert_true(sizeof(struct kvc_stats_page) > PAGE_V2_FILE_BYTES);
+	EXPECT_U64(offsetof(struct kvc_stats_page, ring) % _Alignof(double), 0);
 	assert_true(PAGE_V1_BYTES < sizeof(struct kvc_stats_page));
 	/* The doubles follow the counters, aligned, in a page of their own. */
 	EXPECT_U64(offsetof(struct kvc_pool_stats, frag_ratio) %
@@ -962,8 +990,116 @@ static void test_page_layout(void **state)
 		   sizeof(struct kvc_pool_stats));
 	pool_open(fx);
 	good_page(fx, &page);
-	EXPECT_U64(page.version, 2);
+	EXPECT_U64(page.version, 3);
+	EXPECT_U64(page.samples, 0);
+	EXPECT_U64(page.ring_count, 0);
 	EXPECT_U64(page.page_bytes, sizeof(struct kvc_stats_page));
+}
+
+/* A page of the version before: refused, and the message says why. */
+static void test_version2_page_refused(void **state)
+{
+	struct fixture *fx = *state;
+	struct kvc_stats_page page;
+	char path[PATH_MAX];
+
+	pool_open(fx);
+	good_page(fx, &page);
+	page.version = 2;
+	page_name(fx, path, sizeof(path), (long)getpid(), 7000);
+	write_page(path, &page, PAGE_V2_FILE_BYTES, 0600);
+	expect_read_err(path, -EPROTO, "version 2 page");
+	if (!strstr(kvc_last_error(), "layout version 2") ||
+	    !strstr(kvc_last_error(), "reads only version 3"))
+		fail_msg("unclear refusal of a version 2 page: %s",
+			 kvc_last_error());
+	/* Something else of that size is still refused for its size. */
+	page.magic = 0;
+	page_name(fx, path, sizeof(path), (long)getpid(), 7001);
+	write_page(path, &page, PAGE_V2_FILE_BYTES, 0600);
+	expect_read_err(path, -EPROTO, "4 KiB non-page");
+	assert_non_null(strstr(kvc_last_error(), "4096 bytes, expected 65536"));
+}
+
+/*
+ * Samples reach the page: the latest ladder, the peaks and the ring,
+ * oldest first from (head - count); more samples than the ring holds
+ * keep the latest ones. Counters alone do not touch the ring.
+ */
+static void test_samples_published(void **state)
+{
+	struct fixture *fx = *state;
+	struct kvc_stats_snapshot *snap = malloc(sizeof(*snap));
+	struct kvc_pool_usage u = { 0 };
+	struct kvc_ladder_peaks peaks;
+	struct kvc_ladder l;
+	const struct kvc_stats_sample *s;
+	uint32_t ids[8 * BPC], i, oldest, total = KVC_STATS_RING + 44;
+
+	assert_non_null(snap);
+	pool_open(fx);
+	assert_int_equal(kvc_pool_alloc(fx->pool, 3, ids), 0);
+	for (i = 0; i < 5; i++) {
+		u.live_bytes = (i + 1) * 1000;
+		u.logical_bytes = 2 * u.live_bytes;
+		u.seqs = i;
+		assert_int_equal(kvc_pool_sample(fx->pool, &u, 100 + 2 * i), 0);
+		CHECK(fx->pool);
+	}
+	assert_int_equal(kvc_stats_read(kvc_pool_stats_path(fx->pool), snap),
+			 0);
+	EXPECT_U64(snap->page.samples, 5);
+	EXPECT_U64(snap->page.ring_count, 5);
+	EXPECT_U64(snap->page.ring_head, 5);
+	for (i = 0; i < 5; i++) {
+		s = &snap->page.ring[i];
+		EXPECT_U64(s->step, 100 + 2 * i);
+		EXPECT_U64(s->live, (i + 1) * 1000);
+		EXPECT_U64(s->logical, 2 * (i + 1) * 1000);
+		EXPECT_U64(s->held, 3 * BLOCK);
+		EXPECT_U64(s->mapped, GRAN);
+		EXPECT_U64(s->seqs, i);
+		EXPECT_U64(s->free_mapped, (BPC - 3) * BLOCK);
+		assert_true(s->t_ns != 0);
+	}
+	assert_int_equal(kvc_pool_ladder(fx->pool, &u, 108, &l), 0);
+	EXPECT_U64(snap->page.ladder.step, 108);
+	EXPECT_U64(snap->page.ladder.live, l.live);
+	EXPECT_U64(snap->page.ladder.mapped, l.mapped);
+	EXPECT_U64(snap->page.ladder.nr_orders, l.nr_orders);
+	assert_memory_equal(snap->page.ladder.unusable, l.unusable,
+			    sizeof(l.unusable));
+	kvc_pool_peaks(fx->pool, &peaks);
+	assert_memory_equal(&snap->page.peaks, &peaks, sizeof(peaks));
+	EXPECT_U64(peaks.live_peak, 5000);
+	EXPECT_U64(peaks.live_peak_step, 108);
+
+	/* Operations update the counters, leave the samples alone. */
+	assert_int_equal(kvc_pool_alloc(fx->pool, 1, ids + 3), 0);
+	assert_int_equal(kvc_stats_read(kvc_pool_stats_path(fx->pool), snap),
+			 0);
+	EXPECT_U64(snap->page.stats.blocks_live, 4);
+	EXPECT_U64(snap->page.samples, 5);
+	EXPECT_U64(snap->page.ring[4].held, 3 * BLOCK);
+
+	/* Wrap around: the ring keeps the latest KVC_STATS_RING. */
+	for (i = 5; i < total; i++)
+		assert_int_equal(kvc_pool_sample(fx->pool, NULL, 100 + 2 * i),
+				 0);
+	assert_int_equal(kvc_stats_read(kvc_pool_stats_path(fx->pool), snap),
+			 0);
+	EXPECT_U64(snap->page.samples, total);
+	EXPECT_U64(snap->page.ring_count, KVC_STATS_RING);
+	EXPECT_U64(snap->page.ring_head, total % KVC_STATS_RING);
+	oldest = snap->page.ring_head; /* full ring: the oldest is next */
+	EXPECT_U64(snap->page.ring[oldest].step,
+		   100 + 2 * (total - KVC_STATS_RING));
+	s = &snap->page.ring[(oldest + KVC_STATS_RING - 1) % KVC_STATS_RING];
+	EXPECT_U64(s->step, 100 + 2 * (total - 1));
+	EXPECT_U64(s->live, 4 * BLOCK); /* no usage: live = held */
+	EXPECT_U64(snap->page.peaks.samples, total);
+	page_matches_pool(fx->pool, "after samples");
+	free(snap);
 }
 
 static void expect_real(double got, double want, const char *what)
@@ -1250,6 +1386,10 @@ int main(void)
 		cmocka_unit_test_setup_teardown(test_torn_page_of_dead_writer,
 						setup, teardown),
 		cmocka_unit_test_setup_teardown(test_stats_dir_too_long, setup,
+						teardown),
+		cmocka_unit_test_setup_teardown(test_version2_page_refused,
+						setup, teardown),
+		cmocka_unit_test_setup_teardown(test_samples_published, setup,
 						teardown),
 		cmocka_unit_test_setup_teardown(test_page_layout, setup,
 						teardown),

@@ -653,7 +653,8 @@ const char *kvc_pool_stats_path(const struct kvc_pool *pool);
 /**
  * kvc_pool_ladder() - Where every byte of a pool is, now.
  * @pool: the pool.
- * @usage: what the caller knows (NULL: live = held, nothing logical).
+ * @usage: what the caller knows (NULL: live = logical = held, nothing
+ *         reserved, no sequences).
  * @step: the caller's step number, recorded in the ladder.
  * @out: filled.
  *
@@ -678,7 +679,9 @@ int kvc_pool_ladder(struct kvc_pool *pool, const struct kvc_pool_usage *usage,
  * peaks and means (weighted by steps), and to the pool's recorder, if any,
  * as a %KVC_REC_SAMPLE event.
  *
- * Return: 0, or kvc_pool_ladder()'s error.
+ * Return: 0, or kvc_pool_ladder()'s error; -EINVAL when @step is below
+ * the previous sample's; -ENOMEM when the first sample's ring cannot be
+ * had (nothing is kept on error).
  */
 int kvc_pool_sample(struct kvc_pool *pool, const struct kvc_pool_usage *usage,
 		    uint64_t step);
@@ -690,6 +693,19 @@ int kvc_pool_sample(struct kvc_pool *pool, const struct kvc_pool_usage *usage,
  *       step).
  */
 void kvc_pool_peaks(struct kvc_pool *pool, struct kvc_ladder_peaks *out);
+
+/**
+ * kvc_pool_occupancy() - Live blocks of every chunk, for chunk maps.
+ * @pool: the pool.
+ * @out: receives one entry per chunk of the reservation, in chunk order:
+ *       its live blocks, or -1 when it is not mapped.
+ * @n: entries @out holds; at most that many are written.
+ *
+ * O(chunks).
+ *
+ * Return: the number of chunks in the reservation.
+ */
+uint32_t kvc_pool_occupancy(struct kvc_pool *pool, int32_t *out, uint32_t n);
 
 /**
  * kvc_pool_set_recorder() - Record the pool's events into a trace.

@@ -179,7 +179,8 @@ struct kvc_recorder_params {
  *
  * Return: 0; -errno of the open; -EINVAL for bad arguments; -ENOMEM.
  */
-int kvc_recorder_open(const char *path, const struct kvc_recorder_params *params,
+int kvc_recorder_open(const char *path,
+		      const struct kvc_recorder_params *params,
 		      struct kvc_recorder **out);
 
 /**
@@ -310,7 +311,8 @@ uint64_t kvc_rec_reader_index(const struct kvc_rec_reader *r);
  *
  * Return: the header as read.
  */
-const struct kvc_rec_header *kvc_rec_reader_header(const struct kvc_rec_reader *r);
+const struct kvc_rec_header *
+kvc_rec_reader_header(const struct kvc_rec_reader *r);
 
 /**
  * kvc_rec_reader_close() - Close and free.
@@ -332,11 +334,11 @@ const char *kvc_rec_kind_name(uint32_t kind);
  * @index: its index in the trace.
  * @json: JSONL (one object) instead of text.
  * @buf: receives the line, NUL-terminated, without a newline.
- * @size: bytes of @buf (256 is always enough).
+ * @size: bytes of @buf (512 is always enough).
  *
  * Payload words are named by kind (e.g. "block", "owner", "seq").
  *
- * Return: the length written, or -EINVAL.
+ * Return: the length written, -EINVAL, or -ENOSPC when @size is too small.
  */
 int kvc_rec_format(const struct kvc_rec_event *ev, uint64_t index, bool json,
 		   char *buf, uint32_t size);

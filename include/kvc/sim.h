@@ -9,7 +9,7 @@
  * configuration: layout, placement, chunk size, watermark, compaction and
  * eviction. No K or V is computed: what memory sees is how many KVs each
  * (layer, KV head) keeps, and the eviction model decides that (see
- * Documentation/fragmentation.rst).
+ * Documentation/replay.rst).
  *
  * Exact replay (kvc_replay_exact()): a recorded trace's allocator events
  * applied verbatim to a pool of the recorded geometry, checking the pool's

@@ -21,14 +21,60 @@ extern "C" {
 /** KVC_STATS_MAGIC - First 8 bytes of a stats page: "KVCSTAT\0". */
 #define KVC_STATS_MAGIC 0x0054415453435654ull
 /** KVC_STATS_VERSION - Layout version; bumped on any incompatible change. */
-#define KVC_STATS_VERSION 2u
+#define KVC_STATS_VERSION 3u
+/** KVC_STATS_FILE_BYTES - Size of a page's file; readers refuse others. */
+#define KVC_STATS_FILE_BYTES 65536u
+/** KVC_STATS_RING - Ladder samples a page keeps, the latest ones. */
+#define KVC_STATS_RING 256u
 /** KVC_STATS_DIR - Where pages live; the KVC_STATS_DIR variable overrides. */
 #define KVC_STATS_DIR "/dev/shm"
 /** KVC_STATS_PREFIX - File names are "kvc.<pid>.<n>". */
 #define KVC_STATS_PREFIX "kvc."
 
 /**
- * struct kvc_stats_page - Layout of a stats page (one 4 KiB page).
+ * struct kvc_stats_sample - One ladder sample, compact, for trends.
+ * @t_ns: CLOCK_MONOTONIC time of the sample.
+ * @step: the caller's step number.
+ * @logical: &struct kvc_ladder @logical, and so on for the bytes below.
+ * @live: KV bytes stored.
+ * @held: blocks handed out x block bytes.
+ * @mapped: chunks mapped x chunk bytes.
+ * @parked: empty mapped chunks x chunk bytes.
+ * @reservation: held bytes reserved for tokens to come.
+ * @free_mapped: free blocks in partly used chunks x block bytes.
+ * @seqs: sequences holding blocks.
+ * @preemptions: preemptions so far.
+ * @blocks_moved: blocks compaction had moved by then.
+ * @backend_map: backend map calls by then.
+ * @backend_unmap: backend unmap calls by then.
+ * @alloc_failures: failed allocations by then.
+ * @unusable_chunk: the unusable index at the chunk order.
+ * @pack_ratio: mapped chunks / packed floor.
+ * @hole_ratio: llama.cpp's window fragmentation.
+ */
+struct kvc_stats_sample {
+	uint64_t t_ns;
+	uint64_t step;
+	uint64_t logical;
+	uint64_t live;
+	uint64_t held;
+	uint64_t mapped;
+	uint64_t parked;
+	uint64_t reservation;
+	uint64_t free_mapped;
+	uint64_t seqs;
+	uint64_t preemptions;
+	uint64_t blocks_moved;
+	uint64_t backend_map;
+	uint64_t backend_unmap;
+	uint64_t alloc_failures;
+	double unusable_chunk;
+	double pack_ratio;
+	double hole_ratio;
+};
+
+/**
+ * struct kvc_stats_page - Layout of a stats page (%KVC_STATS_FILE_BYTES).
  * @magic: %KVC_STATS_MAGIC.
  * @version: %KVC_STATS_VERSION.
  * @page_bytes: sizeof(struct kvc_stats_page), checked by readers.
@@ -44,6 +90,17 @@ extern "C" {
  * @updated_ns: CLOCK_REALTIME_COARSE of the last update, in ns.
  * @stats: the counters.
  * @fill_hist: mapped chunks by fill (%KVC_FILL_BUCKETS columns).
+ * @samples: ladder samples taken so far (kvc_pool_sample()); 0: the
+ *           fields below are zero.
+ * @ring_head: the ring slot the next sample goes to.
+ * @ring_count: samples in the ring, at most %KVC_STATS_RING; the oldest
+ *              is at (@ring_head - @ring_count) mod %KVC_STATS_RING.
+ * @ladder: the latest sample, whole.
+ * @peaks: peaks and means over every sample, the last weighing one step.
+ * @ring: the latest samples, compact.
+ *
+ * The counters are rewritten on every pool operation; the ladder, peaks
+ * and ring only when a sample is taken.
  */
 struct kvc_stats_page {
 	uint64_t magic;
@@ -60,6 +117,12 @@ struct kvc_stats_page {
 	uint64_t updated_ns;
 	struct kvc_pool_stats stats;
 	uint64_t fill_hist[KVC_FILL_BUCKETS];
+	uint64_t samples;
+	uint32_t ring_head;
+	uint32_t ring_count;
+	struct kvc_ladder ladder;
+	struct kvc_ladder_peaks peaks;
+	struct kvc_stats_sample ring[KVC_STATS_RING];
 };
 
 /**
@@ -91,8 +154,9 @@ const char *kvc_stats_dir(void);
  * @snap: filled on success.
  *
  * The page is refused, never trusted, when it is not a regular file owned
- * by the caller's user with mode 0600, is smaller or larger than a page,
- * or carries another magic, version or layout size.
+ * by the caller's user with mode 0600, is not %KVC_STATS_FILE_BYTES long,
+ * or carries another magic, version or layout size, or a ring position
+ * out of range.
  *
  * Return: 0; -ENOENT when gone; -EPERM for another user's page, a wrong
  * mode or a symbolic link; -EPROTO for a name that is not a page's, a

@@ -27,7 +27,8 @@ static const struct kvcctl_cmd commands[] = {
 	  "generate text with a GGUF model over the compressed KV cache" },
 	{ "eval", kvcctl_eval,
 	  "measure what each policy and rate costs a model's predictions" },
-	{ "trace", kvcctl_trace, "print a recorded event trace as text or JSON" },
+	{ "trace", kvcctl_trace,
+	  "print a recorded event trace as text or JSON" },
 	{ "replay", kvcctl_replay,
 	  "replay a trace or a request CSV under several configurations" },
 };

@@ -17,6 +17,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -42,10 +43,12 @@
  * @hold: seconds to keep the pool after the run, or 0.
  * @have_rate: --rate was given.
  * @have_lengths: --prompt-len or --gen-len was given.
+ * @record_path: --record, or NULL.
  */
 struct run_opts {
 	struct kvc_run_params p;
 	const char *trace_path;
+	const char *record_path;
 	bool json;
 	double hold;
 	bool have_rate;
@@ -57,11 +60,17 @@ struct run_opts {
  * @o: the options.
  * @rep: the report (kvc_run() fills it before it calls the hold).
  * @printed: it was printed (by the hold).
+ * @rec: the recorder of --record, or NULL.
+ * @rec_events: events in the trace (final once @rec is closed).
+ * @rec_bytes: bytes of the trace file, likewise.
  */
 struct run_out {
 	const struct run_opts *o;
 	struct kvc_run_report rep;
 	bool printed;
+	struct kvc_recorder *rec;
+	uint64_t rec_events;
+	uint64_t rec_bytes;
 };
 
 enum {
@@ -91,6 +100,7 @@ enum {
 	OPT_ERR_SAMPLES,
 	OPT_NO_COMPACT,
 	OPT_HOLD,
+	OPT_RECORD,
 };
 
 static const char short_opts[] = ":jh";
@@ -123,6 +133,7 @@ static const struct option long_opts[] = {
 	{ "no-compact", no_argument, NULL, OPT_NO_COMPACT },
 	{ "json", no_argument, NULL, 'j' },
 	{ "hold", required_argument, NULL, OPT_HOLD },
+	{ "record", required_argument, NULL, OPT_RECORD },
 	{ "help", no_argument, NULL, 'h' },
 	{ NULL, 0, NULL, 0 },
 };
@@ -187,6 +198,10 @@ static const char usage_text[] =
 	"  --hold SECONDS           after the run, print the report and keep the\n"
 	"                           pool for SECONDS, for 'kvcctl stats'\n"
 	"                           (SIGINT or SIGTERM ends the wait)\n"
+	"  --record FILE            record the run's events (requests, blocks,\n"
+	"                           chunks, a ladder sample per step) into a\n"
+	"                           trace for 'kvcctl trace dump' and\n"
+	"                           'kvcctl replay'; its size goes to stderr\n"
 	"  -h, --help               show this help\n"
 	"\n"
 	"Exit status: 0 on success; 1 when the run fails; 2 for a bad command\n"
@@ -327,6 +342,12 @@ static int parse_option(struct run_opts *o, int opt, const char *arg)
 				"--hold: '%s' is not a number of seconds from 0 to %g",
 				arg, MAX_HOLD);
 		return -1;
+	case OPT_RECORD:
+		if (!*arg)
+			return kvcctl_usage_error(
+				CMD, "--record: the file name is empty");
+		o->record_path = arg;
+		return -1;
 	case 'j':
 		o->json = true;
 		return -1;
@@ -430,9 +451,10 @@ static void json_u64(FILE *out, const char *key, uint64_t value)
 	fprintf(out, "  \"%s\": %" PRIu64 ",\n", key, value);
 }
 
-static void put_json(FILE *out, const struct run_opts *o,
-		     const struct kvc_run_report *r)
+static void put_json(FILE *out, const struct run_out *ro)
 {
+	const struct run_opts *o = ro->o;
+	const struct kvc_run_report *r = &ro->rep;
 	const struct kvc_run_params *p = &o->p;
 
 	fputs("{\n  \"policy\": ", out);
@@ -494,7 +516,14 @@ static void put_json(FILE *out, const struct run_opts *o,
 	json_u64(out, "device_peak_bytes", r->device_peak_bytes);
 	json_u64(out, "device_overhead_bytes", r->device_overhead_bytes);
 	json_real(out, "device_ratio", r->device_ratio, true);
-	json_real(out, "seconds", r->seconds, false);
+	json_real(out, "seconds", r->seconds, o->record_path != NULL);
+	if (o->record_path) {
+		fputs("  \"record\": {\"path\": ", out);
+		kvcctl_json_string(out, o->record_path);
+		fprintf(out,
+			", \"events\": %" PRIu64 ", \"bytes\": %" PRIu64 "}\n",
+			ro->rec_events, ro->rec_bytes);
+	}
 	fputs("}\n", out);
 }
 
@@ -613,10 +642,51 @@ static void put_table(FILE *out, const struct run_opts *o,
 			r->capacity_full, r->capacity_compressed);
 }
 
+/* The trace's size so far (a held run prints before the recorder closes). */
+static void record_size(struct run_out *ro)
+{
+	struct kvc_recorder_stats st;
+
+	if (!ro->rec)
+		return;
+	kvc_recorder_get_stats(ro->rec, &st);
+	ro->rec_events = st.events;
+	ro->rec_bytes = st.bytes;
+}
+
+/*
+ * Close the trace and take its final size from the file. Return: 0, or
+ * KVCCTL_EXIT_FAIL after saying why (a trace that could not be written
+ * whole is a failed run).
+ */
+static int record_close(struct run_out *ro)
+{
+	const char *path = ro->o->record_path;
+	struct stat st;
+	int err;
+
+	if (!ro->rec)
+		return 0;
+	err = kvc_recorder_close(ro->rec);
+	ro->rec = NULL;
+	if (err) {
+		fprintf(stderr, "kvcctl run: recording to %s: %s\n", path,
+			kvc_last_error());
+		return KVCCTL_EXIT_FAIL;
+	}
+	if (!stat(path, &st) && (uint64_t)st.st_size >= 64) {
+		ro->rec_bytes = (uint64_t)st.st_size;
+		ro->rec_events = (ro->rec_bytes - 64) / 64;
+	}
+	return 0;
+}
+
 static void put_report(struct run_out *ro)
 {
+	if (!ro->printed && ro->rec)
+		record_size(ro);
 	if (ro->o->json)
-		put_json(stdout, ro->o, &ro->rep);
+		put_json(stdout, ro);
 	else
 		put_table(stdout, ro->o, &ro->rep);
 	ro->printed = true;
@@ -685,14 +755,37 @@ int kvcctl_run(int argc, char **argv)
 
 	memset(&ro, 0, sizeof(ro));
 	ro.o = &o;
+	if (o.record_path) {
+		err = kvc_recorder_open(o.record_path, NULL, &ro.rec);
+		if (err) {
+			free(reqs);
+			fprintf(stderr, "kvcctl run: --record: %s\n",
+				kvc_last_error());
+			return KVCCTL_EXIT_FAIL;
+		}
+		o.p.rec = ro.rec;
+	}
 	err = kvc_run(&o.p, &ro.rep, o.hold > 0 ? hold_pool : NULL, &ro);
 	free(reqs);
-	if (err == -EINVAL)
-		return kvcctl_usage_error(CMD, "%s", kvc_last_error());
 	if (err) {
-		fprintf(stderr, "kvcctl run: %s\n", kvc_last_error());
+		/* Keep the run's message: closing the trace may set another. */
+		char msg[256];
+
+		snprintf(msg, sizeof(msg), "%s", kvc_last_error());
+		record_close(&ro);
+		if (err == -EINVAL)
+			return kvcctl_usage_error(CMD, "%s", msg);
+		fprintf(stderr, "kvcctl run: %s\n", msg);
 		return KVCCTL_EXIT_FAIL;
 	}
+	status = record_close(&ro);
+	if (status)
+		return status;
+	if (o.record_path)
+		fprintf(stderr,
+			"kvcctl run: recorded %" PRIu64 " events, %" PRIu64
+			" bytes, to %s\n",
+			ro.rec_events, ro.rec_bytes, o.record_path);
 	if (!ro.printed)
 		put_report(&ro);
 	return KVCCTL_EXIT_OK;

@@ -1,8 +1,9 @@
 // SPDX-License-Identifier: MIT
 /*
  * `kvcctl stats`: find the stats pages of the user's pools, show them once
- * or every few seconds, and remove the pages that processes which are gone
- * left behind. Pages are read only through kvc_stats_list(), which checks
+ * or every few seconds (with each pool's trend since the last refresh),
+ * show their recent ladder samples, and remove the pages that processes
+ * which are gone left behind. Pages are read only through kvc_stats_list(), which checks
  * each one; a page it refuses is reported on stderr, never shown, never
  * removed.
  */
@@ -25,6 +26,8 @@
 #include "stats.h"
 
 #define CMD "stats"
+/* The help text says how many samples a page keeps. */
+_Static_assert(KVC_STATS_RING == 256, "update --history in the help");
 
 /* Refresh intervals accepted by --watch, in seconds. */
 #define WATCH_MIN 0.01
@@ -38,6 +41,7 @@
  * @clean: remove stale pages before showing.
  * @watch: seconds between refreshes, or 0 to show once.
  * @count: refreshes before stopping, or 0 for "until interrupted".
+ * @history: latest ladder samples to show per pool, or 0 for none.
  */
 struct stats_opts {
 	const char *dir;
@@ -46,21 +50,26 @@ struct stats_opts {
 	bool clean;
 	double watch;
 	uint64_t count;
+	uint32_t history;
 };
 
 /**
  * struct stats_run - What happened while showing.
  * @refused: pages refused by the reader during the current refresh.
  * @clean_failed: a stale page could not be removed (exit status 1).
+ * @trend: the levels of the last --watch refresh.
+ * @have_trend: @trend holds a refresh.
  */
 struct stats_run {
 	uint32_t refused;
 	bool clean_failed;
+	struct stats_trend trend;
+	bool have_trend;
 };
 
 static volatile sig_atomic_t interrupted;
 
-enum { OPT_COUNT = 'n' };
+enum { OPT_COUNT = 'n', OPT_HISTORY = 256 };
 
 static const char short_opts[] = ":p:jw:n:d:ch";
 
@@ -71,23 +80,31 @@ static const struct option long_opts[] = {
 	{ "count", required_argument, NULL, OPT_COUNT },
 	{ "dir", required_argument, NULL, 'd' },
 	{ "clean", no_argument, NULL, 'c' },
+	{ "history", optional_argument, NULL, OPT_HISTORY },
 	{ "help", no_argument, NULL, 'h' },
 	{ NULL, 0, NULL, 0 },
 };
 
 static const char usage_text[] =
 	"Usage: kvcctl stats [--pid N] [--json] [--watch SECONDS [--count N]]\n"
-	"                    [--dir DIR] [--clean]\n"
+	"                    [--history [N]] [--dir DIR] [--clean]\n"
 	"\n"
 	"Show the kvc pools of your running processes, read from the stats\n"
-	"page each pool publishes.\n"
+	"page each pool publishes: counters, fragmentation, and the byte\n"
+	"ladder (logical, live, held, mapped, parked bytes) of the latest\n"
+	"sample the pool took, with its peaks.\n"
 	"\n"
 	"Options:\n"
 	"  -p, --pid N          only the pools of process N\n"
 	"  -j, --json           print a JSON array, one object per pool\n"
 	"  -w, --watch SECONDS  show again every SECONDS (0.5 is fine) until\n"
-	"                       interrupted\n"
+	"                       interrupted, with each pool's trend: held,\n"
+	"                       mapped and live bytes per second since the\n"
+	"                       last refresh, and mapped over recent samples\n"
 	"  -n, --count N        with --watch: stop after N refreshes\n"
+	"      --history [N]    also show the last N ladder samples of each\n"
+	"                       pool (default: all kept, up to 256); with\n"
+	"                       --json, as a \"history\" array in each pool\n"
 	"  -d, --dir DIR        read the pages in DIR (default: $KVC_STATS_DIR,\n"
 	"                       else " KVC_STATS_DIR ")\n"
 	"  -c, --clean          remove the pages of processes that are gone\n"
@@ -157,6 +174,22 @@ static int parse_options(int argc, char **argv, struct stats_opts *o)
 			break;
 		case 'c':
 			o->clean = true;
+			break;
+		case OPT_HISTORY:
+			/* "--history N" as well as "--history=N". */
+			if (!optarg && optind < argc &&
+			    argv[optind][0] >= '0' && argv[optind][0] <= '9')
+				optarg = argv[optind++];
+			if (!optarg) {
+				o->history = KVC_STATS_RING;
+				break;
+			}
+			if (kvcctl_parse_u64(optarg, 1, UINT32_MAX, &value))
+				return kvcctl_usage_error(
+					CMD,
+					"--history: '%s' is not a positive number of samples",
+					optarg);
+			o->history = (uint32_t)value;
 			break;
 		case 'h':
 			usage(stdout);
@@ -271,10 +304,19 @@ static void put_footer(const struct kvc_stats_snapshot *snaps, uint32_t n,
 		       run->refused == 1 ? "" : "s");
 }
 
+static uint64_t monotonic_ns(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (uint64_t)ts.tv_sec * 1000000000ull + (uint64_t)ts.tv_nsec;
+}
+
 /* List, clean and show once. Return: 0, or -errno when nothing was shown. */
 static int show_once(const struct stats_opts *o, struct stats_run *run)
 {
 	struct kvc_stats_snapshot *snaps;
+	uint64_t now;
 	uint32_t n;
 	int err;
 
@@ -294,7 +336,7 @@ static int show_once(const struct stats_opts *o, struct stats_run *run)
 		n = clean_stale(o, snaps, n, run);
 
 	if (o->json) {
-		stats_show_json(stdout, snaps, n);
+		stats_show_json(stdout, snaps, n, o->history);
 		goto out;
 	}
 	if (o->watch)
@@ -307,9 +349,19 @@ static int show_once(const struct stats_opts *o, struct stats_run *run)
 			printf("no kvc pools in %s\n", o->dir);
 	} else {
 		err = stats_show_table(stdout, snaps, n);
+		if (!err && o->history)
+			err = stats_show_history(stdout, snaps, n, o->history);
 		if (err) {
 			fprintf(stderr, "kvcctl stats: out of memory\n");
 			goto out;
+		}
+		if (o->watch) {
+			now = monotonic_ns();
+			stats_show_trend(stdout, snaps, n,
+					 run->have_trend ? &run->trend : NULL,
+					 now);
+			stats_trend_take(snaps, n, &run->trend, now);
+			run->have_trend = true;
 		}
 	}
 	put_footer(snaps, n, run);
@@ -384,13 +436,14 @@ static void wait_until(const struct timespec *deadline,
 
 int kvcctl_stats(int argc, char **argv)
 {
-	struct stats_run run = { 0 };
+	static struct stats_run run;
 	struct timespec next;
 	struct stats_opts o;
 	sigset_t wait_mask;
 	uint64_t shown = 0;
 	int status, err;
 
+	memset(&run, 0, sizeof(run));
 	status = parse_options(argc, argv, &o);
 	if (status >= 0)
 		return status;
