@@ -15,6 +15,9 @@
 /**
  * kvc_recorder_lock() - Hold the recorder for a group of events.
  * @rec: the recorder.
+ *
+ * The events emitted until kvc_recorder_unlock() carry one time stamp,
+ * taken here: they are one call's.
  */
 void kvc_recorder_lock(struct kvc_recorder *rec);
 
