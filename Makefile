@@ -201,6 +201,15 @@ eval: $(KVCCTL)
 
 .PHONY: model eval
 
+# The fragmentation study (Documentation/fragmentation.rst): the request
+# trace replayed under many configurations; tables and figures in
+# $(OUT)/study. STUDY_CSV=FILE replays another trace.
+STUDY_CSV ?= data/azure_conv_2023.csv
+study: $(KVCCTL)
+	tools/study.sh $(KVCCTL) $(STUDY_CSV) $(OUT)/study
+
+.PHONY: study
+
 # The GGUF reader under libFuzzer (clang), from the checked-in seeds; new
 # inputs go to $(OUT)/fuzz/corpus. FUZZ_TIME=seconds.
 FUZZ_CC ?= clang

@@ -13,6 +13,7 @@
 
 #include "error.h"
 #include "internal.h"
+#include "ladder.h"
 #include "recorder.h"
 
 static size_t live_words(uint32_t bpc)
@@ -70,6 +71,7 @@ int kvc_chunk_map(struct kvc_pool *pool, struct kvc_chunk *c)
 	for (i = 0; i < bpc; i++)
 		c->free_stack[i] = (uint16_t)(bpc - 1 - i);
 	c->nr_live = 0;
+	kvc_ladder_touch(pool->ladder, chunk_index(pool, c));
 	if (pool->rec)
 		kvc_rec3(pool->rec, KVC_REC_CHUNK_MAP, chunk_index(pool, c), ns,
 			 0);
@@ -111,6 +113,7 @@ int kvc_chunk_unmap(struct kvc_pool *pool, struct kvc_chunk *c)
 	c->handle = 0;
 	c->fence_seq = 0;
 	pool->chunks_released++;
+	kvc_ladder_touch(pool->ladder, chunk_index(pool, c));
 	if (pool->rec)
 		kvc_rec3(pool->rec, KVC_REC_CHUNK_UNMAP, chunk_index(pool, c),
 			 ns, 0);
@@ -137,6 +140,7 @@ uint32_t kvc_chunk_take(struct kvc_pool *pool, struct kvc_chunk *c, uint32_t n,
 
 	if (n > nr_free)
 		n = nr_free;
+	kvc_ladder_touch(pool->ladder, chunk_index(pool, c));
 	for (i = 0; i < n; i++) {
 		local = c->free_stack[--nr_free];
 		set_bit(c->live, local);
@@ -162,6 +166,7 @@ void kvc_chunk_untake(struct kvc_pool *pool, struct kvc_chunk *c, uint32_t n,
 {
 	uint32_t first = chunk_index(pool, c) * pool->bpc, i;
 
+	kvc_ladder_touch(pool->ladder, chunk_index(pool, c));
 	for (i = 0; i < n; i++)
 		clear_bit(c->live, ids[i] - first);
 }

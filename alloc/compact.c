@@ -30,6 +30,7 @@
 
 #include "error.h"
 #include "internal.h"
+#include "ladder.h"
 #include "recorder.h"
 
 /* Moves per device call: large enough to amortise the call, small enough
@@ -342,6 +343,7 @@ static int move_batch(struct run *r, struct kvc_chunk *src, uint32_t n)
 		return err;
 	}
 	r->res->copy_ns += now_ns() - t0;
+	kvc_ladder_touch(pool->ladder, chunk_index(pool, src));
 	for (i = 0; i < n; i++) {
 		local = plan->moves[i].from - first;
 		c = &pool->chunks[block_chunk(pool, plan->moves[i].to)];

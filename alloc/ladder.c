@@ -8,6 +8,7 @@
  */
 #include <errno.h>
 #include <math.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -82,21 +83,8 @@ static uint32_t log2_floor(uint64_t v)
 	return 63 - (uint32_t)__builtin_clzll(v);
 }
 
-/**
- * struct run_count - Free runs of the mapped chunks, as the indices need.
- * @free: free blocks.
- * @runs: maximal free runs.
- * @suitable: per order o, runs of 2^o blocks the free runs could give.
- * @by_order: per order, runs of 2^o .. 2^(o+1) - 1 blocks.
- */
-struct run_count {
-	uint64_t free;
-	uint64_t runs;
-	uint64_t suitable[KVC_LADDER_ORDERS];
-	uint64_t by_order[KVC_LADDER_ORDERS];
-};
-
-static void count_run(struct run_count *rc, uint64_t len, uint32_t nr_orders)
+static void count_run(struct kvc_ladder_runs *rc, uint64_t len,
+		      uint32_t nr_orders)
 {
 	uint32_t o;
 
@@ -112,7 +100,7 @@ static void count_run(struct run_count *rc, uint64_t len, uint32_t nr_orders)
  * contiguous in physical memory, and a chunk is what can go back.
  */
 static void count_chunk(const struct kvc_pool *pool, const struct kvc_chunk *c,
-			struct run_count *rc, uint32_t nr_orders)
+			struct kvc_ladder_runs *rc, uint32_t nr_orders)
 {
 	uint32_t bpc = pool->bpc, start, end;
 
@@ -129,7 +117,96 @@ static void count_chunk(const struct kvc_pool *pool, const struct kvc_chunk *c,
 	}
 }
 
-static void fill_orders(struct kvc_ladder *l, const struct run_count *rc)
+/* Every mapped chunk's free runs, walked from the bitmaps. */
+static void count_all(const struct kvc_pool *pool, struct kvc_ladder_runs *rc,
+		      uint32_t nr_orders)
+{
+	uint32_t i;
+
+	memset(rc, 0, sizeof(*rc));
+	for (i = 0; i < pool->nr_chunks; i++)
+		if (chunk_mapped(&pool->chunks[i]))
+			count_chunk(pool, &pool->chunks[i], rc, nr_orders);
+}
+
+/*
+ * The pool's ladder state, made at first use with every chunk dirty and
+ * nothing counted yet. Lock held. Return: 0 or -ENOMEM, quietly: the
+ * ladder itself can do without the cache.
+ */
+static int state_get(struct kvc_pool *pool)
+{
+	uint32_t nr_orders = log2_floor(pool->bpc) + 1;
+	size_t words = ((size_t)pool->nr_chunks + 63) / 64;
+	struct kvc_ladder_state *st = pool->ladder;
+
+	if (st)
+		return 0;
+	st = calloc(1, sizeof(*st));
+	if (!st)
+		return -ENOMEM;
+	st->nr_orders = nr_orders;
+	st->stride = 2 + 2 * nr_orders;
+	st->dirty = malloc(words * sizeof(*st->dirty));
+	st->contrib = calloc(pool->nr_chunks, st->stride * sizeof(uint32_t));
+	if (!st->dirty || !st->contrib) {
+		kvc_ladder_state_free(st);
+		return -ENOMEM;
+	}
+	memset(st->dirty, 0xff, words * sizeof(*st->dirty));
+	if (pool->nr_chunks % 64)
+		st->dirty[words - 1] = (1ull << (pool->nr_chunks % 64)) - 1;
+	kvc_ladder_acc_init(&st->acc);
+	pool->ladder = st;
+	return 0;
+}
+
+/*
+ * Bring @st->total up to date: each dirty chunk's last count goes out,
+ * its count now comes in. Sums of exact integers, so the result is the
+ * full walk's, bit for bit. Lock held.
+ */
+static void recount(const struct kvc_pool *pool, struct kvc_ladder_state *st)
+{
+	struct kvc_ladder_runs *t = &st->total, rc;
+	uint32_t words = (pool->nr_chunks + 63) / 64, n = st->nr_orders;
+	uint32_t w, ci, o, *e;
+	uint64_t bits;
+
+	for (w = 0; w < words; w++) {
+		if (!st->dirty[w])
+			continue;
+		for (bits = st->dirty[w]; bits; bits &= bits - 1) {
+			ci = w * 64 + (uint32_t)__builtin_ctzll(bits);
+			e = &st->contrib[(size_t)ci * st->stride];
+			t->free -= e[0];
+			t->runs -= e[1];
+			for (o = 0; o < n; o++) {
+				t->suitable[o] -= e[2 + o];
+				t->by_order[o] -= e[2 + n + o];
+			}
+			rc.free = rc.runs = 0;
+			memset(rc.suitable, 0, n * sizeof(rc.suitable[0]));
+			memset(rc.by_order, 0, n * sizeof(rc.by_order[0]));
+			if (chunk_mapped(&pool->chunks[ci]))
+				count_chunk(pool, &pool->chunks[ci], &rc, n);
+			/* A chunk's counts are at most its blocks: 32 bits. */
+			e[0] = (uint32_t)rc.free;
+			e[1] = (uint32_t)rc.runs;
+			t->free += rc.free;
+			t->runs += rc.runs;
+			for (o = 0; o < n; o++) {
+				e[2 + o] = (uint32_t)rc.suitable[o];
+				e[2 + n + o] = (uint32_t)rc.by_order[o];
+				t->suitable[o] += rc.suitable[o];
+				t->by_order[o] += rc.by_order[o];
+			}
+		}
+		st->dirty[w] = 0;
+	}
+}
+
+static void fill_orders(struct kvc_ladder *l, const struct kvc_ladder_runs *rc)
 {
 	uint32_t o;
 
@@ -159,8 +236,9 @@ static int ladder_locked(struct kvc_pool *pool,
 			 const struct kvc_pool_usage *usage, uint64_t step,
 			 struct kvc_ladder *out)
 {
+	const struct kvc_ladder_runs *runs;
+	struct kvc_ladder_runs rc;
 	struct kvc_ladder l;
-	struct run_count rc;
 	uint64_t held, need;
 	int64_t top = -1, last;
 	uint32_t i;
@@ -176,7 +254,6 @@ static int ladder_locked(struct kvc_pool *pool,
 			(unsigned long long)usage->reservation_bytes,
 			(unsigned long long)held);
 	memset(&l, 0, sizeof(l));
-	memset(&rc, 0, sizeof(rc));
 	l.t_ns = kvc_now_ns();
 	l.step = step;
 	l.held = held;
@@ -203,20 +280,35 @@ static int ladder_locked(struct kvc_pool *pool,
 	else
 		l.pack_ratio = (double)l.mapped_chunks / (double)l.floor_chunks;
 	l.nr_orders = log2_floor(pool->bpc) + 1;
-	for (i = 0; i < pool->nr_chunks; i++) {
+	if (!state_get(pool)) {
+		recount(pool, pool->ladder);
+		runs = &pool->ladder->total;
+#ifdef KVC_DEBUG
+		count_all(pool, &rc, l.nr_orders);
+		if (memcmp(&rc, runs, sizeof(rc))) {
+			kvc_notice(
+				"ladder: the cached free runs differ from the bitmaps: a chunk changed without kvc_ladder_touch()");
+			abort();
+		}
+#endif
+	} else {
+		/* No memory for the cache: walk every chunk, as it is. */
+		count_all(pool, &rc, l.nr_orders);
+		runs = &rc;
+	}
+	/* The pool grows from the base: the top live chunk is found soon. */
+	for (i = pool->nr_chunks; i--;) {
 		const struct kvc_chunk *c = &pool->chunks[i];
 
-		if (!chunk_mapped(c))
-			continue;
-		count_chunk(pool, c, &rc, l.nr_orders);
-		if (c->nr_live) {
+		if (chunk_mapped(c) && c->nr_live) {
 			last = find_last(c->live, pool->bpc);
 			top = (int64_t)i * pool->bpc + last;
+			break;
 		}
 	}
 	l.hole_ratio =
 		top < 0 ? 0 : 1 - (double)l.held_blocks / (double)(top + 1);
-	fill_orders(&l, &rc);
+	fill_orders(&l, runs);
 	*out = l;
 	return 0;
 }
@@ -410,6 +502,10 @@ void kvc_ladder_acc_end(struct kvc_ladder_acc *acc, double at,
 
 void kvc_ladder_state_free(struct kvc_ladder_state *state)
 {
+	if (!state)
+		return;
+	free(state->dirty);
+	free(state->contrib);
 	free(state);
 }
 
@@ -469,14 +565,10 @@ int kvc_pool_sample(struct kvc_pool *pool, const struct kvc_pool_usage *usage,
 	err = ladder_locked(pool, usage, step, &l);
 	if (err)
 		goto out_unlock;
-	if (!pool->ladder) {
-		pool->ladder = calloc(1, sizeof(*pool->ladder));
-		if (!pool->ladder) {
-			err = kvc_err(-ENOMEM,
-				      "out of memory for the ladder samples");
-			goto out_unlock;
-		}
-		kvc_ladder_acc_init(&pool->ladder->acc);
+	/* Made by the ladder, unless memory ran out there. */
+	if (state_get(pool)) {
+		err = kvc_err(-ENOMEM, "out of memory for the ladder samples");
+		goto out_unlock;
 	}
 	st = pool->ladder;
 	/* First, so that a step going backwards keeps nothing. */

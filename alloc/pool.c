@@ -331,6 +331,8 @@ err_free:
 	return err;
 }
 
+static int rec_snapshot(struct kvc_pool *pool, struct kvc_recorder *rec);
+
 int kvc_pool_destroy(struct kvc_pool *pool)
 {
 	bool mapped_left = false;
@@ -340,6 +342,19 @@ int kvc_pool_destroy(struct kvc_pool *pool)
 
 	if (!pool)
 		return 0;
+	/*
+	 * A recorder still attached is detached first, with the closing
+	 * snapshot kvc_pool_set_recorder(pool, NULL) writes. The teardown
+	 * below unmaps chunks that still hold blocks: recorded, that would
+	 * be a trace no replay accepts. A write error stays with the
+	 * recorder, for its close to report.
+	 */
+	if (pool->rec) {
+		pthread_mutex_lock(&pool->lock);
+		rec_snapshot(pool, pool->rec);
+		pool->rec = NULL;
+		pthread_mutex_unlock(&pool->lock);
+	}
 	kvc_compact_orphan_plans(pool);
 	/*
 	 * No chunk is unmapped under running work, even at the end: a chunk
@@ -688,6 +703,7 @@ free_blocks(struct kvc_pool *pool, uint32_t n, const uint32_t *ids,
 	    uint64_t seq, const bool pow2)
 {
 	struct kvc_chunk *chunks = pool->chunks, *c, *touched = NULL, *next;
+	struct kvc_ladder_state *const ladder = pool->ladder;
 	const struct kvc_divisor div = pool->div;
 	const uint64_t nr_blocks = pool->nr_blocks;
 	const uint32_t bpc = pool->bpc;
@@ -706,6 +722,8 @@ free_blocks(struct kvc_pool *pool, uint32_t n, const uint32_t *ids,
 		if (!c->freeing++) {
 			c->next_freeing = touched;
 			touched = c;
+			/* Also when the free is undone: a recount is exact. */
+			kvc_ladder_touch(ladder, ci);
 		}
 		c->free_stack[bpc - c->nr_live + c->freeing - 1] =
 			(uint16_t)local;

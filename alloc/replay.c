@@ -14,6 +14,7 @@
 
 #include "error.h"
 #include "internal.h"
+#include "ladder.h"
 #include "replay.h"
 
 /* The mapped chunk of block @id, or NULL with a message. */
@@ -150,6 +151,7 @@ static int take_block(struct kvc_pool *pool, struct kvc_chunk *c, uint32_t id)
 			       id, chunk_index(pool, c));
 	c->free_stack[i] = c->free_stack[top];
 	c->free_stack[top] = (uint16_t)local;
+	kvc_ladder_touch(pool->ladder, chunk_index(pool, c));
 	set_bit(c->live, local);
 	c->owner[local] = 0;
 	kvc_fill_set_live(pool, c, c->nr_live + 1);
@@ -162,6 +164,7 @@ static void free_block(struct kvc_pool *pool, struct kvc_chunk *c, uint32_t id)
 {
 	uint32_t local = block_local(pool, id);
 
+	kvc_ladder_touch(pool->ladder, chunk_index(pool, c));
 	clear_bit(c->live, local);
 	c->free_stack[pool->bpc - c->nr_live] = (uint16_t)local;
 	kvc_fill_set_live(pool, c, c->nr_live - 1);

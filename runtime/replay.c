@@ -316,6 +316,14 @@ static int apply(struct replay *rp, const struct kvc_rec_event *ev)
 	case KVC_REC_COMPACT:
 		pool->compactions++;
 		break;
+	case KVC_REC_END:
+		/* The reader checks the count; what it says was lost is gone. */
+		if (ev->p[1])
+			err = kvc_err(
+				-EPROTO,
+				"the recorder lost %llu events: the trace misses changes",
+				(unsigned long long)ev->p[1]);
+		break;
 	default:
 		/* Request level, names, fences retiring: nothing to apply. */
 		break;
@@ -382,6 +390,8 @@ int kvc_replay_exact(const char *path, struct kvc_replay_result *res)
 		if (err) {
 			const char *kind = kvc_rec_kind_name(ev.kind);
 
+			/* A refused trace has no closing snapshot to speak of. */
+			res->final_snapshot = false;
 			/* ENOMEM is ours, not the trace's. */
 			if (err != -ENOMEM)
 				err = -EPROTO;
@@ -394,6 +404,7 @@ int kvc_replay_exact(const char *path, struct kvc_replay_result *res)
 		}
 	}
 	if (ret < 0) {
+		res->final_snapshot = false;
 		err = ret;
 		goto out;
 	}

@@ -428,13 +428,16 @@ static uint64_t seq_kvs(const struct run *r, const struct kvc_seq *seq)
 	return kvs;
 }
 
-/* The iteration's ladder sample, after everything it did. */
-static void record_sample(struct run *r, uint64_t iter)
+/*
+ * The iteration's ladder sample, after everything it did. Taken whether
+ * or not the run records: the pool's ring, peaks and stats page are what
+ * 'kvcctl stats' shows of a held run (the byte ladder, --history and
+ * --watch). A failed sample costs the ladder one step, not the run.
+ */
+static void sample(struct run *r, uint64_t iter)
 {
 	struct kvc_pool_usage usage;
 
-	if (!r->rec)
-		return;
 	kvc_kv_usage(r->kv, &usage);
 	kvc_pool_sample(kvc_kv_pool(r->kv), &usage, iter);
 }
@@ -812,7 +815,7 @@ static int run_loop(struct run *r)
 			if (err)
 				return err;
 		}
-		record_sample(r, iter);
+		sample(r, iter);
 		progress(r, false);
 	}
 	return 0;

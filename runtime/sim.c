@@ -503,18 +503,26 @@ static int get_slot(struct sim *sim, uint32_t *out)
 	return 0;
 }
 
-/* Size slot @slot's arrays for a request of final length @final_len. */
-static int size_slot(struct sim *sim, struct sim_seq *s, uint32_t final_len)
+/*
+ * Size slot @slot's arrays for request @req of final length @final_len:
+ * 64 bits, as prompt + output of two 32-bit counts may not fit 32.
+ */
+static int size_slot(struct sim *sim, struct sim_seq *s, uint32_t req,
+		     uint64_t final_len)
 {
-	uint32_t cap = div_up32(final_len, sim->bs);
-	uint64_t want = (uint64_t)cap * sim->units;
-	uint32_t *blocks;
+	uint64_t blocks_per_table = (final_len + sim->bs - 1) / sim->bs;
+	uint64_t want = blocks_per_table * sim->units;
+	uint32_t *blocks, cap;
 
-	if (cap > OWNER_FIELD_MASK + 1)
+	if (blocks_per_table > OWNER_FIELD_MASK + 1)
 		return kvc_err(-EINVAL,
-			       "replay: a request of %u tokens needs %u blocks "
-			       "per table, more than the %llu a replay tracks",
-			       final_len, cap, OWNER_FIELD_MASK + 1);
+			       "replay: request %u of %llu tokens needs %llu "
+			       "blocks per table, more than the %llu a replay "
+			       "tracks",
+			       req, (unsigned long long)final_len,
+			       (unsigned long long)blocks_per_table,
+			       OWNER_FIELD_MASK + 1);
+	cap = (uint32_t)blocks_per_table;
 	if (!s->have_arrays) {
 		s->len = calloc(sim->heads, sizeof(*s->len));
 		s->weight = calloc(sim->heads, sizeof(*s->weight));
@@ -663,13 +671,24 @@ static int admit(struct sim *sim)
 		prompt += generated;
 		per = div_up32(prompt, sim->bs);
 		need = (uint64_t)per * sim->units;
+		/*
+		 * Only a preempted request gets here: sim_open() refused the
+		 * prompts that never fit. Evicting its KVs let it grow past
+		 * what a recompute (a prefill of everything, then eviction)
+		 * can ever hold.
+		 */
 		if (need > sim->cap_blocks)
-			return kvc_err(-EINVAL,
-				       "replay: request %u: its prompt of %u "
-				       "tokens needs %llu blocks, the region "
-				       "holds %llu",
-				       req, prompt, (unsigned long long)need,
-				       (unsigned long long)sim->cap_blocks);
+			return kvc_err(
+				-EINVAL,
+				"replay: request %u, preempted after "
+				"generating %u tokens, cannot be readmitted: "
+				"recomputing its %u tokens needs %llu "
+				"blocks before eviction, the region "
+				"holds %llu (a larger region or a "
+				"shorter max_len would do)",
+				req, generated, prompt,
+				(unsigned long long)need,
+				(unsigned long long)sim->cap_blocks);
 		headroom = (uint64_t)sim->units * sim->nr_running;
 		if (need + headroom > sim->cap_blocks - sim->held)
 			return 0;
@@ -678,7 +697,8 @@ static int admit(struct sim *sim)
 		if (err)
 			return err;
 		s = &sim->seqs[slot];
-		err = size_slot(sim, s, prompt - generated + gen);
+		err = size_slot(sim, s, req,
+				(uint64_t)prompt - generated + gen);
 		if (!err && need)
 			err = kvc_pool_alloc(sim->pool, (uint32_t)need,
 					     sim->ids);
@@ -792,9 +812,11 @@ static int decode(struct sim *sim)
 		if (sim->nr_running == 1)
 			return kvc_err(-EINVAL,
 				       "replay: request %u alone needs more "
-				       "than the region's %llu blocks",
+				       "than the region's %llu blocks at %u "
+				       "tokens",
 				       sim->seqs[slot].req,
-				       (unsigned long long)sim->cap_blocks);
+				       (unsigned long long)sim->cap_blocks,
+				       sim->seqs[slot].tokens + 1);
 		err = preempt(sim, sim->nr_running - 1);
 		if (err)
 			return err;
@@ -921,7 +943,7 @@ struct sim_means {
 
 static int sample(struct sim *sim, struct kvc_sim_result *res,
 		  struct kvc_ladder_acc *acc, struct sim_means *m,
-		  uint64_t *cap_samples, uint32_t *heat_max)
+		  uint64_t *cap_samples, uint32_t *heat_max, bool last)
 {
 	const struct kvc_sim_params *p = sim->p;
 	struct kvc_pool_usage usage = { 0 };
@@ -945,6 +967,12 @@ static int sample(struct sim *sim, struct kvc_sim_result *res,
 	err = kvc_pool_ladder(sim->pool, &usage, sim->step, l);
 	if (err)
 		return err;
+	/*
+	 * The pool stamps the wall clock; a replay's time is the simulated
+	 * one, so peaks say when in the stream they happened and repeat from
+	 * run to run.
+	 */
+	l->t_ns = (uint64_t)llround(sim->now * 1e9);
 	kvc_pool_get_stats(sim->pool, &st, NULL);
 	/* Where mapped chunks reach a new high, keep the chunk map. */
 	if (res->heat && l->mapped_chunks > *heat_max) {
@@ -986,7 +1014,8 @@ static int sample(struct sim *sim, struct kvc_sim_result *res,
 	m->running += sim->nr_running;
 	if (sim->nr_running > res->summary.peak_running)
 		res->summary.peak_running = sim->nr_running;
-	if (sim->step % p->sample_every)
+	/* The last step is always kept: the series ends where the run did. */
+	if (sim->step % p->sample_every && !last)
 		return 0;
 	return sim_keep_sample(res, cap_samples, &smp);
 }
@@ -1256,7 +1285,10 @@ static int sim_loop(struct sim *sim, struct kvc_sim_result *res)
 			err = kvc_pool_compact_tick(sim->pool, NULL, NULL);
 		if (err < 0)
 			return err;
-		err = sample(sim, res, &acc, &m, &cap_samples, &heat_max);
+		err = sample(sim, res, &acc, &m, &cap_samples, &heat_max,
+			     sim->done == sim->n ||
+				     (p->max_steps &&
+				      sim->step + 1 == p->max_steps));
 		if (err)
 			return err;
 		if (sim->done == sim->n) {

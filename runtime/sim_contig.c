@@ -184,7 +184,9 @@ int sim_contig_run(const struct kvc_sim_params *p,
 		running_sum += nr;
 		if (nr > sum->peak_running)
 			sum->peak_running = nr;
-		if (!(step % p->sample_every)) {
+		/* The last step is always kept: the series ends with the run. */
+		if (!(step % p->sample_every) || sum->done == n ||
+		    (p->max_steps && step + 1 == p->max_steps)) {
 			err = sim_keep_sample(res, &cap_samples, &smp);
 			if (err)
 				goto out;

@@ -1906,6 +1906,66 @@ static void test_json_ladder(void **state)
 	json_free(arr);
 }
 
+/*
+ * kvcctl run --hold: the run samples the byte ladder every step, recording
+ * or not, so a held run shows its ladder, peaks and history.
+ */
+static void test_run_hold_ladder(void **state)
+{
+	struct fixture *f = *state;
+	struct demo *d = &f->demo[f->nr_demos];
+	const struct json *pool, *hist, *ladder;
+	char *argv[] = { KVCCTL,      "run",	      "--seqs",
+			 "3",	      "--prompt-len", "40",
+			 "--gen-len", "20",	      "--err-samples",
+			 "0",	      "--hold",	      "60",
+			 NULL };
+	struct json *arr;
+	struct result r;
+	char pid[16];
+	int fds[2], devnull;
+
+	assert_true(f->nr_demos < MAX_DEMOS);
+	d->out[0] = '\0';
+	d->out_len = 0;
+	assert_int_equal(pipe2(fds, O_CLOEXEC), 0);
+	d->pid = fork();
+	assert_true(d->pid >= 0);
+	if (d->pid == 0) {
+		/* The report goes to stdout, the "holding" line to stderr. */
+		devnull = open("/dev/null", O_WRONLY);
+		if (devnull < 0 || dup2(devnull, STDOUT_FILENO) < 0 ||
+		    dup2(fds[1], STDERR_FILENO) < 0)
+			_exit(126);
+		execv(argv[0], argv);
+		_exit(127);
+	}
+	close(fds[1]);
+	d->out_fd = fds[0];
+	f->nr_demos++;
+	demo_wait(d, "holding");
+	snprintf(pid, sizeof(pid), "%d", (int)d->pid);
+
+	run(&r, KVCCTL, "stats", "--json", "--pid", pid, "--history", NULL);
+	assert_int_equal(r.status, 0);
+	assert_int_equal(json_parse_all(r.out, &arr, 1), 1);
+	pool = json_pool(arr, d->pid);
+	assert_non_null(pool);
+	assert_true(json_u64(pool, "samples") > 20);
+	ladder = json_member(pool, "ladder", JSON_OBJECT);
+	assert_true(json_u64(ladder, "mapped") > 0);
+	hist = json_member(pool, "history", JSON_ARRAY);
+	assert_true(hist->n > 20);
+	json_free(arr);
+	proc_result_free(&r);
+
+	run(&r, KVCCTL, "stats", "--pid", pid, "--history", "2", NULL);
+	assert_int_equal(r.status, 0);
+	assert_non_null(strstr(r.out, "the last 2 of"));
+	proc_result_free(&r);
+	assert_int_equal(stop_demo(d), 0);
+}
+
 /* --history: the latest samples, in JSON and as a table. */
 static void test_history(void **state)
 {
@@ -2396,6 +2456,8 @@ int main(void)
 		cmocka_unit_test_setup_teardown(test_json_ladder, setup,
 						teardown),
 		cmocka_unit_test_setup_teardown(test_history, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_run_hold_ladder, setup,
+						teardown),
 		cmocka_unit_test_setup_teardown(test_watch_trend, setup,
 						teardown),
 		cmocka_unit_test_setup_teardown(test_version2_page_refused,

@@ -353,6 +353,9 @@ static void test_usage_errors(void **state)
 	expect_usage("--chunk: 6000", &r);
 	kvcctl(&r, "replay", fx->csv, "--capacity", "1X", NULL);
 	expect_usage("--capacity: '1X'", &r);
+	/* Too large is not "at least 1". */
+	kvcctl(&r, "replay", fx->csv, "--capacity", "99999999T", NULL);
+	expect_usage("--capacity: 99999999T does not fit 64 bits", &r);
 	kvcctl(&r, "replay", fx->csv, "--max-len", "abc", NULL);
 	expect_usage("--max-len: 'abc'", &r);
 	kvcctl(&r, "replay", fx->csv, "--jobs", "0", NULL);
@@ -402,6 +405,46 @@ static void test_file_errors(void **state)
 	assert_int_equal(r.status, 1);
 	assert_non_null(strstr(r.err, "is not a trace"));
 	assert_non_null(strstr(r.err, "ContextTokens"));
+	proc_result_free(&r);
+
+	/*
+	 * An output that cannot be written is found before the replay runs:
+	 * exit 1 and no table printed as if all went well.
+	 */
+	kvcctl(&r, "replay", fx->csv, "--csv", "/nonexistent-dir/series.csv",
+	       NULL);
+	assert_int_equal(r.status, 1);
+	assert_non_null(strstr(r.err, "--csv: cannot write"));
+	assert_string_equal(r.out, "");
+	proc_result_free(&r);
+	kvcctl(&r, "replay", fx->csv, "--summary-csv", fx->dir, NULL);
+	assert_int_equal(r.status, 1);
+	assert_non_null(strstr(r.err, "is a directory"));
+	assert_string_equal(r.out, "");
+	proc_result_free(&r);
+	kvcctl(&r, "replay", fx->csv, "--plot", fx->csv, NULL);
+	assert_int_equal(r.status, 1);
+	assert_non_null(strstr(r.err, "not a directory"));
+	assert_string_equal(r.out, "");
+	proc_result_free(&r);
+
+	/* An empty file, and a bad row named by its line: exit 1, no table. */
+	f = fopen(path_in(fx, "empty.csv"), "w");
+	assert_non_null(f);
+	fclose(f);
+	kvcctl(&r, "replay", path_in(fx, "empty.csv"), NULL);
+	assert_int_equal(r.status, 1);
+	assert_non_null(strstr(r.err, "empty"));
+	assert_string_equal(r.out, "");
+	proc_result_free(&r);
+	f = fopen(path_in(fx, "bad.csv"), "w");
+	assert_non_null(f);
+	fputs("ContextTokens,GeneratedTokens,arrival_s\n10,5,0\n10,x,1\n", f);
+	fclose(f);
+	kvcctl(&r, "replay", path_in(fx, "bad.csv"), NULL);
+	assert_int_equal(r.status, 1);
+	assert_non_null(strstr(r.err, "bad.csv:3"));
+	assert_string_equal(r.out, "");
 	proc_result_free(&r);
 }
 
@@ -476,6 +519,8 @@ static void test_exact(void **state)
 	assert_non_null(strstr(r.out, "GMLake util"));
 	assert_non_null(strstr(r.out, "J&W #4"));
 	assert_non_null(strstr(r.out, "closing snapshot matched"));
+	/* Trace samples carry no sequence count: no made-up 0 is shown. */
+	assert_null(strstr(r.out, "sequences 0.0"));
 	proc_result_free(&r);
 
 	kvcctl(&r, "replay", trace, "--exact", "--json", NULL);
@@ -517,6 +562,22 @@ static void test_exact(void **state)
 	kvcctl(&r, "replay", trace, NULL);
 	assert_int_equal(r.status, 1);
 	assert_non_null(strstr(r.err, "kvcctl replay: "));
+	assert_string_equal(r.out, "");
+	/* The message names the file, once. */
+	assert_int_equal(count(r.err, trace), 1);
+	proc_result_free(&r);
+	kvcctl(&r, "replay", trace, "--logical", NULL);
+	assert_int_equal(r.status, 1);
+	assert_int_equal(count(r.err, trace), 1);
+	assert_non_null(strstr(r.err, "truncated"));
+	assert_string_equal(r.out, "");
+	proc_result_free(&r);
+
+	/* Cut mid-header: not a trace, said once with the file's name. */
+	assert_int_equal(truncate(trace, 10), 0);
+	kvcctl(&r, "replay", trace, NULL);
+	assert_int_equal(r.status, 1);
+	assert_int_equal(count(r.err, trace), 1);
 	assert_string_equal(r.out, "");
 	proc_result_free(&r);
 }

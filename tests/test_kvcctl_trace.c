@@ -268,6 +268,14 @@ static void test_dump_bad(void **state)
 	assert_int_equal(r.status, 1);
 	EXPECT_U64(count_lines(r.out), f->events - 1);
 	assert_non_null(strstr(r.err, "truncated after event"));
+	/* The fault's line names the file, not only the summary. */
+	{
+		char want[512];
+
+		snprintf(want, sizeof(want),
+			 "kvcctl trace: %s: trace: truncated", f->bad);
+		assert_non_null(strstr(r.err, want));
+	}
 	proc_result_free(&r);
 
 	/* Cut mid-event: refused before any event. */

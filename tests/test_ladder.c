@@ -27,6 +27,7 @@
 
 #include "internal.h"
 #include "ladder.h"
+#include "replay.h"
 
 #define GRAN (64ull << 10)
 #define BLOCK (8ull << 10)
@@ -281,7 +282,8 @@ static void test_usage(void **state)
 	u.reservation_bytes = 1;
 	assert_int_equal(kvc_pool_ladder(fx->pool, &u, 1, &l), -EINVAL);
 	assert_int_equal(kvc_pool_sample(fx->pool, &u, 1), -EINVAL);
-	assert_null(fx->pool->ladder); /* nothing kept */
+	/* Nothing kept: the ladders above made the state, not a sample. */
+	assert_true(!fx->pool->ladder || !fx->pool->ladder->samples);
 	assert_int_equal(kvc_pool_ladder(NULL, NULL, 0, &l), -EINVAL);
 	assert_int_equal(kvc_pool_ladder(fx->pool, NULL, 0, NULL), -EINVAL);
 	CHECK(fx->pool);
@@ -528,6 +530,110 @@ static void test_random_workload_odd_chunk(void **state)
 	random_workload(fx, 0xfeedull, 600);
 	ladder_ok(fx->pool, NULL, &l);
 	EXPECT_U64(l.nr_orders, 7);
+}
+
+/* A random block of @pool that is live (@live) or free in a mapped chunk. */
+static bool pick_block(struct kvc_pool *pool, uint64_t *rng, bool live,
+		       uint32_t *id)
+{
+	uint32_t tries, c, b;
+
+	for (tries = 0; tries < 256; tries++) {
+		c = (uint32_t)(rng_next(rng) % pool->nr_chunks);
+		b = (uint32_t)(rng_next(rng) % pool->bpc);
+		if (pool->chunks[c].live &&
+		    test_bit(pool->chunks[c].live, b) == live) {
+			*id = c * pool->bpc + b;
+			return true;
+		}
+	}
+	return false;
+}
+
+/*
+ * The ladder keeps each chunk's free runs between calls and recounts only
+ * the chunks changed since: every path that changes a live bit or a
+ * mapping must say so. Allocations, frees (and frees refused half way,
+ * whose bits are put back), trims, compaction and the exact replay's
+ * primitives, each followed by a bit-by-bit recount.
+ */
+static void test_cache_follows_every_change(void **state)
+{
+	struct fixture *fx = *state;
+	struct kvc_pool *pool;
+	uint32_t ids[48], id, to, op, n, c;
+	uint64_t rng = 0xc0ffee;
+	int err;
+
+	pool_open(fx, NR_CHUNKS, 4);
+	pool = fx->pool;
+	/* Replayed maps leave empty chunks over the watermark, as in replay. */
+	pool->empty_kept = pool->nr_chunks;
+	expect_ladder_matches(pool, 0);
+	for (op = 1; op < 3000; op++) {
+		uint64_t r = rng_next(&rng);
+
+		switch (r % 9) {
+		case 0:
+		case 1:
+			n = 1 + (uint32_t)(r >> 8) % 40;
+			err = kvc_pool_alloc(pool, n, ids);
+			if (err)
+				assert_int_equal(err, -ENOMEM);
+			break;
+		case 2:
+		case 3:
+			/* Up to 8 live blocks, then maybe one that is not. */
+			for (n = 0; n < 8 && pick_block(pool, &rng, true, &id);
+			     n++) {
+				uint32_t k;
+
+				for (k = 0; k < n && ids[k] != id; k++)
+					;
+				if (k < n)
+					break;
+				ids[n] = id;
+			}
+			if (r & 0x100 && n) {
+				ids[n++] = ids[0];
+				assert_int_equal(kvc_pool_free(pool, n, ids),
+						 -EINVAL);
+			} else if (n) {
+				assert_int_equal(kvc_pool_free(pool, n, ids),
+						 0);
+			}
+			break;
+		case 4:
+			assert_int_equal(kvc_pool_compact(pool, NULL, NULL), 0);
+			break;
+		case 5:
+			assert_int_equal(kvc_pool_trim(pool, 0), 0);
+			break;
+		case 6:
+			if (pick_block(pool, &rng, false, &id))
+				assert_int_equal(kvc_replay_take(pool, id), 0);
+			if (pick_block(pool, &rng, true, &id))
+				assert_int_equal(kvc_replay_free(pool, id), 0);
+			break;
+		case 7:
+			if (pick_block(pool, &rng, true, &id) &&
+			    pick_block(pool, &rng, false, &to))
+				assert_int_equal(
+					kvc_replay_move(pool, id, to, op), 0);
+			break;
+		case 8:
+			c = (uint32_t)(r >> 8) % pool->nr_chunks;
+			if (!pool->chunks[c].live)
+				err = kvc_replay_map_chunk(pool, c);
+			else if (!pool->chunks[c].nr_live)
+				err = kvc_replay_unmap_chunk(pool, c);
+			else
+				err = 0;
+			assert_int_equal(err, 0);
+			break;
+		}
+		expect_ladder_matches(pool, op);
+	}
 }
 
 /* ------------------------------------------------------------------ */
@@ -805,6 +911,8 @@ int main(void)
 		cmocka_unit_test_setup_teardown(test_random_workload, setup,
 						teardown),
 		cmocka_unit_test_setup_teardown(test_random_workload_odd_chunk,
+						setup, teardown),
+		cmocka_unit_test_setup_teardown(test_cache_follows_every_change,
 						setup, teardown),
 		cmocka_unit_test_setup_teardown(test_acc_hand_computed, setup,
 						teardown),

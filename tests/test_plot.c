@@ -382,6 +382,28 @@ static void test_all_files(void **state)
 	gp = slurp(fx, "waste.dat");
 	assert_non_null(strstr(gp, "3 \"contig-max\" 25 10 5 50 10\n"));
 	free(gp);
+	/* The key lists the stack top down, as it is drawn. */
+	gp = slurp(fx, "waste.gp");
+	assert_non_null(strstr(gp, "set key outside right top invert"));
+	free(gp);
+	gp = slurp(fx, "timeline-1.gp");
+	assert_non_null(strstr(gp, "set key outside right top invert"));
+	assert_non_null(strstr(gp, "set ylabel 'KV region (MiB)'"));
+	free(gp);
+	/* A pack ratio spiking near empty steps stays legible: log scale. */
+	gp = slurp(fx, "indices.gp");
+	assert_non_null(strstr(gp, "set logscale y"));
+	free(gp);
+	/*
+	 * Points that coincide stay told apart: each configuration is a
+	 * series of its own with its label in the key, the point numbered.
+	 */
+	gp = slurp(fx, "tradeoff.gp");
+	assert_non_null(strstr(gp, "every ::2::2 using 3:4 with points pt 7 "
+				   "ps 1.5 title '3: ' . 'contig-max'"));
+	assert_non_null(strstr(gp, "sprintf('%d', $1)) with labels"));
+	assert_non_null(strstr(gp, "set xrange [0:*]"));
+	free(gp);
 }
 
 static void test_contiguous_only(void **state)

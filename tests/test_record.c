@@ -799,6 +799,46 @@ static void test_empty_pool_closing_snapshot(void **state)
 }
 
 /*
+ * A pool destroyed with its recorder still attached: the trace closes
+ * with a snapshot of the pool as it was, not with unmaps of chunks that
+ * still hold blocks, and replays exactly. The recorder is closed after.
+ */
+static void test_destroy_detaches(void **state)
+{
+	struct fixture *fx = *state;
+	struct kvc_replay_result res = { 0 };
+	struct kvc_rec_event *evs;
+	struct kvc_recorder *rec;
+	uint32_t ids[40];
+	uint64_t n, i;
+
+	assert_int_equal(kvc_pool_create(&fx->params, &fx->pool), 0);
+	rec = rec_open(fx, 0, true);
+	assert_int_equal(kvc_pool_set_recorder(fx->pool, rec), 0);
+	assert_int_equal(kvc_pool_alloc(fx->pool, 40, ids), 0);
+	assert_int_equal(kvc_pool_free(fx->pool, 5, ids), 0);
+	assert_int_equal(kvc_pool_destroy(fx->pool), 0);
+	fx->pool = NULL;
+	rec_close_ok(rec);
+
+	evs = read_all(fx->path, &n);
+	assert_true(n >= 2);
+	for (i = 0; i < n; i++)
+		assert_int_not_equal(evs[i].kind, KVC_REC_CHUNK_UNMAP);
+	/* alloc 40, free 5: 3 chunks, 35 blocks; then their records. */
+	EXPECT_U64(evs[n - 1].kind, KVC_REC_END);
+	EXPECT_U64(evs[n - 2 - 35 - 3].kind, KVC_REC_SNAPSHOT);
+	EXPECT_U64(evs[n - 2 - 35 - 3].p[0], 3);
+	EXPECT_U64(evs[n - 2 - 35 - 3].p[1], 35);
+	free(evs);
+	if (kvc_replay_exact(fx->path, &res))
+		fail_msg("kvc_replay_exact: %s", kvc_last_error());
+	assert_true(res.final_snapshot);
+	EXPECT_U64(res.allocs, 40);
+	EXPECT_U64(res.frees, 5);
+}
+
+/*
  * A grow that fails on its third map: the trace shows the two maps, the
  * unwind's two unmaps as they happened, then ALLOC_FAIL; the pool is
  * unchanged and the next alloc's events follow.
@@ -1140,6 +1180,8 @@ int main(void)
 						teardown),
 		cmocka_unit_test_setup_teardown(
 			test_empty_pool_closing_snapshot, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_destroy_detaches, setup,
+						teardown),
 		cmocka_unit_test_setup_teardown(test_failed_grow, setup,
 						teardown),
 		cmocka_unit_test_setup_teardown(test_malformed, setup,

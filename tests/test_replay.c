@@ -6,6 +6,7 @@
  * make small traces whose every event is known, consistent or not.
  */
 #include <errno.h>
+#include <fcntl.h>
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stdbool.h>
@@ -14,6 +15,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include <cmocka.h>
@@ -225,6 +227,30 @@ static void expect_refused(struct fixture *f, uint64_t index, const char *why)
 		fail_msg("message '%s' should name '%s' and '%s'",
 			 kvc_last_error(), want, why);
 	assert_false(res.final_snapshot);
+}
+
+/*
+ * END saying the recorder lost events: the trace misses changes, so an
+ * exact replay must not pass it, whatever the closing snapshot says.
+ */
+static void test_lost_events(void **state)
+{
+	struct fixture *f = *state;
+	uint64_t lost = 2, n;
+	struct stat st;
+	int fd;
+
+	n = good_prefix(f);
+	good_snapshot(f, 7);
+	close_rec(f);
+	/* END's second word, p[1], 24 bytes into the last event. */
+	assert_int_equal(stat(f->path, &st), 0);
+	fd = open(f->path, O_WRONLY);
+	assert_true(fd >= 0);
+	assert_int_equal(pwrite(fd, &lost, sizeof(lost), st.st_size - 64 + 24),
+			 sizeof(lost));
+	close(fd);
+	expect_refused(f, n + 5, "lost 2 events");
 }
 
 static void test_free_not_live(void **state)
@@ -615,6 +641,8 @@ int main(void)
 {
 	const struct CMUnitTest tests[] = {
 		cmocka_unit_test_setup_teardown(test_hand_trace, setup,
+						teardown),
+		cmocka_unit_test_setup_teardown(test_lost_events, setup,
 						teardown),
 		cmocka_unit_test_setup_teardown(test_free_not_live, setup,
 						teardown),

@@ -751,6 +751,162 @@ static void test_threads(void **state)
 	free(r);
 }
 
+/*
+ * A logical replay's clock is the simulated one: the peaks' times are
+ * their steps x step_s, the same in every run, and so are the samples'.
+ */
+static void test_simulated_clock(void **state)
+{
+	struct fixture *f = *state;
+	struct kvc_sim_request *r = mixed_stream(20, 5);
+	const struct kvc_ladder_peaks *pk;
+	uint64_t i;
+
+	f->p.capacity_bytes = 1u << 20;
+	run_ok(f, r, 20);
+	pk = &f->res.summary.peaks;
+	EXPECT_U64(pk->live_peak_ns,
+		   (uint64_t)llround((double)pk->live_peak_step * 0.05e9));
+	EXPECT_U64(pk->mapped_peak_ns,
+		   (uint64_t)llround((double)pk->mapped_peak_step * 0.05e9));
+	for (i = 0; i < f->res.nr_samples; i++)
+		EXPECT_U64(f->res.samples[i].ladder.t_ns,
+			   (uint64_t)llround(f->res.samples[i].t_s * 1e9));
+	free(r);
+}
+
+/*
+ * With sparse samples the series still ends with the last step, so a
+ * plot shows the region drain; the summary is the same as sampling
+ * every step. Contiguous layouts too.
+ */
+static void test_sample_every_keeps_last(void **state)
+{
+	static const enum kvc_sim_layout layouts[] = {
+		KVC_LAYOUT_PER_HEAD, KVC_LAYOUT_PAGED, KVC_LAYOUT_CONTIG_ORACLE
+	};
+	struct fixture *f = *state;
+	struct kvc_sim_request *r = mixed_stream(20, 7);
+	double mean_live;
+	uint32_t i;
+
+	f->p.capacity_bytes = 1u << 20;
+	for (i = 0; i < 3; i++) {
+		f->p.layout = layouts[i];
+		f->p.sample_every = 1;
+		run_ok(f, r, 20);
+		mean_live = f->res.summary.peaks.mean_live;
+		f->p.sample_every = 1000;
+		run_ok(f, r, 20);
+		EXPECT_U64(f->res.samples[0].step, 0);
+		EXPECT_U64(f->res.samples[f->res.nr_samples - 1].step,
+			   f->res.summary.steps - 1);
+		check_series(&f->res);
+		assert_true(f->res.summary.peaks.mean_live == mean_live);
+	}
+	free(r);
+}
+
+/*
+ * A request whose length does not fit 32 bits is refused with a message,
+ * not wrapped into a block table too small for it.
+ */
+static void test_length_overflow(void **state)
+{
+	struct fixture *f = *state;
+	struct kvc_sim_request r = { .arrival_s = 0,
+				     .prompt = 16,
+				     .gen = UINT32_MAX - 8 };
+	int err;
+
+	f->p.capacity_bytes = 1ull << 40;
+	f->p.chunk_bytes = 2u << 20;
+	err = kvc_sim_run(&f->p, &r, 1, &f->res);
+	assert_int_equal(err, -EINVAL);
+	assert_non_null(strstr(kvc_last_error(), "request 0"));
+	f->p.layout = KVC_LAYOUT_PAGED;
+	err = kvc_sim_run(&f->p, &r, 1, &f->res);
+	assert_int_equal(err, -EINVAL);
+}
+
+/*
+ * Eviction lets two sequences grow past what the region could hold at
+ * full length; when one is preempted, recomputing it (a prefill of all
+ * its tokens before eviction) cannot fit: the error names the request,
+ * the preemption and the recompute, not a prompt it never had.
+ */
+static void test_readmit_too_big(void **state)
+{
+	struct fixture *f = *state;
+	struct kvc_sim_request r[2] = {
+		{ .arrival_s = 0, .prompt = 16, .gen = 2000 },
+		{ .arrival_s = 0, .prompt = 16, .gen = 2000 },
+	};
+	const char *msg;
+	int err;
+
+	f->p.policy.name = "h2o";
+	f->p.policy.rate = 8;
+	f->p.policy.protected_window = 0;
+	err = kvc_sim_run(&f->p, r, 2, &f->res);
+	assert_int_equal(err, -EINVAL);
+	msg = kvc_last_error();
+	if (!strstr(msg, "request 1, preempted after generating") ||
+	    !strstr(msg, "recomputing"))
+		fail_msg("unexpected message: %s", msg);
+}
+
+/*
+ * Recording works for every pool layout and compaction mode, with
+ * eviction: each trace replays exactly, moves and owners included.
+ */
+static void test_record_replays_exactly(void **state)
+{
+	static const enum kvc_sim_layout layouts[] = { KVC_LAYOUT_PER_HEAD,
+						       KVC_LAYOUT_PAGED };
+	static const enum kvc_sim_compact modes[] = {
+		KVC_SIM_COMPACT_OFF, KVC_SIM_COMPACT_FULL,
+		KVC_SIM_COMPACT_PROACTIVE
+	};
+	struct fixture *f = *state;
+	struct kvc_sim_request *r = mixed_stream(40, 21);
+	struct kvc_replay_result rr;
+	struct kvc_recorder *rec;
+	char path[128];
+	uint32_t l, m;
+	int err;
+
+	f->p.shape.layers = 3;
+	f->p.capacity_bytes = 1u << 20;
+	f->p.policy.name = "kvcompress";
+	f->p.policy.rate = 4;
+	for (l = 0; l < 2; l++) {
+		for (m = 0; m < 3; m++) {
+			snprintf(path, sizeof(path), "%s/rec-%u-%u.kvct",
+				 f->dir, l, m);
+			assert_int_equal(kvc_recorder_open(path, NULL, &rec),
+					 0);
+			f->p.layout = layouts[l];
+			f->p.compact = modes[m];
+			f->p.rec = rec;
+			run_ok(f, r, 40);
+			f->p.rec = NULL;
+			assert_int_equal(kvc_recorder_close(rec), 0);
+			check_series(&f->res);
+			check_shares(&f->res.summary);
+			memset(&rr, 0, sizeof(rr));
+			err = kvc_replay_exact(path, &rr);
+			if (err)
+				fail_msg("layout %u compact %u: %d: %s", l, m,
+					 err, kvc_last_error());
+			assert_true(rr.final_snapshot);
+			EXPECT_U64(rr.samples, f->res.summary.steps);
+			EXPECT_U64(rr.moves, f->res.summary.blocks_moved);
+		}
+	}
+	free(r);
+}
+
 /* Bad parameters get -EINVAL with a message; nothing is returned. */
 static void test_bad_params(void **state)
 {
@@ -915,6 +1071,16 @@ int main(void)
 		cmocka_unit_test_setup_teardown(test_threads, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_bad_params, setup,
 						teardown),
+		cmocka_unit_test_setup_teardown(test_simulated_clock, setup,
+						teardown),
+		cmocka_unit_test_setup_teardown(test_sample_every_keeps_last,
+						setup, teardown),
+		cmocka_unit_test_setup_teardown(test_length_overflow, setup,
+						teardown),
+		cmocka_unit_test_setup_teardown(test_readmit_too_big, setup,
+						teardown),
+		cmocka_unit_test_setup_teardown(test_record_replays_exactly,
+						setup, teardown),
 		cmocka_unit_test_setup_teardown(test_requests_csv, setup,
 						teardown),
 		cmocka_unit_test_setup_teardown(test_layout_names, setup,

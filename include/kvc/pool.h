@@ -484,7 +484,10 @@ int kvc_pool_create(const struct kvc_pool_params *params,
  * outstanding compaction plans are orphaned (their execute then fails with
  * -ESHUTDOWN; freeing them stays safe). The stats page is removed. The pool
  * is freed even when the device refuses an unmap (its memory is then
- * leaked, and the error returned so the caller can report it).
+ * leaked, and the error returned so the caller can report it). A recorder
+ * still attached is detached first, with its closing snapshot, and the
+ * teardown is not recorded; close the recorder after this returns (a
+ * write error is reported by kvc_recorder_close()).
  *
  * Return: 0, or the first backend error met while tearing down.
  */
@@ -658,9 +661,11 @@ const char *kvc_pool_stats_path(const struct kvc_pool *pool);
  * @step: the caller's step number, recorded in the ladder.
  * @out: filled.
  *
- * Walks the live bitmaps of the mapped chunks for the per-order indices
- * and the hole ratio: O(mapped blocks / 64); meant per step, not per
- * allocation.
+ * The per-order indices come from each chunk's free runs, kept between
+ * calls: only the chunks whose live bits or mapping changed since the
+ * last ladder are walked again (O(their blocks / 64)), so a ladder per
+ * step costs what the step changed, not the whole pool. The figures are
+ * those of a full walk, exactly.
  *
  * Return: 0, or -EINVAL when @usage claims more live and reserved bytes
  * than the pool holds (nothing filled).
@@ -714,7 +719,9 @@ uint32_t kvc_pool_occupancy(struct kvc_pool *pool, int32_t *out, uint32_t n);
  *
  * On attaching, the pool's configuration (%KVC_REC_CONFIG) and, when it
  * already holds blocks, a snapshot of every mapped chunk and live block
- * are recorded first, so the trace replays from this point.
+ * are recorded first, so the trace replays from this point. Detaching
+ * (@rec NULL) records a closing snapshot; kvc_pool_destroy() detaches a
+ * recorder still attached in the same way.
  *
  * Return: 0, or the recorder's error.
  */

@@ -229,8 +229,8 @@ static void timeline_script(FILE *f, const char *name, const char *dat,
 	fprintf(f,
 		"\n"
 		"\tset xlabel 'time (s)'\n"
-		"\tset ylabel 'MiB'\n"
-		"\tset key outside right top\n"
+		"\tset ylabel 'KV region (MiB)'\n"
+		"\tset key outside right top invert\n"
 		"\tset style fill solid 0.85 noborder\n"
 		"\tplot '%s' using 2:(0):3 with filledcurves title 'live', \\\n"
 		"\t     '' using 2:3:($3+$4) with filledcurves title 'reservation', \\\n"
@@ -257,7 +257,7 @@ static void waste_script(FILE *f)
 	      "\tset style fill solid 0.85 border -1\n"
 	      "\tset boxwidth 0.7\n"
 	      "\tset xtics rotate by -30 left\n"
-	      "\tset key outside right top\n"
+	      "\tset key outside right top invert\n"
 	      "\tplot 'waste.dat' using 3:xtic(2) title 'token states (live)', \\\n"
 	      "\t     '' using 4 title 'reservation', \\\n"
 	      "\t     '' using 5 title 'internal frag.', \\\n"
@@ -282,17 +282,17 @@ static void heat_script(FILE *f, const char *name, const char *dat,
 	fprintf(f, "\tset title '%u: ' . ", idx);
 	put_gp_string(f, label_of(r));
 	fprintf(f,
-		" . ' - live blocks per chunk at step %llu (gray: unmapped)'\n"
+		" . ' - live blocks per chunk at step %llu'\n"
 		"\tunset grid\n"
 		"\tset xrange [-0.5:%u.5]\n"
 		"\tset yrange [%u.5:-0.5]\n"
 		"\tset xtics %u\n"
 		"\tset ytics %u\n"
-		"\tset xlabel 'chunk mod %u'\n"
+		"\tset xlabel 'chunk mod %u  (gray: unmapped; light gray: past the last chunk)'\n"
 		"\tset ylabel 'chunk / %u'\n"
 		"\tset cbrange [-2:%u]\n"
-		"\tset cblabel 'live blocks (of %u)'\n"
-		"\tset palette defined (-2 'white', -1 'gray60', 0 '#fff5eb', %u '#7f2704')\n"
+		"\tset cblabel 'live blocks (of %u)' offset 2,0\n"
+		"\tset palette defined (-2 'gray90', -1 'gray60', 0 '#fff5eb', %u '#7f2704')\n"
 		"\tplot '%s' using 1:2:3 with image notitle\n"
 		"\tset grid\n"
 		"\tset xtics autofreq\n"
@@ -344,11 +344,14 @@ static void indices_script(FILE *f, const struct kvc_sim_result *const *res,
 	      "\tset yrange [0:1.05]\n",
 	      f);
 	series_plot(f, res, n, 7, true);
-	fputs("\tset ylabel 'pack ratio (mapped / packed floor)'\n"
-	      "\tset autoscale y\n",
+	/* Near-empty steps spike the ratio: a log scale keeps 1-2 legible. */
+	fputs("\tset ylabel 'pack ratio (mapped / packed floor, log)'\n"
+	      "\tset autoscale y\n"
+	      "\tset logscale y\n",
 	      f);
 	series_plot(f, res, n, 8, true);
 	fputs("\tunset multiplot\n"
+	      "\tunset logscale y\n"
 	      "\tset autoscale y\n",
 	      f);
 	script_tail(f);
@@ -367,19 +370,47 @@ static void concurrency_script(FILE *f, const struct kvc_sim_result *const *res,
 	script_tail(f);
 }
 
-static void tradeoff_script(FILE *f)
+/*
+ * One series per configuration, so each has its own colour and its label
+ * in the key; next to each point only its number, which stays legible
+ * where configurations land on (nearly) the same point.
+ */
+static void tradeoff_script(FILE *f, const struct kvc_sim_result *const *res,
+			    uint32_t n)
 {
+	const char *sep = "\tplot ";
+	bool copied = false, shared = false;
+	uint32_t i;
+
+	for (i = 0; i < n; i++) {
+		copied |= res[i]->summary.bytes_copied > 0;
+		shared |= res[i]->summary.share_external > 0;
+	}
 	script_head(f, "tradeoff",
 		    "external fragmentation against bytes copied by compaction",
-		    1000, 700);
+		    1100, 700);
 	fputs("\tset title 'Fragmentation against compaction cost'\n"
 	      "\tset xlabel 'MiB copied by compaction'\n"
 	      "\tset ylabel 'external share of the region, time-averaged (%)'\n"
-	      "\tset yrange [0:*]\n"
-	      "\tset offsets graph 0.02, graph 0.3, graph 0.1, 0\n"
-	      "\tplot 'tradeoff.dat' using 3:4 with points pt 7 ps 1.5 notitle, \\\n"
-	      "\t     '' using 3:4:2 with labels offset 1,1 left notitle\n"
-	      "\tunset offsets\n"
+	      "\tset key outside right top\n"
+	      "\tset offsets 0, graph 0.1, graph 0.1, 0\n",
+	      f);
+	/* All at 0 (nothing compacted): a fixed range, no empty-range noise. */
+	fprintf(f, "\tset xrange [0:%s]\n\tset yrange [0:%s]\n",
+		copied ? "*" : "1", shared ? "*" : "1");
+	for (i = 0; i < n; i++) {
+		fprintf(f,
+			"%s'tradeoff.dat' every ::%u::%u using 3:4 with points pt 7 ps 1.5 title ",
+			sep, i, i);
+		fprintf(f, "'%u: ' . ", i + 1);
+		put_gp_string(f, label_of(res[i]));
+		sep = ", \\\n\t     ";
+	}
+	fprintf(f,
+		"%s'tradeoff.dat' using 3:4:(sprintf('%%d', $1)) with labels offset 0.8,0.8 left notitle\n",
+		sep);
+	fputs("\tunset offsets\n"
+	      "\tset autoscale x\n"
 	      "\tset autoscale y\n",
 	      f);
 	script_tail(f);
@@ -538,7 +569,7 @@ static void waste_script_of(FILE *f, const struct kvc_sim_result *const *res,
 static void tradeoff_script_of(FILE *f, const struct kvc_sim_result *const *res,
 			       uint32_t n)
 {
-	tradeoff_script(f);
+	tradeoff_script(f, res, n);
 }
 
 int kvcctl_plot_results(const char *dir,

@@ -20,6 +20,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -430,7 +431,11 @@ static int parse_size(int opt, const char *s, uint64_t min, uint64_t *out)
 		goto bad;
 	if (!strcmp(unit, "iB") && mult == 1)
 		goto bad;
-	if (v > UINT64_MAX / mult || v * mult < min)
+	if (v > UINT64_MAX / mult)
+		return kvcctl_usage_error(
+			CMD, "--%s: %s does not fit 64 bits of bytes",
+			flag(opt), s);
+	if (v * mult < min)
 		return kvcctl_usage_error(
 			CMD, "--%s: %s is out of range (at least %" PRIu64 ")",
 			flag(opt), s, min);
@@ -1396,6 +1401,9 @@ static void put_table(FILE *out, const struct config *cfg, uint32_t n)
 	char done[32], maps[48], pack[16], hole[16];
 	uint32_t i;
 
+	/* Say what "mean" and "peak" count and what the shares are of. */
+	fprintf(out, "%-*s %11s %12s %7s %34s\n", w, "", "", "-- running -", "",
+		"----- % of the region, mean ------");
 	fprintf(out,
 		"%-*s %11s %6s %5s %7s %6s %6s %6s %6s %6s %6s %6s %5s %5s %8s %9s %13s %7s\n",
 		w, "label", "done", "mean", "peak", "preempt", "live%", "resv%",
@@ -1614,6 +1622,20 @@ static int plot_logical(const char *dir, const struct config *cfg, uint32_t n)
 	return KVCCTL_EXIT_OK;
 }
 
+/*
+ * A reader's message, prefixed with the file unless it names it already:
+ * some of the trace reader's messages do, some do not.
+ */
+static void file_error(const char *file)
+{
+	const char *msg = kvc_last_error();
+
+	if (strstr(msg, file))
+		fprintf(stderr, "kvcctl replay: %s\n", msg);
+	else
+		fprintf(stderr, "kvcctl replay: %s: %s\n", file, msg);
+}
+
 static int read_requests(const struct replay_opts *o, bool trace,
 			 struct kvc_sim_request **reqs, uint32_t *n)
 {
@@ -1624,7 +1646,7 @@ static int read_requests(const struct replay_opts *o, bool trace,
 	else
 		err = kvc_sim_requests_csv(o->file, o->requests, reqs, n);
 	if (err && trace)
-		fprintf(stderr, "kvcctl replay: %s\n", kvc_last_error());
+		file_error(o->file);
 	else if (err)
 		fprintf(stderr,
 			"kvcctl replay: %s is not a trace (no " KVC_REC_MAGIC
@@ -1883,8 +1905,8 @@ static void put_exact_table(FILE *out, const struct replay_opts *o,
 		kvcctl_human_bytes((uint64_t)pk->mean_free_mapped, a));
 	fprintf(out, "parked %s\n",
 		kvcctl_human_bytes((uint64_t)pk->mean_parked, a));
-	fprintf(out, "  sequences %.1f, utilisation (live / mapped) %.3f\n",
-		pk->mean_seqs, pk->mean_util);
+	/* Trace samples carry no sequence count: none is printed. */
+	fprintf(out, "  utilisation (live / mapped) %.3f\n", pk->mean_util);
 }
 
 static int replay_exact(const struct replay_opts *o)
@@ -1900,8 +1922,7 @@ static int replay_exact(const struct replay_opts *o)
 	r.arg = &es;
 	err = kvc_replay_exact(o->file, &r);
 	if (err) {
-		fprintf(stderr, "kvcctl replay: %s: %s\n", o->file,
-			kvc_last_error());
+		file_error(o->file);
 		free(es.s);
 		return KVCCTL_EXIT_FAIL;
 	}
@@ -1967,6 +1988,63 @@ static int sniff(const char *path)
 	       !memcmp(magic, KVC_REC_MAGIC, sizeof(magic));
 }
 
+/*
+ * --@opt FILE can be written: not a directory, in a directory we may
+ * write. Checked before replaying, which may take minutes, so a mistyped
+ * path costs nothing; the write itself still reports its own errors.
+ */
+static int check_writable(const char *opt, const char *path)
+{
+	char dir[4096], *slash;
+	struct stat st;
+
+	if (!stat(path, &st) && S_ISDIR(st.st_mode)) {
+		fprintf(stderr, "kvcctl replay: --%s: %s is a directory\n", opt,
+			path);
+		return KVCCTL_EXIT_FAIL;
+	}
+	if ((size_t)snprintf(dir, sizeof(dir), "%s", path) >= sizeof(dir)) {
+		fprintf(stderr, "kvcctl replay: --%s: the path is too long\n",
+			opt);
+		return KVCCTL_EXIT_FAIL;
+	}
+	slash = strrchr(dir, '/');
+	if (!slash)
+		snprintf(dir, sizeof(dir), ".");
+	else if (slash == dir)
+		slash[1] = '\0';
+	else
+		*slash = '\0';
+	if (access(dir, W_OK | X_OK)) {
+		fprintf(stderr, "kvcctl replay: --%s: cannot write %s: %s\n",
+			opt, path, strerror(errno));
+		return KVCCTL_EXIT_FAIL;
+	}
+	return -1;
+}
+
+/* Every output can be had before any replay runs. */
+static int check_outputs(const struct replay_opts *o)
+{
+	int status;
+
+	if (o->csv) {
+		status = check_writable("csv", o->csv);
+		if (status >= 0)
+			return status;
+	}
+	if (o->summary_csv) {
+		status = check_writable("summary-csv", o->summary_csv);
+		if (status >= 0)
+			return status;
+	}
+	if (o->plot && kvcctl_plot_mkdir(o->plot)) {
+		fprintf(stderr, "kvcctl replay: %s\n", kvc_last_error());
+		return KVCCTL_EXIT_FAIL;
+	}
+	return -1;
+}
+
 int kvcctl_replay(int argc, char **argv);
 
 int kvcctl_replay(int argc, char **argv)
@@ -1990,13 +2068,15 @@ int kvcctl_replay(int argc, char **argv)
 		if (status >= 0)
 			return status;
 	}
-	if (trace && !o.logical) {
-		if (o.logical_flag)
-			return kvcctl_usage_error(
-				CMD,
-				"--%s applies to a logical replay; add --logical to replay the trace's requests",
-				o.logical_flag);
+	if (trace && !o.logical && o.logical_flag)
+		return kvcctl_usage_error(
+			CMD,
+			"--%s applies to a logical replay; add --logical to replay the trace's requests",
+			o.logical_flag);
+	status = check_outputs(&o);
+	if (status >= 0)
+		return status;
+	if (trace && !o.logical)
 		return replay_exact(&o);
-	}
 	return replay_logical(&o, trace);
 }

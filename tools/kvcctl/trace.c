@@ -203,6 +203,23 @@ static void put_summary(const struct dump_opts *o, const struct dump_sum *s,
 		(double)s->last.t_ns / 1e9, good ? "" : " (bad trace)");
 }
 
+/*
+ * The reader's message, with the file's name unless it has it already:
+ * a fault found mid-trace is reported without it.
+ */
+static void put_error(const struct dump_opts *o)
+{
+	const char *msg = kvc_last_error();
+	char path[256];
+
+	if (strstr(msg, o->path)) {
+		fprintf(stderr, "kvcctl trace: %s\n", msg);
+		return;
+	}
+	kvcctl_sanitize(path, sizeof(path), o->path);
+	fprintf(stderr, "kvcctl trace: %s: %s\n", path, msg);
+}
+
 static int dump(const struct dump_opts *o)
 {
 	struct kvc_rec_reader *r;
@@ -213,7 +230,7 @@ static int dump(const struct dump_opts *o)
 
 	memset(&sum, 0, sizeof(sum));
 	if (kvc_rec_reader_open(o->path, &r)) {
-		fprintf(stderr, "kvcctl trace: %s\n", kvc_last_error());
+		put_error(o);
 		return KVCCTL_EXIT_FAIL;
 	}
 	while ((ret = kvc_rec_next(r, &ev)) == 1) {
@@ -235,7 +252,7 @@ static int dump(const struct dump_opts *o)
 		return KVCCTL_EXIT_FAIL;
 	}
 	if (ret < 0) {
-		fprintf(stderr, "kvcctl trace: %s\n", kvc_last_error());
+		put_error(o);
 		put_summary(o, &sum, false);
 		return KVCCTL_EXIT_FAIL;
 	}
