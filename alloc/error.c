@@ -5,6 +5,7 @@
  */
 #include <stdarg.h>
 #include <stdio.h>
+#include <string.h>
 
 #include <kvc/error.h>
 
@@ -19,11 +20,14 @@ const char *kvc_last_error(void)
 
 int kvc_err(int err, const char *fmt, ...)
 {
+	char msg[sizeof(last_error)];
 	va_list ap;
 
+	/* Through a copy: callers may wrap the last message in a new one. */
 	va_start(ap, fmt);
-	vsnprintf(last_error, sizeof(last_error), fmt, ap);
+	vsnprintf(msg, sizeof(msg), fmt, ap);
 	va_end(ap);
+	memcpy(last_error, msg, sizeof(msg));
 	return err;
 }
 

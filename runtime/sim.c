@@ -844,6 +844,19 @@ static int compress_due(struct sim *sim)
 	return 0;
 }
 
+/* Running sequences that generated their last token: finish() takes them. */
+static uint32_t finishing(const struct sim *sim)
+{
+	uint32_t i, n = 0;
+
+	for (i = 0; i < sim->nr_running; i++) {
+		const struct sim_seq *s = &sim->seqs[sim->running[i]];
+
+		n += s->generated >= s->gen;
+	}
+	return n;
+}
+
 /* Finish the sequences that generated their last token. */
 static int finish(struct sim *sim)
 {
@@ -941,6 +954,12 @@ struct sim_means {
 	double running;
 };
 
+/*
+ * Sample the step: into the means and peaks when @acc is not NULL, into
+ * the series every sample_every steps and when @last. A NULL @acc takes
+ * the drained state after the last step: kept in the series (so it ends
+ * where the region is empty) with no weight in any mean.
+ */
 static int sample(struct sim *sim, struct kvc_sim_result *res,
 		  struct kvc_ladder_acc *acc, struct sim_means *m,
 		  uint64_t *cap_samples, uint32_t *heat_max, bool last)
@@ -959,6 +978,12 @@ static int sample(struct sim *sim, struct kvc_sim_result *res,
 	usage.reservation_bytes = reservation(sim) * sim->kv_bytes;
 	usage.seqs = sim->nr_running;
 	usage.preemptions = sim->preemptions;
+	/* The drained state is a step of its own in a trace. */
+	if (p->rec && !acc) {
+		err = kvc_recorder_step(p->rec, (uint32_t)sim->step);
+		if (err)
+			return err;
+	}
 	if (p->rec) {
 		err = kvc_pool_sample(sim->pool, &usage, sim->step);
 		if (err)
@@ -1005,6 +1030,8 @@ static int sample(struct sim *sim, struct kvc_sim_result *res,
 	smp.map_calls = st.backend_map;
 	smp.unmap_calls = st.backend_unmap;
 
+	if (!acc)
+		return sim_keep_sample(res, cap_samples, &smp);
 	err = kvc_ladder_acc_add(acc, l, (double)sim->step);
 	if (err)
 		return err;
@@ -1251,7 +1278,6 @@ static int sim_loop(struct sim *sim, struct kvc_sim_result *res)
 	for (sim->step = 0; !p->max_steps || sim->step < p->max_steps;
 	     sim->step++) {
 		sim->now = (double)sim->step * p->step_s;
-		sim->freed = false;
 		if (p->rec) {
 			err = kvc_recorder_step(p->rec, (uint32_t)sim->step);
 			if (err)
@@ -1275,20 +1301,31 @@ static int sim_loop(struct sim *sim, struct kvc_sim_result *res)
 			err = decode(sim);
 		if (!err)
 			err = compress_due(sim);
-		if (!err)
-			err = finish(sim);
 		if (err)
 			return err;
+		/* Between compression and the batch's compute, as a server
+		 * would; frees of the last step's finishes count too. */
 		if (p->compact == KVC_SIM_COMPACT_FULL && sim->freed)
 			err = kvc_pool_compact(sim->pool, NULL, NULL);
 		else if (p->compact == KVC_SIM_COMPACT_PROACTIVE)
 			err = kvc_pool_compact_tick(sim->pool, NULL, NULL);
 		if (err < 0)
 			return err;
+		sim->freed = false;
+		/*
+		 * The sample is the step's working set: what its batch holds
+		 * while it computes, sequences that finish with this step
+		 * included. Their blocks go back at the step's end, when the
+		 * next step's admissions can take them: sampling after that
+		 * would count, for a whole step, memory that a server reuses
+		 * at once (and the Orca-Max check would read 9.4 %, not 8.9 %).
+		 */
 		err = sample(sim, res, &acc, &m, &cap_samples, &heat_max,
-			     sim->done == sim->n ||
+			     sim->done + finishing(sim) == sim->n ||
 				     (p->max_steps &&
 				      sim->step + 1 == p->max_steps));
+		if (!err)
+			err = finish(sim);
 		if (err)
 			return err;
 		if (sim->done == sim->n) {
@@ -1299,6 +1336,12 @@ static int sim_loop(struct sim *sim, struct kvc_sim_result *res)
 
 	sum->steps = sim->step;
 	sum->seconds = (double)sim->step * p->step_s;
+	if (sim->done == sim->n) {
+		sim->now = sum->seconds;
+		err = sample(sim, res, NULL, &m, &cap_samples, &heat_max, true);
+		if (err)
+			return err;
+	}
 	kvc_ladder_acc_end(&acc, (double)sim->step, &sum->peaks);
 	sim_shares(sum, &sum->peaks);
 	if (sim->step) {

@@ -150,13 +150,28 @@ int sim_contig_run(const struct kvc_sim_params *p,
 			nr++;
 			next_admit++;
 		}
-		/* Decode, then finish the ones done. */
+		/* Decode; the ones done leave after the sample. */
 		for (i = 0; i < nr; i++) {
 			if (run[i].len < run[i].final_len) {
 				run[i].len++;
 				sum->tokens_generated++;
 			}
 		}
+		/* The step's working set, before the done ones leave (sim.c). */
+		memset(&smp, 0, sizeof(smp));
+		contig_sample(run, nr, slots, tok_bytes, step, now,
+			      &smp.ladder);
+		smp.step = step;
+		smp.t_s = now;
+		smp.internal = smp.ladder.tail;
+		smp.running = nr;
+		smp.waiting = next_arrive - next_admit;
+		err = kvc_ladder_acc_add(&acc, &smp.ladder, (double)step);
+		if (err)
+			goto out;
+		running_sum += nr;
+		if (nr > sum->peak_running)
+			sum->peak_running = nr;
 		for (i = 0; i < nr;) {
 			if (run[i].len < run[i].final_len) {
 				i++;
@@ -168,22 +183,7 @@ int sim_contig_run(const struct kvc_sim_params *p,
 				(size_t)(nr - i - 1) * sizeof(*run));
 			nr--;
 		}
-
-		memset(&smp, 0, sizeof(smp));
-		contig_sample(run, nr, slots, tok_bytes, step, now,
-			      &smp.ladder);
-		smp.step = step;
-		smp.t_s = now;
-		smp.internal = smp.ladder.tail;
-		smp.running = nr;
-		smp.waiting = next_arrive - next_admit;
 		smp.done = sum->done;
-		err = kvc_ladder_acc_add(&acc, &smp.ladder, (double)step);
-		if (err)
-			goto out;
-		running_sum += nr;
-		if (nr > sum->peak_running)
-			sum->peak_running = nr;
 		/* The last step is always kept: the series ends with the run. */
 		if (!(step % p->sample_every) || sum->done == n ||
 		    (p->max_steps && step + 1 == p->max_steps)) {
@@ -198,6 +198,18 @@ int sim_contig_run(const struct kvc_sim_params *p,
 	}
 	sum->steps = step;
 	sum->seconds = (double)step * p->step_s;
+	if (sum->done == n) {
+		/* The drained region closes the series, with no weight. */
+		memset(&smp, 0, sizeof(smp));
+		contig_sample(run, 0, slots, tok_bytes, step, sum->seconds,
+			      &smp.ladder);
+		smp.step = step;
+		smp.t_s = sum->seconds;
+		smp.done = n;
+		err = sim_keep_sample(res, &cap_samples, &smp);
+		if (err)
+			goto out;
+	}
 	kvc_ladder_acc_end(&acc, (double)step, &sum->peaks);
 	sim_shares(sum, &sum->peaks);
 	sum->mean_running = step ? running_sum / (double)step : 0;

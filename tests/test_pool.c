@@ -25,6 +25,8 @@
 
 #include <kvc/kvc.h>
 
+#include "../alloc/error.h"
+
 #define GRAN (64ull << 10)
 #define BLOCK 4096ull
 #define BPC ((uint32_t)(GRAN / BLOCK)) /* 16 blocks per chunk */
@@ -1795,6 +1797,16 @@ static void *worker_main(void *arg)
 	return NULL;
 }
 
+/* A message may quote the one before it, as the replays' errors do. */
+static void test_error_wraps_last(void **state)
+{
+	(void)state;
+	kvc_err(-EINVAL, "inner %d", 7);
+	assert_int_equal(kvc_err(-EPROTO, "outer: %s", kvc_last_error()),
+			 -EPROTO);
+	assert_string_equal(kvc_last_error(), "outer: inner 7");
+}
+
 static void test_threads(void **state)
 {
 	struct fixture *fx = *state;
@@ -2302,6 +2314,7 @@ int main(void)
 		cmocka_unit_test_setup_teardown(test_threads, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_random_histories, setup,
 						teardown),
+		cmocka_unit_test(test_error_wraps_last),
 	};
 
 	return cmocka_run_group_tests_name("pool", tests, NULL, NULL);

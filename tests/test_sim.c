@@ -127,8 +127,9 @@ static void check_shares(const struct kvc_sim_summary *s)
  * all, one chunk); live = 2 x T x 256, the 5 - (k + 1) tokens still to
  * come sit in the tail block (reservation 2 x (4 - k) x 256) and the
  * rest of the 32 slots per head never fill: tail = 2 x 7 x 256. Step 4
- * decodes the last token and finishes: nothing held, nothing mapped
- * (watermark 0).
+ * decodes the last token (its sample still holds the request: the step
+ * computes with it) and finishes; the series closes with the drained
+ * state at step 5: nothing held, nothing mapped (watermark 0).
  */
 static void test_single_request_ladder(void **state)
 {
@@ -139,9 +140,9 @@ static void test_single_request_ladder(void **state)
 	run_ok(f, &r, 1);
 	check_series(&f->res);
 	EXPECT_U64(f->res.summary.steps, 5);
-	EXPECT_U64(f->res.nr_samples, 5);
+	EXPECT_U64(f->res.nr_samples, 6);
 	EXPECT_U64(f->res.summary.capacity_bytes, 64u << 10);
-	for (k = 0; k < 4; k++) {
+	for (k = 0; k < 5; k++) {
 		const struct kvc_ladder *l = &f->res.samples[k].ladder;
 
 		EXPECT_U64(f->res.samples[k].step, k);
@@ -156,9 +157,11 @@ static void test_single_request_ladder(void **state)
 		EXPECT_U64(l->parked, 0);
 		EXPECT_U64(f->res.samples[k].running, 1);
 	}
-	EXPECT_U64(f->res.samples[4].ladder.held, 0);
-	EXPECT_U64(f->res.samples[4].ladder.mapped, 0);
-	EXPECT_U64(f->res.samples[4].done, 1);
+	EXPECT_U64(f->res.samples[4].done, 0);
+	EXPECT_U64(f->res.samples[5].step, 5);
+	EXPECT_U64(f->res.samples[5].ladder.held, 0);
+	EXPECT_U64(f->res.samples[5].ladder.mapped, 0);
+	EXPECT_U64(f->res.samples[5].done, 1);
 	EXPECT_U64(f->res.summary.tokens_generated, 5);
 	EXPECT_U64(f->res.summary.preemptions, 0);
 	assert_true(fabs(f->res.summary.mean_latency_s - 4 * 0.05) < 1e-12);
@@ -251,11 +254,14 @@ static void test_arrival_steps(void **state)
 	run_ok(f, r, 2);
 	check_series(&f->res);
 	/* Steps 0, 1 idle; 2 admits the first, 3 the second; each
-	 * decodes 3 tokens, finishing at steps 4 and 5. */
+	 * decodes 3 tokens, finishing with steps 4 and 5 (which still
+	 * compute with them). */
 	EXPECT_U64(f->res.samples[1].running, 0);
 	EXPECT_U64(f->res.samples[2].running, 1);
 	EXPECT_U64(f->res.samples[3].running, 2);
-	EXPECT_U64(f->res.samples[4].running, 1);
+	EXPECT_U64(f->res.samples[4].running, 2);
+	EXPECT_U64(f->res.samples[5].running, 1);
+	EXPECT_U64(f->res.samples[6].running, 0);
 	EXPECT_U64(f->res.summary.steps, 6);
 	EXPECT_U64(f->res.summary.peak_running, 2);
 
@@ -544,7 +550,8 @@ static void test_preemption(void **state)
 			fail_msg("kvc_replay_exact() = %d: %s", err,
 				 kvc_last_error());
 		assert_true(rr.final_snapshot);
-		EXPECT_U64(rr.samples, f->res.summary.steps);
+		/* One per step, and the drained state. */
+		EXPECT_U64(rr.samples, f->res.summary.steps + 1);
 		EXPECT_U64(rr.moves, f->res.summary.blocks_moved);
 	}
 }
@@ -799,8 +806,9 @@ static void test_sample_every_keeps_last(void **state)
 		f->p.sample_every = 1000;
 		run_ok(f, r, 20);
 		EXPECT_U64(f->res.samples[0].step, 0);
+		/* The drained state closes the series. */
 		EXPECT_U64(f->res.samples[f->res.nr_samples - 1].step,
-			   f->res.summary.steps - 1);
+			   f->res.summary.steps);
 		check_series(&f->res);
 		assert_true(f->res.summary.peaks.mean_live == mean_live);
 	}
@@ -900,7 +908,7 @@ static void test_record_replays_exactly(void **state)
 				fail_msg("layout %u compact %u: %d: %s", l, m,
 					 err, kvc_last_error());
 			assert_true(rr.final_snapshot);
-			EXPECT_U64(rr.samples, f->res.summary.steps);
+			EXPECT_U64(rr.samples, f->res.summary.steps + 1);
 			EXPECT_U64(rr.moves, f->res.summary.blocks_moved);
 		}
 	}

@@ -12,7 +12,8 @@ JOBS=${JOBS:-$(getconf _NPROCESSORS_ONLN)}
 
 # A Llama-3-8B-shaped cache: 32 layers, 8 KV heads, head dim 128, f16.
 LLAMA="layers=32,kv-heads=8,head-dim=128,block=16,dtype=f16"
-COMMON="--model $LLAMA --capacity 16G --step-ms 50 --jobs $JOBS"
+# Every step weighs in the means; the series keep one step in ten.
+COMMON="--model $LLAMA --capacity 16G --step-ms 50 --sample-every 10 --jobs $JOBS"
 
 mkdir -p "$OUT"
 replay() {
@@ -35,6 +36,8 @@ replay chunks $COMMON --policy kvcompress --rate 8 --compact off \
 	--chunk 512K,2M,8M --watermark 0,1,8
 # 4. The vLLM paper's Figure 2, re-derived on OPT-13B in 12 GiB: contiguous
 #    reservations (Orca Max, Pow2, Oracle) against paged layouts.
+#    vLLM does not compact: neither does the paged layout here.
 replay figure2 --model opt-13b --capacity 12G --max-len 2048 --step-ms 50 \
-	--jobs "$JOBS" --layout contig-max,contig-pow2,contig-oracle,paged,per-head \
-	--policy full --requests 4000
+	--sample-every 10 --jobs "$JOBS" --compact off --policy full \
+	--layout contig-max,contig-pow2,contig-oracle,paged,per-head \
+	--requests 4000

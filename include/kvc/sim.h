@@ -337,8 +337,10 @@ struct kvc_sim_result {
  * (preempted ones first) while their prompt fits and @max_seqs allows,
  * prefills them (and compresses them when the policy compresses after
  * prefill); decodes one token of every running sequence; compresses the
- * ones due; finishes the ones done, freeing their blocks; compacts as
- * @compact says; samples. When a decode cannot get a block, the latest
+ * ones due; compacts as @compact says; samples (the batch as it computes,
+ * the sequences finishing with this step included); finishes the ones
+ * done, freeing their blocks. The series closes with the drained state,
+ * which weighs nothing in the means. When a decode cannot get a block, the latest
  * arrived running sequence is preempted (its blocks freed, its progress
  * lost: it is recomputed when readmitted) until the decode fits. A request
  * whose prompt alone cannot fit in an empty region is an error.
