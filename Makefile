@@ -214,14 +214,14 @@ study: $(KVCCTL)
 # inputs go to $(OUT)/fuzz/corpus. FUZZ_TIME=seconds.
 FUZZ_CC ?= clang
 FUZZ_TIME ?= 60
-$(OUT)/fuzz/fuzz_gguf: fuzz/fuzz_gguf.c model/gguf.c model/gguf.h alloc/error.c
+$(OUT)/fuzz/fuzz_gguf: fuzz/fuzz_gguf.c fuzz/fuzz_main.h model/gguf.c model/gguf.h alloc/error.c
 	$(call msg,FUZZCC,$@)
 	@mkdir -p $(@D)
 	$(Q)$(FUZZ_CC) -g -O1 -fsanitize=fuzzer,address,undefined -std=c11 -D_GNU_SOURCE \
 		-Wall -Wextra -Iinclude $(filter %.c,$^) -o $@
 
 # The trace reader, likewise; its seeds are the fuzz/corpus/*.kvct traces.
-$(OUT)/fuzz/fuzz_record: fuzz/fuzz_record.c alloc/record_read.c alloc/error.c include/kvc/record.h
+$(OUT)/fuzz/fuzz_record: fuzz/fuzz_record.c fuzz/fuzz_main.h alloc/record_read.c alloc/error.c include/kvc/record.h
 	$(call msg,FUZZCC,$@)
 	@mkdir -p $(@D)
 	$(Q)$(FUZZ_CC) -g -O1 -fsanitize=fuzzer,address,undefined -std=c11 -D_GNU_SOURCE \

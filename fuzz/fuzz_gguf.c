@@ -106,34 +106,4 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 	return 0;
 }
 
-#ifdef KVC_FUZZ_MAIN
-int main(int argc, char **argv)
-{
-	int i;
-
-	for (i = 1; i < argc; i++) {
-		FILE *f = fopen(argv[i], "rb");
-		uint8_t *buf = NULL;
-		size_t len = 0, cap = 0, n;
-
-		if (!f) {
-			perror(argv[i]);
-			return 1;
-		}
-		do {
-			if (len == cap) {
-				cap = cap ? cap * 2 : 4096;
-				buf = realloc(buf, cap);
-				if (!buf)
-					return 1;
-			}
-			n = fread(buf + len, 1, cap - len, f);
-			len += n;
-		} while (n);
-		fclose(f);
-		LLVMFuzzerTestOneInput(buf, len);
-		free(buf);
-	}
-	return 0;
-}
-#endif
+#include "fuzz_main.h"

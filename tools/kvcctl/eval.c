@@ -35,6 +35,7 @@
 #include "../../model/llama.h"
 #include "../../model/tokenizer.h"
 #include "kvcctl.h"
+#include "plot.h"
 
 #define CMD "eval"
 
@@ -843,23 +844,6 @@ static void put_gp_path(FILE *f, const char *s)
 	fputc('\'', f);
 }
 
-static bool in_path(const char *prog)
-{
-	const char *path = getenv("PATH"), *p;
-	char buf[4096];
-	size_t len;
-
-	for (p = path ? path : "/usr/bin:/bin"; *p; p += len + !!p[len]) {
-		len = strcspn(p, ":");
-		if (!len || len + strlen(prog) + 2 > sizeof(buf))
-			continue;
-		snprintf(buf, sizeof(buf), "%.*s/%s", (int)len, p, prog);
-		if (!access(buf, X_OK))
-			return true;
-	}
-	return false;
-}
-
 static void plot_panel(FILE *f, const struct eval *e, const char *dat,
 		       int column)
 {
@@ -940,7 +924,7 @@ static int plot(const struct eval *e)
 		goto out;
 	}
 	f = NULL;
-	if (!in_path("gnuplot")) {
+	if (!kvcctl_in_path("gnuplot")) {
 		fprintf(stderr,
 			"kvcctl eval: --plot: gnuplot is not installed; the script is %s (run 'gnuplot %s' where it is)\n",
 			gp, gp);

@@ -627,7 +627,7 @@ int kvcctl_plot_results(const char *dir,
 
 /* ---- Drawing ---- */
 
-static bool in_path(const char *prog)
+bool kvcctl_in_path(const char *prog)
 {
 	const char *path = getenv("PATH"), *p;
 	char buf[4096];
@@ -682,7 +682,7 @@ int kvcctl_plot_draw(const char *dir, const struct kvcctl_plot_files *files)
 
 	char log[4096];
 
-	if (!in_path("gnuplot"))
+	if (!kvcctl_in_path("gnuplot"))
 		return -ENOENT;
 	snprintf(log, sizeof(log), "%s/" GNUPLOT_LOG, dir);
 	unlink(log);

@@ -157,4 +157,13 @@ int kvcctl_plot_mkdir(const char *dir);
  */
 int kvcctl_plot_draw(const char *dir, const struct kvcctl_plot_files *files);
 
+/**
+ * kvcctl_in_path() - Whether a program can be run from $PATH.
+ * @prog: its name.
+ *
+ * Return: true when an executable of that name is in a $PATH directory
+ * (/usr/bin:/bin when $PATH is unset).
+ */
+bool kvcctl_in_path(const char *prog);
+
 #endif /* KVCCTL_PLOT_H */
