@@ -42,21 +42,23 @@
 #define DEFAULT_CONTIG_MAX_LEN 2048
 #define MIB (1024.0 * 1024.0)
 
+#define ARRAY_SIZE(a) (sizeof(a) / sizeof((a)[0]))
+
 /* ---- Axis values ---- */
 
-static const char *const layout_names[] = {
-	[KVC_LAYOUT_PER_HEAD] = "per-head",
-	[KVC_LAYOUT_PAGED] = "paged",
-	[KVC_LAYOUT_CONTIG_MAX] = "contig-max",
-	[KVC_LAYOUT_CONTIG_POW2] = "contig-pow2",
-	[KVC_LAYOUT_CONTIG_ORACLE] = "contig-oracle",
-};
+/* The library names layouts and placements: filled by names_init(). */
+static const char *layout_names[KVC_LAYOUT_CONTIG_ORACLE + 1];
+static const char *placement_names[KVC_PLACE_RANDOM + 1];
 
-static const char *const placement_names[] = {
-	[KVC_PLACE_FULLEST] = "fullest",
-	[KVC_PLACE_FIRST_FIT] = "first-fit",
-	[KVC_PLACE_RANDOM] = "random",
-};
+static void names_init(void)
+{
+	uint32_t i;
+
+	for (i = 0; i < ARRAY_SIZE(layout_names); i++)
+		layout_names[i] = kvc_sim_layout_name((enum kvc_sim_layout)i);
+	for (i = 0; i < ARRAY_SIZE(placement_names); i++)
+		placement_names[i] = kvc_placement_name((enum kvc_placement)i);
+}
 
 static const char *const compact_names[] = {
 	[KVC_SIM_COMPACT_OFF] = "off",
@@ -68,8 +70,6 @@ static const char *const policy_names[] = {
 	"full",	     "kvcompress",   "h2o",	     "snapkv",
 	"pyramidkv", "pyramidinfer", "streamingllm", "window",
 };
-
-#define ARRAY_SIZE(a) (sizeof(a) / sizeof((a)[0]))
 
 static bool is_contig(enum kvc_sim_layout l)
 {
@@ -2052,6 +2052,7 @@ int kvcctl_replay(int argc, char **argv)
 	struct replay_opts o;
 	int status, trace;
 
+	names_init();
 	status = parse_options(argc, argv, &o);
 	if (status >= 0)
 		return status;
