@@ -272,6 +272,20 @@ struct kvc_chunk *kvc_fill_fullest_partial(struct kvc_pool *pool);
 struct kvc_chunk *kvc_fill_first(struct kvc_pool *pool, uint32_t nr_live);
 int kvc_fill_check(struct kvc_pool *pool);
 
+/*
+ * The chunk the next block comes from: fullest-first inline, on the path
+ * of every allocation; the study policies out of line (place.c).
+ */
+static inline struct kvc_chunk *kvc_place(struct kvc_pool *pool)
+{
+	struct kvc_chunk *c;
+
+	if (__builtin_expect(pool->placement != KVC_PLACE_FULLEST, 0))
+		return kvc_place_chunk(pool);
+	c = kvc_fill_fullest_partial(pool);
+	return c ? c : kvc_fill_first(pool, 0);
+}
+
 /* fence.c */
 int kvc_fence_valid(const struct kvc_fence *f, const char *who);
 int kvc_fence_capture(struct kvc_pool *pool, const struct kvc_fence *f,

@@ -650,7 +650,7 @@ int kvc_pool_alloc(struct kvc_pool *pool, uint32_t n, uint32_t *ids)
 			goto out_fail;
 	}
 	while (done < n) {
-		c = kvc_place_chunk(pool);
+		c = kvc_place(pool);
 		taken = kvc_chunk_take(pool, c, n - done, ids + done);
 		kvc_fill_set_live(pool, c, c->nr_live + taken);
 		done += taken;
