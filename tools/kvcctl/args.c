@@ -5,6 +5,7 @@
  * read as something the user did not type.
  */
 #include <errno.h>
+#include <inttypes.h>
 #include <stdarg.h>
 #include <stdbool.h>
 #include <stdlib.h>
@@ -88,6 +89,35 @@ int kvcctl_parse_u64(const char *s, uint64_t min, uint64_t max, uint64_t *out)
 		return -ERANGE;
 	*out = value;
 	return 0;
+}
+
+int kvcctl_opt_u64(const char *cmd, const struct option *opts, int opt,
+		   const char *arg, uint64_t min, uint64_t max, uint64_t *out)
+{
+	int err = kvcctl_parse_u64(arg, min, max, out);
+
+	if (err == -ERANGE)
+		return kvcctl_usage_error(
+			cmd,
+			"--%s: %s is out of range [%" PRIu64 ", %" PRIu64 "]",
+			kvcctl_long_name(opts, opt), arg, min, max);
+	if (err)
+		return kvcctl_usage_error(cmd,
+					  "--%s: '%s' is not a whole number",
+					  kvcctl_long_name(opts, opt), arg);
+	return -1;
+}
+
+int kvcctl_opt_u32(const char *cmd, const struct option *opts, int opt,
+		   const char *arg, uint64_t min, uint64_t max, uint32_t *out)
+{
+	uint64_t v = 0;
+	int status = kvcctl_opt_u64(cmd, opts, opt, arg, min,
+				    max < UINT32_MAX ? max : UINT32_MAX, &v);
+
+	if (status < 0)
+		*out = (uint32_t)v;
+	return status;
 }
 
 int kvcctl_parse_seconds(const char *s, double min, double max, double *out)

@@ -60,6 +60,8 @@ int kvcctl_usage_error(const char *cmd, const char *fmt, ...)
  * Return: 0, -EINVAL when @s is not a decimal number, -ERANGE when it is
  * out of [@min, @max].
  */
+int kvcctl_parse_u64(const char *s, uint64_t min, uint64_t max, uint64_t *out);
+
 /**
  * kvcctl_long_name() - The long name of an option.
  * @opts: the getopt_long() table.
@@ -85,7 +87,36 @@ const char *kvcctl_long_name(const struct option *opts, int val);
 int kvcctl_unknown_option(const char *cmd, const struct option *opts,
 			  char **argv, int optind_now, int opt_char);
 
-int kvcctl_parse_u64(const char *s, uint64_t min, uint64_t max, uint64_t *out);
+/**
+ * kvcctl_opt_u64() - Parse a whole-number option value, or say why not.
+ * @cmd: the subcommand, for the message.
+ * @opts: its getopt_long() table, for the option's name.
+ * @opt: the option's value.
+ * @arg: the text.
+ * @min: smallest value accepted.
+ * @max: largest value accepted.
+ * @out: set on success.
+ *
+ * Return: -1 when @arg is good (the option loop's "go on"), else the
+ * usage error's exit status, with a message naming the option.
+ */
+int kvcctl_opt_u64(const char *cmd, const struct option *opts, int opt,
+		   const char *arg, uint64_t min, uint64_t max, uint64_t *out);
+
+/**
+ * kvcctl_opt_u32() - kvcctl_opt_u64() into a 32-bit field.
+ * @cmd: as kvcctl_opt_u64().
+ * @opts: as kvcctl_opt_u64().
+ * @opt: as kvcctl_opt_u64().
+ * @arg: as kvcctl_opt_u64().
+ * @min: as kvcctl_opt_u64().
+ * @max: as kvcctl_opt_u64(); at most UINT32_MAX.
+ * @out: set on success.
+ *
+ * Return: as kvcctl_opt_u64().
+ */
+int kvcctl_opt_u32(const char *cmd, const struct option *opts, int opt,
+		   const char *arg, uint64_t min, uint64_t max, uint32_t *out);
 
 struct kvc_policy_params;
 

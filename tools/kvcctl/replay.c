@@ -447,32 +447,17 @@ bad:
 				  flag(opt), s);
 }
 
+/* Whole-number options: -1 when good, else the usage error's status. */
 static int parse_count(int opt, const char *arg, uint64_t min, uint64_t max,
 		       uint64_t *out)
 {
-	int err = kvcctl_parse_u64(arg, min, max, out);
-
-	if (err == -ERANGE)
-		return kvcctl_usage_error(CMD,
-					  "--%s: %s is out of range [%" PRIu64
-					  ", %" PRIu64 "]",
-					  flag(opt), arg, min, max);
-	if (err)
-		return kvcctl_usage_error(CMD,
-					  "--%s: '%s' is not a whole number",
-					  flag(opt), arg);
-	return -1;
+	return kvcctl_opt_u64(CMD, long_opts, opt, arg, min, max, out);
 }
 
 static int parse_u32(int opt, const char *arg, uint64_t min, uint64_t max,
 		     uint32_t *field)
 {
-	uint64_t v = 0;
-	int status = parse_count(opt, arg, min, max, &v);
-
-	if (status < 0)
-		*field = (uint32_t)v;
-	return status;
+	return kvcctl_opt_u32(CMD, long_opts, opt, arg, min, max, field);
 }
 
 static int parse_real(int opt, const char *arg, double min, double max,
@@ -533,33 +518,17 @@ static int parse_list(int opt, const char *arg,
 			(arr)[(*(nr))++] = (v); \
 	} while (0)
 
-static int item_layout(int opt, const char *s, void *axis, uint32_t *nr)
+/* An item of --layout, --placement or --compact: its index by name. */
+static int item_named(int opt, const char *s, void *axis, uint32_t *nr)
 {
+	const char *const *names = opt == OPT_LAYOUT	? layout_names :
+				   opt == OPT_PLACEMENT ? placement_names :
+							  compact_names;
+	size_t n = opt == OPT_LAYOUT	? ARRAY_SIZE(layout_names) :
+		   opt == OPT_PLACEMENT ? ARRAY_SIZE(placement_names) :
+					  ARRAY_SIZE(compact_names);
 	uint32_t v = 0;
-	int status =
-		parse_name(opt, s, layout_names, ARRAY_SIZE(layout_names), &v);
-
-	if (status < 0)
-		ADD_DISTINCT((uint32_t *)axis, nr, v);
-	return status;
-}
-
-static int item_placement(int opt, const char *s, void *axis, uint32_t *nr)
-{
-	uint32_t v = 0;
-	int status = parse_name(opt, s, placement_names,
-				ARRAY_SIZE(placement_names), &v);
-
-	if (status < 0)
-		ADD_DISTINCT((uint32_t *)axis, nr, v);
-	return status;
-}
-
-static int item_compact(int opt, const char *s, void *axis, uint32_t *nr)
-{
-	uint32_t v = 0;
-	int status = parse_name(opt, s, compact_names,
-				ARRAY_SIZE(compact_names), &v);
+	int status = parse_name(opt, s, names, n, &v);
 
 	if (status < 0)
 		ADD_DISTINCT((uint32_t *)axis, nr, v);
@@ -759,10 +728,10 @@ static int parse_option(struct replay_opts *o, int opt, const char *arg)
 	note_logical(o, opt);
 	switch (opt) {
 	case OPT_LAYOUT:
-		return parse_list(opt, arg, item_layout, ax->layout,
+		return parse_list(opt, arg, item_named, ax->layout,
 				  &ax->nr_layout);
 	case OPT_PLACEMENT:
-		return parse_list(opt, arg, item_placement, ax->placement,
+		return parse_list(opt, arg, item_named, ax->placement,
 				  &ax->nr_placement);
 	case OPT_POLICY:
 		return parse_list(opt, arg, item_policy, ax->policy,
@@ -770,7 +739,7 @@ static int parse_option(struct replay_opts *o, int opt, const char *arg)
 	case OPT_RATE:
 		return parse_list(opt, arg, item_rate, ax->rate, &ax->nr_rate);
 	case OPT_COMPACT:
-		return parse_list(opt, arg, item_compact, ax->compact,
+		return parse_list(opt, arg, item_named, ax->compact,
 				  &ax->nr_compact);
 	case OPT_CHUNK:
 		return parse_list(opt, arg, item_chunk, ax->chunk,

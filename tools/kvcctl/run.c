@@ -207,34 +207,17 @@ static const char usage_text[] =
 	"Exit status: 0 on success; 1 when the run fails; 2 for a bad command\n"
 	"line, shape, policy parameter or trace.\n";
 
-/* A whole number for option @opt in [@min, @max], or a usage error. */
+/* Whole-number options: -1 when good, else the usage error's status. */
 static int parse_count(int opt, const char *arg, uint64_t min, uint64_t max,
 		       uint64_t *out)
 {
-	int err = kvcctl_parse_u64(arg, min, max, out);
-
-	if (err == -ERANGE)
-		return kvcctl_usage_error(
-			CMD,
-			"--%s: %s is out of range [%" PRIu64 ", %" PRIu64 "]",
-			kvcctl_long_name(long_opts, opt), arg, min, max);
-	if (err)
-		return kvcctl_usage_error(
-			CMD, "--%s: '%s' is not a whole number",
-			kvcctl_long_name(long_opts, opt), arg);
-	return -1;
+	return kvcctl_opt_u64(CMD, long_opts, opt, arg, min, max, out);
 }
 
-/* Parse one 32-bit count into @field; -1 when good, else the exit status. */
 static int parse_u32(int opt, const char *arg, uint64_t min, uint64_t max,
 		     uint32_t *field)
 {
-	uint64_t value;
-	int status = parse_count(opt, arg, min, max, &value);
-
-	if (status < 0)
-		*field = (uint32_t)value;
-	return status;
+	return kvcctl_opt_u32(CMD, long_opts, opt, arg, min, max, field);
 }
 
 static int parse_option(struct run_opts *o, int opt, const char *arg)
