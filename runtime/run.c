@@ -432,14 +432,16 @@ static uint64_t seq_kvs(const struct run *r, const struct kvc_seq *seq)
  * The iteration's ladder sample, after everything it did. Taken whether
  * or not the run records: the pool's ring, peaks and stats page are what
  * 'kvcctl stats' shows of a held run (the byte ladder, --history and
- * --watch). A failed sample costs the ladder one step, not the run.
+ * --watch). It fails only for want of memory or when the cache and the
+ * pool disagree (a bug): either is the run's error, never a silent gap
+ * in a trace.
  */
-static void sample(struct run *r, uint64_t iter)
+static int sample(struct run *r, uint64_t iter)
 {
 	struct kvc_pool_usage usage;
 
 	kvc_kv_usage(r->kv, &usage);
-	kvc_pool_sample(kvc_kv_pool(r->kv), &usage, iter);
+	return kvc_pool_sample(kvc_kv_pool(r->kv), &usage, iter);
 }
 
 /* Detach before the pool goes: the closing snapshot is taken here. */
@@ -815,7 +817,9 @@ static int run_loop(struct run *r)
 			if (err)
 				return err;
 		}
-		sample(r, iter);
+		err = sample(r, iter);
+		if (err)
+			return err;
 		progress(r, false);
 	}
 	return 0;
