@@ -83,7 +83,6 @@ static bool is_contig(enum kvc_sim_layout l)
  * @policy: policy names (static strings of policy_names[]).
  * @rate: compression rates.
  * @chunk: chunk bytes.
- * @chunk_default: --chunk was not given.
  */
 struct axes {
 	uint32_t layout[MAX_AXIS], nr_layout;
@@ -95,7 +94,6 @@ struct axes {
 	uint32_t compact[MAX_AXIS], nr_compact;
 	uint64_t chunk[MAX_AXIS];
 	uint32_t nr_chunk;
-	bool chunk_default;
 	uint64_t watermark[MAX_AXIS];
 	uint32_t nr_watermark;
 };
@@ -287,8 +285,8 @@ static const char usage_text[] =
 	"                         is the full cache)\n"
 	"  --compact LIST         off, full, proactive (default full)\n"
 	"  --chunk LIST           chunk sizes such as 2M, 512K; multiples of\n"
-	"                         4K and of the block (default 2M; paged: the\n"
-	"                         least multiple of 2M that holds whole blocks)\n"
+	"                         4K and of the block (default 2M; a paged\n"
+	"                         layout's rounded up to whole blocks)\n"
 	"  --watermark LIST       empty chunks kept mapped (default 1)\n"
 	"\n"
 	"Model and scheduler:\n"
@@ -847,10 +845,8 @@ static int parse_options(int argc, char **argv, struct replay_opts *o)
 		ax->rate[ax->nr_rate++] = 8;
 	if (!ax->nr_compact)
 		ax->compact[ax->nr_compact++] = KVC_SIM_COMPACT_FULL;
-	if (!ax->nr_chunk) {
+	if (!ax->nr_chunk)
 		ax->chunk[ax->nr_chunk++] = 2ull << 20;
-		ax->chunk_default = true;
-	}
 	if (!ax->nr_watermark)
 		ax->watermark[ax->nr_watermark++] = 1;
 	if (!o->jobs) {
@@ -964,9 +960,7 @@ static void label_all(const struct axes *ax, struct config *cfg, uint32_t n)
 				    a->policy.rate != b->policy.rate;
 			v.placement |= a->placement != b->placement;
 			v.compact |= a->compact != b->compact;
-			/* The default chunk differs by layout: not an axis. */
-			v.chunk |= !ax->chunk_default &&
-				   a->chunk_bytes != b->chunk_bytes;
+			v.chunk |= a->chunk_bytes != b->chunk_bytes;
 			v.watermark |= a->watermark != b->watermark;
 		}
 	}
@@ -1021,19 +1015,6 @@ static int add_config(const struct kvc_sim_params *p, struct config *cfg,
 	return -1;
 }
 
-/* Least common multiple, for a chunk that holds whole blocks. */
-static uint64_t lcm(uint64_t a, uint64_t b)
-{
-	uint64_t x = a, y = b, t;
-
-	while (y) {
-		t = x % y;
-		x = y;
-		y = t;
-	}
-	return x ? a / x * b : 0;
-}
-
 /* @p under every placement, compaction, chunk and watermark. */
 static int add_inner(const struct axes *ax, struct kvc_sim_params *p,
 		     struct config *cfg, uint32_t *n)
@@ -1047,13 +1028,8 @@ static int add_inner(const struct axes *ax, struct kvc_sim_params *p,
 		rest = k;
 		p->watermark = (uint32_t)ax->watermark[rest % ax->nr_watermark];
 		rest /= ax->nr_watermark;
+		/* kvc_sim_run() rounds a paged chunk up to whole blocks. */
 		p->chunk_bytes = ax->chunk[rest % ax->nr_chunk];
-		/* A paged block holds every head of a layer: the default
-		 * chunk grows to hold whole blocks. */
-		if (p->layout == KVC_LAYOUT_PAGED && ax->chunk_default)
-			p->chunk_bytes = lcm(p->chunk_bytes,
-					     kvc_kv_block_bytes(&p->shape) *
-						     p->shape.kv_heads);
 		rest /= ax->nr_chunk;
 		p->compact = ax->compact[rest % ax->nr_compact];
 		rest /= ax->nr_compact;
