@@ -37,7 +37,7 @@ Q := @
 msg = @printf '  %-7s %s\n' $(1) $(2)
 endif
 
-LIB_SRCS := $(wildcard alloc/*.c runtime/*.c kernels/*.c model/*.c)
+LIB_SRCS := $(wildcard alloc/*.c runtime/*.c kernels/*.c model/*.c swap/*.c)
 LIB_SRCS := $(filter-out alloc/backend_cuda_abi.c,$(LIB_SRCS))
 LIB_OBJS := $(LIB_SRCS:%.c=$(OUT)/%.o) $(OUT)/kernels/images.o
 

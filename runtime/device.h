@@ -400,4 +400,100 @@ int kvc_dev_prefill(struct kvc_seq *seq, uint32_t layer, uint32_t group,
 		    uint32_t n, const float *q, float *out,
 		    const struct kvc_observe *obs);
 
+/* ---- device_swap.c: blocks to and from pinned host memory ---- */
+
+struct kvc_dev_xfer;
+
+/**
+ * kvc_dev_xfer_create() - Pinned host buffers that a device cache's blocks
+ * pass through on their way to or from a file.
+ * @kv: a device cache (kv->dev set).
+ * @bytes: bytes of each buffer (a multiple of 4096).
+ * @nr_bufs: buffers, 1 to 4; each has an event of its own.
+ * @out: set to the buffers.
+ *
+ * Page-locked (cuMemAllocHost) so that the copies are truly asynchronous,
+ * and 4096-aligned so that a file opened with O_DIRECT can read and write
+ * them as they are.
+ *
+ * Return: 0, -EINVAL (a host cache, bad sizes), -ENOMEM, or the driver's
+ * error.
+ */
+int kvc_dev_xfer_create(struct kvc_kv *kv, uint64_t bytes, uint32_t nr_bufs,
+			struct kvc_dev_xfer **out);
+
+/**
+ * kvc_dev_xfer_destroy() - Wait for the buffers' copies, then free them.
+ * @x: the buffers, or NULL.
+ */
+void kvc_dev_xfer_destroy(struct kvc_dev_xfer *x);
+
+/**
+ * kvc_dev_xfer_buf() - The host address of one buffer.
+ * @x: the buffers.
+ * @i: which, below nr_bufs.
+ *
+ * Return: the address.
+ */
+void *kvc_dev_xfer_buf(struct kvc_dev_xfer *x, uint32_t i);
+
+/**
+ * kvc_dev_xfer_down() - Queue the copy of blocks into a buffer.
+ * @x: the buffers.
+ * @i: which buffer.
+ * @ids: live block ids of the cache.
+ * @n: how many; n * @stride must fit the buffer.
+ * @stride: bytes from one block to the next in the buffer (>= the
+ *          cache's block bytes; the gap is left as it was).
+ *
+ * Queued on the cache's stream, so ordered after the cache's earlier
+ * work (cache writes, attention, compaction copies); ids adjacent in the
+ * pool are copied in one call. Records the buffer's event behind them.
+ *
+ * Return: 0, -EINVAL, or the driver's error (the buffer's content is then
+ * undefined).
+ */
+int kvc_dev_xfer_down(struct kvc_dev_xfer *x, uint32_t i, const uint32_t *ids,
+		      uint32_t n, uint64_t stride);
+
+/**
+ * kvc_dev_xfer_up() - Queue the copy of a buffer into blocks.
+ * @x: the buffers.
+ * @i: which buffer.
+ * @ids: live block ids of the cache.
+ * @n: how many.
+ * @stride: as for kvc_dev_xfer_down().
+ *
+ * The buffer must not be written again before kvc_dev_xfer_wait() on it.
+ *
+ * Return: 0, -EINVAL, or the driver's error.
+ */
+int kvc_dev_xfer_up(struct kvc_dev_xfer *x, uint32_t i, const uint32_t *ids,
+		    uint32_t n, uint64_t stride);
+
+/**
+ * kvc_dev_xfer_wait() - Wait until the copies last queued on a buffer are
+ * done.
+ * @x: the buffers.
+ * @i: which buffer.
+ *
+ * Return: 0 (also when nothing was queued), or the driver's error.
+ */
+int kvc_dev_xfer_wait(struct kvc_dev_xfer *x, uint32_t i);
+
+/**
+ * kvc_dev_meta_push() - Copy the host mirror's slot metadata of some
+ * blocks up to the device's array (after the host wrote it, e.g. for a
+ * sequence read back from a file).
+ * @kv: a device cache.
+ * @ids: live block ids.
+ * @n: how many.
+ *
+ * Queued on the cache's stream; adjacent ids in one copy. Waits for the
+ * copies before it returns (the mirror is pageable memory).
+ *
+ * Return: 0, -EINVAL, or the driver's error.
+ */
+int kvc_dev_meta_push(struct kvc_kv *kv, const uint32_t *ids, uint32_t n);
+
 #endif /* KVC_RUNTIME_DEVICE_H */

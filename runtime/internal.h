@@ -137,6 +137,23 @@ int kvc_seq_truncate(struct kvc_seq *seq, uint32_t layer, uint32_t head,
 		     uint32_t new_len);
 
 /**
+ * kvc_seq_restore() - A new sequence with given lengths and fresh blocks,
+ * for one read back from a file.
+ * @kv: the cache.
+ * @tokens: its tokens (positions of later appends start there).
+ * @lens: KVs of each table, layers * kv_heads entries (layer-major), each
+ *        at most @tokens.
+ * @out: set to the sequence; its blocks are allocated in one call (all or
+ *       nothing) and owned by their (sequence, table, index), but their
+ *       K, V and slot metadata are not written: the caller writes them.
+ *
+ * Return: 0, -EINVAL, -ENOMEM (the pool cannot hold it), -ENOSPC (too
+ * many sequences); on failure no sequence is left.
+ */
+int kvc_seq_restore(struct kvc_kv *kv, uint32_t tokens, const uint32_t *lens,
+		    struct kvc_seq **out);
+
+/**
  * kvc_slot_copy() - Copy one KV (K, V and slot metadata) to another slot.
  * @kv: the cache.
  * @from_block: source block id.

@@ -173,6 +173,7 @@ static int open_pool(struct kvc_kv *kv, const struct kvc_kv_params *params,
 	pp.capacity_blocks = params->capacity_blocks;
 	pp.chunk_bytes = chunk_bytes;
 	pp.empty_chunks_kept = params->empty_chunks_kept;
+	pp.max_mapped_bytes = params->max_mapped_bytes;
 	pp.backend_kind = params->backend_kind;
 	pp.backend = be;
 	pp.name = params->name;

@@ -81,7 +81,7 @@
 
 #include "../alloc/error.h"
 #include "device.h"
-#include "workload.h"
+#include "run_state.h"
 
 /* A new sequence arrives every this many decode iterations. */
 #define RUN_ARRIVAL_STEPS 6u
@@ -117,100 +117,6 @@ void kvc_run_params_init(struct kvc_run_params *p)
 	p->err_samples = 8;
 	p->compact = true;
 }
-
-/**
- * struct run_seq - One sequence of the run.
- * @seq: its place in the evicting cache (NULL before it arrives).
- * @full: its place in the uncompressed cache, or NULL.
- * @prompt: prompt tokens.
- * @gen: tokens to generate.
- * @done: tokens generated so far.
- */
-struct run_seq {
-	struct kvc_seq *seq;
-	struct kvc_seq *full;
-	uint32_t prompt;
-	uint32_t gen;
-	uint32_t done;
-};
-
-/**
- * struct run - A run in progress.
- * @p: the parameters.
- * @shape: the model shape.
- * @kv: the cache the policy evicts from.
- * @full_kv: the cache that keeps everything, or NULL without error samples.
- * @pol: the policy.
- * @synth: the synthetic Q/K/V.
- * @obs: what prefill attention collects for the policy.
- * @decode_metric: what decode attention adds.
- * @seqs: every sequence, in arrival order.
- * @nr_seqs: how many.
- * @arrived: sequences prefilled so far.
- * @k: K scratch for appends, [layers][kv_heads][n][head_dim].
- * @v: V scratch, same layout.
- * @append_tokens: tokens @k and @v hold.
- * @q: query scratch: [n][q_heads][head_dim] for the observed prefill
- *     queries, or one layer's decode queries.
- * @q_tokens: rows of q_heads x head_dim floats that @q and @out hold (at
- *            least layers).
- * @out: attention outputs, as @q; for decode, [layers][q_heads][head_dim].
- * @out_full: decode outputs over the uncompressed cache, same layout.
- * @total_steps: decode steps the whole run makes.
- * @steps: decode steps made so far.
- * @samples: error samples to take.
- * @samples_taken: taken so far.
- * @err_sum: sum of the relative errors sampled.
- * @err_max: the largest.
- * @compressions: kvc_policy_compress() calls.
- * @start: when the run started (CLOCK_MONOTONIC).
- * @progress_at: when progress was last printed (seconds since @start).
- * @progress_shown: a progress line is on the terminal.
- * @be: the evicting cache's backend.
- * @own_be: @be when the run opened it (closed at teardown), else NULL.
- * @device: @be is a cuda backend: its free memory is measured.
- * @free_start: free device memory before the cache was made.
- * @free_min: the least seen since.
- * @mapped_seen: the most the pool was seen to map, for @free_min.
- * @rec: the recorder attached to @kv's pool, or NULL.
- */
-struct run {
-	const struct kvc_run_params *p;
-	struct kvc_model_shape shape;
-	struct kvc_backend *be;
-	struct kvc_backend *own_be;
-	bool device;
-	uint64_t free_start;
-	uint64_t free_min;
-	uint64_t mapped_seen;
-	struct kvc_kv *kv;
-	struct kvc_kv *full_kv;
-	struct kvc_policy *pol;
-	struct kvc_synth *synth;
-	struct kvc_observe obs;
-	enum kvc_metric_kind decode_metric;
-	struct run_seq *seqs;
-	uint32_t nr_seqs;
-	uint32_t arrived;
-	float *k;
-	float *v;
-	uint32_t append_tokens;
-	float *q;
-	uint32_t q_tokens;
-	float *out;
-	float *out_full;
-	uint64_t total_steps;
-	uint64_t steps;
-	uint64_t samples;
-	uint64_t samples_taken;
-	double err_sum;
-	double err_max;
-	uint64_t compressions;
-	struct timespec start;
-	double progress_at;
-	bool progress_shown;
-	struct kvc_recorder *rec;
-};
 
 static uint64_t div_up(uint64_t a, uint64_t b)
 {
@@ -277,6 +183,13 @@ static int check_params(const struct kvc_run_params *p)
 		return kvc_err(-EINVAL, "kvc_run: the trace has no request");
 	if (!p->trace && !p->prompt_len)
 		return kvc_err(-EINVAL, "kvc_run: prompt_len is 0");
+	if (p->swap && !p->budget_bytes)
+		return kvc_err(-EINVAL,
+			       "kvc_run: a swap needs a budget to enforce");
+	if (p->preempt != KVC_PREEMPT_LATEST &&
+	    p->preempt != KVC_PREEMPT_LARGEST)
+		return kvc_err(-EINVAL, "kvc_run: preemption rule %d",
+			       (int)p->preempt);
 	for (i = 0; p->trace && i < p->nr_trace; i++)
 		if (!p->trace[i].prompt)
 			return kvc_err(
@@ -330,7 +243,8 @@ static int full_blocks(const struct run *r, uint64_t *out)
 
 /* A cache on @be, or on a host backend of its own when @be is NULL. */
 static int open_cache(struct run *r, struct kvc_backend *be, uint64_t blocks,
-		      const char *name, uint32_t flags, struct kvc_kv **out)
+		      uint64_t max_mapped, const char *name, uint32_t flags,
+		      struct kvc_kv **out)
 {
 	struct kvc_kv_params kp;
 
@@ -341,6 +255,7 @@ static int open_cache(struct run *r, struct kvc_backend *be, uint64_t blocks,
 	kp.backend = be;
 	/* No empty chunk kept mapped: what is mapped is what is needed. */
 	kp.empty_chunks_kept = 0;
+	kp.max_mapped_bytes = max_mapped;
 	kp.name = name;
 	kp.flags = flags;
 	return kvc_kv_create(&kp, out);
@@ -441,6 +356,7 @@ static int sample(struct run *r, uint64_t iter)
 	struct kvc_pool_usage usage;
 
 	kvc_kv_usage(r->kv, &usage);
+	usage.preemptions = r->preemptions;
 	return kvc_pool_sample(kvc_kv_pool(r->kv), &usage, iter);
 }
 
@@ -508,17 +424,28 @@ static int setup(struct run *r, const struct kvc_run_params *p)
 		return err;
 	r->device = !err;
 	r->free_min = r->free_start;
-	err = open_cache(r, r->be, blocks + blocks / 8 + 1, p->pool_name, 0,
+	/* With a swap the budget is the cap: the pool maps no more. */
+	err = open_cache(r, r->be, blocks + blocks / 8 + 1,
+			 p->swap ? p->budget_bytes : 0, p->pool_name, 0,
 			 &r->kv);
 	if (err)
 		return err;
+	if (p->swap) {
+		struct kvc_swap_params sp = *p->swap;
+
+		/* Entries of another run name other sequences. */
+		sp.flags |= KVC_SWAP_FRESH;
+		err = kvc_swap_open(&sp, r->kv, &r->sw);
+		if (err)
+			return err;
+	}
 	if (p->rec) {
 		err = record_start(r, p->rec);
 		if (err)
 			return err;
 	}
 	if (r->samples) {
-		err = open_cache(r, NULL, blocks + 1, NULL,
+		err = open_cache(r, NULL, blocks + 1, 0, NULL,
 				 KVC_POOL_NO_STATS_PAGE, &r->full_kv);
 		if (err)
 			return err;
@@ -548,6 +475,7 @@ static int setup(struct run *r, const struct kvc_run_params *p)
 static void teardown(struct run *r)
 {
 	record_stop(r);
+	kvc_swap_close(r->sw);
 	/* The caches free their sequences. */
 	kvc_kv_destroy(r->kv);
 	kvc_kv_destroy(r->full_kv);
@@ -585,8 +513,26 @@ static void sample_device(struct run *r)
 		r->free_min = free_bytes;
 }
 
-/* Append tokens [pos, pos + n) of sequence @i to both caches. */
-static int append(struct run *r, uint32_t i, uint32_t pos, uint32_t n)
+/* FNV-1a over @n floats: a run's outputs, compared across runs. */
+static void digest_add(uint64_t *h, const float *x, uint64_t n)
+{
+	const uint8_t *p = (const uint8_t *)x;
+	uint64_t i, v = *h;
+
+	for (i = 0; i < n * sizeof(float); i++)
+		v = (v ^ p[i]) * 0x100000001b3ull;
+	*h = v;
+}
+
+#define DIGEST_SEED 0xcbf29ce484222325ull
+
+/*
+ * Append tokens [pos, pos + n) of sequence @i to both caches. With a
+ * swap, an append the budget refuses makes room and tries again; -EAGAIN
+ * when sequence @i itself had to give way.
+ */
+static int append(struct run *r, uint32_t i, uint32_t pos, uint32_t n,
+		  bool admitting)
 {
 	struct run_seq *s = &r->seqs[i];
 	uint32_t piece;
@@ -595,7 +541,14 @@ static int append(struct run *r, uint32_t i, uint32_t pos, uint32_t n)
 	while (n) {
 		piece = n < r->append_tokens ? n : r->append_tokens;
 		kvc_synth_kv(r->synth, i, pos, piece, r->k, r->v);
-		err = kvc_seq_append(s->seq, piece, r->k, r->v);
+		for (;;) {
+			err = kvc_seq_append(s->seq, piece, r->k, r->v);
+			if (err != -ENOMEM || !r->sw)
+				break;
+			err = kvc_run_make_room(r, i, admitting);
+			if (err)
+				return err;
+		}
 		if (err)
 			return err;
 		rec_emit(r, KVC_REC_APPEND, i, piece, kvc_seq_tokens(s->seq),
@@ -646,14 +599,30 @@ static uint32_t observed_queries(const struct run *r, uint32_t prompt)
 	return prompt;
 }
 
-static int prefill(struct run *r, uint32_t i, bool *compressed)
+/* Sequence @i gave way while being admitted: nothing of it stays. */
+static void unadmit(struct run *r, uint32_t i)
+{
+	struct run_seq *s = &r->seqs[i];
+
+	kvc_seq_destroy(s->seq);
+	kvc_seq_destroy(s->full);
+	s->seq = s->full = NULL;
+}
+
+int kvc_run_prefill(struct run *r, uint32_t i, bool *compressed)
 {
 	struct run_seq *s = &r->seqs[i];
 	uint32_t layer, nq = observed_queries(r, s->prompt);
+	uint64_t floats;
 	int err;
 
-	rec_emit(r, KVC_REC_ARRIVE, i, s->prompt, s->gen,
-		 (uint64_t)(seconds_since(&r->start) * 1e9));
+	if (r->sw && !kvc_run_admissible(r, i))
+		return -EAGAIN;
+	if (s->state == RUN_WAITING)
+		rec_emit(r, KVC_REC_ARRIVE, i, s->prompt, s->gen,
+			 (uint64_t)(seconds_since(&r->start) * 1e9));
+	s->done = 0;
+	s->digest = DIGEST_SEED;
 	err = kvc_seq_create(r->kv, &s->seq);
 	if (err)
 		return err;
@@ -662,13 +631,17 @@ static int prefill(struct run *r, uint32_t i, bool *compressed)
 		if (err)
 			return err;
 	}
-	err = append(r, i, 0, s->prompt);
+	err = append(r, i, 0, s->prompt, true);
+	if (err == -EAGAIN)
+		unadmit(r, i);
 	if (err)
 		return err;
+	s->state = RUN_RUNNING;
 	if (nq) {
 		err = reserve_q(r, nq);
 		if (err)
 			return err;
+		floats = (uint64_t)nq * r->shape.q_heads * r->shape.head_dim;
 		for (layer = 0; layer < r->shape.layers; layer++) {
 			kvc_synth_q(r->synth, i, layer, s->prompt - nq, nq,
 				    r->q);
@@ -676,12 +649,15 @@ static int prefill(struct run *r, uint32_t i, bool *compressed)
 					       &r->obs);
 			if (err)
 				return err;
+			digest_add(&s->digest, r->out, floats);
 		}
 	}
 	if (kvc_policy_due(r->pol, s->seq, 0))
 		err = compress(r, s, compressed);
-	if (!err && !s->gen)
+	if (!err && !s->gen) {
 		rec_emit(r, KVC_REC_FINISH, i, kvc_seq_tokens(s->seq), 0, 0);
+		kvc_run_finish(r, i);
+	}
 	return err;
 }
 
@@ -722,7 +698,7 @@ static int decode(struct run *r, uint32_t i, bool *compressed)
 	double e;
 	int err;
 
-	err = append(r, i, pos, 1);
+	err = append(r, i, pos, 1, false);
 	if (err)
 		return err;
 	for (layer = 0; layer < r->shape.layers; layer++) {
@@ -733,6 +709,7 @@ static int decode(struct run *r, uint32_t i, bool *compressed)
 				      r->decode_metric);
 		if (err)
 			return err;
+		digest_add(&s->digest, out, layer_floats);
 		if (!sample)
 			continue;
 		err = kvc_attn_decode(s->full, layer, r->q,
@@ -750,11 +727,17 @@ static int decode(struct run *r, uint32_t i, bool *compressed)
 		r->samples_taken++;
 	}
 	s->done++;
-	r->steps++;
+	/* A recomputed sequence's steps count once. */
+	if (s->done > s->counted) {
+		s->counted = s->done;
+		r->steps++;
+	}
 	if (kvc_policy_due(r->pol, s->seq, s->done))
 		err = compress(r, s, compressed);
-	if (!err && s->done == s->gen)
+	if (!err && s->done == s->gen) {
 		rec_emit(r, KVC_REC_FINISH, i, kvc_seq_tokens(s->seq), 0, 0);
+		kvc_run_finish(r, i);
+	}
 	return err;
 }
 
@@ -781,36 +764,80 @@ static void progress(struct run *r, bool last)
 	fflush(stderr);
 }
 
-/* Iterations until every sequence has arrived and generated its tokens. */
+/* Sequences in the cache; running ones among them. */
+static uint32_t resident(const struct run *r, bool *running)
+{
+	uint32_t i, n = 0;
+
+	*running = false;
+	for (i = 0; i < r->arrived; i++) {
+		const struct run_seq *s = &r->seqs[i];
+
+		if (s->state != RUN_RUNNING)
+			continue;
+		n++;
+		*running |= s->done < s->gen;
+	}
+	return n;
+}
+
+/*
+ * Iterations until every sequence has arrived and generated its tokens.
+ * Each: preempted sequences come back while memory allows (with a swap),
+ * every running sequence decodes one token, the sequence whose time has
+ * come is admitted (unless an earlier one still waits to come back), the
+ * pool is compacted after compression, and the ladder is sampled.
+ */
 static int run_loop(struct run *r)
 {
-	bool running = false, compressed;
+	bool running = false, compressed, progress_made;
+	uint32_t i, nr_resident;
 	uint64_t iter;
-	uint32_t i;
 	int err;
 
-	for (iter = 0; r->arrived < r->nr_seqs || running; iter++) {
+	for (iter = 0; r->arrived < r->nr_seqs || running ||
+		       (r->sw && kvc_run_waiting(r));
+	     iter++) {
 		compressed = false;
-		running = false;
+		progress_made = false;
 		if (r->rec)
 			kvc_recorder_step(r->rec, (uint32_t)iter);
+		if (r->sw) {
+			nr_resident = resident(r, &running);
+			err = kvc_run_readmit(r, &compressed, nr_resident,
+					      &progress_made);
+			if (err)
+				return err;
+		}
 		for (i = 0; i < r->arrived; i++) {
 			struct run_seq *s = &r->seqs[i];
 
-			if (s->done == s->gen)
+			if (s->state != RUN_RUNNING || s->done == s->gen)
 				continue;
 			err = decode(r, i, &compressed);
+			if (err == -EAGAIN)
+				continue;
 			if (err)
 				return err;
-			running |= s->done < s->gen;
+			progress_made = true;
 		}
 		if (r->arrived < r->nr_seqs &&
-		    iter == (uint64_t)r->arrived * RUN_ARRIVAL_STEPS) {
-			err = prefill(r, r->arrived, &compressed);
-			if (err)
+		    iter >= (uint64_t)r->arrived * RUN_ARRIVAL_STEPS &&
+		    !(r->sw && kvc_run_waiting(r))) {
+			nr_resident = resident(r, &running);
+			err = kvc_run_prefill(r, r->arrived, &compressed);
+			if (err == -EAGAIN && !nr_resident)
+				return kvc_err(
+					-ENOMEM,
+					"kvc_run: a budget of %llu bytes cannot hold the prompt of sequence %u (%u tokens)",
+					(unsigned long long)r->p->budget_bytes,
+					r->arrived, r->seqs[r->arrived].prompt);
+			if (err && err != -EAGAIN)
 				return err;
-			running |= r->seqs[r->arrived].gen > 0;
-			r->arrived++;
+			if (!err) {
+				r->arrived++;
+				progress_made = true;
+			}
 		}
 		if (compressed && r->p->compact) {
 			err = kvc_kv_compact(r->kv, NULL);
@@ -821,6 +848,14 @@ static int run_loop(struct run *r)
 		if (err)
 			return err;
 		progress(r, false);
+		nr_resident = resident(r, &running);
+		/* Nothing moved although nothing waits for its time: stuck. */
+		if (r->sw && !progress_made && !nr_resident &&
+		    kvc_run_waiting(r))
+			return kvc_err(
+				-ENOMEM,
+				"kvc_run: a budget of %llu bytes cannot hold the first preempted sequence",
+				(unsigned long long)r->p->budget_bytes);
 	}
 	return 0;
 }
@@ -845,22 +880,61 @@ static double ratio(uint64_t a, uint64_t b)
  * only where every head dropped all its tokens, which needs at least as
  * many blocks.
  */
+/* Blocks (sequence, layer) pairs of @seq need in the conventional layout. */
+static uint64_t conv_blocks(const struct run *r, const struct kvc_seq *seq)
+{
+	uint32_t layer, head, len, max;
+	uint64_t blocks = 0;
+
+	for (layer = 0; layer < r->shape.layers; layer++) {
+		max = 0;
+		for (head = 0; head < r->shape.kv_heads; head++) {
+			len = kvc_seq_len(seq, layer, head);
+			max = len > max ? len : max;
+		}
+		blocks += div_up(max, r->shape.block_size);
+	}
+	return blocks;
+}
+
+/* What the report needs of sequence @i: taken now, or when it was freed. */
+static void seq_figures(const struct run *r, uint32_t i, uint64_t *tokens,
+			uint64_t *live, uint64_t *conv)
+{
+	const struct run_seq *s = &r->seqs[i];
+
+	if (!s->seq) {
+		*tokens = s->fin_tokens;
+		*live = s->fin_live;
+		*conv = s->fin_conv_blocks;
+		return;
+	}
+	*tokens = kvc_seq_tokens(s->seq);
+	*live = seq_kvs(r, s->seq);
+	*conv = conv_blocks(r, s->seq);
+}
+
+void kvc_run_finish(struct run *r, uint32_t i)
+{
+	struct run_seq *s = &r->seqs[i];
+
+	if (!r->sw)
+		return;
+	seq_figures(r, i, &s->fin_tokens, &s->fin_live, &s->fin_conv_blocks);
+	kvc_seq_destroy(s->seq);
+	kvc_seq_destroy(s->full);
+	s->seq = s->full = NULL;
+	s->state = RUN_DONE;
+}
+
 static uint64_t conventional_bytes(const struct run *r, uint64_t chunk_bytes)
 {
-	uint64_t blocks = 0, bytes;
-	uint32_t i, layer, head, len, max;
+	uint64_t blocks = 0, bytes, tokens, live, conv;
+	uint32_t i;
 
 	for (i = 0; i < r->nr_seqs; i++) {
-		const struct kvc_seq *seq = r->seqs[i].seq;
-
-		for (layer = 0; layer < r->shape.layers; layer++) {
-			max = 0;
-			for (head = 0; head < r->shape.kv_heads; head++) {
-				len = kvc_seq_len(seq, layer, head);
-				max = len > max ? len : max;
-			}
-			blocks += div_up(max, r->shape.block_size);
-		}
+		seq_figures(r, i, &tokens, &live, &conv);
+		blocks += conv;
 	}
 	bytes = blocks * r->shape.kv_heads * kvc_kv_block_bytes(&r->shape);
 	return div_up(bytes, chunk_bytes) * chunk_bytes;
@@ -871,21 +945,18 @@ static void fill_report(struct run *r, struct kvc_run_report *rep)
 	const struct kvc_model_shape *sh = &r->shape;
 	uint64_t kv_bytes = 2ull * sh->head_dim * kvc_dtype_bytes(sh->dtype);
 	uint64_t logical = 0, live = 0, seq_blocks = 0, chunks, bpc;
+	uint64_t tokens, kvs, conv, digest = DIGEST_SEED;
+	struct kvc_swap_stats sw;
 	struct kvc_pool_stats st;
-	uint32_t i, layer, head;
+	uint32_t i;
 
 	for (i = 0; i < r->nr_seqs; i++) {
-		const struct kvc_seq *seq = r->seqs[i].seq;
-		uint64_t tokens = kvc_seq_tokens(seq);
-
+		seq_figures(r, i, &tokens, &kvs, &conv);
 		logical += tokens * sh->layers * sh->kv_heads * kv_bytes;
 		seq_blocks += div_up(tokens, sh->block_size) * sh->layers *
 			      sh->kv_heads;
-		for (layer = 0; layer < sh->layers; layer++)
-			for (head = 0; head < sh->kv_heads; head++)
-				live += (uint64_t)kvc_seq_len(seq, layer,
-							      head) *
-					kv_bytes;
+		live += kvs * kv_bytes;
+		digest_add(&digest, (const float *)&r->seqs[i].digest, 2);
 	}
 	kvc_pool_get_stats(kvc_kv_pool(r->kv), &st, NULL);
 
@@ -911,6 +982,22 @@ static void fill_report(struct run *r, struct kvc_run_report *rep)
 	rep->compressions = r->compressions;
 	rep->blocks_moved = st.blocks_moved;
 	rep->backend = kvc_kv_backend_name(r->kv);
+	rep->output_digest = digest;
+	rep->preemptions = r->preemptions;
+	rep->recomputes = r->recomputes;
+	rep->swap_failures = r->swap_failures;
+	if (r->sw) {
+		kvc_swap_get_stats(r->sw, &sw);
+		rep->swap_outs = sw.out_seqs;
+		rep->swap_ins = sw.in_seqs;
+		rep->swap_out_bytes = sw.out_bytes;
+		rep->swap_in_bytes = sw.in_bytes;
+		rep->swap_out_seconds = (double)sw.out_ns / 1e9;
+		rep->swap_in_seconds = (double)sw.in_ns / 1e9;
+		rep->swap_checksum_failures = sw.checksum_failures;
+		rep->swap_engine = sw.engine;
+		rep->swap_direct = sw.direct;
+	}
 	if (r->p->budget_bytes) {
 		/*
 		 * Both alike, so that they compare: the blocks an average

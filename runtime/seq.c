@@ -391,6 +391,62 @@ int kvc_seq_write_layer(struct kvc_seq *seq, uint32_t layer, uint32_t n,
 	return 0;
 }
 
+int kvc_seq_restore(struct kvc_kv *kv, uint32_t tokens, const uint32_t *lens,
+		    struct kvc_seq **out)
+{
+	uint32_t t, bs, used = 0;
+	uint64_t total = 0;
+	struct kvc_seq *seq;
+	int err;
+
+	if (!kv || !lens || !out)
+		return kvc_err(-EINVAL, "kvc_seq_restore: NULL argument");
+	bs = kv->shape.block_size;
+	if (tokens > INT32_MAX)
+		return kvc_err(-EINVAL, "kvc_seq_restore: %u tokens", tokens);
+	for (t = 0; t < nr_tables(kv); t++) {
+		if (lens[t] > tokens)
+			return kvc_err(
+				-EINVAL,
+				"kvc_seq_restore: table %u holds %u KVs of %u tokens",
+				t, lens[t], tokens);
+		total += (lens[t] + bs - 1) / bs;
+	}
+	if (total > UINT32_MAX)
+		return kvc_err(-ENOMEM, "kvc_seq_restore: %llu blocks",
+			       (unsigned long long)total);
+	err = kvc_seq_create(kv, &seq);
+	if (err)
+		return err;
+	for (t = 0; t < nr_tables(kv) && !err; t++)
+		err = grow_table(&seq->tables[t], (lens[t] + bs - 1) / bs);
+	if (!err && total)
+		err = grow_ids(kv, (uint32_t)total);
+	if (!err && total)
+		err = kvc_pool_alloc(kv->pool, (uint32_t)total, kv->ids);
+	if (err) {
+		kvc_seq_destroy(seq);
+		return err;
+	}
+	for (t = 0; t < nr_tables(kv); t++) {
+		struct kvc_head_table *h = &seq->tables[t];
+		uint32_t need = (lens[t] + bs - 1) / bs;
+
+		while (h->nr_blocks < need) {
+			uint32_t b = kv->ids[used++];
+
+			kvc_pool_set_owner(
+				kv->pool, b,
+				kvc_owner_tag(seq->id, t, h->nr_blocks));
+			h->blocks[h->nr_blocks++] = b;
+		}
+		h->len = lens[t];
+	}
+	seq->tokens = tokens;
+	*out = seq;
+	return 0;
+}
+
 uint32_t kvc_seq_tokens(const struct kvc_seq *seq)
 {
 	return seq->tokens;

@@ -86,6 +86,10 @@ struct kvc_seq;
  * @backend_kind: where the pool maps its chunks.
  * @backend: a backend the caller owns, or NULL.
  * @empty_chunks_kept: the pool's watermark.
+ * @max_mapped_bytes: the pool's cap on physical bytes mapped at once (0 =
+ *                    none beyond the capacity; else at least one chunk):
+ *                    appends past it fail with -ENOMEM, as on a full
+ *                    device.
  * @name: label of the pool's stats page, or NULL.
  * @flags: pool flags (%KVC_POOL_NO_STATS_PAGE).
  *
@@ -105,6 +109,7 @@ struct kvc_kv_params {
 	enum kvc_backend_kind backend_kind;
 	struct kvc_backend *backend;
 	uint32_t empty_chunks_kept;
+	uint64_t max_mapped_bytes;
 	const char *name;
 	uint32_t flags;
 };

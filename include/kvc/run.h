@@ -15,6 +15,7 @@
 #include <kvc/evict.h>
 #include <kvc/kv.h>
 #include <kvc/record.h>
+#include <kvc/swap.h>
 
 #ifdef __cplusplus
 extern "C" {
@@ -48,6 +49,36 @@ int kvc_trace_read(const char *path, uint32_t max, struct kvc_request **reqs,
 		   uint32_t *n);
 
 /**
+ * enum kvc_preempt - Which running sequence gives its memory up first
+ * when an allocation does not fit under the budget.
+ * @KVC_PREEMPT_LATEST: the one that arrived last (vLLM's rule: the
+ *                      earliest requests keep running).
+ * @KVC_PREEMPT_LARGEST: the one holding the most blocks (frees the most
+ *                       at once; ties go to the latest).
+ */
+enum kvc_preempt {
+	KVC_PREEMPT_LATEST = 0,
+	KVC_PREEMPT_LARGEST = 1,
+};
+
+/**
+ * kvc_preempt_parse() - Parse "latest" or "largest".
+ * @name: the name.
+ * @out: set on success.
+ *
+ * Return: 0, or -EINVAL with a message.
+ */
+int kvc_preempt_parse(const char *name, enum kvc_preempt *out);
+
+/**
+ * kvc_preempt_name() - The name of a preemption rule.
+ * @p: the rule.
+ *
+ * Return: "latest", "largest" or "?".
+ */
+const char *kvc_preempt_name(enum kvc_preempt p);
+
+/**
  * struct kvc_run_params - One run.
  * @shape: the model shape.
  * @policy: the eviction policy.
@@ -77,6 +108,17 @@ int kvc_trace_read(const char *path, uint32_t max, struct kvc_request **reqs,
  *       marker and a ladder sample per iteration, or NULL. The run
  *       attaches it to the evicting cache's pool and detaches it before
  *       the pool goes (the caller closes it).
+ * @swap: the swap tier, or NULL. With it, @budget_bytes (required) is a
+ *        hard cap on what the evicting cache's pool maps: when an
+ *        allocation does not fit, a running sequence chosen by @preempt
+ *        is swapped out to the file (its blocks freed) and swapped back
+ *        in, first come first served, once memory allows; new arrivals
+ *        wait while any earlier sequence does. A sequence whose swap-out
+ *        fails (cap, full disk, I/O error) or whose swap-in fails its
+ *        checksum is recomputed from its prompt instead: never resumed
+ *        with wrong data. Finished sequences are freed, as a server
+ *        frees them. The file is started afresh (%KVC_SWAP_FRESH).
+ * @preempt: the preemption rule, with @swap.
  */
 struct kvc_run_params {
 	struct kvc_model_shape shape;
@@ -96,6 +138,8 @@ struct kvc_run_params {
 	const char *pool_name;
 	bool progress;
 	struct kvc_recorder *rec;
+	const struct kvc_swap_params *swap;
+	enum kvc_preempt preempt;
 };
 
 /**
@@ -160,6 +204,28 @@ void kvc_run_params_init(struct kvc_run_params *p);
  * @device_ratio: @logical_bytes / (@device_measured_bytes -
  *                @device_overhead_bytes): the physical ratio as the
  *                device measures it (0 when that is not positive).
+ * @output_digest: FNV-1a of every attention output the run computed
+ *                 (each sequence's outputs in order, then the sequences
+ *                 in arrival order): equal digests, equal outputs. A
+ *                 recomputed sequence counts once.
+ * @preemptions: running sequences preempted to make room (with a swap).
+ * @recomputes: sequences restarted from their prompt: their swap-out
+ *              failed, or their swap-in failed its checksum.
+ * @swap_outs: sequences swapped out.
+ * @swap_ins: sequences swapped back in.
+ * @swap_out_bytes: bytes written to the swap file.
+ * @swap_in_bytes: bytes read back from it.
+ * @swap_out_seconds: time spent swapping out (writes and syncs).
+ * @swap_in_seconds: time spent swapping in (reads and checks).
+ * @swap_checksum_failures: blocks read back that failed their checksum.
+ * @swap_failures: swap-outs and swap-ins that failed (each sequence
+ *                 concerned was recomputed).
+ * @swap_engine: "io_uring" or "pread" (NULL without a swap).
+ * @swap_direct: the swap file is read and written with O_DIRECT.
+ *
+ * With a swap, finished sequences are freed as they finish: @mapped_bytes
+ * is what is left mapped at the end (nothing), and the figures of the
+ * sequences are taken as each finishes.
  */
 struct kvc_run_report {
 	const char *policy;
@@ -191,6 +257,19 @@ struct kvc_run_report {
 	uint64_t device_peak_bytes;
 	uint64_t device_overhead_bytes;
 	double device_ratio;
+	uint64_t output_digest;
+	uint64_t preemptions;
+	uint64_t recomputes;
+	uint64_t swap_outs;
+	uint64_t swap_ins;
+	uint64_t swap_out_bytes;
+	uint64_t swap_in_bytes;
+	double swap_out_seconds;
+	double swap_in_seconds;
+	uint64_t swap_checksum_failures;
+	uint64_t swap_failures;
+	const char *swap_engine;
+	bool swap_direct;
 };
 
 /**

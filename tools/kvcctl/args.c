@@ -120,6 +120,62 @@ int kvcctl_opt_u32(const char *cmd, const struct option *opts, int opt,
 	return status;
 }
 
+/* A size: digits with an optional K, M, G or T (and B or iB). */
+int kvcctl_opt_bytes(const char *cmd, const struct option *opts, int opt,
+		     const char *s, uint64_t min, uint64_t *out)
+{
+	char digits[32];
+	const char *unit;
+	uint64_t v, mult = 1;
+	size_t len = strspn(s, "0123456789");
+
+	unit = s + len;
+	if (!len || len >= sizeof(digits))
+		goto bad;
+	memcpy(digits, s, len);
+	digits[len] = '\0';
+	if (kvcctl_parse_u64(digits, 0, UINT64_MAX, &v))
+		goto bad;
+	switch (*unit) {
+	case 'k':
+	case 'K':
+		mult = 1ull << 10;
+		break;
+	case 'm':
+	case 'M':
+		mult = 1ull << 20;
+		break;
+	case 'g':
+	case 'G':
+		mult = 1ull << 30;
+		break;
+	case 't':
+	case 'T':
+		mult = 1ull << 40;
+		break;
+	}
+	if (mult > 1)
+		unit++;
+	if (*unit && strcmp(unit, "B") && strcmp(unit, "iB"))
+		goto bad;
+	if (!strcmp(unit, "iB") && mult == 1)
+		goto bad;
+	if (v > UINT64_MAX / mult)
+		return kvcctl_usage_error(
+			cmd, "--%s: %s does not fit 64 bits of bytes",
+			kvcctl_long_name(opts, opt), s);
+	if (v * mult < min)
+		return kvcctl_usage_error(
+			cmd, "--%s: %s is out of range (at least %" PRIu64 ")",
+			kvcctl_long_name(opts, opt), s, min);
+	*out = v * mult;
+	return -1;
+bad:
+	return kvcctl_usage_error(cmd,
+				  "--%s: '%s' is not a size such as 2M or 512K",
+				  kvcctl_long_name(opts, opt), s);
+}
+
 int kvcctl_parse_seconds(const char *s, double min, double max, double *out)
 {
 	bool digits = false, point = false;

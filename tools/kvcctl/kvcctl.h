@@ -104,6 +104,21 @@ int kvcctl_opt_u64(const char *cmd, const struct option *opts, int opt,
 		   const char *arg, uint64_t min, uint64_t max, uint64_t *out);
 
 /**
+ * kvcctl_opt_bytes() - Parse a size option: digits with an optional K, M,
+ * G or T (binary units), and B or iB after it.
+ * @cmd: as kvcctl_opt_u64().
+ * @opts: as kvcctl_opt_u64().
+ * @opt: as kvcctl_opt_u64().
+ * @s: the text.
+ * @min: smallest value accepted.
+ * @out: set on success.
+ *
+ * Return: as kvcctl_opt_u64().
+ */
+int kvcctl_opt_bytes(const char *cmd, const struct option *opts, int opt,
+		     const char *s, uint64_t min, uint64_t *out);
+
+/**
  * kvcctl_opt_u32() - kvcctl_opt_u64() into a 32-bit field.
  * @cmd: as kvcctl_opt_u64().
  * @opts: as kvcctl_opt_u64().

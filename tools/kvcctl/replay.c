@@ -393,56 +393,7 @@ static int parse_name(int opt, const char *s, const char *const *names,
 /* A size: digits with an optional K, M, G or T (and B or iB). */
 static int parse_size(int opt, const char *s, uint64_t min, uint64_t *out)
 {
-	char digits[32];
-	const char *unit;
-	uint64_t v, mult = 1;
-	size_t len = strspn(s, "0123456789");
-
-	unit = s + len;
-	if (!len || len >= sizeof(digits))
-		goto bad;
-	memcpy(digits, s, len);
-	digits[len] = '\0';
-	if (kvcctl_parse_u64(digits, 0, UINT64_MAX, &v))
-		goto bad;
-	switch (*unit) {
-	case 'k':
-	case 'K':
-		mult = 1ull << 10;
-		break;
-	case 'm':
-	case 'M':
-		mult = 1ull << 20;
-		break;
-	case 'g':
-	case 'G':
-		mult = 1ull << 30;
-		break;
-	case 't':
-	case 'T':
-		mult = 1ull << 40;
-		break;
-	}
-	if (mult > 1)
-		unit++;
-	if (*unit && strcmp(unit, "B") && strcmp(unit, "iB"))
-		goto bad;
-	if (!strcmp(unit, "iB") && mult == 1)
-		goto bad;
-	if (v > UINT64_MAX / mult)
-		return kvcctl_usage_error(
-			CMD, "--%s: %s does not fit 64 bits of bytes",
-			flag(opt), s);
-	if (v * mult < min)
-		return kvcctl_usage_error(
-			CMD, "--%s: %s is out of range (at least %" PRIu64 ")",
-			flag(opt), s, min);
-	*out = v * mult;
-	return -1;
-bad:
-	return kvcctl_usage_error(CMD,
-				  "--%s: '%s' is not a size such as 2M or 512K",
-				  flag(opt), s);
+	return kvcctl_opt_bytes(CMD, long_opts, opt, s, min, out);
 }
 
 /* Whole-number options: -1 when good, else the usage error's status. */

@@ -44,9 +44,13 @@
  * @have_rate: --rate was given.
  * @have_lengths: --prompt-len or --gen-len was given.
  * @record_path: --record, or NULL.
+ * @swap: the swap's parameters (used when @swap.path is set).
+ * @swap_opts: an option that only applies with --swap was given.
  */
 struct run_opts {
 	struct kvc_run_params p;
+	struct kvc_swap_params swap;
+	bool swap_opts;
 	const char *trace_path;
 	const char *record_path;
 	bool json;
@@ -101,6 +105,13 @@ enum {
 	OPT_NO_COMPACT,
 	OPT_HOLD,
 	OPT_RECORD,
+	OPT_SWAP,
+	OPT_SWAP_CAP,
+	OPT_SWAP_QD,
+	OPT_SWAP_IO,
+	OPT_SWAP_BUFFERED,
+	OPT_SWAP_NO_URING,
+	OPT_PREEMPT,
 };
 
 static const char short_opts[] = ":jh";
@@ -134,6 +145,13 @@ static const struct option long_opts[] = {
 	{ "json", no_argument, NULL, 'j' },
 	{ "hold", required_argument, NULL, OPT_HOLD },
 	{ "record", required_argument, NULL, OPT_RECORD },
+	{ "swap", required_argument, NULL, OPT_SWAP },
+	{ "swap-cap", required_argument, NULL, OPT_SWAP_CAP },
+	{ "swap-qd", required_argument, NULL, OPT_SWAP_QD },
+	{ "swap-io", required_argument, NULL, OPT_SWAP_IO },
+	{ "swap-buffered", no_argument, NULL, OPT_SWAP_BUFFERED },
+	{ "swap-no-uring", no_argument, NULL, OPT_SWAP_NO_URING },
+	{ "preempt", required_argument, NULL, OPT_PREEMPT },
 	{ "help", no_argument, NULL, 'h' },
 	{ NULL, 0, NULL, 0 },
 };
@@ -187,11 +205,27 @@ static const char usage_text[] =
 	"\n"
 	"Measures:\n"
 	"  --budget BYTES           also say how many sequences fit in BYTES of\n"
-	"                           physical memory with and without eviction\n"
+	"                           physical memory with and without eviction;\n"
+	"                           with --swap, the cache maps at most BYTES\n"
+	"                           (sizes take K, M, G, T: 64M, 2GiB)\n"
 	"  --err-samples N          decode steps on which the attention error\n"
 	"                           against an uncompressed copy is measured\n"
 	"                           (default 8; 0 = none, and no copy)\n"
 	"  --no-compact             do not compact the pool\n"
+	"\n"
+	"Swap (needs --budget):\n"
+	"  --swap FILE              when an allocation does not fit the budget,\n"
+	"                           preempt a running sequence and swap its KV\n"
+	"                           out to FILE (and FILE.idx), back in when\n"
+	"                           memory allows; finished sequences are freed\n"
+	"  --swap-cap BYTES         most bytes FILE may hold (default 1G); a\n"
+	"                           sequence that does not fit is recomputed\n"
+	"  --preempt RULE           latest (default: the last to arrive gives\n"
+	"                           way) or largest (the one holding most)\n"
+	"  --swap-qd N              I/Os in flight (default 32, 1 to 4096)\n"
+	"  --swap-io BYTES          most bytes per I/O (default 1M)\n"
+	"  --swap-buffered          no O_DIRECT\n"
+	"  --swap-no-uring          pread/pwrite instead of io_uring\n"
 	"\n"
 	"Output:\n"
 	"  -j, --json               print one JSON object instead of the table\n"
@@ -312,7 +346,53 @@ static int parse_option(struct run_opts *o, int opt, const char *arg)
 	case OPT_SEED:
 		return parse_count(opt, arg, 0, UINT64_MAX, &p->seed);
 	case OPT_BUDGET:
-		return parse_count(opt, arg, 1, UINT64_MAX, &p->budget_bytes);
+		return kvcctl_opt_bytes(CMD, long_opts, opt, arg, 1,
+					&p->budget_bytes);
+	case OPT_SWAP:
+		if (!*arg)
+			return kvcctl_usage_error(
+				CMD, "--swap: the file name is empty");
+		o->swap.path = arg;
+		return -1;
+	case OPT_SWAP_CAP:
+		o->swap_opts = true;
+		return kvcctl_opt_bytes(CMD, long_opts, opt, arg, 1,
+					&o->swap.cap_bytes);
+	case OPT_SWAP_QD:
+		o->swap_opts = true;
+		return kvcctl_opt_u32(CMD, long_opts, opt, arg, 1, 4096,
+				      &o->swap.queue_depth);
+	case OPT_SWAP_IO: {
+		uint64_t v = 0;
+		int st;
+
+		o->swap_opts = true;
+		st = kvcctl_opt_bytes(CMD, long_opts, opt, arg, 4096, &v);
+		if (st >= 0)
+			return st;
+		if (v > (64u << 20) || v % 4096)
+			return kvcctl_usage_error(
+				CMD,
+				"--swap-io: %s is not a multiple of 4K up to 64M",
+				arg);
+		o->swap.io_bytes = (uint32_t)v;
+		return -1;
+	}
+	case OPT_SWAP_BUFFERED:
+		o->swap_opts = true;
+		o->swap.flags |= KVC_SWAP_NO_DIRECT;
+		return -1;
+	case OPT_SWAP_NO_URING:
+		o->swap_opts = true;
+		o->swap.flags |= KVC_SWAP_NO_URING;
+		return -1;
+	case OPT_PREEMPT:
+		o->swap_opts = true;
+		if (kvc_preempt_parse(arg, &p->preempt))
+			return kvcctl_usage_error(
+				CMD, "--preempt: '%s' is not latest or largest",
+				arg);
+		return -1;
 	case OPT_ERR_SAMPLES:
 		return parse_u32(opt, arg, 0, MAX_COUNT, &p->err_samples);
 	case OPT_NO_COMPACT:
@@ -367,6 +447,7 @@ static int parse_options(int argc, char **argv, struct run_opts *o)
 
 	memset(o, 0, sizeof(*o));
 	kvc_run_params_init(&o->p);
+	kvc_swap_params_init(&o->swap);
 	status = kvcctl_getopt(CMD, argc, argv, short_opts, long_opts,
 			       usage_text, parse_one, o);
 	if (status >= 0)
@@ -386,6 +467,15 @@ static int parse_options(int argc, char **argv, struct run_opts *o)
 		return kvcctl_usage_error(
 			CMD,
 			"--prompt-len and --gen-len do not apply with --trace");
+	if (o->swap.path && !o->p.budget_bytes)
+		return kvcctl_usage_error(
+			CMD, "--swap needs --budget: the memory to keep under");
+	if (!o->swap.path && o->swap_opts)
+		return kvcctl_usage_error(
+			CMD,
+			"--swap-cap, --swap-qd, --swap-io, --swap-buffered, --swap-no-uring and --preempt need --swap");
+	if (o->swap.path)
+		o->p.swap = &o->swap;
 	return check_with_library(o);
 }
 
@@ -499,6 +589,28 @@ static void put_json(FILE *out, const struct run_out *ro)
 	json_u64(out, "device_peak_bytes", r->device_peak_bytes);
 	json_u64(out, "device_overhead_bytes", r->device_overhead_bytes);
 	json_real(out, "device_ratio", r->device_ratio, true);
+	fprintf(out, "  \"output_digest\": \"%016" PRIx64 "\",\n",
+		r->output_digest);
+	json_u64(out, "preemptions", r->preemptions);
+	json_u64(out, "recomputes", r->recomputes);
+	json_u64(out, "swap_outs", r->swap_outs);
+	json_u64(out, "swap_ins", r->swap_ins);
+	json_u64(out, "swap_out_bytes", r->swap_out_bytes);
+	json_u64(out, "swap_in_bytes", r->swap_in_bytes);
+	json_real(out, "swap_out_seconds", r->swap_out_seconds, true);
+	json_real(out, "swap_in_seconds", r->swap_in_seconds, true);
+	json_u64(out, "swap_checksum_failures", r->swap_checksum_failures);
+	json_u64(out, "swap_failures", r->swap_failures);
+	if (o->swap.path) {
+		fputs("  \"swap\": {\"path\": ", out);
+		kvcctl_json_string(out, o->swap.path);
+		fprintf(out, ", \"cap_bytes\": %" PRIu64 ", \"engine\": ",
+			o->swap.cap_bytes);
+		kvcctl_json_string(out, r->swap_engine ? r->swap_engine : "");
+		fprintf(out, ", \"direct\": %s, \"preempt\": \"%s\"},\n",
+			r->swap_direct ? "true" : "false",
+			kvc_preempt_name(p->preempt));
+	}
 	json_real(out, "seconds", r->seconds, o->record_path != NULL);
 	if (o->record_path) {
 		fputs("  \"record\": {\"path\": ", out);
@@ -522,6 +634,35 @@ static void put_bytes_line(FILE *out, const char *name, uint64_t bytes,
 	if (note)
 		fprintf(out, "  %s", note);
 	fputc('\n', out);
+}
+
+/* MB/s of @bytes in @s, 0 when nothing was timed. */
+static double mbps(uint64_t bytes, double s)
+{
+	return s > 0 ? (double)bytes / s / 1e6 : 0;
+}
+
+static void put_swap(FILE *out, const struct run_opts *o,
+		     const struct kvc_run_report *r)
+{
+	char b1[KVCCTL_BYTES_LEN], b2[KVCCTL_BYTES_LEN];
+
+	fprintf(out,
+		"swap           %" PRIu64 " preemptions (%s first), %" PRIu64
+		" sequences out, %" PRIu64 " back in, %" PRIu64
+		" recomputed; %s, %s\n",
+		r->preemptions, kvc_preempt_name(o->p.preempt), r->swap_outs,
+		r->swap_ins, r->recomputes,
+		r->swap_engine ? r->swap_engine : "-",
+		r->swap_direct ? "O_DIRECT" : "buffered");
+	fprintf(out,
+		"               out %s at %.0f MB/s, in %s at %.0f MB/s, %" PRIu64
+		" checksum failures, %" PRIu64 " failed swaps\n",
+		kvcctl_human_bytes(r->swap_out_bytes, b1),
+		mbps(r->swap_out_bytes, r->swap_out_seconds),
+		kvcctl_human_bytes(r->swap_in_bytes, b2),
+		mbps(r->swap_in_bytes, r->swap_in_seconds),
+		r->swap_checksum_failures, r->swap_failures);
 }
 
 static void put_table(FILE *out, const struct run_opts *o,
@@ -623,6 +764,10 @@ static void put_table(FILE *out, const struct run_opts *o,
 			" sequences without eviction, %" PRIu64 " with it\n",
 			kvcctl_human_bytes(p->budget_bytes, b),
 			r->capacity_full, r->capacity_compressed);
+	if (o->swap.path)
+		put_swap(out, o, r);
+	fprintf(out, "outputs        digest %016" PRIx64 "\n",
+		r->output_digest);
 }
 
 /* The trace's size so far (a held run prints before the recorder closes). */

@@ -1,0 +1,2029 @@
+/* Description: the swap tier: bit-exact round trips (f16, f32, head_dim 80, both engines, buffered and direct), attention after swap-in, flipped bytes refused, crash recovery and torn journals, cap, file-size limit, duplicate and unknown keys, a full pool, bad parameters, queue depths and I/O sizes, the cuda backend over the fake driver */
+// SPDX-License-Identifier: MIT
+/*
+ * Tests of include/kvc/swap.h, written against the header. Sequences are
+ * built with the public API on host caches: random K and V (seeded by the
+ * key, so the same key always gives the same sequence), decode attention
+ * that accumulates the L2 metric, and KV-Compress so that heads hold
+ * different lengths. A snapshot of a sequence is its tokens, its per-head
+ * lengths and, for every KV a head holds, its K and V bytes as stored and
+ * its slot metadata (metric and position, from the runtime's internal
+ * header); sequences that come back from the swap must match it byte for
+ * byte. kvc_swap_check() and kvc_kv_check() run after every operation.
+ *
+ * The crash test forks a child that swaps sequences out one after the
+ * other and reports each key on a pipe once kvc_swap_out() has returned;
+ * the parent kills it at some point and recovers the files. What the test
+ * asserts does not depend on when the kill lands.
+ */
+#include <dirent.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <inttypes.h>
+#include <limits.h>
+#include <setjmp.h>
+#include <signal.h>
+#include <stdarg.h>
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/resource.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <cmocka.h>
+
+#include "testutil.h"
+
+#include <kvc/attention.h>
+#include <kvc/evict.h>
+#include <kvc/kv.h>
+#include <kvc/kvc.h>
+#include <kvc/swap.h>
+
+#include "../runtime/internal.h"
+#include "../swap/crc32c.h"
+#include "backend.h"
+#include "fake_driver.h"
+
+#define GRAN (64ull << 10)
+#define CAPACITY 2048
+#define SWAP_CAP (256ull << 20)
+#define DECODE_STEPS 4
+#define MAX_TABLES 64
+
+static const struct kvc_model_shape shape_f16 = {
+	.layers = 2,
+	.q_heads = 4,
+	.kv_heads = 2,
+	.head_dim = 64,
+	.block_size = 16,
+	.dtype = KVC_DTYPE_F16,
+};
+
+static const struct kvc_model_shape shape_f32 = {
+	.layers = 3,
+	.q_heads = 4,
+	.kv_heads = 2,
+	.head_dim = 64,
+	.block_size = 16,
+	.dtype = KVC_DTYPE_F32,
+};
+
+/* 2 x 16 x 80 x 2 = 5120 bytes a block: not a multiple of 4096. */
+static const struct kvc_model_shape shape_hd80 = {
+	.layers = 2,
+	.q_heads = 4,
+	.kv_heads = 2,
+	.head_dim = 80,
+	.block_size = 16,
+	.dtype = KVC_DTYPE_F16,
+};
+
+/**
+ * struct fixture - One cache and the swap under test.
+ * @dir: a fresh temporary directory, removed in teardown.
+ * @path: the swap's data file in it.
+ * @shape: the cache's shape.
+ * @flags: engine flags every swap of the test is opened with.
+ * @be: the host backend.
+ * @kv: the cache.
+ * @pol: KV-Compress, rate 3.
+ * @sw: the swap, or NULL.
+ */
+struct fixture {
+	char dir[PATH_MAX / 2];
+	char path[PATH_MAX];
+	struct kvc_model_shape shape;
+	uint32_t flags;
+	struct kvc_backend *be;
+	struct kvc_kv *kv;
+	struct kvc_policy *pol;
+	struct kvc_swap *sw;
+};
+
+/* ------------------------------------------------------------------ */
+/* Building sequences (usable in a forked child: no cmocka here) */
+
+static float rng_float(uint64_t *rng)
+{
+	return (float)(rng_next(rng) >> 40) / (float)(1u << 23) - 1.0f;
+}
+
+static int append_random(struct kvc_seq *seq, const struct kvc_model_shape *s,
+			 uint32_t n, uint64_t *rng)
+{
+	uint64_t count = (uint64_t)s->layers * s->kv_heads * n * s->head_dim;
+	float *k = malloc(count * sizeof(float));
+	float *v = malloc(count * sizeof(float));
+	uint64_t i;
+	int err = -ENOMEM;
+
+	if (k && v) {
+		for (i = 0; i < count; i++) {
+			k[i] = rng_float(rng);
+			v[i] = rng_float(rng);
+		}
+		err = kvc_seq_append(seq, n, k, v);
+	}
+	free(k);
+	free(v);
+	return err;
+}
+
+/* One decode step on every layer with random queries, adding the L2 metric. */
+static int decode_random(struct kvc_seq *seq, const struct kvc_model_shape *s,
+			 uint64_t *rng, float *outs)
+{
+	uint32_t nq = s->q_heads * s->head_dim, layer, i;
+	float *q = malloc(nq * sizeof(float));
+	float *out = outs ? NULL : malloc(nq * sizeof(float));
+	int err = q && (outs || out) ? 0 : -ENOMEM;
+
+	for (layer = 0; !err && layer < s->layers; layer++) {
+		for (i = 0; i < nq; i++)
+			q[i] = rng_float(rng);
+		err = kvc_attn_decode(seq, layer, q,
+				      outs ? outs + (uint64_t)layer * nq : out,
+				      KVC_METRIC_L2);
+	}
+	free(q);
+	free(out);
+	return err;
+}
+
+/*
+ * The sequence of @key: @prefill random tokens, @steps decode steps (one
+ * token and one attention per layer each), compression by @pol when given,
+ * then one more decode step. The same arguments on caches of the same
+ * shape give the same sequence.
+ */
+static int build_seq(struct kvc_kv *kv, struct kvc_policy *pol, uint64_t key,
+		     uint32_t prefill, uint32_t steps, struct kvc_seq **out)
+{
+	const struct kvc_model_shape *s = kvc_kv_shape(kv);
+	uint64_t rng = key * 0x9e3779b97f4a7c15ull + 0x632be59bd9b4e019ull;
+	struct kvc_seq *seq;
+	uint32_t i;
+	int err;
+
+	err = kvc_seq_create(kv, &seq);
+	if (err)
+		return err;
+	if (prefill)
+		err = append_random(seq, s, prefill, &rng);
+	for (i = 0; !err && i < steps; i++) {
+		err = append_random(seq, s, 1, &rng);
+		if (!err)
+			err = decode_random(seq, s, &rng, NULL);
+	}
+	if (!err && pol) {
+		err = kvc_policy_compress(pol, seq, NULL);
+		if (!err)
+			err = append_random(seq, s, 1, &rng);
+		if (!err)
+			err = decode_random(seq, s, &rng, NULL);
+	}
+	if (err) {
+		kvc_seq_destroy(seq);
+		return err;
+	}
+	*out = seq;
+	return 0;
+}
+
+static int make_policy(const struct kvc_model_shape *s, struct kvc_policy **out)
+{
+	struct kvc_policy_params pp;
+
+	kvc_policy_params_init(&pp);
+	pp.name = "kvcompress";
+	pp.rate = 3;
+	pp.protected_window = 8;
+	pp.sinks = 0;
+	pp.metric = KVC_METRIC_L2;
+	return kvc_policy_create(&pp, s, out);
+}
+
+/* ------------------------------------------------------------------ */
+/* Snapshots */
+
+/**
+ * struct snap - What a sequence holds, as stored.
+ * @tokens: its tokens.
+ * @nr_tables: layers * kv_heads.
+ * @len: per table, KVs held.
+ * @kv: per table, per KV: K row, V row, slot metadata.
+ * @rec: bytes of one KV's record in @kv.
+ * @row: bytes of one K or V row.
+ * @blocks: blocks over all tables.
+ */
+struct snap {
+	uint32_t tokens;
+	uint32_t nr_tables;
+	uint32_t len[MAX_TABLES];
+	uint8_t *kv[MAX_TABLES];
+	size_t rec;
+	size_t row;
+	uint64_t blocks;
+};
+
+static void snap_free(struct snap *sn)
+{
+	uint32_t t;
+
+	for (t = 0; t < sn->nr_tables; t++)
+		free(sn->kv[t]);
+	memset(sn, 0, sizeof(*sn));
+}
+
+static const uint8_t *block_host(struct kvc_kv *kv, uint32_t id)
+{
+	uint64_t addr = 0;
+	int err = kvc_pool_block_addr(kvc_kv_pool(kv), id, &addr);
+
+	if (err)
+		fail_msg("kvc_pool_block_addr(%u) = %d: %s", id, err,
+			 kvc_last_error());
+	return (const uint8_t *)(uintptr_t)addr;
+}
+
+/* @with_metric false leaves metrics out (a device cache's host mirror). */
+static void snap_take(struct kvc_kv *kv, const struct kvc_seq *seq,
+		      struct snap *sn, bool with_metric)
+{
+	const struct kvc_model_shape *s = kvc_kv_shape(kv);
+	uint32_t bs = s->block_size, t, i, nr;
+
+	memset(sn, 0, sizeof(*sn));
+	sn->tokens = kvc_seq_tokens(seq);
+	sn->nr_tables = s->layers * s->kv_heads;
+	assert_true(sn->nr_tables <= MAX_TABLES);
+	sn->row = (size_t)s->head_dim * kvc_dtype_bytes(s->dtype);
+	sn->rec = 2 * sn->row + sizeof(struct kvc_slot_meta);
+	for (t = 0; t < sn->nr_tables; t++) {
+		uint32_t layer = t / s->kv_heads, head = t % s->kv_heads;
+		const uint32_t *table = kvc_seq_table(seq, layer, head, &nr);
+		uint32_t len = kvc_seq_len(seq, layer, head);
+
+		EXPECT_U64(nr, (len + bs - 1) / bs);
+		sn->len[t] = len;
+		sn->blocks += nr;
+		sn->kv[t] = calloc(len ? len : 1, sn->rec);
+		assert_non_null(sn->kv[t]);
+		for (i = 0; i < len; i++) {
+			const uint8_t *b = block_host(kv, table[i / bs]);
+			uint8_t *r = sn->kv[t] + i * sn->rec;
+			struct kvc_slot_meta m =
+				kv->meta[(uint64_t)table[i / bs] * bs + i % bs];
+
+			if (!with_metric)
+				m.metric = 0;
+			memcpy(r, b + (i % bs) * sn->row, sn->row);
+			memcpy(r + sn->row, b + (bs + i % bs) * sn->row,
+			       sn->row);
+			memcpy(r + 2 * sn->row, &m, sizeof(m));
+		}
+	}
+}
+
+#define SNAP_EQUAL(a, b) snap_equal(a, b, __FILE__, __LINE__)
+
+static void snap_equal(const struct snap *a, const struct snap *b,
+		       const char *file, int line)
+{
+	uint32_t t, i;
+
+	if (a->tokens != b->tokens)
+		fail_msg("%s:%d: %u tokens, expected %u", file, line, b->tokens,
+			 a->tokens);
+	assert_int_equal(a->nr_tables, b->nr_tables);
+	for (t = 0; t < a->nr_tables; t++) {
+		if (a->len[t] != b->len[t])
+			fail_msg("%s:%d: table %u holds %u KVs, expected %u",
+				 file, line, t, b->len[t], a->len[t]);
+		for (i = 0; i < a->len[t]; i++) {
+			const uint8_t *x = a->kv[t] + i * a->rec;
+			const uint8_t *y = b->kv[t] + i * a->rec;
+			struct kvc_slot_meta mx, my;
+
+			if (memcmp(x, y, a->row))
+				fail_msg("%s:%d: table %u KV %u: K differs",
+					 file, line, t, i);
+			if (memcmp(x + a->row, y + a->row, a->row))
+				fail_msg("%s:%d: table %u KV %u: V differs",
+					 file, line, t, i);
+			memcpy(&mx, x + 2 * a->row, sizeof(mx));
+			memcpy(&my, y + 2 * a->row, sizeof(my));
+			if (memcmp(&mx, &my, sizeof(mx)))
+				fail_msg(
+					"%s:%d: table %u KV %u: metric %a pos %d, expected metric %a pos %d",
+					file, line, t, i, (double)my.metric,
+					my.pos, (double)mx.metric, mx.pos);
+		}
+	}
+	EXPECT_U64(b->blocks, a->blocks);
+}
+
+/* ------------------------------------------------------------------ */
+/* Checks and wrappers */
+
+#define SW_CHECK(sw) sw_check(sw, __FILE__, __LINE__)
+
+static void sw_check(const struct kvc_swap *sw, const char *file, int line)
+{
+	int err = kvc_swap_check(sw);
+
+	if (err)
+		fail_msg("%s:%d: kvc_swap_check() = %d: %s", file, line, err,
+			 kvc_last_error());
+}
+
+static struct kvc_swap_stats swap_stats(const struct kvc_swap *sw)
+{
+	struct kvc_swap_stats st;
+
+	memset(&st, 0xa5, sizeof(st));
+	kvc_swap_get_stats(sw, &st);
+	return st;
+}
+
+static uint64_t live_blocks(struct kvc_kv *kv)
+{
+	struct kvc_pool_stats st;
+
+	kvc_pool_get_stats(kvc_kv_pool(kv), &st, NULL);
+	return st.blocks_live;
+}
+
+#define BUILD(kv, pol, key, prefill, steps) \
+	build_ok(kv, pol, key, prefill, steps, __FILE__, __LINE__)
+
+static struct kvc_seq *build_ok(struct kvc_kv *kv, struct kvc_policy *pol,
+				uint64_t key, uint32_t prefill, uint32_t steps,
+				const char *file, int line)
+{
+	struct kvc_seq *seq = NULL;
+	int err = build_seq(kv, pol, key, prefill, steps, &seq);
+
+	if (err)
+		fail_msg("%s:%d: building sequence %" PRIu64 " = %d: %s", file,
+			 line, key, err, kvc_last_error());
+	check_kv_at(kv, file, line);
+	return seq;
+}
+
+static void swap_params(const struct fixture *fx, const char *path,
+			uint32_t flags, struct kvc_swap_params *p)
+{
+	kvc_swap_params_init(p);
+	p->path = path;
+	p->cap_bytes = SWAP_CAP;
+	p->flags = flags | fx->flags | KVC_SWAP_QUIET;
+}
+
+#define OPEN_SWAP(fx, flags) open_swap_at(fx, flags, __FILE__, __LINE__)
+
+/* Opens fx->sw on fx->path. */
+static struct kvc_swap_stats open_swap_at(struct fixture *fx, uint32_t flags,
+					  const char *file, int line)
+{
+	struct kvc_swap_params p;
+	int err;
+
+	swap_params(fx, fx->path, flags, &p);
+	assert_null(fx->sw);
+	err = kvc_swap_open(&p, fx->kv, &fx->sw);
+	if (err)
+		fail_msg("%s:%d: kvc_swap_open(%s) = %d: %s", file, line,
+			 fx->path, err, kvc_last_error());
+	sw_check(fx->sw, file, line);
+	return swap_stats(fx->sw);
+}
+
+static void close_swap(struct fixture *fx)
+{
+	kvc_swap_close(fx->sw);
+	fx->sw = NULL;
+}
+
+#define SWAP_OUT(sw, seq, key) swap_out_ok(sw, seq, key, __FILE__, __LINE__)
+
+static void swap_out_ok(struct kvc_swap *sw, struct kvc_seq *seq, uint64_t key,
+			const char *file, int line)
+{
+	int err = kvc_swap_out(sw, seq, key);
+
+	if (err)
+		fail_msg("%s:%d: kvc_swap_out(%" PRIu64 ") = %d: %s", file,
+			 line, key, err, kvc_last_error());
+	sw_check(sw, file, line);
+}
+
+#define SWAP_IN(kv, sw, key) swap_in_ok(kv, sw, key, __FILE__, __LINE__)
+
+static struct kvc_seq *swap_in_ok(struct kvc_kv *kv, struct kvc_swap *sw,
+				  uint64_t key, const char *file, int line)
+{
+	struct kvc_swap_entry e;
+	struct kvc_seq *seq = NULL;
+	int err = kvc_swap_in(sw, key, &seq);
+
+	if (err)
+		fail_msg("%s:%d: kvc_swap_in(%" PRIu64 ") = %d: %s", file, line,
+			 key, err, kvc_last_error());
+	if (!seq)
+		fail_msg("%s:%d: kvc_swap_in(%" PRIu64 ") gave no sequence",
+			 file, line, key);
+	if (kvc_swap_lookup(sw, key, &e) != -ENOENT)
+		fail_msg("%s:%d: key %" PRIu64
+			 " still in the swap after swap-in",
+			 file, line, key);
+	sw_check(sw, file, line);
+	check_kv_at(kv, file, line);
+	return seq;
+}
+
+#define EXPECT_ERR(call, want)                                               \
+	do {                                                                 \
+		int got_ = (call);                                           \
+		if (got_ != (want))                                          \
+			fail_msg("%s = %d, expected %d (%s)", #call, got_,   \
+				 (int)(want), got_ ? kvc_last_error() : ""); \
+	} while (0)
+
+static struct kvc_swap_entry lookup_ok(const struct kvc_swap *sw, uint64_t key)
+{
+	struct kvc_swap_entry e;
+	int err;
+
+	memset(&e, 0, sizeof(e));
+	err = kvc_swap_lookup(sw, key, &e);
+	if (err)
+		fail_msg("kvc_swap_lookup(%" PRIu64 ") = %d", key, err);
+	EXPECT_U64(e.key, key);
+	return e;
+}
+
+/* The entry of a sequence just swapped out describes it. */
+static void expect_entry(const struct kvc_swap *sw, uint64_t key,
+			 const struct snap *sn)
+{
+	struct kvc_swap_stats st = swap_stats(sw);
+	struct kvc_swap_entry e = lookup_ok(sw, key);
+
+	EXPECT_U64(e.tokens, sn->tokens);
+	EXPECT_U64(e.blocks, sn->blocks);
+	assert_false(e.bad);
+	assert_true(st.slot_bytes > 0);
+	if (e.bytes % st.slot_bytes)
+		fail_msg("entry %" PRIu64 " takes %" PRIu64
+			 " bytes, not whole slots of %" PRIu64,
+			 key, e.bytes, st.slot_bytes);
+	if (e.bytes < e.blocks * st.slot_bytes)
+		fail_msg("entry %" PRIu64 " takes %" PRIu64
+			 " bytes for %" PRIu64 " blocks of %" PRIu64,
+			 key, e.bytes, e.blocks, st.slot_bytes);
+}
+
+static void flip_byte(const char *path, uint64_t off)
+{
+	int fd = open(path, O_RDWR);
+	uint8_t b;
+
+	assert_true(fd >= 0);
+	assert_int_equal(pread(fd, &b, 1, (off_t)off), 1);
+	b ^= 0x5a;
+	assert_int_equal(pwrite(fd, &b, 1, (off_t)off), 1);
+	assert_int_equal(close(fd), 0);
+}
+
+static uint64_t file_size(const char *path)
+{
+	struct stat st;
+
+	if (stat(path, &st))
+		fail_msg("stat(%s): %s", path, strerror(errno));
+	return (uint64_t)st.st_size;
+}
+
+static void idx_path(const struct fixture *fx, char *buf, size_t n)
+{
+	snprintf(buf, n, "%s.idx", fx->path);
+}
+
+static int cmp_u64(const void *a, const void *b)
+{
+	uint64_t x = *(const uint64_t *)a, y = *(const uint64_t *)b;
+
+	return x < y ? -1 : x > y;
+}
+
+/*
+ * Every block of the entry @key (the swapped-out @seq, still live) lies
+ * at a slot-aligned offset inside the file; a full block's bytes there
+ * are its bytes in the pool, and its crc is the crc32c of its K and V
+ * then of its slots' metadata. Offsets are appended to @offs.
+ */
+static void expect_located(struct fixture *fx, const struct kvc_seq *seq,
+			   uint64_t key, uint64_t *offs, uint64_t *nr_offs)
+{
+	const struct kvc_model_shape *s = kvc_kv_shape(fx->kv);
+	struct kvc_swap_stats st = swap_stats(fx->sw);
+	uint64_t bb = kvc_kv_block_bytes(s), off, dummy;
+	uint32_t layer, head, b, nr, crc, bs = s->block_size;
+	uint8_t *buf = malloc(bb);
+	int fd = open(fx->path, O_RDONLY);
+
+	assert_non_null(buf);
+	assert_true(fd >= 0);
+	for (layer = 0; layer < s->layers; layer++)
+		for (head = 0; head < s->kv_heads; head++) {
+			const uint32_t *table =
+				kvc_seq_table(seq, layer, head, &nr);
+			uint32_t len = kvc_seq_len(seq, layer, head);
+
+			for (b = 0; b < nr; b++) {
+				int err = kvc_swap_locate(fx->sw, key, layer,
+							  head, b, &off, &crc);
+
+				if (err)
+					fail_msg("kvc_swap_locate(%" PRIu64
+						 ", %u, %u, %u) = %d",
+						 key, layer, head, b, err);
+				if (off % st.slot_bytes ||
+				    off + st.slot_bytes > st.file_bytes)
+					fail_msg(
+						"block (%u, %u, %u) at %" PRIu64
+						": not a slot below %" PRIu64,
+						layer, head, b, off,
+						st.file_bytes);
+				offs[(*nr_offs)++] = off;
+				if ((b + 1) * bs > len)
+					continue;
+				assert_int_equal(pread(fd, buf, bb, (off_t)off),
+						 (ssize_t)bb);
+				if (memcmp(buf, block_host(fx->kv, table[b]),
+					   bb))
+					fail_msg(
+						"block (%u, %u, %u): the file at %" PRIu64
+						" does not hold its bytes",
+						layer, head, b, off);
+				if (crc !=
+				    kvc_crc32c(
+					    kvc_crc32c(0, buf, bb),
+					    &fx->kv->meta[(uint64_t)table[b] *
+							  bs],
+					    bs * sizeof(struct kvc_slot_meta)))
+					fail_msg(
+						"block (%u, %u, %u): crc %08x is not that of K, V and metadata",
+						layer, head, b, crc);
+			}
+			EXPECT_ERR(kvc_swap_locate(fx->sw, key, layer, head, nr,
+						   &dummy, &crc),
+				   -ENOENT);
+		}
+	close(fd);
+	free(buf);
+}
+
+/* ------------------------------------------------------------------ */
+/* Fixtures */
+
+static int remove_dir(const char *dir)
+{
+	char p[PATH_MAX + 256];
+	struct dirent *de;
+	DIR *d = opendir(dir);
+
+	if (!d)
+		return -1;
+	while ((de = readdir(d))) {
+		if (!strcmp(de->d_name, ".") || !strcmp(de->d_name, ".."))
+			continue;
+		snprintf(p, sizeof(p), "%s/%s", dir, de->d_name);
+		unlink(p);
+	}
+	closedir(d);
+	return rmdir(dir);
+}
+
+static int setup_with(void **state, const struct kvc_model_shape *shape,
+		      uint32_t flags)
+{
+	struct fixture *fx = calloc(1, sizeof(*fx));
+	const char *tmp = getenv("TMPDIR");
+	struct kvc_kv_params kp;
+
+	if (!fx)
+		return -1;
+	snprintf(fx->dir, sizeof(fx->dir), "%s/kvc-test-swap-XXXXXX",
+		 tmp && *tmp ? tmp : "/tmp");
+	if (!mkdtemp(fx->dir)) {
+		free(fx);
+		return -1;
+	}
+	snprintf(fx->path, sizeof(fx->path), "%s/swap", fx->dir);
+	fx->shape = *shape;
+	fx->flags = flags;
+	memset(&kp, 0, sizeof(kp));
+	kp.shape = *shape;
+	kp.capacity_blocks = CAPACITY;
+	kp.flags = KVC_POOL_NO_STATS_PAGE;
+	if (kvc_backend_open_host(GRAN, &fx->be))
+		goto err;
+	kp.backend = fx->be;
+	if (kvc_kv_create(&kp, &fx->kv) || make_policy(shape, &fx->pol))
+		goto err;
+	*state = fx;
+	return 0;
+err:
+	fprintf(stderr, "test_swap setup: %s\n", kvc_last_error());
+	kvc_policy_destroy(fx->pol);
+	kvc_kv_destroy(fx->kv);
+	kvc_backend_close(fx->be);
+	remove_dir(fx->dir);
+	free(fx);
+	return -1;
+}
+
+static int setup_f16(void **state)
+{
+	return setup_with(state, &shape_f16, 0);
+}
+
+static int setup_f32(void **state)
+{
+	return setup_with(state, &shape_f32, 0);
+}
+
+static int setup_hd80(void **state)
+{
+	return setup_with(state, &shape_hd80, 0);
+}
+
+static int setup_f16_pread(void **state)
+{
+	return setup_with(state, &shape_f16, KVC_SWAP_NO_URING);
+}
+
+static int setup_f16_buffered(void **state)
+{
+	return setup_with(state, &shape_f16, KVC_SWAP_NO_DIRECT);
+}
+
+static int setup_hd80_pread(void **state)
+{
+	return setup_with(state, &shape_hd80,
+			  KVC_SWAP_NO_URING | KVC_SWAP_NO_DIRECT);
+}
+
+static int teardown(void **state)
+{
+	struct fixture *fx = *state;
+
+	kvc_swap_close(fx->sw);
+	kvc_policy_destroy(fx->pol);
+	kvc_kv_destroy(fx->kv);
+	kvc_backend_close(fx->be);
+	if (remove_dir(fx->dir))
+		fprintf(stderr, "test_swap: cannot remove %s\n", fx->dir);
+	free(fx);
+	return 0;
+}
+
+/* ------------------------------------------------------------------ */
+/* 1. Round trips */
+
+#define NR_RT 6
+
+static const struct {
+	uint64_t key;
+	uint32_t prefill;
+	uint32_t steps;
+	bool compress;
+} rt_seqs[NR_RT] = {
+	{ 101, 90, DECODE_STEPS, true }, { 7, 0, 1, false },
+	{ 202, 41, DECODE_STEPS, true }, { 303, 150, DECODE_STEPS, true },
+	{ 404, 15, 1, false },		 { 0xfedcba9876543210ull, 64, 2, true },
+};
+
+static void test_round_trip(void **state)
+{
+	static const int order[NR_RT] = { 3, 0, 5, 2, 4, 1 };
+	struct fixture *fx = *state;
+	struct kvc_seq *seq[NR_RT];
+	struct snap sn[NR_RT];
+	struct kvc_swap_stats st;
+	uint64_t keys[NR_RT + 1], offs[4096], nr_offs = 0, sum = 0, n;
+	uint64_t file1;
+	bool ragged = false;
+	int i, round;
+
+	st = OPEN_SWAP(fx, KVC_SWAP_FRESH);
+	if (fx->flags & KVC_SWAP_NO_URING)
+		assert_string_equal(st.engine, "pread");
+	else if (strcmp(st.engine, "io_uring") && strcmp(st.engine, "pread"))
+		fail_msg("engine \"%s\"", st.engine);
+	if (fx->flags & KVC_SWAP_NO_DIRECT)
+		assert_false(st.direct);
+	if (st.slot_bytes < kvc_kv_block_bytes(&fx->shape))
+		fail_msg("slots of %" PRIu64 " bytes for blocks of %" PRIu64,
+			 st.slot_bytes, kvc_kv_block_bytes(&fx->shape));
+	EXPECT_U64(st.cap_bytes, SWAP_CAP / st.slot_bytes * st.slot_bytes);
+	EXPECT_U64(st.entries, 0);
+	EXPECT_U64(st.used_bytes, 0);
+	EXPECT_U64(st.recovered, 0);
+	EXPECT_U64(st.torn_bytes, 0);
+	EXPECT_U64(kvc_swap_keys(fx->sw, NULL, 0), 0);
+
+	for (i = 0; i < NR_RT; i++) {
+		uint32_t t;
+
+		seq[i] = BUILD(fx->kv, rt_seqs[i].compress ? fx->pol : NULL,
+			       rt_seqs[i].key, rt_seqs[i].prefill,
+			       rt_seqs[i].steps);
+		snap_take(fx->kv, seq[i], &sn[i], true);
+		for (t = 1; t < sn[i].nr_tables; t++)
+			ragged |= sn[i].len[t] != sn[i].len[0];
+		SWAP_OUT(fx->sw, seq[i], rt_seqs[i].key);
+		KV_CHECK(fx->kv);
+		expect_entry(fx->sw, rt_seqs[i].key, &sn[i]);
+		sum += lookup_ok(fx->sw, rt_seqs[i].key).bytes;
+		/* the sequence is left as it was */
+		{
+			struct snap again;
+
+			snap_take(fx->kv, seq[i], &again, true);
+			SNAP_EQUAL(&sn[i], &again);
+			snap_free(&again);
+		}
+		expect_located(fx, seq[i], rt_seqs[i].key, offs, &nr_offs);
+	}
+	if (!ragged)
+		fail_msg(
+			"test setup: compression left every head the same length");
+
+	/* no two blocks share a slot */
+	qsort(offs, nr_offs, sizeof(offs[0]), cmp_u64);
+	for (n = 1; n < nr_offs; n++)
+		if (offs[n] == offs[n - 1])
+			fail_msg("two blocks at offset %" PRIu64, offs[n]);
+
+	st = swap_stats(fx->sw);
+	EXPECT_U64(st.entries, NR_RT);
+	EXPECT_U64(st.out_seqs, NR_RT);
+	EXPECT_U64(st.used_bytes, sum);
+	EXPECT_U64(st.out_bytes, sum);
+	EXPECT_U64(st.in_seqs, 0);
+	EXPECT_U64(st.in_bytes, 0);
+	EXPECT_U64(st.checksum_failures, 0);
+	EXPECT_U64(st.io_errors, 0);
+	assert_true(st.file_bytes >= sum && st.file_bytes <= st.cap_bytes);
+	EXPECT_U64(kvc_swap_keys(fx->sw, NULL, 0), NR_RT);
+	memset(keys, 0, sizeof(keys));
+	EXPECT_U64(kvc_swap_keys(fx->sw, keys, 2), NR_RT);
+	EXPECT_U64(keys[0], rt_seqs[0].key);
+	EXPECT_U64(keys[1], rt_seqs[1].key);
+	EXPECT_U64(keys[2], 0);
+	EXPECT_U64(kvc_swap_keys(fx->sw, keys, NR_RT + 1), NR_RT);
+	for (i = 0; i < NR_RT; i++)
+		EXPECT_U64(keys[i], rt_seqs[i].key);
+
+	for (i = 0; i < NR_RT; i++)
+		kvc_seq_destroy(seq[i]);
+	EXPECT_U64(live_blocks(fx->kv), 0);
+	KV_CHECK(fx->kv);
+
+	for (round = 0; round < 2; round++) {
+		for (i = 0; i < NR_RT; i++) {
+			struct snap got;
+			int j = order[(i + round) % NR_RT];
+
+			seq[j] = SWAP_IN(fx->kv, fx->sw, rt_seqs[j].key);
+			snap_take(fx->kv, seq[j], &got, true);
+			SNAP_EQUAL(&sn[j], &got);
+			snap_free(&got);
+		}
+		st = swap_stats(fx->sw);
+		EXPECT_U64(st.entries, 0);
+		EXPECT_U64(st.used_bytes, 0);
+		EXPECT_U64(st.in_seqs, NR_RT * (round + 1));
+		EXPECT_U64(st.out_seqs, NR_RT * (round + 1));
+		EXPECT_U64(st.in_bytes, st.out_bytes);
+		EXPECT_U64(kvc_swap_keys(fx->sw, NULL, 0), 0);
+		if (round == 1)
+			break;
+
+		/* the same amount again reuses the space */
+		file1 = st.file_bytes;
+		for (i = NR_RT - 1; i >= 0; i--) {
+			SWAP_OUT(fx->sw, seq[i], rt_seqs[i].key);
+			kvc_seq_destroy(seq[i]);
+			KV_CHECK(fx->kv);
+		}
+		st = swap_stats(fx->sw);
+		EXPECT_U64(st.file_bytes, file1);
+		EXPECT_U64(st.used_bytes, sum);
+		EXPECT_U64(st.out_bytes, 2 * sum);
+	}
+	for (i = 0; i < NR_RT; i++) {
+		kvc_seq_destroy(seq[i]);
+		snap_free(&sn[i]);
+	}
+	KV_CHECK(fx->kv);
+	SW_CHECK(fx->sw);
+	close_swap(fx);
+}
+
+/* ------------------------------------------------------------------ */
+/* 2. Attention after swap-in */
+
+static void test_attention(void **state)
+{
+	struct fixture *fx = *state;
+	const struct kvc_model_shape *s = &fx->shape;
+	uint64_t nq = (uint64_t)s->layers * s->q_heads * s->head_dim;
+	float *out1 = malloc(3 * nq * sizeof(float));
+	float *out2 = malloc(3 * nq * sizeof(float));
+	static const uint64_t keys[2] = { 5, 6 };
+	int i, step;
+
+	assert_non_null(out1);
+	assert_non_null(out2);
+	OPEN_SWAP(fx, KVC_SWAP_FRESH);
+	for (i = 0; i < 2; i++) {
+		struct kvc_seq *seq = BUILD(fx->kv, fx->pol, keys[i],
+					    70 + 30 * i, DECODE_STEPS);
+		struct snap before, after;
+		uint64_t rng = 0x1234 + keys[i];
+
+		SWAP_OUT(fx->sw, seq, keys[i]);
+		/* the original goes on: three more tokens and decode steps */
+		for (step = 0; step < 3; step++) {
+			assert_int_equal(append_random(seq, s, 1, &rng), 0);
+			assert_int_equal(
+				decode_random(seq, s, &rng, out1 + step * nq),
+				0);
+		}
+		KV_CHECK(fx->kv);
+		snap_take(fx->kv, seq, &before, true);
+		kvc_seq_destroy(seq);
+
+		/* the copy from the swap goes on alike */
+		seq = SWAP_IN(fx->kv, fx->sw, keys[i]);
+		rng = 0x1234 + keys[i];
+		for (step = 0; step < 3; step++) {
+			assert_int_equal(append_random(seq, s, 1, &rng), 0);
+			assert_int_equal(
+				decode_random(seq, s, &rng, out2 + step * nq),
+				0);
+		}
+		KV_CHECK(fx->kv);
+		for (step = 0; step < 3; step++)
+			if (memcmp(out1 + step * nq, out2 + step * nq,
+				   nq * sizeof(float)))
+				fail_msg(
+					"sequence %" PRIu64
+					": decode step %d after swap-in differs",
+					keys[i], step);
+		snap_take(fx->kv, seq, &after, true);
+		SNAP_EQUAL(&before, &after);
+
+		/* and it compresses the same: metrics carried over */
+		assert_int_equal(kvc_policy_compress(fx->pol, seq, NULL), 0);
+		KV_CHECK(fx->kv);
+		snap_free(&after);
+		snap_free(&before);
+		kvc_seq_destroy(seq);
+	}
+	SW_CHECK(fx->sw);
+	close_swap(fx);
+	free(out1);
+	free(out2);
+}
+
+/* ------------------------------------------------------------------ */
+/* 3. Flipped bytes */
+
+static void expect_bad(struct fixture *fx, uint64_t key, uint64_t failures)
+{
+	struct kvc_seq *seq = NULL;
+	uint64_t live = live_blocks(fx->kv);
+	uint32_t nr_seqs = fx->kv->nr_seqs;
+	struct kvc_swap_stats st;
+
+	EXPECT_ERR(kvc_swap_in(fx->sw, key, &seq), -EBADMSG);
+	assert_null(seq);
+	EXPECT_U64(live_blocks(fx->kv), live);
+	EXPECT_U64(fx->kv->nr_seqs, nr_seqs);
+	assert_true(lookup_ok(fx->sw, key).bad);
+	st = swap_stats(fx->sw);
+	EXPECT_U64(st.checksum_failures, failures);
+	EXPECT_U64(st.io_errors, 0);
+	SW_CHECK(fx->sw);
+	KV_CHECK(fx->kv);
+}
+
+static void test_flipped_byte(void **state)
+{
+	struct fixture *fx = *state;
+	const struct kvc_model_shape *s = &fx->shape;
+	uint64_t row = (uint64_t)s->head_dim * kvc_dtype_bytes(s->dtype);
+	static const uint64_t keys[4] = { 31, 32, 33, 34 };
+	struct kvc_seq *seq;
+	struct snap sn[4], got;
+	struct kvc_swap_stats st;
+	uint64_t off;
+	uint32_t crc;
+	int i;
+
+	OPEN_SWAP(fx, KVC_SWAP_FRESH);
+	for (i = 0; i < 3; i++) {
+		seq = BUILD(fx->kv, fx->pol, keys[i], 50 + 20 * i,
+			    DECODE_STEPS);
+		snap_take(fx->kv, seq, &sn[i], true);
+		SWAP_OUT(fx->sw, seq, keys[i]);
+		kvc_seq_destroy(seq);
+	}
+
+	/* while open: a byte of the K of slot 0 of one block */
+	assert_int_equal(kvc_swap_locate(fx->sw, keys[1], 1, 0, 0, &off, &crc),
+			 0);
+	flip_byte(fx->path, off + 5);
+	expect_bad(fx, keys[1], 1);
+	/* a bad entry is never handed out */
+	seq = NULL;
+	EXPECT_ERR(kvc_swap_in(fx->sw, keys[1], &seq), -EBADMSG);
+	assert_null(seq);
+	assert_true(lookup_ok(fx->sw, keys[1]).bad);
+	/* the others are fine */
+	seq = SWAP_IN(fx->kv, fx->sw, keys[0]);
+	snap_take(fx->kv, seq, &got, true);
+	SNAP_EQUAL(&sn[0], &got);
+	snap_free(&got);
+	kvc_seq_destroy(seq);
+	assert_int_equal(kvc_swap_drop(fx->sw, keys[1]), 0);
+	EXPECT_ERR(
+		kvc_swap_lookup(fx->sw, keys[1], &(struct kvc_swap_entry){ 0 }),
+		-ENOENT);
+	EXPECT_ERR(kvc_swap_drop(fx->sw, keys[1]), -ENOENT);
+	st = swap_stats(fx->sw);
+	EXPECT_U64(st.entries, 1);
+	EXPECT_U64(st.used_bytes, lookup_ok(fx->sw, keys[2]).bytes);
+	SW_CHECK(fx->sw);
+	close_swap(fx);
+
+	/* closed: a byte of the V of slot 0 of the last block of a head */
+	{
+		uint32_t nr =
+			(sn[2].len[sn[2].nr_tables - 1] + s->block_size - 1) /
+			s->block_size;
+
+		st = OPEN_SWAP(fx, 0);
+		EXPECT_U64(st.recovered, 1);
+		assert_int_equal(kvc_swap_locate(fx->sw, keys[2], s->layers - 1,
+						 s->kv_heads - 1, nr - 1, &off,
+						 &crc),
+				 0);
+		close_swap(fx);
+	}
+	flip_byte(fx->path, off + s->block_size * row + 3);
+	st = OPEN_SWAP(fx, 0);
+	EXPECT_U64(st.recovered, 1);
+	expect_bad(fx, keys[2], 1);
+	/* a new entry beside the bad one */
+	seq = BUILD(fx->kv, fx->pol, keys[3], 60, DECODE_STEPS);
+	snap_take(fx->kv, seq, &sn[3], true);
+	SWAP_OUT(fx->sw, seq, keys[3]);
+	kvc_seq_destroy(seq);
+	seq = SWAP_IN(fx->kv, fx->sw, keys[3]);
+	snap_take(fx->kv, seq, &got, true);
+	SNAP_EQUAL(&sn[3], &got);
+	snap_free(&got);
+	kvc_seq_destroy(seq);
+	assert_int_equal(kvc_swap_drop(fx->sw, keys[2]), 0);
+	st = swap_stats(fx->sw);
+	EXPECT_U64(st.entries, 0);
+	EXPECT_U64(st.used_bytes, 0);
+	SW_CHECK(fx->sw);
+	KV_CHECK(fx->kv);
+	close_swap(fx);
+	for (i = 0; i < 4; i++)
+		snap_free(&sn[i]);
+}
+
+/* ------------------------------------------------------------------ */
+/* 4. Crash safety */
+
+#define CRASH_KEYS 24
+
+static uint32_t crash_prefill(uint64_t key)
+{
+	return 24 + 40 * (uint32_t)key;
+}
+
+/* The child: its own cache; swaps out keys 1, 2, ... and reports each. */
+static void crash_child(struct fixture *fx, int wfd)
+{
+	struct kvc_backend *be = NULL;
+	struct kvc_kv_params kp;
+	struct kvc_swap_params p;
+	struct kvc_policy *pol = NULL;
+	struct kvc_swap *sw = NULL;
+	struct kvc_kv *kv = NULL;
+	uint64_t key;
+
+	memset(&kp, 0, sizeof(kp));
+	kp.shape = fx->shape;
+	kp.capacity_blocks = CAPACITY;
+	kp.flags = KVC_POOL_NO_STATS_PAGE;
+	if (kvc_backend_open_host(GRAN, &be))
+		_exit(10);
+	kp.backend = be;
+	if (kvc_kv_create(&kp, &kv) || make_policy(&fx->shape, &pol))
+		_exit(11);
+	swap_params(fx, fx->path, KVC_SWAP_FRESH, &p);
+	if (kvc_swap_open(&p, kv, &sw))
+		_exit(12);
+	for (key = 1; key <= CRASH_KEYS; key++) {
+		struct kvc_seq *seq;
+
+		if (build_seq(kv, pol, key, crash_prefill(key), DECODE_STEPS,
+			      &seq))
+			_exit(13);
+		if (kvc_swap_out(sw, seq, key))
+			_exit(14);
+		kvc_seq_destroy(seq);
+		if (write(wfd, &key, sizeof(key)) != sizeof(key))
+			_exit(15);
+	}
+	for (;;)
+		pause();
+}
+
+static uint64_t read_key(int fd)
+{
+	uint64_t key;
+	ssize_t n;
+
+	do
+		n = read(fd, &key, sizeof(key));
+	while (n < 0 && errno == EINTR);
+	if (n == 0)
+		return 0;
+	assert_int_equal(n, sizeof(key));
+	return key;
+}
+
+static void crash_round(struct fixture *fx, uint64_t kill_after)
+{
+	uint64_t keys[CRASH_KEYS + 1], reported = 0, key, nr, i;
+	struct kvc_swap_stats st;
+	int fds[2], status;
+	pid_t pid;
+
+	assert_int_equal(pipe(fds), 0);
+	fflush(NULL);
+	pid = fork();
+	assert_true(pid >= 0);
+	if (pid == 0) {
+		close(fds[0]);
+		crash_child(fx, fds[1]);
+	}
+	close(fds[1]);
+	while (reported < kill_after) {
+		key = read_key(fds[0]);
+		if (!key)
+			break;
+		EXPECT_U64(key, reported + 1);
+		reported = key;
+	}
+	kill(pid, SIGKILL);
+	assert_int_equal(waitpid(pid, &status, 0), pid);
+	if (!WIFSIGNALED(status))
+		fail_msg("the child ended with status %d before the kill",
+			 WEXITSTATUS(status));
+	/* what it reported before it died */
+	while ((key = read_key(fds[0]))) {
+		EXPECT_U64(key, reported + 1);
+		reported = key;
+	}
+	close(fds[0]);
+	if (reported < kill_after)
+		fail_msg("the child reported %" PRIu64
+			 " keys, expected %" PRIu64,
+			 reported, kill_after);
+
+	st = OPEN_SWAP(fx, 0);
+	nr = kvc_swap_keys(fx->sw, keys, CRASH_KEYS + 1);
+	EXPECT_U64(st.recovered, nr);
+	EXPECT_U64(st.entries, nr);
+	if (nr < reported || nr > reported + 1)
+		fail_msg("%" PRIu64 " keys recovered, %" PRIu64 " reported", nr,
+			 reported);
+	for (i = 0; i < nr; i++) {
+		struct kvc_seq *seq;
+		struct snap want, got;
+
+		EXPECT_U64(keys[i], i + 1);
+		seq = BUILD(fx->kv, fx->pol, keys[i], crash_prefill(keys[i]),
+			    DECODE_STEPS);
+		snap_take(fx->kv, seq, &want, true);
+		kvc_seq_destroy(seq);
+		seq = SWAP_IN(fx->kv, fx->sw, keys[i]);
+		snap_take(fx->kv, seq, &got, true);
+		SNAP_EQUAL(&want, &got);
+		snap_free(&want);
+		snap_free(&got);
+		kvc_seq_destroy(seq);
+	}
+	st = swap_stats(fx->sw);
+	EXPECT_U64(st.entries, 0);
+	EXPECT_U64(st.used_bytes, 0);
+	SW_CHECK(fx->sw);
+	KV_CHECK(fx->kv);
+	close_swap(fx);
+}
+
+static void test_crash(void **state)
+{
+	struct fixture *fx = *state;
+
+	crash_round(fx, 1);
+	crash_round(fx, 3);
+	crash_round(fx, 5);
+}
+
+static void test_torn_journal(void **state)
+{
+	static const uint8_t garbage[37] = { 0x4b, 0x56, 0x4a, 0x52, 1, 2, 3 };
+	struct fixture *fx = *state;
+	static const uint64_t keys[4] = { 41, 42, 43, 44 };
+	char idx[PATH_MAX + 8];
+	struct kvc_swap_stats st;
+	struct snap sn[4], got;
+	struct kvc_seq *seq;
+	uint64_t before, after, sum = 0;
+	int fd, i;
+
+	idx_path(fx, idx, sizeof(idx));
+	OPEN_SWAP(fx, KVC_SWAP_FRESH);
+	for (i = 0; i < 3; i++) {
+		seq = BUILD(fx->kv, fx->pol, keys[i], 40 + 25 * i,
+			    DECODE_STEPS);
+		snap_take(fx->kv, seq, &sn[i], true);
+		SWAP_OUT(fx->sw, seq, keys[i]);
+		sum += lookup_ok(fx->sw, keys[i]).bytes;
+		kvc_seq_destroy(seq);
+	}
+	close_swap(fx);
+
+	/* garbage after the last whole record */
+	fd = open(idx, O_WRONLY | O_APPEND);
+	assert_true(fd >= 0);
+	assert_int_equal(write(fd, garbage, sizeof(garbage)), sizeof(garbage));
+	close(fd);
+	st = OPEN_SWAP(fx, 0);
+	EXPECT_U64(st.recovered, 3);
+	EXPECT_U64(st.entries, 3);
+	EXPECT_U64(st.torn_bytes, sizeof(garbage));
+	EXPECT_U64(st.used_bytes, sum);
+	close_swap(fx);
+	st = OPEN_SWAP(fx, 0);
+	EXPECT_U64(st.recovered, 3);
+	EXPECT_U64(st.torn_bytes, 0);
+
+	/* a record cut in half */
+	seq = BUILD(fx->kv, fx->pol, keys[3], 77, DECODE_STEPS);
+	snap_take(fx->kv, seq, &sn[3], true);
+	before = file_size(idx);
+	SWAP_OUT(fx->sw, seq, keys[3]);
+	after = file_size(idx);
+	assert_true(after > before);
+	close_swap(fx);
+	assert_int_equal(truncate(idx, (off_t)(before + (after - before) / 2)),
+			 0);
+	st = OPEN_SWAP(fx, 0);
+	EXPECT_U64(st.recovered, 3);
+	EXPECT_U64(st.entries, 3);
+	EXPECT_U64(st.torn_bytes, (after - before) / 2);
+	EXPECT_U64(st.used_bytes, sum);
+	EXPECT_ERR(
+		kvc_swap_lookup(fx->sw, keys[3], &(struct kvc_swap_entry){ 0 }),
+		-ENOENT);
+	/* its space is free again, and the key can go out again */
+	SWAP_OUT(fx->sw, seq, keys[3]);
+	kvc_seq_destroy(seq);
+	for (i = 3; i >= 0; i--) {
+		seq = SWAP_IN(fx->kv, fx->sw, keys[i]);
+		snap_take(fx->kv, seq, &got, true);
+		SNAP_EQUAL(&sn[i], &got);
+		snap_free(&got);
+		snap_free(&sn[i]);
+		kvc_seq_destroy(seq);
+	}
+	SW_CHECK(fx->sw);
+	KV_CHECK(fx->kv);
+	close_swap(fx);
+}
+
+/* ------------------------------------------------------------------ */
+/* 5. Errors */
+
+static void test_open_bad_params(void **state)
+{
+	struct fixture *fx = *state;
+	struct kvc_swap_params p, d;
+	struct kvc_swap *sw = NULL;
+	char bad_dir[PATH_MAX + 32];
+
+	kvc_swap_params_init(&d);
+	assert_null(d.path);
+	EXPECT_U64(d.cap_bytes, 1ull << 30);
+	EXPECT_U64(d.queue_depth, 32);
+	EXPECT_U64(d.io_bytes, 1u << 20);
+	EXPECT_U64(d.flags, 0);
+
+#define BAD_OPEN(field, value)                                       \
+	do {                                                         \
+		swap_params(fx, fx->path, KVC_SWAP_FRESH, &p);       \
+		p.field = value;                                     \
+		EXPECT_ERR(kvc_swap_open(&p, fx->kv, &sw), -EINVAL); \
+		assert_null(sw);                                     \
+		assert_true(kvc_last_error()[0] != '\0');            \
+	} while (0)
+
+	BAD_OPEN(path, NULL);
+	BAD_OPEN(cap_bytes, 0);
+	BAD_OPEN(cap_bytes, 1);
+	BAD_OPEN(queue_depth, 0);
+	BAD_OPEN(queue_depth, 4097);
+	BAD_OPEN(io_bytes, 0);
+	BAD_OPEN(io_bytes, 1000);
+	BAD_OPEN(io_bytes, 4096 + 512);
+	BAD_OPEN(io_bytes, (64u << 20) + 4096);
+#undef BAD_OPEN
+	swap_params(fx, fx->path, KVC_SWAP_FRESH, &p);
+	EXPECT_ERR(kvc_swap_open(&p, NULL, &sw), -EINVAL);
+	assert_null(sw);
+
+	/* the limits themselves are fine */
+	p.queue_depth = 4096;
+	p.io_bytes = 64u << 20;
+	assert_int_equal(kvc_swap_open(&p, fx->kv, &sw), 0);
+	kvc_swap_close(sw);
+	sw = NULL;
+	p.queue_depth = 1;
+	p.io_bytes = 4096;
+	assert_int_equal(kvc_swap_open(&p, fx->kv, &sw), 0);
+	kvc_swap_close(sw);
+	sw = NULL;
+	kvc_swap_close(NULL);
+
+	/* a file that cannot be created */
+	snprintf(bad_dir, sizeof(bad_dir), "%s/missing/swap", fx->dir);
+	p.path = bad_dir;
+	EXPECT_ERR(kvc_swap_open(&p, fx->kv, &sw), -ENOENT);
+	assert_null(sw);
+	assert_non_null(strstr(kvc_last_error(), "missing"));
+}
+
+static void test_cap(void **state)
+{
+	struct fixture *fx = *state;
+	struct kvc_swap_params p;
+	struct kvc_swap_stats st;
+	struct kvc_seq *a, *b, *c;
+	struct snap sa, sb, got;
+	uint64_t ba, bb, cap, live;
+
+	/* learn what the two take */
+	OPEN_SWAP(fx, KVC_SWAP_FRESH);
+	a = BUILD(fx->kv, fx->pol, 51, 30, DECODE_STEPS);
+	b = BUILD(fx->kv, fx->pol, 52, 140, DECODE_STEPS);
+	SWAP_OUT(fx->sw, a, 51);
+	SWAP_OUT(fx->sw, b, 52);
+	ba = lookup_ok(fx->sw, 51).bytes;
+	bb = lookup_ok(fx->sw, 52).bytes;
+	st = swap_stats(fx->sw);
+	close_swap(fx);
+	cap = ba + bb - st.slot_bytes;
+	assert_true(bb > st.slot_bytes);
+
+	/* a cap that holds a and not b beside it */
+	swap_params(fx, fx->path, KVC_SWAP_FRESH, &p);
+	p.cap_bytes = cap + st.slot_bytes - 1; /* rounded down */
+	assert_int_equal(kvc_swap_open(&p, fx->kv, &fx->sw), 0);
+	st = swap_stats(fx->sw);
+	EXPECT_U64(st.cap_bytes, cap);
+	EXPECT_U64(st.entries, 0);
+	SWAP_OUT(fx->sw, a, 51);
+	snap_take(fx->kv, b, &sb, true);
+	live = live_blocks(fx->kv);
+	EXPECT_ERR(kvc_swap_out(fx->sw, b, 52), -ENOSPC);
+	SW_CHECK(fx->sw);
+	KV_CHECK(fx->kv);
+	st = swap_stats(fx->sw);
+	EXPECT_U64(st.cap_refusals, 1);
+	EXPECT_U64(st.entries, 1);
+	EXPECT_U64(st.out_seqs, 1);
+	EXPECT_U64(st.used_bytes, ba);
+	assert_true(st.file_bytes <= cap);
+	EXPECT_U64(kvc_swap_keys(fx->sw, NULL, 0), 1);
+	EXPECT_ERR(kvc_swap_lookup(fx->sw, 52, &(struct kvc_swap_entry){ 0 }),
+		   -ENOENT);
+	EXPECT_U64(live_blocks(fx->kv), live);
+	/* b is untouched */
+	snap_take(fx->kv, b, &got, true);
+	SNAP_EQUAL(&sb, &got);
+	snap_free(&got);
+	snap_take(fx->kv, a, &sa, true);
+	kvc_seq_destroy(a);
+
+	/* with a back in, b fits */
+	a = SWAP_IN(fx->kv, fx->sw, 51);
+	snap_take(fx->kv, a, &got, true);
+	SNAP_EQUAL(&sa, &got);
+	snap_free(&got);
+	SWAP_OUT(fx->sw, b, 52);
+	/* now a does not fit beside b */
+	EXPECT_ERR(kvc_swap_out(fx->sw, a, 51), -ENOSPC);
+	EXPECT_U64(swap_stats(fx->sw).cap_refusals, 2);
+	EXPECT_U64(swap_stats(fx->sw).entries, 1);
+	SW_CHECK(fx->sw);
+	c = SWAP_IN(fx->kv, fx->sw, 52);
+	snap_take(fx->kv, c, &got, true);
+	SNAP_EQUAL(&sb, &got);
+	snap_free(&got);
+	snap_free(&sb);
+	snap_free(&sa);
+	/* the refused sequences go on */
+	{
+		uint64_t rng = 99;
+
+		assert_int_equal(append_random(a, &fx->shape, 3, &rng), 0);
+		assert_int_equal(decode_random(a, &fx->shape, &rng, NULL), 0);
+		assert_int_equal(append_random(b, &fx->shape, 3, &rng), 0);
+		assert_int_equal(decode_random(b, &fx->shape, &rng, NULL), 0);
+	}
+	kvc_seq_destroy(b);
+	kvc_seq_destroy(a);
+	kvc_seq_destroy(c);
+	SW_CHECK(fx->sw);
+	KV_CHECK(fx->kv);
+	close_swap(fx);
+}
+
+static void test_file_size_limit(void **state)
+{
+	struct fixture *fx = *state;
+	struct kvc_swap_stats st;
+	struct kvc_seq *a, *b;
+	struct snap sa, sb, got;
+	struct rlimit old, rl;
+	void (*old_handler)(int);
+	int err;
+
+	OPEN_SWAP(fx, KVC_SWAP_FRESH);
+	a = BUILD(fx->kv, fx->pol, 61, 40, DECODE_STEPS);
+	b = BUILD(fx->kv, fx->pol, 62, 120, DECODE_STEPS);
+	snap_take(fx->kv, a, &sa, true);
+	snap_take(fx->kv, b, &sb, true);
+	SWAP_OUT(fx->sw, a, 61);
+	st = swap_stats(fx->sw);
+	assert_true(st.file_bytes > 0);
+
+	/* b must grow the file past its current end */
+	assert_int_equal(getrlimit(RLIMIT_FSIZE, &old), 0);
+	rl = old;
+	rl.rlim_cur = st.file_bytes;
+	if (old.rlim_max != RLIM_INFINITY && old.rlim_max < rl.rlim_cur)
+		skip();
+	old_handler = signal(SIGXFSZ, SIG_IGN);
+	assert_int_equal(setrlimit(RLIMIT_FSIZE, &rl), 0);
+	err = kvc_swap_out(fx->sw, b, 62);
+	setrlimit(RLIMIT_FSIZE, &old);
+	signal(SIGXFSZ, old_handler);
+	if (err != -EFBIG && err != -ENOSPC)
+		fail_msg(
+			"kvc_swap_out() past the file-size limit = %d (%s), expected -EFBIG or -ENOSPC",
+			err, kvc_last_error());
+	SW_CHECK(fx->sw);
+	KV_CHECK(fx->kv);
+	st = swap_stats(fx->sw);
+	EXPECT_U64(st.entries, 1);
+	EXPECT_U64(st.out_seqs, 1);
+	EXPECT_U64(st.used_bytes, lookup_ok(fx->sw, 61).bytes);
+	EXPECT_ERR(kvc_swap_lookup(fx->sw, 62, &(struct kvc_swap_entry){ 0 }),
+		   -ENOENT);
+	snap_take(fx->kv, b, &got, true);
+	SNAP_EQUAL(&sb, &got);
+	snap_free(&got);
+
+	/* the limit lifted, the same call works */
+	SWAP_OUT(fx->sw, b, 62);
+	kvc_seq_destroy(a);
+	kvc_seq_destroy(b);
+	close_swap(fx);
+	/* and both survive a reopen */
+	st = OPEN_SWAP(fx, 0);
+	EXPECT_U64(st.recovered, 2);
+	b = SWAP_IN(fx->kv, fx->sw, 62);
+	a = SWAP_IN(fx->kv, fx->sw, 61);
+	snap_take(fx->kv, a, &got, true);
+	SNAP_EQUAL(&sa, &got);
+	snap_free(&got);
+	snap_take(fx->kv, b, &got, true);
+	SNAP_EQUAL(&sb, &got);
+	snap_free(&got);
+	snap_free(&sa);
+	snap_free(&sb);
+	kvc_seq_destroy(a);
+	kvc_seq_destroy(b);
+	SW_CHECK(fx->sw);
+	close_swap(fx);
+}
+
+static void test_keys_and_args(void **state)
+{
+	struct fixture *fx = *state;
+	struct kvc_swap_entry e;
+	struct kvc_kv_params kp;
+	struct kvc_kv *other = NULL;
+	struct kvc_seq *a, *b, *foreign, *seq;
+	struct kvc_swap_stats st;
+	uint64_t off = 0;
+	uint32_t crc = 0;
+
+	OPEN_SWAP(fx, KVC_SWAP_FRESH);
+	a = BUILD(fx->kv, fx->pol, 71, 50, DECODE_STEPS);
+	b = BUILD(fx->kv, fx->pol, 72, 60, DECODE_STEPS);
+	SWAP_OUT(fx->sw, a, 71);
+	EXPECT_ERR(kvc_swap_out(fx->sw, a, 71), -EEXIST);
+	EXPECT_ERR(kvc_swap_out(fx->sw, b, 71), -EEXIST);
+	st = swap_stats(fx->sw);
+	EXPECT_U64(st.entries, 1);
+	EXPECT_U64(st.out_seqs, 1);
+	EXPECT_U64(st.used_bytes, lookup_ok(fx->sw, 71).bytes);
+	SW_CHECK(fx->sw);
+
+	/* unknown keys */
+	seq = NULL;
+	EXPECT_ERR(kvc_swap_in(fx->sw, 999, &seq), -ENOENT);
+	assert_null(seq);
+	EXPECT_ERR(kvc_swap_drop(fx->sw, 999), -ENOENT);
+	EXPECT_ERR(kvc_swap_lookup(fx->sw, 999, &e), -ENOENT);
+	EXPECT_ERR(kvc_swap_locate(fx->sw, 999, 0, 0, 0, &off, &crc), -ENOENT);
+
+	/* bad arguments */
+	EXPECT_ERR(kvc_swap_out(fx->sw, NULL, 73), -EINVAL);
+	EXPECT_ERR(kvc_swap_in(fx->sw, 71, NULL), -EINVAL);
+	memset(&kp, 0, sizeof(kp));
+	kp.shape = fx->shape;
+	kp.capacity_blocks = 256;
+	kp.backend = fx->be;
+	kp.flags = KVC_POOL_NO_STATS_PAGE;
+	assert_int_equal(kvc_kv_create(&kp, &other), 0);
+	foreign = BUILD(other, NULL, 74, 20, 1);
+	EXPECT_ERR(kvc_swap_out(fx->sw, foreign, 74), -EINVAL);
+	EXPECT_ERR(kvc_swap_lookup(fx->sw, 74, &e), -ENOENT);
+	kvc_seq_destroy(foreign);
+	kvc_kv_destroy(other);
+	st = swap_stats(fx->sw);
+	EXPECT_U64(st.entries, 1);
+	EXPECT_U64(st.out_seqs, 1);
+	SW_CHECK(fx->sw);
+
+	/* drop frees the space; the key can be used again */
+	assert_int_equal(kvc_swap_drop(fx->sw, 71), 0);
+	st = swap_stats(fx->sw);
+	EXPECT_U64(st.entries, 0);
+	EXPECT_U64(st.used_bytes, 0);
+	SWAP_OUT(fx->sw, b, 71);
+	SWAP_OUT(fx->sw, a, 72);
+	close_swap(fx);
+	/* a dropped entry stays dropped after a reopen */
+	st = OPEN_SWAP(fx, 0);
+	EXPECT_U64(st.recovered, 2);
+	EXPECT_U64(lookup_ok(fx->sw, 71).tokens, kvc_seq_tokens(b));
+	EXPECT_U64(lookup_ok(fx->sw, 72).tokens, kvc_seq_tokens(a));
+	assert_int_equal(kvc_swap_drop(fx->sw, 72), 0);
+	close_swap(fx);
+	st = OPEN_SWAP(fx, 0);
+	EXPECT_U64(st.recovered, 1);
+	EXPECT_ERR(kvc_swap_lookup(fx->sw, 72, &e), -ENOENT);
+	{
+		struct snap want, got;
+
+		snap_take(fx->kv, b, &want, true);
+		seq = SWAP_IN(fx->kv, fx->sw, 71);
+		snap_take(fx->kv, seq, &got, true);
+		SNAP_EQUAL(&want, &got);
+		snap_free(&want);
+		snap_free(&got);
+		kvc_seq_destroy(seq);
+	}
+	/* an empty sequence goes out and comes back empty */
+	{
+		struct kvc_seq *empty = NULL;
+		uint32_t layer, head;
+
+		assert_int_equal(kvc_seq_create(fx->kv, &empty), 0);
+		SWAP_OUT(fx->sw, empty, 76);
+		EXPECT_U64(lookup_ok(fx->sw, 76).tokens, 0);
+		EXPECT_U64(lookup_ok(fx->sw, 76).blocks, 0);
+		EXPECT_ERR(kvc_swap_locate(fx->sw, 76, 0, 0, 0, &off, &crc),
+			   -ENOENT);
+		kvc_seq_destroy(empty);
+		empty = SWAP_IN(fx->kv, fx->sw, 76);
+		EXPECT_U64(kvc_seq_tokens(empty), 0);
+		for (layer = 0; layer < fx->shape.layers; layer++)
+			for (head = 0; head < fx->shape.kv_heads; head++)
+				EXPECT_U64(kvc_seq_len(empty, layer, head), 0);
+		kvc_seq_destroy(empty);
+	}
+	kvc_seq_destroy(a);
+	kvc_seq_destroy(b);
+	SW_CHECK(fx->sw);
+	KV_CHECK(fx->kv);
+	close_swap(fx);
+}
+
+static void test_pool_full(void **state)
+{
+	struct fixture *fx = *state;
+	struct kvc_kv_params kp;
+	struct kvc_swap_params p;
+	struct kvc_pool_stats ps;
+	struct kvc_kv *small = NULL;
+	struct kvc_swap *sw = NULL;
+	struct kvc_seq *seq, *got_seq = NULL;
+	struct snap want, got;
+	char path[PATH_MAX + 16];
+	uint64_t live;
+
+	memset(&kp, 0, sizeof(kp));
+	kp.shape = fx->shape;
+	kp.capacity_blocks = 40;
+	kp.backend = fx->be;
+	kp.flags = KVC_POOL_NO_STATS_PAGE;
+	assert_int_equal(kvc_kv_create(&kp, &small), 0);
+	snprintf(path, sizeof(path), "%s/small", fx->dir);
+	swap_params(fx, path, KVC_SWAP_FRESH, &p);
+	assert_int_equal(kvc_swap_open(&p, small, &sw), 0);
+
+	seq = BUILD(small, NULL, 81, 100, DECODE_STEPS);
+	live = live_blocks(small);
+	kvc_pool_get_stats(kvc_kv_pool(small), &ps, NULL);
+	if (ps.blocks_total >= 2 * live)
+		fail_msg("test setup: %" PRIu64
+			 " blocks hold two sequences of %" PRIu64,
+			 ps.blocks_total, live);
+	snap_take(small, seq, &want, true);
+	SWAP_OUT(sw, seq, 81);
+	EXPECT_ERR(kvc_swap_in(sw, 81, &got_seq), -ENOMEM);
+	assert_null(got_seq);
+	EXPECT_U64(live_blocks(small), live);
+	assert_false(lookup_ok(sw, 81).bad);
+	EXPECT_U64(swap_stats(sw).entries, 1);
+	EXPECT_U64(swap_stats(sw).in_seqs, 0);
+	SW_CHECK(sw);
+	KV_CHECK(small);
+
+	kvc_seq_destroy(seq);
+	seq = SWAP_IN(small, sw, 81);
+	snap_take(small, seq, &got, true);
+	SNAP_EQUAL(&want, &got);
+	snap_free(&want);
+	snap_free(&got);
+	kvc_seq_destroy(seq);
+	kvc_swap_close(sw);
+	kvc_kv_destroy(small);
+}
+
+static void test_reopen(void **state)
+{
+	struct fixture *fx = *state;
+	static const struct {
+		uint32_t layers, head_dim, block_size;
+		enum kvc_dtype dtype;
+	} others[3] = {
+		{ 3, 0, 0, KVC_DTYPE_F16 }, /* same block bytes */
+		{ 0, 0, 0, KVC_DTYPE_F32 },
+		{ 0, 128, 8, KVC_DTYPE_F16 }, /* same block bytes */
+	};
+	struct kvc_swap_params p;
+	struct kvc_swap_stats st;
+	struct kvc_kv_params kp;
+	struct kvc_swap *sw = NULL;
+	struct kvc_seq *seq;
+	struct snap want, got;
+	int i;
+
+	OPEN_SWAP(fx, KVC_SWAP_FRESH);
+	seq = BUILD(fx->kv, fx->pol, 91, 60, DECODE_STEPS);
+	snap_take(fx->kv, seq, &want, true);
+	SWAP_OUT(fx->sw, seq, 91);
+	kvc_seq_destroy(seq);
+	close_swap(fx);
+
+	for (i = 0; i < 3; i++) {
+		struct kvc_kv *other = NULL;
+
+		memset(&kp, 0, sizeof(kp));
+		kp.shape = fx->shape;
+		if (others[i].layers)
+			kp.shape.layers = others[i].layers;
+		if (others[i].head_dim)
+			kp.shape.head_dim = others[i].head_dim;
+		if (others[i].block_size)
+			kp.shape.block_size = others[i].block_size;
+		kp.shape.dtype = others[i].dtype;
+		kp.capacity_blocks = 256;
+		kp.backend = fx->be;
+		kp.flags = KVC_POOL_NO_STATS_PAGE;
+		assert_int_equal(kvc_kv_create(&kp, &other), 0);
+		swap_params(fx, fx->path, 0, &p);
+		EXPECT_ERR(kvc_swap_open(&p, other, &sw), -EINVAL);
+		assert_null(sw);
+		assert_true(kvc_last_error()[0] != '\0');
+		kvc_kv_destroy(other);
+	}
+
+	/* refused, the files are as they were */
+	st = OPEN_SWAP(fx, 0);
+	EXPECT_U64(st.recovered, 1);
+	EXPECT_U64(lookup_ok(fx->sw, 91).tokens, want.tokens);
+	close_swap(fx);
+
+	/* KVC_SWAP_FRESH discards, on another shape too */
+	{
+		struct kvc_kv *other = NULL;
+
+		memset(&kp, 0, sizeof(kp));
+		kp.shape = fx->shape;
+		kp.shape.dtype = fx->shape.dtype == KVC_DTYPE_F32 ?
+					 KVC_DTYPE_F16 :
+					 KVC_DTYPE_F32;
+		kp.capacity_blocks = 256;
+		kp.backend = fx->be;
+		kp.flags = KVC_POOL_NO_STATS_PAGE;
+		assert_int_equal(kvc_kv_create(&kp, &other), 0);
+		swap_params(fx, fx->path, 0, &p);
+		p.flags |= KVC_SWAP_FRESH;
+		assert_int_equal(kvc_swap_open(&p, other, &sw), 0);
+		st = swap_stats(sw);
+		EXPECT_U64(st.entries, 0);
+		EXPECT_U64(st.recovered, 0);
+		EXPECT_U64(st.used_bytes, 0);
+		SW_CHECK(sw);
+		kvc_swap_close(sw);
+		sw = NULL;
+		kvc_kv_destroy(other);
+	}
+	/* now the files belong to that shape */
+	swap_params(fx, fx->path, 0, &p);
+	EXPECT_ERR(kvc_swap_open(&p, fx->kv, &sw), -EINVAL);
+	assert_null(sw);
+
+	/* on the cache's own shape */
+	OPEN_SWAP(fx, KVC_SWAP_FRESH);
+	seq = BUILD(fx->kv, fx->pol, 91, 60, DECODE_STEPS);
+	SWAP_OUT(fx->sw, seq, 91);
+	kvc_seq_destroy(seq);
+	close_swap(fx);
+	st = OPEN_SWAP(fx, KVC_SWAP_FRESH);
+	EXPECT_U64(st.entries, 0);
+	EXPECT_U64(st.recovered, 0);
+	EXPECT_U64(st.used_bytes, 0);
+	EXPECT_U64(kvc_swap_keys(fx->sw, NULL, 0), 0);
+	EXPECT_ERR(kvc_swap_lookup(fx->sw, 91, &(struct kvc_swap_entry){ 0 }),
+		   -ENOENT);
+	/* and the key is free for a new sequence */
+	seq = BUILD(fx->kv, fx->pol, 91, 60, DECODE_STEPS);
+	SWAP_OUT(fx->sw, seq, 91);
+	kvc_seq_destroy(seq);
+	seq = SWAP_IN(fx->kv, fx->sw, 91);
+	snap_take(fx->kv, seq, &got, true);
+	SNAP_EQUAL(&want, &got);
+	snap_free(&got);
+	snap_free(&want);
+	kvc_seq_destroy(seq);
+	SW_CHECK(fx->sw);
+	close_swap(fx);
+}
+
+/* A journal that is not one is refused or read as empty, never trusted. */
+static void test_not_a_journal(void **state)
+{
+	struct fixture *fx = *state;
+	char idx[PATH_MAX + 8];
+	struct kvc_swap_params p;
+	struct kvc_swap *sw = NULL;
+	uint8_t junk[300];
+	uint64_t rng = 5;
+	size_t i;
+	int fd, err;
+
+	idx_path(fx, idx, sizeof(idx));
+	for (i = 0; i < sizeof(junk); i++)
+		junk[i] = (uint8_t)rng_next(&rng);
+	fd = open(idx, O_WRONLY | O_CREAT | O_TRUNC, 0600);
+	assert_true(fd >= 0);
+	assert_int_equal(write(fd, junk, sizeof(junk)), sizeof(junk));
+	close(fd);
+	swap_params(fx, fx->path, 0, &p);
+	err = kvc_swap_open(&p, fx->kv, &sw);
+	if (err == 0) {
+		struct kvc_swap_stats st = swap_stats(sw);
+
+		EXPECT_U64(st.entries, 0);
+		EXPECT_U64(st.torn_bytes, sizeof(junk));
+		SW_CHECK(sw);
+		kvc_swap_close(sw);
+	} else if (err != -EINVAL) {
+		fail_msg("kvc_swap_open() on a junk journal = %d: %s", err,
+			 kvc_last_error());
+	}
+}
+
+/* ------------------------------------------------------------------ */
+/* 6. Queue depths and I/O sizes */
+
+/* The (offset, crc) of every block of entry @key, in table and block order. */
+static void locate_all(struct fixture *fx, const struct kvc_seq *seq,
+		       uint64_t key, uint64_t *offs, uint32_t *crcs,
+		       uint64_t *nr)
+{
+	uint32_t layer, head, b, n;
+	int err;
+
+	for (layer = 0; layer < fx->shape.layers; layer++)
+		for (head = 0; head < fx->shape.kv_heads; head++) {
+			kvc_seq_table(seq, layer, head, &n);
+			for (b = 0; b < n; b++, (*nr)++) {
+				err = kvc_swap_locate(fx->sw, key, layer, head,
+						      b, &offs[*nr],
+						      &crcs[*nr]);
+				if (err)
+					fail_msg("kvc_swap_locate(%" PRIu64
+						 ", %u, %u, %u) = %d",
+						 key, layer, head, b, err);
+			}
+		}
+}
+
+static uint8_t *read_file(const char *path, size_t *len)
+{
+	uint64_t size = file_size(path);
+	uint8_t *buf = malloc(size ? size : 1);
+	int fd = open(path, O_RDONLY);
+
+	assert_non_null(buf);
+	assert_true(fd >= 0);
+	assert_int_equal(pread(fd, buf, size, 0), (ssize_t)size);
+	close(fd);
+	*len = size;
+	return buf;
+}
+
+#define NR_QD 3
+
+static void test_queue_depths(void **state)
+{
+	static const uint32_t depths[] = { 1, 4, 64 };
+	static const uint32_t sizes[] = { 4096, 64u << 10, 1u << 20 };
+	static const uint64_t keys[NR_QD] = { 111, 112, 113 };
+	struct fixture *fx = *state;
+	struct kvc_seq *seq[NR_QD], *in;
+	struct snap sn[NR_QD], got;
+	uint64_t *ref = NULL, *offs, nr_ref = 0, nr;
+	uint32_t *ref_crc = NULL, *crcs;
+	uint8_t *ref_file = NULL, *file;
+	size_t ref_len = 0, file_len;
+	struct kvc_swap_params p;
+	int d, z, i, run;
+
+	seq[0] = BUILD(fx->kv, fx->pol, keys[0], 180, DECODE_STEPS);
+	seq[1] = BUILD(fx->kv, NULL, keys[1], 70, DECODE_STEPS);
+	seq[2] = BUILD(fx->kv, fx->pol, keys[2], 100, DECODE_STEPS);
+	for (i = 0; i < NR_QD; i++)
+		snap_take(fx->kv, seq[i], &sn[i], true);
+	offs = calloc(4096, sizeof(*offs));
+	crcs = calloc(4096, sizeof(*crcs));
+	assert_non_null(offs);
+	assert_non_null(crcs);
+
+	for (run = 0; run < 11; run++) {
+		uint32_t flags = KVC_SWAP_FRESH;
+
+		d = run % 3;
+		z = (run / 3) % 3;
+		if (run == 9) {
+			d = 1, z = 1;
+			flags |= KVC_SWAP_NO_URING;
+		} else if (run == 10) {
+			d = 2, z = 0;
+			flags |= KVC_SWAP_NO_DIRECT;
+		}
+		swap_params(fx, fx->path, flags, &p);
+		p.queue_depth = depths[d];
+		p.io_bytes = sizes[z];
+		assert_int_equal(kvc_swap_open(&p, fx->kv, &fx->sw), 0);
+		for (i = 0; i < NR_QD; i++)
+			SWAP_OUT(fx->sw, seq[i], keys[i]);
+		nr = 0;
+		for (i = 0; i < NR_QD; i++)
+			expect_located(fx, seq[i], keys[i], offs, &nr);
+		nr = 0;
+		for (i = 0; i < NR_QD; i++)
+			locate_all(fx, seq[i], keys[i], offs, crcs, &nr);
+		file = read_file(fx->path, &file_len);
+		if (!ref) {
+			ref = malloc(nr * sizeof(*ref));
+			ref_crc = malloc(nr * sizeof(*ref_crc));
+			assert_non_null(ref);
+			assert_non_null(ref_crc);
+			memcpy(ref, offs, nr * sizeof(*ref));
+			memcpy(ref_crc, crcs, nr * sizeof(*ref_crc));
+			nr_ref = nr;
+			ref_file = file;
+			ref_len = file_len;
+			file = NULL;
+		}
+		EXPECT_U64(nr, nr_ref);
+		for (i = 0; i < (int)nr; i++)
+			if (crcs[i] != ref_crc[i] || offs[i] != ref[i])
+				fail_msg(
+					"queue depth %u, I/Os of %u: block %d at %" PRIu64
+					" crc %08x, expected %" PRIu64
+					" crc %08x",
+					depths[d], sizes[z], i, offs[i],
+					crcs[i], ref[i], ref_crc[i]);
+		if (file &&
+		    (file_len != ref_len || memcmp(file, ref_file, ref_len)))
+			fail_msg(
+				"queue depth %u, I/Os of %u: the data file differs",
+				depths[d], sizes[z]);
+		free(file);
+		for (i = NR_QD - 1; i >= 0; i--) {
+			in = SWAP_IN(fx->kv, fx->sw, keys[i]);
+			snap_take(fx->kv, in, &got, true);
+			SNAP_EQUAL(&sn[i], &got);
+			snap_free(&got);
+			kvc_seq_destroy(in);
+		}
+		SW_CHECK(fx->sw);
+		KV_CHECK(fx->kv);
+		close_swap(fx);
+	}
+	for (i = 0; i < NR_QD; i++) {
+		kvc_seq_destroy(seq[i]);
+		snap_free(&sn[i]);
+	}
+	free(ref);
+	free(ref_crc);
+	free(ref_file);
+	free(offs);
+	free(crcs);
+}
+
+/* ------------------------------------------------------------------ */
+/* The cuda backend over the fake driver */
+
+static void test_cuda_fake(void **state)
+{
+	static const struct kvc_fake_config cfg = { .granularity = GRAN,
+						    .devices = 1 };
+	struct fixture *fx = *state;
+	const struct kvc_model_shape *s = &fx->shape;
+	const struct kvc_cuda_driver *drv = kvc_fake_driver(&cfg);
+	uint64_t nq = (uint64_t)s->layers * s->q_heads * s->head_dim;
+	float *out1 = malloc(nq * sizeof(float));
+	float *out2 = malloc(nq * sizeof(float));
+	struct kvc_backend *be = NULL;
+	struct kvc_kv_params kp;
+	struct kvc_swap_params p;
+	struct kvc_swap *sw = NULL;
+	struct kvc_kv *kv = NULL;
+	struct kvc_seq *seq[2];
+	struct snap sn[2], got;
+	struct kvc_fake_counts fc;
+	uint64_t rng;
+	int i;
+
+	assert_non_null(drv);
+	assert_non_null(out1);
+	assert_non_null(out2);
+	assert_int_equal(kvc_backend_open_cuda_driver(drv, 0, &be), 0);
+	memset(&kp, 0, sizeof(kp));
+	kp.shape = *s;
+	kp.capacity_blocks = 512;
+	kp.backend = be;
+	kp.flags = KVC_POOL_NO_STATS_PAGE;
+	assert_int_equal(kvc_kv_create(&kp, &kv), 0);
+	assert_string_equal(kvc_kv_backend_name(kv), "cuda-fake");
+	swap_params(fx, fx->path, KVC_SWAP_FRESH, &p);
+	p.io_bytes = 16u << 10; /* several pieces through the staging */
+	assert_int_equal(kvc_swap_open(&p, kv, &sw), 0);
+
+	for (i = 0; i < 2; i++) {
+		seq[i] = BUILD(kv, NULL, 121 + i, 60 + 50 * i, DECODE_STEPS);
+		KV_CHECK(kv); /* waits for the device */
+		snap_take(kv, seq[i], &sn[i], false);
+		SWAP_OUT(sw, seq[i], 121 + i);
+		EXPECT_U64(lookup_ok(sw, 121 + i).blocks, sn[i].blocks);
+	}
+	/* the originals go on one step, the copies must give the same */
+	for (i = 0; i < 2; i++) {
+		rng = 77 + i;
+		assert_int_equal(append_random(seq[i], s, 1, &rng), 0);
+		assert_int_equal(
+			decode_random(seq[i], s, &rng, i ? out2 : out1), 0);
+		kvc_seq_destroy(seq[i]);
+	}
+	KV_CHECK(kv);
+	EXPECT_U64(live_blocks(kv), 0);
+	for (i = 1; i >= 0; i--) {
+		float *out = malloc(nq * sizeof(float));
+
+		assert_non_null(out);
+		seq[i] = SWAP_IN(kv, sw, 121 + i);
+		snap_take(kv, seq[i], &got, false);
+		SNAP_EQUAL(&sn[i], &got);
+		snap_free(&got);
+		snap_free(&sn[i]);
+		rng = 77 + i;
+		assert_int_equal(append_random(seq[i], s, 1, &rng), 0);
+		assert_int_equal(decode_random(seq[i], s, &rng, out), 0);
+		if (memcmp(out, i ? out2 : out1, nq * sizeof(float)))
+			fail_msg(
+				"cuda: decode after swap-in of sequence %d differs",
+				i);
+		free(out);
+		KV_CHECK(kv);
+		kvc_seq_destroy(seq[i]);
+	}
+	SW_CHECK(sw);
+	kvc_swap_close(sw);
+	kvc_kv_destroy(kv);
+	kvc_backend_close(be);
+	kvc_fake_counts(&fc);
+	if (fc.violations)
+		fail_msg("driver rule broken: %s", kvc_fake_last_violation());
+	EXPECT_U64(fc.host_allocs, 0);
+	EXPECT_U64(fc.allocs, 0);
+	EXPECT_U64(fc.streams, 0);
+	EXPECT_U64(fc.events, 0);
+	free(out1);
+	free(out2);
+}
+
+int main(void)
+{
+#define T(fn, setup, name)                      \
+	{                                       \
+		name, fn, setup, teardown, NULL \
+	}
+	const struct CMUnitTest tests[] = {
+		T(test_round_trip, setup_f16, "round_trip_f16"),
+		T(test_round_trip, setup_f32, "round_trip_f32"),
+		T(test_round_trip, setup_hd80, "round_trip_hd80"),
+		T(test_round_trip, setup_f16_pread, "round_trip_f16_pread"),
+		T(test_round_trip, setup_f16_buffered,
+		  "round_trip_f16_buffered"),
+		T(test_round_trip, setup_hd80_pread, "round_trip_hd80_pread"),
+		T(test_attention, setup_f16, "attention_f16"),
+		T(test_attention, setup_f32, "attention_f32"),
+		T(test_attention, setup_hd80, "attention_hd80"),
+		T(test_flipped_byte, setup_f16, "flipped_byte_f16"),
+		T(test_flipped_byte, setup_f16_pread, "flipped_byte_f16_pread"),
+		T(test_flipped_byte, setup_hd80, "flipped_byte_hd80"),
+		T(test_crash, setup_f16, "crash_f16"),
+		T(test_crash, setup_f16_pread, "crash_f16_pread"),
+		T(test_torn_journal, setup_f16, "torn_journal_f16"),
+		T(test_torn_journal, setup_f16_pread, "torn_journal_f16_pread"),
+		T(test_open_bad_params, setup_f16, "open_bad_params_f16"),
+		T(test_cap, setup_f16, "cap_f16"),
+		T(test_cap, setup_hd80, "cap_hd80"),
+		T(test_file_size_limit, setup_f16, "file_size_limit_f16"),
+		T(test_file_size_limit, setup_f16_pread,
+		  "file_size_limit_f16_pread"),
+		T(test_keys_and_args, setup_f16, "keys_and_args_f16"),
+		T(test_pool_full, setup_f16, "pool_full_f16"),
+		T(test_reopen, setup_f16, "reopen_f16"),
+		T(test_not_a_journal, setup_f16, "not_a_journal_f16"),
+		T(test_queue_depths, setup_f16, "queue_depths_f16"),
+		T(test_queue_depths, setup_hd80, "queue_depths_hd80"),
+		T(test_queue_depths, setup_f32, "queue_depths_f32"),
+		T(test_cuda_fake, setup_f16, "cuda_fake_f16"),
+	};
+#undef T
+
+	return cmocka_run_group_tests(tests, NULL, NULL);
+}
