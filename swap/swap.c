@@ -41,6 +41,7 @@
 #include "extent.h"
 #include "journal.h"
 #include "sio.h"
+#include "swap_internal.h"
 
 _Static_assert(__BYTE_ORDER__ == __ORDER_LITTLE_ENDIAN__,
 	       "swap format is little-endian: add byte swaps for this machine");
@@ -1517,4 +1518,9 @@ int kvc_swap_check(const struct kvc_swap *sw)
 			(unsigned long long)sw->map.used);
 	kvc_extents_destroy(&seen);
 	return err;
+}
+
+void kvc_swap_set_fault(struct kvc_swap *sw, kvc_sio_fault_fn fn, void *arg)
+{
+	kvc_sio_set_fault(sw->io, fn, arg);
 }
