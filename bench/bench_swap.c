@@ -65,7 +65,7 @@ static const struct kvc_model_shape shapes[] = {
  * @shape: index in shapes[].
  * @qd: the swap's queue depth.
  * @io_bytes: the swap's (and the baseline's) I/O size.
- * @flags: extra swap flags (%KVC_SWAP_NO_URING).
+ * @flags: extra swap flags (%KVC_SWAP_NO_URING, %KVC_SWAP_ZERO_COPY).
  */
 struct config {
 	uint32_t shape;
@@ -79,6 +79,7 @@ static const struct config configs[] = {
 	{ 0, 4, 1u << 20, 0 },
 	{ 0, 16, 1u << 20, 0 },
 	{ 0, 64, 1u << 20, 0 },
+	{ 0, 16, 1u << 20, KVC_SWAP_ZERO_COPY },
 	{ 1, 1, 1u << 20, 0 },
 	{ 1, 4, 1u << 20, 0 },
 	{ 1, 16, 1u << 20, 0 },
@@ -86,6 +87,7 @@ static const struct config configs[] = {
 	{ 1, 16, 256u << 10, 0 },
 	{ 1, 64, 256u << 10, 0 },
 	{ 1, 16, 1u << 20, KVC_SWAP_NO_URING },
+	{ 1, 16, 1u << 20, KVC_SWAP_ZERO_COPY },
 	{ 2, 1, 1u << 20, 0 },
 	{ 2, 4, 1u << 20, 0 },
 	{ 2, 16, 1u << 20, 0 },
@@ -482,9 +484,9 @@ int main(int argc, char **argv)
 	       NR_SEQS, (double)bytes / (1 << 20), dir, REPEATS);
 	printf("baseline: the same file bytes with pwrite() in pieces of io_bytes, one fdatasync per sequence, then pread(); MB/s of file bytes\n");
 	bench_print_machine();
-	printf("%7s %4s %8s %-8s %6s %9s %9s %6s %9s %9s %6s\n", "block", "qd",
-	       "io_bytes", "engine", "direct", "out MB/s", "write", "ratio",
-	       "in MB/s", "read", "ratio");
+	printf("%7s %4s %8s %-8s %-6s %6s %9s %9s %6s %9s %9s %6s\n", "block",
+	       "qd", "io_bytes", "engine", "path", "direct", "out MB/s",
+	       "write", "ratio", "in MB/s", "read", "ratio");
 	for (uint32_t i = 0; i < NR_CONFIGS; i++) {
 		const struct config *cf = &configs[i];
 
@@ -510,9 +512,10 @@ int main(int argc, char **argv)
 		ratio_in[i] = m.in_mbs / m.read_mbs;
 		buffered |= !st.direct;
 		met += ratio_out[i] >= GOAL && ratio_in[i] >= GOAL;
-		printf("%7llu %4u %7uK %-8s %6s %9.0f %9.0f %6.2f %9.0f %9.0f %6.2f\n",
+		printf("%7llu %4u %7uK %-8s %-6s %6s %9.0f %9.0f %6.2f %9.0f %9.0f %6.2f\n",
 		       (unsigned long long)kvc_kv_block_bytes(&shapes[shape]),
 		       cf->qd, cf->io_bytes >> 10, st.engine,
+		       st.zero_copy ? "zcopy" : "staged",
 		       st.direct ? "yes" : "no", m.out_mbs, m.write_mbs,
 		       ratio_out[i], m.in_mbs, m.read_mbs, ratio_in[i]);
 		fflush(stdout);

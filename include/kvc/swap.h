@@ -42,6 +42,13 @@ struct kvc_swap;
 #define KVC_SWAP_FRESH (1u << 2)
 /** KVC_SWAP_QUIET - No notice on stderr when a fallback is taken. */
 #define KVC_SWAP_QUIET (1u << 3)
+/**
+ * KVC_SWAP_ZERO_COPY - On a host cache, move blocks straight between the
+ * chunks and the file (no staging copy) where blocks fill whole aligned
+ * slots. Off by default: pinning shared-memory pages on every I/O costs
+ * more than the copy into the registered staging buffer.
+ */
+#define KVC_SWAP_ZERO_COPY (1u << 4)
 
 /**
  * struct kvc_swap_params - How to open a swap.
@@ -54,7 +61,7 @@ struct kvc_swap;
  *            64 MiB (default 1 MiB). Adjacent slots of one sequence are
  *            moved in I/Os of up to this size.
  * @flags: %KVC_SWAP_NO_URING, %KVC_SWAP_NO_DIRECT, %KVC_SWAP_FRESH,
- *         %KVC_SWAP_QUIET.
+ *         %KVC_SWAP_QUIET, %KVC_SWAP_ZERO_COPY.
  */
 struct kvc_swap_params {
 	const char *path;
@@ -212,6 +219,7 @@ int kvc_swap_locate(const struct kvc_swap *sw, uint64_t key, uint32_t layer,
  * struct kvc_swap_stats - What a swap did and holds.
  * @engine: "io_uring" or "pread".
  * @direct: O_DIRECT is in use.
+ * @zero_copy: blocks move straight between the chunks and the file.
  * @slot_bytes: bytes of one slot.
  * @cap_bytes: the cap, in whole slots.
  * @file_bytes: the data file's size (its highest slot ever used).
@@ -233,6 +241,7 @@ int kvc_swap_locate(const struct kvc_swap *sw, uint64_t key, uint32_t layer,
 struct kvc_swap_stats {
 	const char *engine;
 	bool direct;
+	bool zero_copy;
 	uint64_t slot_bytes;
 	uint64_t cap_bytes;
 	uint64_t file_bytes;
