@@ -64,7 +64,7 @@ static uint64_t seq_blocks(const struct run *r, const struct kvc_seq *seq)
 static void swap_failed(struct run *r, const char *what, uint32_t i)
 {
 	r->swap_failures++;
-	if (r->swap_notice)
+	if (r->swap_notice || (r->p->swap->flags & KVC_SWAP_QUIET))
 		return;
 	r->swap_notice = true;
 	kvc_notice(

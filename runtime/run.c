@@ -424,6 +424,12 @@ static int setup(struct run *r, const struct kvc_run_params *p)
 		return err;
 	r->device = !err;
 	r->free_min = r->free_start;
+	if (p->swap && p->budget_bytes < kvc_backend_granularity(r->be))
+		return kvc_err(
+			-EINVAL,
+			"kvc_run: a budget of %llu bytes is less than one chunk (%llu bytes)",
+			(unsigned long long)p->budget_bytes,
+			(unsigned long long)kvc_backend_granularity(r->be));
 	/* With a swap the budget is the cap: the pool maps no more. */
 	err = open_cache(r, r->be, blocks + blocks / 8 + 1,
 			 p->swap ? p->budget_bytes : 0, p->pool_name, 0,
@@ -998,7 +1004,8 @@ static void fill_report(struct run *r, struct kvc_run_report *rep)
 		rep->swap_engine = sw.engine;
 		rep->swap_direct = sw.direct;
 	}
-	if (r->p->budget_bytes) {
+	/* With a swap the budget caps the peak: no capacity to estimate. */
+	if (r->p->budget_bytes && !r->sw) {
 		/*
 		 * Both alike, so that they compare: the blocks an average
 		 * sequence needs, packed into the whole chunks the budget

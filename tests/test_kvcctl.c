@@ -1,4 +1,4 @@
-/* Description: kvcctl stats end to end against running pool_demo processes: JSON and table, fragmentation and compaction fields (also from forged pages), the byte ladder, its peaks and --history, --pid, usage errors, refused and stale pages (version 2 ones too), --clean, --watch and its trend, pool_demo --evict and --compact-after */
+/* Description: kvcctl stats end to end against running pool_demo processes: JSON and table, fragmentation and compaction fields (also from forged pages), the byte ladder, its peaks and --history, --pid, usage errors, refused and stale pages (version 2 ones too), --clean, --watch and its trend, pool_demo --evict and --compact-after; kvcctl run --swap: the same outputs under a budget, JSON, the table's swap line, usage errors */
 // SPDX-License-Identifier: MIT
 /*
  * Runs the built programs build/kvcctl and build/examples/pool_demo (paths
@@ -2416,6 +2416,274 @@ static void test_demo_evict(void **state)
 	(void)state;
 }
 
+/* ---- kvcctl run --swap ---- */
+
+/*
+ * A workload whose sequences outgrow one 2 MiB chunk together: 3 of up to
+ * 144 blocks of 8 KiB (f32), overlapping, so that --budget 2M preempts.
+ */
+#define SWAP_RUN_ARGS                                                         \
+	"run", "--layers", "2", "--heads", "4", "--kv-heads", "4", "--dtype", \
+		"f32", "--seqs", "3", "--prompt-len", "32", "--gen-len",      \
+		"256", "--err-samples", "0", "--policy", "full"
+
+/* kvcctl SWAP_RUN_ARGS EXTRA... (NULL-terminated, at most 12). */
+static void swap_run(struct result *r, const char *const *extra)
+{
+	const char *base[] = { KVCCTL, SWAP_RUN_ARGS };
+	char *argv[48];
+	size_t n = 0, i;
+
+	for (i = 0; i < sizeof(base) / sizeof(base[0]); i++)
+		argv[n++] = (char *)base[i];
+	for (i = 0; extra[i]; i++) {
+		assert_true(n < sizeof(argv) / sizeof(argv[0]) - 1);
+		argv[n++] = (char *)extra[i];
+	}
+	argv[n] = NULL;
+	run_argv(r, argv);
+}
+
+/* The JSON object a successful run printed. */
+static struct json *swap_run_json(const char *const *extra)
+{
+	struct result r;
+	struct json *o;
+
+	swap_run(&r, extra);
+	if (r.status != 0)
+		fail_msg("kvcctl run: exit %d: %s", r.status, r.err);
+	if (json_parse_all(r.out, &o, 1) != 1)
+		fail_msg("kvcctl run --json: invalid JSON:\n%s", r.out);
+	assert_int_equal(o->type, JSON_OBJECT);
+	proc_result_free(&r);
+	return o;
+}
+
+/* A member that must be a number, of any precision. */
+static double json_seconds(const struct json *obj, const char *key)
+{
+	const struct json *v = json_get(obj, key);
+
+	if (!v || v->type != JSON_NUMBER)
+		fail_msg("\"%s\" missing or not a number", key);
+	return strtod(v->text, NULL);
+}
+
+/*
+ * Under --budget with --swap: the outputs of the run without them, never
+ * more mapped than the budget, every sequence out and back in, checked.
+ */
+static void check_swap_json(const struct json *o, const struct json *ref,
+			    const char *path, const char *preempt)
+{
+	const struct json *sw = json_get(o, "swap");
+	const char *engine;
+
+	assert_string_equal(json_str(o, "output_digest"),
+			    json_str(ref, "output_digest"));
+	EXPECT_U64(json_u64(o, "steps"), json_u64(ref, "steps"));
+	EXPECT_U64(json_u64(o, "budget_bytes"), 2u << 20);
+	assert_true(json_u64(o, "peak_mapped_bytes") <= 2u << 20);
+	assert_true(json_u64(o, "preemptions") > 0);
+	assert_true(json_u64(o, "swap_outs") > 0);
+	EXPECT_U64(json_u64(o, "swap_ins"), json_u64(o, "swap_outs"));
+	assert_true(json_u64(o, "swap_out_bytes") > 0);
+	EXPECT_U64(json_u64(o, "swap_in_bytes"), json_u64(o, "swap_out_bytes"));
+	EXPECT_U64(json_u64(o, "swap_checksum_failures"), 0);
+	EXPECT_U64(json_u64(o, "swap_failures"), 0);
+	EXPECT_U64(json_u64(o, "recomputes"), 0);
+	assert_true(json_seconds(o, "swap_out_seconds") >= 0);
+	assert_true(json_seconds(o, "swap_in_seconds") >= 0);
+	if (!sw || sw->type != JSON_OBJECT)
+		fail_msg("no \"swap\" object");
+	assert_string_equal(json_str(sw, "path"), path);
+	assert_string_equal(json_str(sw, "preempt"), preempt);
+	EXPECT_U64(json_u64(sw, "cap_bytes"), 1u << 30);
+	engine = json_str(sw, "engine");
+	if (strcmp(engine, "io_uring") && strcmp(engine, "pread"))
+		fail_msg("swap engine '%s'", engine);
+	json_bool(sw, "direct");
+	assert_true(file_exists(path));
+}
+
+static void test_run_swap_json(void **state)
+{
+	struct fixture *f = *state;
+	const char *plain[] = { "--json", NULL };
+	char path[sizeof(f->root) + 8];
+	const char *latest[] = { "--swap", path,     "--budget",
+				 "2M",	   "--json", NULL };
+	const char *largest[] = {
+		"--swap",    path,	"--budget",	   "2M",
+		"--preempt", "largest", "--swap-no-uring", "--swap-buffered",
+		"--swap-qd", "4",	"--swap-io",	   "64K",
+		"--json",    NULL
+	};
+	struct json *ref, *o;
+
+	snprintf(path, sizeof(path), "%s/swap", f->root);
+	ref = swap_run_json(plain);
+	/* Without a swap: nothing preempted, no "swap" object. */
+	assert_true(json_u64(ref, "peak_mapped_bytes") > 2u << 20);
+	EXPECT_U64(json_u64(ref, "preemptions"), 0);
+	EXPECT_U64(json_u64(ref, "swap_out_bytes"), 0);
+	EXPECT_U64(json_u64(ref, "swap_in_bytes"), 0);
+	EXPECT_U64(json_u64(ref, "swap_checksum_failures"), 0);
+	assert_null(json_get(ref, "swap"));
+
+	o = swap_run_json(latest);
+	check_swap_json(o, ref, path, "latest");
+	json_free(o);
+
+	o = swap_run_json(largest);
+	check_swap_json(o, ref, path, "largest");
+	assert_string_equal(json_str(json_get(o, "swap"), "engine"), "pread");
+	assert_false(json_bool(json_get(o, "swap"), "direct"));
+	json_free(o);
+	json_free(ref);
+}
+
+/* The table says what the swap did on a line of its own. */
+static void test_run_swap_table(void **state)
+{
+	struct fixture *f = *state;
+	char path[sizeof(f->root) + 8], line[512];
+	const char *swap[] = { "--swap", path, "--budget", "2M", NULL };
+	const char *none[] = { NULL };
+	struct result r;
+
+	snprintf(path, sizeof(path), "%s/swap", f->root);
+	swap_run(&r, swap);
+	if (r.status != 0)
+		fail_msg("kvcctl run --swap: exit %d: %s", r.status, r.err);
+	if (!find_line(r.out, "swap", line, sizeof(line)))
+		fail_msg("no swap line in:\n%s", r.out);
+	assert_non_null(strstr(line, "preemptions"));
+	assert_non_null(strstr(line, "latest first"));
+	assert_non_null(strstr(r.out, "checksum failures"));
+	proc_result_free(&r);
+
+	swap_run(&r, none);
+	assert_int_equal(r.status, 0);
+	assert_false(find_line(r.out, "swap", line, sizeof(line)));
+	proc_result_free(&r);
+}
+
+struct swap_usage_case {
+	const char *args[8];
+	const char *says; /* what the one-line error must say */
+};
+
+static void test_run_swap_usage(void **state)
+{
+	static const struct swap_usage_case cases[] = {
+		{ { "--swap", "S" }, "--swap needs --budget" },
+		{ { "--swap-cap", "1M" }, "need --swap" },
+		{ { "--budget", "2M", "--swap-cap", "1M" }, "need --swap" },
+		{ { "--preempt", "largest" }, "need --swap" },
+		{ { "--swap-no-uring" }, "need --swap" },
+		{ { "--swap", "S", "--budget", "2M", "--preempt", "bogus" },
+		  "--preempt: 'bogus'" },
+		{ { "--preempt", "bogus" }, "--preempt: 'bogus'" },
+		{ { "--swap", "S", "--budget", "2M", "--swap-io", "1000" },
+		  "--swap-io" },
+		{ { "--swap", "S", "--budget", "2M", "--swap-io", "5000" },
+		  "--swap-io" },
+		{ { "--swap", "S", "--budget", "2M", "--swap-io", "128M" },
+		  "--swap-io" },
+		{ { "--swap", "S", "--budget", "2M", "--swap-qd", "0" },
+		  "--swap-qd" },
+		{ { "--swap", "S", "--budget", "2M", "--swap-cap", "lots" },
+		  "--swap-cap" },
+		{ { "--swap", "", "--budget", "2M" }, "--swap" },
+		{ { "--budget", "12Q" }, "--budget: '12Q'" },
+	};
+	struct fixture *f = *state;
+	char path[sizeof(f->root) + 8], *argv[12], *nl;
+	struct result r;
+	size_t i;
+	int n;
+
+	snprintf(path, sizeof(path), "%s/swap", f->root);
+	for (i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+		argv[0] = KVCCTL;
+		argv[1] = "run";
+		for (n = 0; n < 8 && cases[i].args[n]; n++)
+			argv[n + 2] = !strcmp(cases[i].args[n], "S") ?
+					      path :
+					      (char *)cases[i].args[n];
+		argv[n + 2] = NULL;
+		run_argv(&r, argv);
+		if (r.status != 2)
+			fail_msg("case %zu (%s): exit %d, expected 2: %s", i,
+				 cases[i].says, r.status, r.err);
+		assert_string_equal(r.out, "");
+		assert_int_equal(count_lines(r.err), 2);
+		nl = strchr(r.err, '\n');
+		assert_non_null(nl);
+		*nl = '\0';
+		if (!strstr(r.err, cases[i].says))
+			fail_msg("case %zu: '%s' does not say %s", i, r.err,
+				 cases[i].says);
+		assert_non_null(strstr(nl + 1, "--help"));
+		proc_result_free(&r);
+		/* Refused before anything was made. */
+		assert_false(file_exists(path));
+	}
+
+	run(&r, KVCCTL, "run", "--help", NULL);
+	assert_int_equal(r.status, 0);
+	assert_non_null(strstr(r.out, "--swap FILE"));
+	assert_non_null(strstr(r.out, "--swap-cap"));
+	assert_non_null(strstr(r.out, "--preempt"));
+	assert_string_equal(r.err, "");
+	proc_result_free(&r);
+}
+
+/* A swap file that cannot be made fails the run, naming it. */
+static void test_run_swap_bad_path(void **state)
+{
+	struct fixture *f = *state;
+	char path[sizeof(f->root) + 16];
+	const char *args[] = { "--swap", path, "--budget", "2M", NULL };
+	struct result r;
+
+	snprintf(path, sizeof(path), "%s/no/swap", f->root);
+	swap_run(&r, args);
+	assert_int_equal(r.status, 1);
+	assert_string_equal(r.out, "");
+	assert_non_null(strstr(r.err, path));
+	proc_result_free(&r);
+}
+
+/*
+ * A budget below one chunk can hold nothing: refused, in the words of the
+ * command line (the budget), not of the pool underneath.
+ */
+static void test_run_swap_budget_below_chunk(void **state)
+{
+	struct fixture *f = *state;
+	char path[sizeof(f->root) + 8];
+	const char *args[] = { "--swap", path, "--budget", "1M", NULL };
+	struct result r;
+	bool named;
+	int status;
+
+	snprintf(path, sizeof(path), "%s/swap", f->root);
+	swap_run(&r, args);
+	status = r.status;
+	named = strstr(r.err, "budget") != NULL;
+	if (!named)
+		fprintf(stderr, "kvcctl run --budget 1M --swap said: %s",
+			r.err);
+	proc_result_free(&r);
+	if (status != 1 && status != 2)
+		fail_msg("kvcctl run --budget 1M --swap: exit %d", status);
+	if (!named)
+		fail_msg("the message does not name the budget");
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -2466,6 +2734,16 @@ int main(void)
 						teardown),
 		cmocka_unit_test_setup_teardown(test_demo_evict, setup,
 						teardown),
+		cmocka_unit_test_setup_teardown(test_run_swap_json, setup,
+						teardown),
+		cmocka_unit_test_setup_teardown(test_run_swap_table, setup,
+						teardown),
+		cmocka_unit_test_setup_teardown(test_run_swap_usage, setup,
+						teardown),
+		cmocka_unit_test_setup_teardown(test_run_swap_bad_path, setup,
+						teardown),
+		cmocka_unit_test_setup_teardown(
+			test_run_swap_budget_below_chunk, setup, teardown),
 	};
 
 	return cmocka_run_group_tests(tests, group_setup, NULL);

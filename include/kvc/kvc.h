@@ -14,6 +14,7 @@
 #include <kvc/stats.h>
 #include <kvc/record.h>
 #include <kvc/sim.h>
+#include <kvc/swap.h>
 
 /** KVC_VERSION - Library version as a string. */
 #define KVC_VERSION "0.1.0"

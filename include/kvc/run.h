@@ -182,7 +182,8 @@ void kvc_run_params_init(struct kvc_run_params *p);
  * @capacity_compressed: sequences that fit with it. Both figures pack
  *                       an average sequence's blocks into the budget's
  *                       whole chunks: at full length without eviction,
- *                       at the pool's peak of live blocks with it.
+ *                       at the pool's peak of live blocks with it. Both
+ *                       0 with a swap, where the budget caps that peak.
  * @seconds: wall time of the run.
  * @backend: the backend the evicting cache ran on ("host", "cuda",
  *           "cuda-fake").

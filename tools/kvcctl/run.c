@@ -758,7 +758,7 @@ static void put_table(FILE *out, const struct run_opts *o,
 			r->attn_rel_err, r->attn_rel_err_max,
 			p->err_samples < r->steps ? p->err_samples :
 						    (uint32_t)r->steps);
-	if (p->budget_bytes)
+	if (p->budget_bytes && !o->swap.path)
 		fprintf(out,
 			"capacity       %s holds %" PRIu64
 			" sequences without eviction, %" PRIu64 " with it\n",
