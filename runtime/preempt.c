@@ -91,7 +91,10 @@ static int preempt(struct run *r, uint32_t i)
 
 	r->preemptions++;
 	err = kvc_swap_out(r->sw, s->seq, i);
-	if (err == -EINVAL || err == -EEXIST)
+	/* A stale entry whose drop failed before: drop it now, or recompute. */
+	if (err == -EEXIST && !kvc_swap_drop(r->sw, i))
+		err = kvc_swap_out(r->sw, s->seq, i);
+	if (err == -EINVAL)
 		return err; /* a bug, not a full disk */
 	if (err) {
 		swap_failed(r, "out", i);
@@ -219,6 +222,7 @@ static int swap_back(struct run *r, uint32_t i, uint32_t resident)
 	if (err) {
 		/* A bad checksum or a failed read: start over, never resume. */
 		swap_failed(r, "in", i);
+		/* If this fails, the next swap-out of @i retries it. */
 		kvc_swap_drop(r->sw, i);
 		s->seq = NULL;
 		drop(r, i);

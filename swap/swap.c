@@ -145,6 +145,9 @@ struct swap_ent {
  * @ids_cap: room in @ids.
  * @allocated_slots: file space reserved so far (kvc_sio_allocate()).
  * @live_journal: bytes the journal would take holding only what is live.
+ * @orphan_slots: slots of swap-outs whose record may have reached the
+ *                journal although its append failed: never reused until
+ *                the swap is opened again, when the journal decides.
  * @st: the figures.
  */
 struct kvc_swap {
@@ -173,6 +176,7 @@ struct kvc_swap {
 	uint64_t ids_cap;
 	uint64_t allocated_slots;
 	uint64_t live_journal;
+	uint64_t orphan_slots;
 	struct kvc_swap_stats st;
 };
 
@@ -988,8 +992,10 @@ static int open_stage(struct kvc_swap *sw)
 	if (!sw->region_bytes)
 		sw->region_bytes = per_op;
 	sw->stage_bytes = sw->region_bytes * KVC_SIO_GROUPS;
+	/* Pinned buffers come in pages; a region fills only its part. */
 	if (sw->kv->dev)
-		return kvc_dev_xfer_create(sw->kv, sw->region_bytes,
+		return kvc_dev_xfer_create(sw->kv,
+					   round_up(sw->region_bytes, 4096),
 					   KVC_SIO_GROUPS, &sw->xfer);
 	if (posix_memalign((void **)&sw->stage, 4096, sw->stage_bytes))
 		return kvc_err(-ENOMEM,
@@ -1190,12 +1196,24 @@ static struct swap_ent *ent_new(const struct kvc_swap *sw, uint64_t key,
 	return e;
 }
 
-static int out_fail(struct kvc_swap *sw, struct swap_ent *e, int err)
+static int out_fail(struct kvc_swap *sw, struct swap_ent *e, int err,
+		    bool journaled)
 {
+	uint32_t i;
+
 	/* Whatever was queued is done before its slots can be reused. */
 	kvc_sio_wait(sw->io, -1);
-	if (e->nr_ext)
+	/*
+	 * A record that failed to append may still have reached the file
+	 * (written, then the sync failed): it points at these slots, whose
+	 * data is durable and right. Never reuse them in this session.
+	 */
+	if (journaled) {
+		for (i = 0; i < e->nr_ext; i++)
+			sw->orphan_slots += e->ext[i].len;
+	} else if (e->nr_ext) {
 		kvc_extents_free(&sw->map, e->ext, e->nr_ext);
+	}
 	ent_free(e);
 	if (err == -ENOSPC || err == -EFBIG)
 		sw->st.cap_refusals++;
@@ -1248,10 +1266,10 @@ int kvc_swap_out(struct kvc_swap *sw, struct kvc_seq *seq, uint64_t key)
 							     &sw->map) *
 						     sw->slot_bytes));
 		if (err)
-			return out_fail(sw, e, err);
+			return out_fail(sw, e, err, false);
 		err = reserve_file(sw);
 		if (err)
-			return out_fail(sw, e, err);
+			return out_fail(sw, e, err, false);
 	}
 	err = gather_meta(sw, e);
 	if (!err)
@@ -1261,12 +1279,13 @@ int kvc_swap_out(struct kvc_swap *sw, struct kvc_seq *seq, uint64_t key)
 	/* Data durable first; only then may the journal point at it. */
 	if (!err)
 		err = kvc_sio_sync(sw->io);
-	if (!err)
-		err = journal_put(sw, e);
 	if (err) {
 		sw->st.io_errors = kvc_sio_errors(sw->io);
-		return out_fail(sw, e, err);
+		return out_fail(sw, e, err, false);
 	}
+	err = journal_put(sw, e);
+	if (err)
+		return out_fail(sw, e, err, true);
 	sw->ents[sw->nr_ents++] = e;
 	sw->st.out_seqs++;
 	sw->st.out_bytes += e->slots * sw->slot_bytes;
@@ -1540,7 +1559,7 @@ int kvc_swap_check(const struct kvc_swap *sw)
 				(unsigned long long)e->slots);
 		used += slots;
 	}
-	if (!err && used != sw->map.used)
+	if (!err && used + sw->orphan_slots != sw->map.used)
 		err = kvc_err(
 			-EFAULT,
 			"swap: entries hold %llu slots, the map says %llu",
