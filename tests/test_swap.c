@@ -49,12 +49,12 @@
 #include "../swap/crc32c.h"
 #include "backend.h"
 #include "fake_driver.h"
+#include "swap_seq.h"
 
 #define GRAN (64ull << 10)
 #define CAPACITY 2048
 #define SWAP_CAP (256ull << 20)
 #define DECODE_STEPS 4
-#define MAX_TABLES 64
 
 static const struct kvc_model_shape shape_f16 = {
 	.layers = 2,
@@ -107,258 +107,7 @@ struct fixture {
 };
 
 /* ------------------------------------------------------------------ */
-/* Building sequences (usable in a forked child: no cmocka here) */
-
-static float rng_float(uint64_t *rng)
-{
-	return (float)(rng_next(rng) >> 40) / (float)(1u << 23) - 1.0f;
-}
-
-static int append_random(struct kvc_seq *seq, const struct kvc_model_shape *s,
-			 uint32_t n, uint64_t *rng)
-{
-	uint64_t count = (uint64_t)s->layers * s->kv_heads * n * s->head_dim;
-	float *k = malloc(count * sizeof(float));
-	float *v = malloc(count * sizeof(float));
-	uint64_t i;
-	int err = -ENOMEM;
-
-	if (k && v) {
-		for (i = 0; i < count; i++) {
-			k[i] = rng_float(rng);
-			v[i] = rng_float(rng);
-		}
-		err = kvc_seq_append(seq, n, k, v);
-	}
-	free(k);
-	free(v);
-	return err;
-}
-
-/* One decode step on every layer with random queries, adding the L2 metric. */
-static int decode_random(struct kvc_seq *seq, const struct kvc_model_shape *s,
-			 uint64_t *rng, float *outs)
-{
-	uint32_t nq = s->q_heads * s->head_dim, layer, i;
-	float *q = malloc(nq * sizeof(float));
-	float *out = outs ? NULL : malloc(nq * sizeof(float));
-	int err = q && (outs || out) ? 0 : -ENOMEM;
-
-	for (layer = 0; !err && layer < s->layers; layer++) {
-		for (i = 0; i < nq; i++)
-			q[i] = rng_float(rng);
-		err = kvc_attn_decode(seq, layer, q,
-				      outs ? outs + (uint64_t)layer * nq : out,
-				      KVC_METRIC_L2);
-	}
-	free(q);
-	free(out);
-	return err;
-}
-
-/*
- * The sequence of @key: @prefill random tokens, @steps decode steps (one
- * token and one attention per layer each), compression by @pol when given,
- * then one more decode step. The same arguments on caches of the same
- * shape give the same sequence.
- */
-static int build_seq(struct kvc_kv *kv, struct kvc_policy *pol, uint64_t key,
-		     uint32_t prefill, uint32_t steps, struct kvc_seq **out)
-{
-	const struct kvc_model_shape *s = kvc_kv_shape(kv);
-	uint64_t rng = key * 0x9e3779b97f4a7c15ull + 0x632be59bd9b4e019ull;
-	struct kvc_seq *seq;
-	uint32_t i;
-	int err;
-
-	err = kvc_seq_create(kv, &seq);
-	if (err)
-		return err;
-	if (prefill)
-		err = append_random(seq, s, prefill, &rng);
-	for (i = 0; !err && i < steps; i++) {
-		err = append_random(seq, s, 1, &rng);
-		if (!err)
-			err = decode_random(seq, s, &rng, NULL);
-	}
-	if (!err && pol) {
-		err = kvc_policy_compress(pol, seq, NULL);
-		if (!err)
-			err = append_random(seq, s, 1, &rng);
-		if (!err)
-			err = decode_random(seq, s, &rng, NULL);
-	}
-	if (err) {
-		kvc_seq_destroy(seq);
-		return err;
-	}
-	*out = seq;
-	return 0;
-}
-
-static int make_policy(const struct kvc_model_shape *s, struct kvc_policy **out)
-{
-	struct kvc_policy_params pp;
-
-	kvc_policy_params_init(&pp);
-	pp.name = "kvcompress";
-	pp.rate = 3;
-	pp.protected_window = 8;
-	pp.sinks = 0;
-	pp.metric = KVC_METRIC_L2;
-	return kvc_policy_create(&pp, s, out);
-}
-
-/* ------------------------------------------------------------------ */
-/* Snapshots */
-
-/**
- * struct snap - What a sequence holds, as stored.
- * @tokens: its tokens.
- * @nr_tables: layers * kv_heads.
- * @len: per table, KVs held.
- * @kv: per table, per KV: K row, V row, slot metadata.
- * @rec: bytes of one KV's record in @kv.
- * @row: bytes of one K or V row.
- * @blocks: blocks over all tables.
- */
-struct snap {
-	uint32_t tokens;
-	uint32_t nr_tables;
-	uint32_t len[MAX_TABLES];
-	uint8_t *kv[MAX_TABLES];
-	size_t rec;
-	size_t row;
-	uint64_t blocks;
-};
-
-static void snap_free(struct snap *sn)
-{
-	uint32_t t;
-
-	for (t = 0; t < sn->nr_tables; t++)
-		free(sn->kv[t]);
-	memset(sn, 0, sizeof(*sn));
-}
-
-static const uint8_t *block_host(struct kvc_kv *kv, uint32_t id)
-{
-	uint64_t addr = 0;
-	int err = kvc_pool_block_addr(kvc_kv_pool(kv), id, &addr);
-
-	if (err)
-		fail_msg("kvc_pool_block_addr(%u) = %d: %s", id, err,
-			 kvc_last_error());
-	return (const uint8_t *)(uintptr_t)addr;
-}
-
-/* @with_metric false leaves metrics out (a device cache's host mirror). */
-static void snap_take(struct kvc_kv *kv, const struct kvc_seq *seq,
-		      struct snap *sn, bool with_metric)
-{
-	const struct kvc_model_shape *s = kvc_kv_shape(kv);
-	uint32_t bs = s->block_size, t, i, nr;
-
-	memset(sn, 0, sizeof(*sn));
-	sn->tokens = kvc_seq_tokens(seq);
-	sn->nr_tables = s->layers * s->kv_heads;
-	assert_true(sn->nr_tables <= MAX_TABLES);
-	sn->row = (size_t)s->head_dim * kvc_dtype_bytes(s->dtype);
-	sn->rec = 2 * sn->row + sizeof(struct kvc_slot_meta);
-	for (t = 0; t < sn->nr_tables; t++) {
-		uint32_t layer = t / s->kv_heads, head = t % s->kv_heads;
-		const uint32_t *table = kvc_seq_table(seq, layer, head, &nr);
-		uint32_t len = kvc_seq_len(seq, layer, head);
-
-		EXPECT_U64(nr, (len + bs - 1) / bs);
-		sn->len[t] = len;
-		sn->blocks += nr;
-		sn->kv[t] = calloc(len ? len : 1, sn->rec);
-		assert_non_null(sn->kv[t]);
-		for (i = 0; i < len; i++) {
-			const uint8_t *b = block_host(kv, table[i / bs]);
-			uint8_t *r = sn->kv[t] + i * sn->rec;
-			struct kvc_slot_meta m =
-				kv->meta[(uint64_t)table[i / bs] * bs + i % bs];
-
-			if (!with_metric)
-				m.metric = 0;
-			memcpy(r, b + (i % bs) * sn->row, sn->row);
-			memcpy(r + sn->row, b + (bs + i % bs) * sn->row,
-			       sn->row);
-			memcpy(r + 2 * sn->row, &m, sizeof(m));
-		}
-	}
-}
-
-#define SNAP_EQUAL(a, b) snap_equal(a, b, __FILE__, __LINE__)
-
-static void snap_equal(const struct snap *a, const struct snap *b,
-		       const char *file, int line)
-{
-	uint32_t t, i;
-
-	if (a->tokens != b->tokens)
-		fail_msg("%s:%d: %u tokens, expected %u", file, line, b->tokens,
-			 a->tokens);
-	assert_int_equal(a->nr_tables, b->nr_tables);
-	for (t = 0; t < a->nr_tables; t++) {
-		if (a->len[t] != b->len[t])
-			fail_msg("%s:%d: table %u holds %u KVs, expected %u",
-				 file, line, t, b->len[t], a->len[t]);
-		for (i = 0; i < a->len[t]; i++) {
-			const uint8_t *x = a->kv[t] + i * a->rec;
-			const uint8_t *y = b->kv[t] + i * a->rec;
-			struct kvc_slot_meta mx, my;
-
-			if (memcmp(x, y, a->row))
-				fail_msg("%s:%d: table %u KV %u: K differs",
-					 file, line, t, i);
-			if (memcmp(x + a->row, y + a->row, a->row))
-				fail_msg("%s:%d: table %u KV %u: V differs",
-					 file, line, t, i);
-			memcpy(&mx, x + 2 * a->row, sizeof(mx));
-			memcpy(&my, y + 2 * a->row, sizeof(my));
-			if (memcmp(&mx, &my, sizeof(mx)))
-				fail_msg(
-					"%s:%d: table %u KV %u: metric %a pos %d, expected metric %a pos %d",
-					file, line, t, i, (double)my.metric,
-					my.pos, (double)mx.metric, mx.pos);
-		}
-	}
-	EXPECT_U64(b->blocks, a->blocks);
-}
-
-/* ------------------------------------------------------------------ */
 /* Checks and wrappers */
-
-#define SW_CHECK(sw) sw_check(sw, __FILE__, __LINE__)
-
-static void sw_check(const struct kvc_swap *sw, const char *file, int line)
-{
-	int err = kvc_swap_check(sw);
-
-	if (err)
-		fail_msg("%s:%d: kvc_swap_check() = %d: %s", file, line, err,
-			 kvc_last_error());
-}
-
-static struct kvc_swap_stats swap_stats(const struct kvc_swap *sw)
-{
-	struct kvc_swap_stats st;
-
-	memset(&st, 0xa5, sizeof(st));
-	kvc_swap_get_stats(sw, &st);
-	return st;
-}
-
-static uint64_t live_blocks(struct kvc_kv *kv)
-{
-	struct kvc_pool_stats st;
-
-	kvc_pool_get_stats(kvc_kv_pool(kv), &st, NULL);
-	return st.blocks_live;
-}
 
 #define BUILD(kv, pol, key, prefill, steps) \
 	build_ok(kv, pol, key, prefill, steps, __FILE__, __LINE__)
@@ -368,7 +117,7 @@ static struct kvc_seq *build_ok(struct kvc_kv *kv, struct kvc_policy *pol,
 				const char *file, int line)
 {
 	struct kvc_seq *seq = NULL;
-	int err = build_seq(kv, pol, key, prefill, steps, &seq);
+	int err = swap_seq_build(kv, pol, key, prefill, steps, &seq);
 
 	if (err)
 		fail_msg("%s:%d: building sequence %" PRIu64 " = %d: %s", file,
@@ -401,8 +150,8 @@ static struct kvc_swap_stats open_swap_at(struct fixture *fx, uint32_t flags,
 	if (err)
 		fail_msg("%s:%d: kvc_swap_open(%s) = %d: %s", file, line,
 			 fx->path, err, kvc_last_error());
-	sw_check(fx->sw, file, line);
-	return swap_stats(fx->sw);
+	swap_seq_check(fx->sw, file, line);
+	return swap_seq_stats(fx->sw);
 }
 
 static void close_swap(struct fixture *fx)
@@ -421,7 +170,7 @@ static void swap_out_ok(struct kvc_swap *sw, struct kvc_seq *seq, uint64_t key,
 	if (err)
 		fail_msg("%s:%d: kvc_swap_out(%" PRIu64 ") = %d: %s", file,
 			 line, key, err, kvc_last_error());
-	sw_check(sw, file, line);
+	swap_seq_check(sw, file, line);
 }
 
 #define SWAP_IN(kv, sw, key) swap_in_ok(kv, sw, key, __FILE__, __LINE__)
@@ -443,38 +192,17 @@ static struct kvc_seq *swap_in_ok(struct kvc_kv *kv, struct kvc_swap *sw,
 		fail_msg("%s:%d: key %" PRIu64
 			 " still in the swap after swap-in",
 			 file, line, key);
-	sw_check(sw, file, line);
+	swap_seq_check(sw, file, line);
 	check_kv_at(kv, file, line);
 	return seq;
 }
 
-#define EXPECT_ERR(call, want)                                               \
-	do {                                                                 \
-		int got_ = (call);                                           \
-		if (got_ != (want))                                          \
-			fail_msg("%s = %d, expected %d (%s)", #call, got_,   \
-				 (int)(want), got_ ? kvc_last_error() : ""); \
-	} while (0)
-
-static struct kvc_swap_entry lookup_ok(const struct kvc_swap *sw, uint64_t key)
-{
-	struct kvc_swap_entry e;
-	int err;
-
-	memset(&e, 0, sizeof(e));
-	err = kvc_swap_lookup(sw, key, &e);
-	if (err)
-		fail_msg("kvc_swap_lookup(%" PRIu64 ") = %d", key, err);
-	EXPECT_U64(e.key, key);
-	return e;
-}
-
 /* The entry of a sequence just swapped out describes it. */
 static void expect_entry(const struct kvc_swap *sw, uint64_t key,
-			 const struct snap *sn)
+			 const struct swap_snap *sn)
 {
-	struct kvc_swap_stats st = swap_stats(sw);
-	struct kvc_swap_entry e = lookup_ok(sw, key);
+	struct kvc_swap_stats st = swap_seq_stats(sw);
+	struct kvc_swap_entry e = swap_seq_lookup(sw, key);
 
 	EXPECT_U64(e.tokens, sn->tokens);
 	EXPECT_U64(e.blocks, sn->blocks);
@@ -488,27 +216,6 @@ static void expect_entry(const struct kvc_swap *sw, uint64_t key,
 		fail_msg("entry %" PRIu64 " takes %" PRIu64
 			 " bytes for %" PRIu64 " blocks of %" PRIu64,
 			 key, e.bytes, e.blocks, st.slot_bytes);
-}
-
-static void flip_byte(const char *path, uint64_t off)
-{
-	int fd = open(path, O_RDWR);
-	uint8_t b;
-
-	assert_true(fd >= 0);
-	assert_int_equal(pread(fd, &b, 1, (off_t)off), 1);
-	b ^= 0x5a;
-	assert_int_equal(pwrite(fd, &b, 1, (off_t)off), 1);
-	assert_int_equal(close(fd), 0);
-}
-
-static uint64_t file_size(const char *path)
-{
-	struct stat st;
-
-	if (stat(path, &st))
-		fail_msg("stat(%s): %s", path, strerror(errno));
-	return (uint64_t)st.st_size;
 }
 
 static void idx_path(const struct fixture *fx, char *buf, size_t n)
@@ -533,7 +240,7 @@ static void expect_located(struct fixture *fx, const struct kvc_seq *seq,
 			   uint64_t key, uint64_t *offs, uint64_t *nr_offs)
 {
 	const struct kvc_model_shape *s = kvc_kv_shape(fx->kv);
-	struct kvc_swap_stats st = swap_stats(fx->sw);
+	struct kvc_swap_stats st = swap_seq_stats(fx->sw);
 	uint64_t bb = kvc_kv_block_bytes(s), off, dummy;
 	uint32_t layer, head, b, nr, crc, bs = s->block_size;
 	uint8_t *buf = malloc(bb);
@@ -567,7 +274,9 @@ static void expect_located(struct fixture *fx, const struct kvc_seq *seq,
 					continue;
 				assert_int_equal(pread(fd, buf, bb, (off_t)off),
 						 (ssize_t)bb);
-				if (memcmp(buf, block_host(fx->kv, table[b]),
+				if (memcmp(buf,
+					   swap_seq_block_host(fx->kv,
+							       table[b]),
 					   bb))
 					fail_msg(
 						"block (%u, %u, %u): the file at %" PRIu64
@@ -594,36 +303,15 @@ static void expect_located(struct fixture *fx, const struct kvc_seq *seq,
 /* ------------------------------------------------------------------ */
 /* Fixtures */
 
-static int remove_dir(const char *dir)
-{
-	char p[PATH_MAX + 256];
-	struct dirent *de;
-	DIR *d = opendir(dir);
-
-	if (!d)
-		return -1;
-	while ((de = readdir(d))) {
-		if (!strcmp(de->d_name, ".") || !strcmp(de->d_name, ".."))
-			continue;
-		snprintf(p, sizeof(p), "%s/%s", dir, de->d_name);
-		unlink(p);
-	}
-	closedir(d);
-	return rmdir(dir);
-}
-
 static int setup_with(void **state, const struct kvc_model_shape *shape,
 		      uint32_t flags)
 {
 	struct fixture *fx = calloc(1, sizeof(*fx));
-	const char *tmp = getenv("TMPDIR");
 	struct kvc_kv_params kp;
 
 	if (!fx)
 		return -1;
-	snprintf(fx->dir, sizeof(fx->dir), "%s/kvc-test-swap-XXXXXX",
-		 tmp && *tmp ? tmp : "/tmp");
-	if (!mkdtemp(fx->dir)) {
+	if (swap_seq_mkdtemp(fx->dir, sizeof(fx->dir), "kvc-test-swap")) {
 		free(fx);
 		return -1;
 	}
@@ -637,7 +325,7 @@ static int setup_with(void **state, const struct kvc_model_shape *shape,
 	if (kvc_backend_open_host(GRAN, &fx->be))
 		goto err;
 	kp.backend = fx->be;
-	if (kvc_kv_create(&kp, &fx->kv) || make_policy(shape, &fx->pol))
+	if (kvc_kv_create(&kp, &fx->kv) || swap_seq_policy(shape, &fx->pol))
 		goto err;
 	*state = fx;
 	return 0;
@@ -646,7 +334,7 @@ err:
 	kvc_policy_destroy(fx->pol);
 	kvc_kv_destroy(fx->kv);
 	kvc_backend_close(fx->be);
-	remove_dir(fx->dir);
+	swap_seq_remove_dir(fx->dir);
 	free(fx);
 	return -1;
 }
@@ -690,7 +378,7 @@ static int teardown(void **state)
 	kvc_policy_destroy(fx->pol);
 	kvc_kv_destroy(fx->kv);
 	kvc_backend_close(fx->be);
-	if (remove_dir(fx->dir))
+	if (swap_seq_remove_dir(fx->dir))
 		fprintf(stderr, "test_swap: cannot remove %s\n", fx->dir);
 	free(fx);
 	return 0;
@@ -717,7 +405,7 @@ static void test_round_trip(void **state)
 	static const int order[NR_RT] = { 3, 0, 5, 2, 4, 1 };
 	struct fixture *fx = *state;
 	struct kvc_seq *seq[NR_RT];
-	struct snap sn[NR_RT];
+	struct swap_snap sn[NR_RT];
 	struct kvc_swap_stats st;
 	uint64_t keys[NR_RT + 1], offs[4096], nr_offs = 0, sum = 0, n;
 	uint64_t file1;
@@ -747,20 +435,20 @@ static void test_round_trip(void **state)
 		seq[i] = BUILD(fx->kv, rt_seqs[i].compress ? fx->pol : NULL,
 			       rt_seqs[i].key, rt_seqs[i].prefill,
 			       rt_seqs[i].steps);
-		snap_take(fx->kv, seq[i], &sn[i], true);
+		swap_snap_take(fx->kv, seq[i], &sn[i], true);
 		for (t = 1; t < sn[i].nr_tables; t++)
 			ragged |= sn[i].len[t] != sn[i].len[0];
 		SWAP_OUT(fx->sw, seq[i], rt_seqs[i].key);
 		KV_CHECK(fx->kv);
 		expect_entry(fx->sw, rt_seqs[i].key, &sn[i]);
-		sum += lookup_ok(fx->sw, rt_seqs[i].key).bytes;
+		sum += swap_seq_lookup(fx->sw, rt_seqs[i].key).bytes;
 		/* the sequence is left as it was */
 		{
-			struct snap again;
+			struct swap_snap again;
 
-			snap_take(fx->kv, seq[i], &again, true);
+			swap_snap_take(fx->kv, seq[i], &again, true);
 			SNAP_EQUAL(&sn[i], &again);
-			snap_free(&again);
+			swap_snap_free(&again);
 		}
 		expect_located(fx, seq[i], rt_seqs[i].key, offs, &nr_offs);
 	}
@@ -774,7 +462,7 @@ static void test_round_trip(void **state)
 		if (offs[n] == offs[n - 1])
 			fail_msg("two blocks at offset %" PRIu64, offs[n]);
 
-	st = swap_stats(fx->sw);
+	st = swap_seq_stats(fx->sw);
 	EXPECT_U64(st.entries, NR_RT);
 	EXPECT_U64(st.out_seqs, NR_RT);
 	EXPECT_U64(st.used_bytes, sum);
@@ -796,20 +484,20 @@ static void test_round_trip(void **state)
 
 	for (i = 0; i < NR_RT; i++)
 		kvc_seq_destroy(seq[i]);
-	EXPECT_U64(live_blocks(fx->kv), 0);
+	EXPECT_U64(swap_seq_live_blocks(fx->kv), 0);
 	KV_CHECK(fx->kv);
 
 	for (round = 0; round < 2; round++) {
 		for (i = 0; i < NR_RT; i++) {
-			struct snap got;
+			struct swap_snap got;
 			int j = order[(i + round) % NR_RT];
 
 			seq[j] = SWAP_IN(fx->kv, fx->sw, rt_seqs[j].key);
-			snap_take(fx->kv, seq[j], &got, true);
+			swap_snap_take(fx->kv, seq[j], &got, true);
 			SNAP_EQUAL(&sn[j], &got);
-			snap_free(&got);
+			swap_snap_free(&got);
 		}
-		st = swap_stats(fx->sw);
+		st = swap_seq_stats(fx->sw);
 		EXPECT_U64(st.entries, 0);
 		EXPECT_U64(st.used_bytes, 0);
 		EXPECT_U64(st.in_seqs, NR_RT * (round + 1));
@@ -826,14 +514,14 @@ static void test_round_trip(void **state)
 			kvc_seq_destroy(seq[i]);
 			KV_CHECK(fx->kv);
 		}
-		st = swap_stats(fx->sw);
+		st = swap_seq_stats(fx->sw);
 		EXPECT_U64(st.file_bytes, file1);
 		EXPECT_U64(st.used_bytes, sum);
 		EXPECT_U64(st.out_bytes, 2 * sum);
 	}
 	for (i = 0; i < NR_RT; i++) {
 		kvc_seq_destroy(seq[i]);
-		snap_free(&sn[i]);
+		swap_snap_free(&sn[i]);
 	}
 	KV_CHECK(fx->kv);
 	SW_CHECK(fx->sw);
@@ -859,28 +547,28 @@ static void test_attention(void **state)
 	for (i = 0; i < 2; i++) {
 		struct kvc_seq *seq = BUILD(fx->kv, fx->pol, keys[i],
 					    70 + 30 * i, DECODE_STEPS);
-		struct snap before, after;
+		struct swap_snap before, after;
 		uint64_t rng = 0x1234 + keys[i];
 
 		SWAP_OUT(fx->sw, seq, keys[i]);
 		/* the original goes on: three more tokens and decode steps */
 		for (step = 0; step < 3; step++) {
-			assert_int_equal(append_random(seq, s, 1, &rng), 0);
+			assert_int_equal(swap_seq_append(seq, s, 1, &rng), 0);
 			assert_int_equal(
-				decode_random(seq, s, &rng, out1 + step * nq),
+				swap_seq_decode(seq, s, &rng, out1 + step * nq),
 				0);
 		}
 		KV_CHECK(fx->kv);
-		snap_take(fx->kv, seq, &before, true);
+		swap_snap_take(fx->kv, seq, &before, true);
 		kvc_seq_destroy(seq);
 
 		/* the copy from the swap goes on alike */
 		seq = SWAP_IN(fx->kv, fx->sw, keys[i]);
 		rng = 0x1234 + keys[i];
 		for (step = 0; step < 3; step++) {
-			assert_int_equal(append_random(seq, s, 1, &rng), 0);
+			assert_int_equal(swap_seq_append(seq, s, 1, &rng), 0);
 			assert_int_equal(
-				decode_random(seq, s, &rng, out2 + step * nq),
+				swap_seq_decode(seq, s, &rng, out2 + step * nq),
 				0);
 		}
 		KV_CHECK(fx->kv);
@@ -891,14 +579,14 @@ static void test_attention(void **state)
 					"sequence %" PRIu64
 					": decode step %d after swap-in differs",
 					keys[i], step);
-		snap_take(fx->kv, seq, &after, true);
+		swap_snap_take(fx->kv, seq, &after, true);
 		SNAP_EQUAL(&before, &after);
 
 		/* and it compresses the same: metrics carried over */
 		assert_int_equal(kvc_policy_compress(fx->pol, seq, NULL), 0);
 		KV_CHECK(fx->kv);
-		snap_free(&after);
-		snap_free(&before);
+		swap_snap_free(&after);
+		swap_snap_free(&before);
 		kvc_seq_destroy(seq);
 	}
 	SW_CHECK(fx->sw);
@@ -913,16 +601,16 @@ static void test_attention(void **state)
 static void expect_bad(struct fixture *fx, uint64_t key, uint64_t failures)
 {
 	struct kvc_seq *seq = NULL;
-	uint64_t live = live_blocks(fx->kv);
+	uint64_t live = swap_seq_live_blocks(fx->kv);
 	uint32_t nr_seqs = fx->kv->nr_seqs;
 	struct kvc_swap_stats st;
 
 	EXPECT_ERR(kvc_swap_in(fx->sw, key, &seq), -EBADMSG);
 	assert_null(seq);
-	EXPECT_U64(live_blocks(fx->kv), live);
+	EXPECT_U64(swap_seq_live_blocks(fx->kv), live);
 	EXPECT_U64(fx->kv->nr_seqs, nr_seqs);
-	assert_true(lookup_ok(fx->sw, key).bad);
-	st = swap_stats(fx->sw);
+	assert_true(swap_seq_lookup(fx->sw, key).bad);
+	st = swap_seq_stats(fx->sw);
 	EXPECT_U64(st.checksum_failures, failures);
 	EXPECT_U64(st.io_errors, 0);
 	SW_CHECK(fx->sw);
@@ -936,7 +624,7 @@ static void test_flipped_byte(void **state)
 	uint64_t row = (uint64_t)s->head_dim * kvc_dtype_bytes(s->dtype);
 	static const uint64_t keys[4] = { 31, 32, 33, 34 };
 	struct kvc_seq *seq;
-	struct snap sn[4], got;
+	struct swap_snap sn[4], got;
 	struct kvc_swap_stats st;
 	uint64_t off;
 	uint32_t crc;
@@ -946,7 +634,7 @@ static void test_flipped_byte(void **state)
 	for (i = 0; i < 3; i++) {
 		seq = BUILD(fx->kv, fx->pol, keys[i], 50 + 20 * i,
 			    DECODE_STEPS);
-		snap_take(fx->kv, seq, &sn[i], true);
+		swap_snap_take(fx->kv, seq, &sn[i], true);
 		SWAP_OUT(fx->sw, seq, keys[i]);
 		kvc_seq_destroy(seq);
 	}
@@ -954,27 +642,27 @@ static void test_flipped_byte(void **state)
 	/* while open: a byte of the K of slot 0 of one block */
 	assert_int_equal(kvc_swap_locate(fx->sw, keys[1], 1, 0, 0, &off, &crc),
 			 0);
-	flip_byte(fx->path, off + 5);
+	swap_seq_flip_byte(fx->path, off + 5);
 	expect_bad(fx, keys[1], 1);
 	/* a bad entry is never handed out */
 	seq = NULL;
 	EXPECT_ERR(kvc_swap_in(fx->sw, keys[1], &seq), -EBADMSG);
 	assert_null(seq);
-	assert_true(lookup_ok(fx->sw, keys[1]).bad);
+	assert_true(swap_seq_lookup(fx->sw, keys[1]).bad);
 	/* the others are fine */
 	seq = SWAP_IN(fx->kv, fx->sw, keys[0]);
-	snap_take(fx->kv, seq, &got, true);
+	swap_snap_take(fx->kv, seq, &got, true);
 	SNAP_EQUAL(&sn[0], &got);
-	snap_free(&got);
+	swap_snap_free(&got);
 	kvc_seq_destroy(seq);
 	assert_int_equal(kvc_swap_drop(fx->sw, keys[1]), 0);
 	EXPECT_ERR(
 		kvc_swap_lookup(fx->sw, keys[1], &(struct kvc_swap_entry){ 0 }),
 		-ENOENT);
 	EXPECT_ERR(kvc_swap_drop(fx->sw, keys[1]), -ENOENT);
-	st = swap_stats(fx->sw);
+	st = swap_seq_stats(fx->sw);
 	EXPECT_U64(st.entries, 1);
-	EXPECT_U64(st.used_bytes, lookup_ok(fx->sw, keys[2]).bytes);
+	EXPECT_U64(st.used_bytes, swap_seq_lookup(fx->sw, keys[2]).bytes);
 	SW_CHECK(fx->sw);
 	close_swap(fx);
 
@@ -992,29 +680,29 @@ static void test_flipped_byte(void **state)
 				 0);
 		close_swap(fx);
 	}
-	flip_byte(fx->path, off + s->block_size * row + 3);
+	swap_seq_flip_byte(fx->path, off + s->block_size * row + 3);
 	st = OPEN_SWAP(fx, 0);
 	EXPECT_U64(st.recovered, 1);
 	expect_bad(fx, keys[2], 1);
 	/* a new entry beside the bad one */
 	seq = BUILD(fx->kv, fx->pol, keys[3], 60, DECODE_STEPS);
-	snap_take(fx->kv, seq, &sn[3], true);
+	swap_snap_take(fx->kv, seq, &sn[3], true);
 	SWAP_OUT(fx->sw, seq, keys[3]);
 	kvc_seq_destroy(seq);
 	seq = SWAP_IN(fx->kv, fx->sw, keys[3]);
-	snap_take(fx->kv, seq, &got, true);
+	swap_snap_take(fx->kv, seq, &got, true);
 	SNAP_EQUAL(&sn[3], &got);
-	snap_free(&got);
+	swap_snap_free(&got);
 	kvc_seq_destroy(seq);
 	assert_int_equal(kvc_swap_drop(fx->sw, keys[2]), 0);
-	st = swap_stats(fx->sw);
+	st = swap_seq_stats(fx->sw);
 	EXPECT_U64(st.entries, 0);
 	EXPECT_U64(st.used_bytes, 0);
 	SW_CHECK(fx->sw);
 	KV_CHECK(fx->kv);
 	close_swap(fx);
 	for (i = 0; i < 4; i++)
-		snap_free(&sn[i]);
+		swap_snap_free(&sn[i]);
 }
 
 /* ------------------------------------------------------------------ */
@@ -1045,7 +733,7 @@ static void crash_child(struct fixture *fx, int wfd)
 	if (kvc_backend_open_host(GRAN, &be))
 		_exit(10);
 	kp.backend = be;
-	if (kvc_kv_create(&kp, &kv) || make_policy(&fx->shape, &pol))
+	if (kvc_kv_create(&kp, &kv) || swap_seq_policy(&fx->shape, &pol))
 		_exit(11);
 	swap_params(fx, fx->path, KVC_SWAP_FRESH, &p);
 	if (kvc_swap_open(&p, kv, &sw))
@@ -1053,8 +741,8 @@ static void crash_child(struct fixture *fx, int wfd)
 	for (key = 1; key <= CRASH_KEYS; key++) {
 		struct kvc_seq *seq;
 
-		if (build_seq(kv, pol, key, crash_prefill(key), DECODE_STEPS,
-			      &seq))
+		if (swap_seq_build(kv, pol, key, crash_prefill(key),
+				   DECODE_STEPS, &seq))
 			_exit(13);
 		if (kvc_swap_out(sw, seq, key))
 			_exit(14);
@@ -1128,21 +816,21 @@ static void crash_round(struct fixture *fx, uint64_t kill_after)
 			 reported);
 	for (i = 0; i < nr; i++) {
 		struct kvc_seq *seq;
-		struct snap want, got;
+		struct swap_snap want, got;
 
 		EXPECT_U64(keys[i], i + 1);
 		seq = BUILD(fx->kv, fx->pol, keys[i], crash_prefill(keys[i]),
 			    DECODE_STEPS);
-		snap_take(fx->kv, seq, &want, true);
+		swap_snap_take(fx->kv, seq, &want, true);
 		kvc_seq_destroy(seq);
 		seq = SWAP_IN(fx->kv, fx->sw, keys[i]);
-		snap_take(fx->kv, seq, &got, true);
+		swap_snap_take(fx->kv, seq, &got, true);
 		SNAP_EQUAL(&want, &got);
-		snap_free(&want);
-		snap_free(&got);
+		swap_snap_free(&want);
+		swap_snap_free(&got);
 		kvc_seq_destroy(seq);
 	}
-	st = swap_stats(fx->sw);
+	st = swap_seq_stats(fx->sw);
 	EXPECT_U64(st.entries, 0);
 	EXPECT_U64(st.used_bytes, 0);
 	SW_CHECK(fx->sw);
@@ -1166,7 +854,7 @@ static void test_torn_journal(void **state)
 	static const uint64_t keys[4] = { 41, 42, 43, 44 };
 	char idx[PATH_MAX + 8];
 	struct kvc_swap_stats st;
-	struct snap sn[4], got;
+	struct swap_snap sn[4], got;
 	struct kvc_seq *seq;
 	uint64_t before, after, sum = 0;
 	int fd, i;
@@ -1176,9 +864,9 @@ static void test_torn_journal(void **state)
 	for (i = 0; i < 3; i++) {
 		seq = BUILD(fx->kv, fx->pol, keys[i], 40 + 25 * i,
 			    DECODE_STEPS);
-		snap_take(fx->kv, seq, &sn[i], true);
+		swap_snap_take(fx->kv, seq, &sn[i], true);
 		SWAP_OUT(fx->sw, seq, keys[i]);
-		sum += lookup_ok(fx->sw, keys[i]).bytes;
+		sum += swap_seq_lookup(fx->sw, keys[i]).bytes;
 		kvc_seq_destroy(seq);
 	}
 	close_swap(fx);
@@ -1200,10 +888,10 @@ static void test_torn_journal(void **state)
 
 	/* a record cut in half */
 	seq = BUILD(fx->kv, fx->pol, keys[3], 77, DECODE_STEPS);
-	snap_take(fx->kv, seq, &sn[3], true);
-	before = file_size(idx);
+	swap_snap_take(fx->kv, seq, &sn[3], true);
+	before = swap_seq_file_size(idx);
 	SWAP_OUT(fx->sw, seq, keys[3]);
-	after = file_size(idx);
+	after = swap_seq_file_size(idx);
 	assert_true(after > before);
 	close_swap(fx);
 	assert_int_equal(truncate(idx, (off_t)(before + (after - before) / 2)),
@@ -1221,10 +909,10 @@ static void test_torn_journal(void **state)
 	kvc_seq_destroy(seq);
 	for (i = 3; i >= 0; i--) {
 		seq = SWAP_IN(fx->kv, fx->sw, keys[i]);
-		snap_take(fx->kv, seq, &got, true);
+		swap_snap_take(fx->kv, seq, &got, true);
 		SNAP_EQUAL(&sn[i], &got);
-		snap_free(&got);
-		snap_free(&sn[i]);
+		swap_snap_free(&got);
+		swap_snap_free(&sn[i]);
 		kvc_seq_destroy(seq);
 	}
 	SW_CHECK(fx->sw);
@@ -1299,7 +987,7 @@ static void test_cap(void **state)
 	struct kvc_swap_params p;
 	struct kvc_swap_stats st;
 	struct kvc_seq *a, *b, *c;
-	struct snap sa, sb, got;
+	struct swap_snap sa, sb, got;
 	uint64_t ba, bb, cap, live;
 
 	/* learn what the two take */
@@ -1308,9 +996,9 @@ static void test_cap(void **state)
 	b = BUILD(fx->kv, fx->pol, 52, 140, DECODE_STEPS);
 	SWAP_OUT(fx->sw, a, 51);
 	SWAP_OUT(fx->sw, b, 52);
-	ba = lookup_ok(fx->sw, 51).bytes;
-	bb = lookup_ok(fx->sw, 52).bytes;
-	st = swap_stats(fx->sw);
+	ba = swap_seq_lookup(fx->sw, 51).bytes;
+	bb = swap_seq_lookup(fx->sw, 52).bytes;
+	st = swap_seq_stats(fx->sw);
 	close_swap(fx);
 	cap = ba + bb - st.slot_bytes;
 	assert_true(bb > st.slot_bytes);
@@ -1319,16 +1007,16 @@ static void test_cap(void **state)
 	swap_params(fx, fx->path, KVC_SWAP_FRESH, &p);
 	p.cap_bytes = cap + st.slot_bytes - 1; /* rounded down */
 	assert_int_equal(kvc_swap_open(&p, fx->kv, &fx->sw), 0);
-	st = swap_stats(fx->sw);
+	st = swap_seq_stats(fx->sw);
 	EXPECT_U64(st.cap_bytes, cap);
 	EXPECT_U64(st.entries, 0);
 	SWAP_OUT(fx->sw, a, 51);
-	snap_take(fx->kv, b, &sb, true);
-	live = live_blocks(fx->kv);
+	swap_snap_take(fx->kv, b, &sb, true);
+	live = swap_seq_live_blocks(fx->kv);
 	EXPECT_ERR(kvc_swap_out(fx->sw, b, 52), -ENOSPC);
 	SW_CHECK(fx->sw);
 	KV_CHECK(fx->kv);
-	st = swap_stats(fx->sw);
+	st = swap_seq_stats(fx->sw);
 	EXPECT_U64(st.cap_refusals, 1);
 	EXPECT_U64(st.entries, 1);
 	EXPECT_U64(st.out_seqs, 1);
@@ -1337,39 +1025,39 @@ static void test_cap(void **state)
 	EXPECT_U64(kvc_swap_keys(fx->sw, NULL, 0), 1);
 	EXPECT_ERR(kvc_swap_lookup(fx->sw, 52, &(struct kvc_swap_entry){ 0 }),
 		   -ENOENT);
-	EXPECT_U64(live_blocks(fx->kv), live);
+	EXPECT_U64(swap_seq_live_blocks(fx->kv), live);
 	/* b is untouched */
-	snap_take(fx->kv, b, &got, true);
+	swap_snap_take(fx->kv, b, &got, true);
 	SNAP_EQUAL(&sb, &got);
-	snap_free(&got);
-	snap_take(fx->kv, a, &sa, true);
+	swap_snap_free(&got);
+	swap_snap_take(fx->kv, a, &sa, true);
 	kvc_seq_destroy(a);
 
 	/* with a back in, b fits */
 	a = SWAP_IN(fx->kv, fx->sw, 51);
-	snap_take(fx->kv, a, &got, true);
+	swap_snap_take(fx->kv, a, &got, true);
 	SNAP_EQUAL(&sa, &got);
-	snap_free(&got);
+	swap_snap_free(&got);
 	SWAP_OUT(fx->sw, b, 52);
 	/* now a does not fit beside b */
 	EXPECT_ERR(kvc_swap_out(fx->sw, a, 51), -ENOSPC);
-	EXPECT_U64(swap_stats(fx->sw).cap_refusals, 2);
-	EXPECT_U64(swap_stats(fx->sw).entries, 1);
+	EXPECT_U64(swap_seq_stats(fx->sw).cap_refusals, 2);
+	EXPECT_U64(swap_seq_stats(fx->sw).entries, 1);
 	SW_CHECK(fx->sw);
 	c = SWAP_IN(fx->kv, fx->sw, 52);
-	snap_take(fx->kv, c, &got, true);
+	swap_snap_take(fx->kv, c, &got, true);
 	SNAP_EQUAL(&sb, &got);
-	snap_free(&got);
-	snap_free(&sb);
-	snap_free(&sa);
+	swap_snap_free(&got);
+	swap_snap_free(&sb);
+	swap_snap_free(&sa);
 	/* the refused sequences go on */
 	{
 		uint64_t rng = 99;
 
-		assert_int_equal(append_random(a, &fx->shape, 3, &rng), 0);
-		assert_int_equal(decode_random(a, &fx->shape, &rng, NULL), 0);
-		assert_int_equal(append_random(b, &fx->shape, 3, &rng), 0);
-		assert_int_equal(decode_random(b, &fx->shape, &rng, NULL), 0);
+		assert_int_equal(swap_seq_append(a, &fx->shape, 3, &rng), 0);
+		assert_int_equal(swap_seq_decode(a, &fx->shape, &rng, NULL), 0);
+		assert_int_equal(swap_seq_append(b, &fx->shape, 3, &rng), 0);
+		assert_int_equal(swap_seq_decode(b, &fx->shape, &rng, NULL), 0);
 	}
 	kvc_seq_destroy(b);
 	kvc_seq_destroy(a);
@@ -1384,7 +1072,7 @@ static void test_file_size_limit(void **state)
 	struct fixture *fx = *state;
 	struct kvc_swap_stats st;
 	struct kvc_seq *a, *b;
-	struct snap sa, sb, got;
+	struct swap_snap sa, sb, got;
 	struct rlimit old, rl;
 	void (*old_handler)(int);
 	int err;
@@ -1392,10 +1080,10 @@ static void test_file_size_limit(void **state)
 	OPEN_SWAP(fx, KVC_SWAP_FRESH);
 	a = BUILD(fx->kv, fx->pol, 61, 40, DECODE_STEPS);
 	b = BUILD(fx->kv, fx->pol, 62, 120, DECODE_STEPS);
-	snap_take(fx->kv, a, &sa, true);
-	snap_take(fx->kv, b, &sb, true);
+	swap_snap_take(fx->kv, a, &sa, true);
+	swap_snap_take(fx->kv, b, &sb, true);
 	SWAP_OUT(fx->sw, a, 61);
-	st = swap_stats(fx->sw);
+	st = swap_seq_stats(fx->sw);
 	assert_true(st.file_bytes > 0);
 
 	/* b must grow the file past its current end */
@@ -1415,15 +1103,15 @@ static void test_file_size_limit(void **state)
 			err, kvc_last_error());
 	SW_CHECK(fx->sw);
 	KV_CHECK(fx->kv);
-	st = swap_stats(fx->sw);
+	st = swap_seq_stats(fx->sw);
 	EXPECT_U64(st.entries, 1);
 	EXPECT_U64(st.out_seqs, 1);
-	EXPECT_U64(st.used_bytes, lookup_ok(fx->sw, 61).bytes);
+	EXPECT_U64(st.used_bytes, swap_seq_lookup(fx->sw, 61).bytes);
 	EXPECT_ERR(kvc_swap_lookup(fx->sw, 62, &(struct kvc_swap_entry){ 0 }),
 		   -ENOENT);
-	snap_take(fx->kv, b, &got, true);
+	swap_snap_take(fx->kv, b, &got, true);
 	SNAP_EQUAL(&sb, &got);
-	snap_free(&got);
+	swap_snap_free(&got);
 
 	/* the limit lifted, the same call works */
 	SWAP_OUT(fx->sw, b, 62);
@@ -1435,14 +1123,14 @@ static void test_file_size_limit(void **state)
 	EXPECT_U64(st.recovered, 2);
 	b = SWAP_IN(fx->kv, fx->sw, 62);
 	a = SWAP_IN(fx->kv, fx->sw, 61);
-	snap_take(fx->kv, a, &got, true);
+	swap_snap_take(fx->kv, a, &got, true);
 	SNAP_EQUAL(&sa, &got);
-	snap_free(&got);
-	snap_take(fx->kv, b, &got, true);
+	swap_snap_free(&got);
+	swap_snap_take(fx->kv, b, &got, true);
 	SNAP_EQUAL(&sb, &got);
-	snap_free(&got);
-	snap_free(&sa);
-	snap_free(&sb);
+	swap_snap_free(&got);
+	swap_snap_free(&sa);
+	swap_snap_free(&sb);
 	kvc_seq_destroy(a);
 	kvc_seq_destroy(b);
 	SW_CHECK(fx->sw);
@@ -1466,10 +1154,10 @@ static void test_keys_and_args(void **state)
 	SWAP_OUT(fx->sw, a, 71);
 	EXPECT_ERR(kvc_swap_out(fx->sw, a, 71), -EEXIST);
 	EXPECT_ERR(kvc_swap_out(fx->sw, b, 71), -EEXIST);
-	st = swap_stats(fx->sw);
+	st = swap_seq_stats(fx->sw);
 	EXPECT_U64(st.entries, 1);
 	EXPECT_U64(st.out_seqs, 1);
-	EXPECT_U64(st.used_bytes, lookup_ok(fx->sw, 71).bytes);
+	EXPECT_U64(st.used_bytes, swap_seq_lookup(fx->sw, 71).bytes);
 	SW_CHECK(fx->sw);
 
 	/* unknown keys */
@@ -1494,14 +1182,14 @@ static void test_keys_and_args(void **state)
 	EXPECT_ERR(kvc_swap_lookup(fx->sw, 74, &e), -ENOENT);
 	kvc_seq_destroy(foreign);
 	kvc_kv_destroy(other);
-	st = swap_stats(fx->sw);
+	st = swap_seq_stats(fx->sw);
 	EXPECT_U64(st.entries, 1);
 	EXPECT_U64(st.out_seqs, 1);
 	SW_CHECK(fx->sw);
 
 	/* drop frees the space; the key can be used again */
 	assert_int_equal(kvc_swap_drop(fx->sw, 71), 0);
-	st = swap_stats(fx->sw);
+	st = swap_seq_stats(fx->sw);
 	EXPECT_U64(st.entries, 0);
 	EXPECT_U64(st.used_bytes, 0);
 	SWAP_OUT(fx->sw, b, 71);
@@ -1510,22 +1198,22 @@ static void test_keys_and_args(void **state)
 	/* a dropped entry stays dropped after a reopen */
 	st = OPEN_SWAP(fx, 0);
 	EXPECT_U64(st.recovered, 2);
-	EXPECT_U64(lookup_ok(fx->sw, 71).tokens, kvc_seq_tokens(b));
-	EXPECT_U64(lookup_ok(fx->sw, 72).tokens, kvc_seq_tokens(a));
+	EXPECT_U64(swap_seq_lookup(fx->sw, 71).tokens, kvc_seq_tokens(b));
+	EXPECT_U64(swap_seq_lookup(fx->sw, 72).tokens, kvc_seq_tokens(a));
 	assert_int_equal(kvc_swap_drop(fx->sw, 72), 0);
 	close_swap(fx);
 	st = OPEN_SWAP(fx, 0);
 	EXPECT_U64(st.recovered, 1);
 	EXPECT_ERR(kvc_swap_lookup(fx->sw, 72, &e), -ENOENT);
 	{
-		struct snap want, got;
+		struct swap_snap want, got;
 
-		snap_take(fx->kv, b, &want, true);
+		swap_snap_take(fx->kv, b, &want, true);
 		seq = SWAP_IN(fx->kv, fx->sw, 71);
-		snap_take(fx->kv, seq, &got, true);
+		swap_snap_take(fx->kv, seq, &got, true);
 		SNAP_EQUAL(&want, &got);
-		snap_free(&want);
-		snap_free(&got);
+		swap_snap_free(&want);
+		swap_snap_free(&got);
 		kvc_seq_destroy(seq);
 	}
 	/* an empty sequence goes out and comes back empty */
@@ -1535,8 +1223,8 @@ static void test_keys_and_args(void **state)
 
 		assert_int_equal(kvc_seq_create(fx->kv, &empty), 0);
 		SWAP_OUT(fx->sw, empty, 76);
-		EXPECT_U64(lookup_ok(fx->sw, 76).tokens, 0);
-		EXPECT_U64(lookup_ok(fx->sw, 76).blocks, 0);
+		EXPECT_U64(swap_seq_lookup(fx->sw, 76).tokens, 0);
+		EXPECT_U64(swap_seq_lookup(fx->sw, 76).blocks, 0);
 		EXPECT_ERR(kvc_swap_locate(fx->sw, 76, 0, 0, 0, &off, &crc),
 			   -ENOENT);
 		kvc_seq_destroy(empty);
@@ -1563,7 +1251,7 @@ static void test_pool_full(void **state)
 	struct kvc_kv *small = NULL;
 	struct kvc_swap *sw = NULL;
 	struct kvc_seq *seq, *got_seq = NULL;
-	struct snap want, got;
+	struct swap_snap want, got;
 	char path[PATH_MAX + 16];
 	uint64_t live;
 
@@ -1578,29 +1266,29 @@ static void test_pool_full(void **state)
 	assert_int_equal(kvc_swap_open(&p, small, &sw), 0);
 
 	seq = BUILD(small, NULL, 81, 100, DECODE_STEPS);
-	live = live_blocks(small);
+	live = swap_seq_live_blocks(small);
 	kvc_pool_get_stats(kvc_kv_pool(small), &ps, NULL);
 	if (ps.blocks_total >= 2 * live)
 		fail_msg("test setup: %" PRIu64
 			 " blocks hold two sequences of %" PRIu64,
 			 ps.blocks_total, live);
-	snap_take(small, seq, &want, true);
+	swap_snap_take(small, seq, &want, true);
 	SWAP_OUT(sw, seq, 81);
 	EXPECT_ERR(kvc_swap_in(sw, 81, &got_seq), -ENOMEM);
 	assert_null(got_seq);
-	EXPECT_U64(live_blocks(small), live);
-	assert_false(lookup_ok(sw, 81).bad);
-	EXPECT_U64(swap_stats(sw).entries, 1);
-	EXPECT_U64(swap_stats(sw).in_seqs, 0);
+	EXPECT_U64(swap_seq_live_blocks(small), live);
+	assert_false(swap_seq_lookup(sw, 81).bad);
+	EXPECT_U64(swap_seq_stats(sw).entries, 1);
+	EXPECT_U64(swap_seq_stats(sw).in_seqs, 0);
 	SW_CHECK(sw);
 	KV_CHECK(small);
 
 	kvc_seq_destroy(seq);
 	seq = SWAP_IN(small, sw, 81);
-	snap_take(small, seq, &got, true);
+	swap_snap_take(small, seq, &got, true);
 	SNAP_EQUAL(&want, &got);
-	snap_free(&want);
-	snap_free(&got);
+	swap_snap_free(&want);
+	swap_snap_free(&got);
 	kvc_seq_destroy(seq);
 	kvc_swap_close(sw);
 	kvc_kv_destroy(small);
@@ -1622,12 +1310,12 @@ static void test_reopen(void **state)
 	struct kvc_kv_params kp;
 	struct kvc_swap *sw = NULL;
 	struct kvc_seq *seq;
-	struct snap want, got;
+	struct swap_snap want, got;
 	int i;
 
 	OPEN_SWAP(fx, KVC_SWAP_FRESH);
 	seq = BUILD(fx->kv, fx->pol, 91, 60, DECODE_STEPS);
-	snap_take(fx->kv, seq, &want, true);
+	swap_snap_take(fx->kv, seq, &want, true);
 	SWAP_OUT(fx->sw, seq, 91);
 	kvc_seq_destroy(seq);
 	close_swap(fx);
@@ -1658,7 +1346,7 @@ static void test_reopen(void **state)
 	/* refused, the files are as they were */
 	st = OPEN_SWAP(fx, 0);
 	EXPECT_U64(st.recovered, 1);
-	EXPECT_U64(lookup_ok(fx->sw, 91).tokens, want.tokens);
+	EXPECT_U64(swap_seq_lookup(fx->sw, 91).tokens, want.tokens);
 	close_swap(fx);
 
 	/* KVC_SWAP_FRESH discards, on another shape too */
@@ -1677,7 +1365,7 @@ static void test_reopen(void **state)
 		swap_params(fx, fx->path, 0, &p);
 		p.flags |= KVC_SWAP_FRESH;
 		assert_int_equal(kvc_swap_open(&p, other, &sw), 0);
-		st = swap_stats(sw);
+		st = swap_seq_stats(sw);
 		EXPECT_U64(st.entries, 0);
 		EXPECT_U64(st.recovered, 0);
 		EXPECT_U64(st.used_bytes, 0);
@@ -1709,10 +1397,10 @@ static void test_reopen(void **state)
 	SWAP_OUT(fx->sw, seq, 91);
 	kvc_seq_destroy(seq);
 	seq = SWAP_IN(fx->kv, fx->sw, 91);
-	snap_take(fx->kv, seq, &got, true);
+	swap_snap_take(fx->kv, seq, &got, true);
 	SNAP_EQUAL(&want, &got);
-	snap_free(&got);
-	snap_free(&want);
+	swap_snap_free(&got);
+	swap_snap_free(&want);
 	kvc_seq_destroy(seq);
 	SW_CHECK(fx->sw);
 	close_swap(fx);
@@ -1740,7 +1428,7 @@ static void test_not_a_journal(void **state)
 	swap_params(fx, fx->path, 0, &p);
 	err = kvc_swap_open(&p, fx->kv, &sw);
 	if (err == 0) {
-		struct kvc_swap_stats st = swap_stats(sw);
+		struct kvc_swap_stats st = swap_seq_stats(sw);
 
 		EXPECT_U64(st.entries, 0);
 		EXPECT_U64(st.torn_bytes, sizeof(junk));
@@ -1780,7 +1468,7 @@ static void locate_all(struct fixture *fx, const struct kvc_seq *seq,
 
 static uint8_t *read_file(const char *path, size_t *len)
 {
-	uint64_t size = file_size(path);
+	uint64_t size = swap_seq_file_size(path);
 	uint8_t *buf = malloc(size ? size : 1);
 	int fd = open(path, O_RDONLY);
 
@@ -1801,7 +1489,7 @@ static void test_queue_depths(void **state)
 	static const uint64_t keys[NR_QD] = { 111, 112, 113 };
 	struct fixture *fx = *state;
 	struct kvc_seq *seq[NR_QD], *in;
-	struct snap sn[NR_QD], got;
+	struct swap_snap sn[NR_QD], got;
 	uint64_t *ref = NULL, *offs, nr_ref = 0, nr;
 	uint32_t *ref_crc = NULL, *crcs;
 	uint8_t *ref_file = NULL, *file;
@@ -1813,7 +1501,7 @@ static void test_queue_depths(void **state)
 	seq[1] = BUILD(fx->kv, NULL, keys[1], 70, DECODE_STEPS);
 	seq[2] = BUILD(fx->kv, fx->pol, keys[2], 100, DECODE_STEPS);
 	for (i = 0; i < NR_QD; i++)
-		snap_take(fx->kv, seq[i], &sn[i], true);
+		swap_snap_take(fx->kv, seq[i], &sn[i], true);
 	offs = calloc(4096, sizeof(*offs));
 	crcs = calloc(4096, sizeof(*crcs));
 	assert_non_null(offs);
@@ -1873,9 +1561,9 @@ static void test_queue_depths(void **state)
 		free(file);
 		for (i = NR_QD - 1; i >= 0; i--) {
 			in = SWAP_IN(fx->kv, fx->sw, keys[i]);
-			snap_take(fx->kv, in, &got, true);
+			swap_snap_take(fx->kv, in, &got, true);
 			SNAP_EQUAL(&sn[i], &got);
-			snap_free(&got);
+			swap_snap_free(&got);
 			kvc_seq_destroy(in);
 		}
 		SW_CHECK(fx->sw);
@@ -1884,7 +1572,7 @@ static void test_queue_depths(void **state)
 	}
 	for (i = 0; i < NR_QD; i++) {
 		kvc_seq_destroy(seq[i]);
-		snap_free(&sn[i]);
+		swap_snap_free(&sn[i]);
 	}
 	free(ref);
 	free(ref_crc);
@@ -1912,7 +1600,7 @@ static void test_cuda_fake(void **state)
 	struct kvc_swap *sw = NULL;
 	struct kvc_kv *kv = NULL;
 	struct kvc_seq *seq[2];
-	struct snap sn[2], got;
+	struct swap_snap sn[2], got;
 	struct kvc_fake_counts fc;
 	uint64_t rng;
 	int i;
@@ -1935,32 +1623,32 @@ static void test_cuda_fake(void **state)
 	for (i = 0; i < 2; i++) {
 		seq[i] = BUILD(kv, NULL, 121 + i, 60 + 50 * i, DECODE_STEPS);
 		KV_CHECK(kv); /* waits for the device */
-		snap_take(kv, seq[i], &sn[i], false);
+		swap_snap_take(kv, seq[i], &sn[i], false);
 		SWAP_OUT(sw, seq[i], 121 + i);
-		EXPECT_U64(lookup_ok(sw, 121 + i).blocks, sn[i].blocks);
+		EXPECT_U64(swap_seq_lookup(sw, 121 + i).blocks, sn[i].blocks);
 	}
 	/* the originals go on one step, the copies must give the same */
 	for (i = 0; i < 2; i++) {
 		rng = 77 + i;
-		assert_int_equal(append_random(seq[i], s, 1, &rng), 0);
+		assert_int_equal(swap_seq_append(seq[i], s, 1, &rng), 0);
 		assert_int_equal(
-			decode_random(seq[i], s, &rng, i ? out2 : out1), 0);
+			swap_seq_decode(seq[i], s, &rng, i ? out2 : out1), 0);
 		kvc_seq_destroy(seq[i]);
 	}
 	KV_CHECK(kv);
-	EXPECT_U64(live_blocks(kv), 0);
+	EXPECT_U64(swap_seq_live_blocks(kv), 0);
 	for (i = 1; i >= 0; i--) {
 		float *out = malloc(nq * sizeof(float));
 
 		assert_non_null(out);
 		seq[i] = SWAP_IN(kv, sw, 121 + i);
-		snap_take(kv, seq[i], &got, false);
+		swap_snap_take(kv, seq[i], &got, false);
 		SNAP_EQUAL(&sn[i], &got);
-		snap_free(&got);
-		snap_free(&sn[i]);
+		swap_snap_free(&got);
+		swap_snap_free(&sn[i]);
 		rng = 77 + i;
-		assert_int_equal(append_random(seq[i], s, 1, &rng), 0);
-		assert_int_equal(decode_random(seq[i], s, &rng, out), 0);
+		assert_int_equal(swap_seq_append(seq[i], s, 1, &rng), 0);
+		assert_int_equal(swap_seq_decode(seq[i], s, &rng, out), 0);
 		if (memcmp(out, i ? out2 : out1, nq * sizeof(float)))
 			fail_msg(
 				"cuda: decode after swap-in of sequence %d differs",

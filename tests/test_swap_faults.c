@@ -44,6 +44,7 @@
 #include "../runtime/internal.h"
 #include "../swap/swap_internal.h"
 #include "backend.h"
+#include "swap_seq.h"
 
 #define GRAN (64ull << 10)
 #define CAPACITY 1024
@@ -51,7 +52,6 @@
 /* One block per write (two for f16 at most): many writes to pick from. */
 #define SWAP_IO_BYTES 4096u
 #define DECODE_STEPS 3
-#define MAX_TABLES 16
 #define MAX_KEYS 8
 /* Never swapped out: dropping it records a known message. */
 #define NO_KEY 0xdeadull
@@ -155,268 +155,25 @@ static int fault_hook(void *arg, bool write, uint64_t off, uint64_t bytes)
 }
 
 /* ------------------------------------------------------------------ */
-/* Building sequences */
-
-static float rng_float(uint64_t *rng)
-{
-	return (float)(rng_next(rng) >> 40) / (float)(1u << 23) - 1.0f;
-}
-
-static int append_random(struct kvc_seq *seq, const struct kvc_model_shape *s,
-			 uint32_t n, uint64_t *rng)
-{
-	uint64_t count = (uint64_t)s->layers * s->kv_heads * n * s->head_dim;
-	float *k = malloc(count * sizeof(float));
-	float *v = malloc(count * sizeof(float));
-	uint64_t i;
-	int err = -ENOMEM;
-
-	if (k && v) {
-		for (i = 0; i < count; i++) {
-			k[i] = rng_float(rng);
-			v[i] = rng_float(rng);
-		}
-		err = kvc_seq_append(seq, n, k, v);
-	}
-	free(k);
-	free(v);
-	return err;
-}
-
-/* One decode step on every layer with random queries, adding the L2 metric. */
-static int decode_random(struct kvc_seq *seq, const struct kvc_model_shape *s,
-			 uint64_t *rng)
-{
-	uint32_t nq = s->q_heads * s->head_dim, layer, i;
-	float *q = malloc(nq * sizeof(float));
-	float *out = malloc(nq * sizeof(float));
-	int err = q && out ? 0 : -ENOMEM;
-
-	for (layer = 0; !err && layer < s->layers; layer++) {
-		for (i = 0; i < nq; i++)
-			q[i] = rng_float(rng);
-		err = kvc_attn_decode(seq, layer, q, out, KVC_METRIC_L2);
-	}
-	free(q);
-	free(out);
-	return err;
-}
-
-/*
- * The sequence of @key: @prefill random tokens, DECODE_STEPS decode
- * steps, compression by @pol, then one more decode step.
- */
-static int build_seq(struct kvc_kv *kv, struct kvc_policy *pol, uint64_t key,
-		     uint32_t prefill, struct kvc_seq **out)
-{
-	const struct kvc_model_shape *s = kvc_kv_shape(kv);
-	uint64_t rng = key * 0x9e3779b97f4a7c15ull + 0x632be59bd9b4e019ull;
-	struct kvc_seq *seq;
-	uint32_t i;
-	int err;
-
-	err = kvc_seq_create(kv, &seq);
-	if (err)
-		return err;
-	err = append_random(seq, s, prefill, &rng);
-	for (i = 0; !err && i < DECODE_STEPS; i++) {
-		err = append_random(seq, s, 1, &rng);
-		if (!err)
-			err = decode_random(seq, s, &rng);
-	}
-	if (!err)
-		err = kvc_policy_compress(pol, seq, NULL);
-	if (!err)
-		err = append_random(seq, s, 1, &rng);
-	if (!err)
-		err = decode_random(seq, s, &rng);
-	if (err) {
-		kvc_seq_destroy(seq);
-		return err;
-	}
-	*out = seq;
-	return 0;
-}
-
-static int make_policy(const struct kvc_model_shape *s, struct kvc_policy **out)
-{
-	struct kvc_policy_params pp;
-
-	kvc_policy_params_init(&pp);
-	pp.name = "kvcompress";
-	pp.rate = 3;
-	pp.protected_window = 8;
-	pp.sinks = 0;
-	pp.metric = KVC_METRIC_L2;
-	return kvc_policy_create(&pp, s, out);
-}
-
-/* ------------------------------------------------------------------ */
 /* Snapshots */
-
-/**
- * struct snap - What a sequence holds, as stored.
- * @tokens: its tokens.
- * @nr_tables: layers * kv_heads.
- * @len: per table, KVs held.
- * @kv: per table, per KV: K row, V row, slot metadata.
- * @rec: bytes of one KV's record in @kv.
- * @row: bytes of one K or V row.
- * @blocks: blocks over all tables.
- */
-struct snap {
-	uint32_t tokens;
-	uint32_t nr_tables;
-	uint32_t len[MAX_TABLES];
-	uint8_t *kv[MAX_TABLES];
-	size_t rec;
-	size_t row;
-	uint64_t blocks;
-};
-
-static void snap_free(struct snap *sn)
-{
-	uint32_t t;
-
-	for (t = 0; t < sn->nr_tables; t++)
-		free(sn->kv[t]);
-	memset(sn, 0, sizeof(*sn));
-}
-
-static const uint8_t *block_host(struct kvc_kv *kv, uint32_t id)
-{
-	uint64_t addr = 0;
-	int err = kvc_pool_block_addr(kvc_kv_pool(kv), id, &addr);
-
-	if (err)
-		fail_msg("kvc_pool_block_addr(%u) = %d: %s", id, err,
-			 kvc_last_error());
-	return (const uint8_t *)(uintptr_t)addr;
-}
-
-static void snap_take(struct kvc_kv *kv, const struct kvc_seq *seq,
-		      struct snap *sn)
-{
-	const struct kvc_model_shape *s = kvc_kv_shape(kv);
-	uint32_t bs = s->block_size, t, i, nr;
-
-	memset(sn, 0, sizeof(*sn));
-	sn->tokens = kvc_seq_tokens(seq);
-	sn->nr_tables = s->layers * s->kv_heads;
-	assert_true(sn->nr_tables <= MAX_TABLES);
-	sn->row = (size_t)s->head_dim * kvc_dtype_bytes(s->dtype);
-	sn->rec = 2 * sn->row + sizeof(struct kvc_slot_meta);
-	for (t = 0; t < sn->nr_tables; t++) {
-		uint32_t layer = t / s->kv_heads, head = t % s->kv_heads;
-		const uint32_t *table = kvc_seq_table(seq, layer, head, &nr);
-		uint32_t len = kvc_seq_len(seq, layer, head);
-
-		EXPECT_U64(nr, (len + bs - 1) / bs);
-		sn->len[t] = len;
-		sn->blocks += nr;
-		sn->kv[t] = calloc(len ? len : 1, sn->rec);
-		assert_non_null(sn->kv[t]);
-		for (i = 0; i < len; i++) {
-			const uint8_t *b = block_host(kv, table[i / bs]);
-			uint8_t *r = sn->kv[t] + i * sn->rec;
-
-			memcpy(r, b + (i % bs) * sn->row, sn->row);
-			memcpy(r + sn->row, b + (bs + i % bs) * sn->row,
-			       sn->row);
-			memcpy(r + 2 * sn->row,
-			       &kv->meta[(uint64_t)table[i / bs] * bs + i % bs],
-			       sizeof(struct kvc_slot_meta));
-		}
-	}
-}
-
-#define SNAP_EQUAL(a, b) snap_equal(a, b, __FILE__, __LINE__)
-
-static void snap_equal(const struct snap *a, const struct snap *b,
-		       const char *file, int line)
-{
-	uint32_t t, i;
-
-	if (a->tokens != b->tokens)
-		fail_msg("%s:%d: %u tokens, expected %u", file, line, b->tokens,
-			 a->tokens);
-	assert_int_equal(a->nr_tables, b->nr_tables);
-	for (t = 0; t < a->nr_tables; t++) {
-		if (a->len[t] != b->len[t])
-			fail_msg("%s:%d: table %u holds %u KVs, expected %u",
-				 file, line, t, b->len[t], a->len[t]);
-		for (i = 0; i < a->len[t]; i++) {
-			const uint8_t *x = a->kv[t] + i * a->rec;
-			const uint8_t *y = b->kv[t] + i * a->rec;
-
-			if (memcmp(x, y, a->row))
-				fail_msg("%s:%d: table %u KV %u: K differs",
-					 file, line, t, i);
-			if (memcmp(x + a->row, y + a->row, a->row))
-				fail_msg("%s:%d: table %u KV %u: V differs",
-					 file, line, t, i);
-			if (memcmp(x + 2 * a->row, y + 2 * a->row,
-				   sizeof(struct kvc_slot_meta)))
-				fail_msg(
-					"%s:%d: table %u KV %u: metric or position differs",
-					file, line, t, i);
-		}
-	}
-	EXPECT_U64(b->blocks, a->blocks);
-}
 
 /* The sequence still holds what @sn says. */
 #define SEQ_UNTOUCHED(fx, seq, sn) \
 	seq_untouched(fx, seq, sn, __FILE__, __LINE__)
 
 static void seq_untouched(struct fixture *fx, const struct kvc_seq *seq,
-			  const struct snap *sn, const char *file, int line)
+			  const struct swap_snap *sn, const char *file,
+			  int line)
 {
-	struct snap now;
+	struct swap_snap now;
 
-	snap_take(fx->kv, seq, &now);
-	snap_equal(sn, &now, file, line);
-	snap_free(&now);
+	swap_snap_take(fx->kv, seq, &now, true);
+	swap_snap_equal(sn, &now, file, line);
+	swap_snap_free(&now);
 }
 
 /* ------------------------------------------------------------------ */
 /* Checks and wrappers */
-
-#define SW_CHECK(sw) sw_check(sw, __FILE__, __LINE__)
-
-static void sw_check(const struct kvc_swap *sw, const char *file, int line)
-{
-	int err = kvc_swap_check(sw);
-
-	if (err)
-		fail_msg("%s:%d: kvc_swap_check() = %d: %s", file, line, err,
-			 kvc_last_error());
-}
-
-#define EXPECT_ERR(call, want)                                               \
-	do {                                                                 \
-		int got_ = (call);                                           \
-		if (got_ != (want))                                          \
-			fail_msg("%s = %d, expected %d (%s)", #call, got_,   \
-				 (int)(want), got_ ? kvc_last_error() : ""); \
-	} while (0)
-
-static struct kvc_swap_stats swap_stats(const struct kvc_swap *sw)
-{
-	struct kvc_swap_stats st;
-
-	memset(&st, 0xa5, sizeof(st));
-	kvc_swap_get_stats(sw, &st);
-	return st;
-}
-
-static uint64_t live_blocks(struct kvc_kv *kv)
-{
-	struct kvc_pool_stats st;
-
-	kvc_pool_get_stats(kvc_kv_pool(kv), &st, NULL);
-	return st.blocks_live;
-}
 
 #define BUILD(fx, key, prefill) build_ok(fx, key, prefill, __FILE__, __LINE__)
 
@@ -424,7 +181,8 @@ static struct kvc_seq *build_ok(struct fixture *fx, uint64_t key,
 				uint32_t prefill, const char *file, int line)
 {
 	struct kvc_seq *seq = NULL;
-	int err = build_seq(fx->kv, fx->pol, key, prefill, &seq);
+	int err = swap_seq_build(fx->kv, fx->pol, key, prefill, DECODE_STEPS,
+				 &seq);
 
 	if (err)
 		fail_msg("%s:%d: building sequence %" PRIu64 " = %d: %s", file,
@@ -457,8 +215,8 @@ static struct kvc_swap_stats open_swap_at(struct fixture *fx, uint32_t flags,
 	if (err)
 		fail_msg("%s:%d: kvc_swap_open(%s) = %d: %s", file, line,
 			 fx->path, err, kvc_last_error());
-	sw_check(fx->sw, file, line);
-	return swap_stats(fx->sw);
+	swap_seq_check(fx->sw, file, line);
+	return swap_seq_stats(fx->sw);
 }
 
 static void close_swap(struct fixture *fx)
@@ -484,15 +242,15 @@ static void swap_out_ok(struct fixture *fx, struct kvc_seq *seq, uint64_t key,
 	if (err)
 		fail_msg("%s:%d: kvc_swap_out(%" PRIu64 ") = %d: %s", file,
 			 line, key, err, kvc_last_error());
-	sw_check(fx->sw, file, line);
+	swap_seq_check(fx->sw, file, line);
 	check_kv_at(fx->kv, file, line);
 }
 
 /* Swaps @key in and checks it holds what @sn says, then frees it. */
 #define ROUND_TRIP(fx, key, sn) round_trip(fx, key, sn, __FILE__, __LINE__)
 
-static void round_trip(struct fixture *fx, uint64_t key, const struct snap *sn,
-		       const char *file, int line)
+static void round_trip(struct fixture *fx, uint64_t key,
+		       const struct swap_snap *sn, const char *file, int line)
 {
 	struct kvc_swap_entry e;
 	struct kvc_seq *seq = NULL;
@@ -508,24 +266,11 @@ static void round_trip(struct fixture *fx, uint64_t key, const struct snap *sn,
 		fail_msg("%s:%d: key %" PRIu64
 			 " still in the swap after swap-in",
 			 file, line, key);
-	sw_check(fx->sw, file, line);
+	swap_seq_check(fx->sw, file, line);
 	check_kv_at(fx->kv, file, line);
 	seq_untouched(fx, seq, sn, file, line);
 	kvc_seq_destroy(seq);
 	check_kv_at(fx->kv, file, line);
-}
-
-static struct kvc_swap_entry lookup_ok(const struct kvc_swap *sw, uint64_t key)
-{
-	struct kvc_swap_entry e;
-	int err;
-
-	memset(&e, 0, sizeof(e));
-	err = kvc_swap_lookup(sw, key, &e);
-	if (err)
-		fail_msg("kvc_swap_lookup(%" PRIu64 ") = %d", key, err);
-	EXPECT_U64(e.key, key);
-	return e;
 }
 
 static void expect_absent(const struct kvc_swap *sw, uint64_t key)
@@ -574,30 +319,9 @@ static void expect_new_error(const char *primer, const char *what)
 			 what, msg ? msg : "(null)");
 }
 
-static void flip_byte(const char *path, uint64_t off)
-{
-	int fd = open(path, O_RDWR);
-	uint8_t b;
-
-	assert_true(fd >= 0);
-	assert_int_equal(pread(fd, &b, 1, (off_t)off), 1);
-	b ^= 0x5a;
-	assert_int_equal(pwrite(fd, &b, 1, (off_t)off), 1);
-	assert_int_equal(close(fd), 0);
-}
-
-static uint64_t file_size(const char *path)
-{
-	struct stat st;
-
-	if (stat(path, &st))
-		fail_msg("stat(%s): %s", path, strerror(errno));
-	return (uint64_t)st.st_size;
-}
-
 /* The file offset of the last block of @key's last (layer, head). */
 static uint64_t last_block_off(struct fixture *fx, uint64_t key,
-			       const struct snap *sn)
+			       const struct swap_snap *sn)
 {
 	const struct kvc_model_shape *s = &fx->shape;
 	uint32_t nr = (sn->len[sn->nr_tables - 1] + s->block_size - 1) /
@@ -615,36 +339,16 @@ static uint64_t last_block_off(struct fixture *fx, uint64_t key,
 /* ------------------------------------------------------------------ */
 /* Fixtures */
 
-static int remove_dir(const char *dir)
-{
-	char p[PATH_MAX + 256];
-	struct dirent *de;
-	DIR *d = opendir(dir);
-
-	if (!d)
-		return -1;
-	while ((de = readdir(d))) {
-		if (!strcmp(de->d_name, ".") || !strcmp(de->d_name, ".."))
-			continue;
-		snprintf(p, sizeof(p), "%s/%s", dir, de->d_name);
-		unlink(p);
-	}
-	closedir(d);
-	return rmdir(dir);
-}
-
 static int setup_with(void **state, const struct kvc_model_shape *shape,
 		      uint32_t flags)
 {
 	struct fixture *fx = calloc(1, sizeof(*fx));
-	const char *tmp = getenv("TMPDIR");
 	struct kvc_kv_params kp;
 
 	if (!fx)
 		return -1;
-	snprintf(fx->dir, sizeof(fx->dir), "%s/kvc-test-swap-faults-XXXXXX",
-		 tmp && *tmp ? tmp : "/tmp");
-	if (!mkdtemp(fx->dir)) {
+	if (swap_seq_mkdtemp(fx->dir, sizeof(fx->dir),
+			     "kvc-test-swap-faults")) {
 		free(fx);
 		return -1;
 	}
@@ -659,7 +363,7 @@ static int setup_with(void **state, const struct kvc_model_shape *shape,
 	if (kvc_backend_open_host(GRAN, &fx->be))
 		goto err;
 	kp.backend = fx->be;
-	if (kvc_kv_create(&kp, &fx->kv) || make_policy(shape, &fx->pol))
+	if (kvc_kv_create(&kp, &fx->kv) || swap_seq_policy(shape, &fx->pol))
 		goto err;
 	*state = fx;
 	return 0;
@@ -668,7 +372,7 @@ err:
 	kvc_policy_destroy(fx->pol);
 	kvc_kv_destroy(fx->kv);
 	kvc_backend_close(fx->be);
-	remove_dir(fx->dir);
+	swap_seq_remove_dir(fx->dir);
 	free(fx);
 	return -1;
 }
@@ -701,7 +405,7 @@ static int teardown(void **state)
 	kvc_policy_destroy(fx->pol);
 	kvc_kv_destroy(fx->kv);
 	kvc_backend_close(fx->be);
-	if (remove_dir(fx->dir))
+	if (swap_seq_remove_dir(fx->dir))
 		fprintf(stderr, "test_swap_faults: cannot remove %s\n",
 			fx->dir);
 	free(fx);
@@ -719,13 +423,13 @@ static int teardown(void **state)
  * leaves everything as it was; the swap holds @keys (@n of them).
  */
 static void expect_out_fails(struct fixture *fx, struct kvc_seq *seq,
-			     uint64_t key, const struct snap *sn,
+			     uint64_t key, const struct swap_snap *sn,
 			     struct fault *f, int want, const uint64_t *keys,
 			     uint64_t n)
 {
-	struct kvc_swap_stats before = swap_stats(fx->sw), after;
-	uint64_t idx_bytes = file_size(fx->idx);
-	uint64_t live = live_blocks(fx->kv);
+	struct kvc_swap_stats before = swap_seq_stats(fx->sw), after;
+	uint64_t idx_bytes = swap_seq_file_size(fx->idx);
+	uint64_t live = swap_seq_live_blocks(fx->kv);
 	const char *primer = prime_error(fx->sw);
 
 	kvc_swap_set_fault(fx->sw, fault_hook, f);
@@ -737,7 +441,7 @@ static void expect_out_fails(struct fixture *fx, struct kvc_seq *seq,
 	KV_CHECK(fx->kv);
 
 	/* nothing recorded, its space free again */
-	after = swap_stats(fx->sw);
+	after = swap_seq_stats(fx->sw);
 	expect_absent(fx->sw, key);
 	expect_keys(fx->sw, keys, n);
 	EXPECT_U64(after.entries, before.entries);
@@ -748,10 +452,10 @@ static void expect_out_fails(struct fixture *fx, struct kvc_seq *seq,
 	EXPECT_U64(after.checksum_failures, before.checksum_failures);
 	EXPECT_U64(after.cap_refusals,
 		   before.cap_refusals + (want == -ENOSPC ? 1 : 0));
-	EXPECT_U64(file_size(fx->idx), idx_bytes);
+	EXPECT_U64(swap_seq_file_size(fx->idx), idx_bytes);
 
 	/* the sequence is as it was */
-	EXPECT_U64(live_blocks(fx->kv), live);
+	EXPECT_U64(swap_seq_live_blocks(fx->kv), live);
 	SEQ_UNTOUCHED(fx, seq, sn);
 }
 
@@ -760,19 +464,19 @@ static void test_out_faults(void **state)
 	struct fixture *fx = *state;
 	static const uint64_t kept[1] = { KEY_KEPT };
 	struct kvc_seq *seq, *other;
-	struct snap sn, sn_kept;
+	struct swap_snap sn, sn_kept;
 	struct kvc_swap_stats st;
 	struct fault f;
 	uint64_t writes, cases[4], i;
 
 	OPEN_SWAP(fx, KVC_SWAP_FRESH);
 	other = BUILD(fx, KEY_KEPT, 60);
-	snap_take(fx->kv, other, &sn_kept);
+	swap_snap_take(fx->kv, other, &sn_kept, true);
 	SWAP_OUT(fx, other, KEY_KEPT);
 	kvc_seq_destroy(other);
 
 	seq = BUILD(fx, KEY_OUT, 200);
-	snap_take(fx->kv, seq, &sn);
+	swap_snap_take(fx->kv, seq, &sn, true);
 
 	/* How many writes a swap-out of it takes: go out, then drop. */
 	fault_init(&f, 0);
@@ -787,7 +491,7 @@ static void test_out_faults(void **state)
 			 " writes: too few to fail one in the middle",
 			 sn.blocks, writes);
 	EXPECT_U64(f.syncs, 1);
-	EXPECT_U64(swap_stats(fx->sw).io_errors, 0);
+	EXPECT_U64(swap_seq_stats(fx->sw).io_errors, 0);
 
 	/* the first, a middle and the last write fail with EIO */
 	cases[0] = 1;
@@ -818,7 +522,7 @@ static void test_out_faults(void **state)
 	EXPECT_U64(st.torn_bytes, 0);
 	expect_absent(fx->sw, KEY_OUT);
 	expect_keys(fx->sw, kept, 1);
-	EXPECT_U64(st.used_bytes, lookup_ok(fx->sw, KEY_KEPT).bytes);
+	EXPECT_U64(st.used_bytes, swap_seq_lookup(fx->sw, KEY_KEPT).bytes);
 
 	/* the same sequence then goes out, and comes back bit-exact */
 	SWAP_OUT(fx, seq, KEY_OUT);
@@ -829,14 +533,14 @@ static void test_out_faults(void **state)
 	EXPECT_U64(st.recovered, 2);
 	ROUND_TRIP(fx, KEY_OUT, &sn);
 	ROUND_TRIP(fx, KEY_KEPT, &sn_kept);
-	st = swap_stats(fx->sw);
+	st = swap_seq_stats(fx->sw);
 	EXPECT_U64(st.entries, 0);
 	EXPECT_U64(st.used_bytes, 0);
 	EXPECT_U64(st.io_errors, 0);
 	SW_CHECK(fx->sw);
 	close_swap(fx);
-	snap_free(&sn);
-	snap_free(&sn_kept);
+	swap_snap_free(&sn);
+	swap_snap_free(&sn_kept);
 }
 
 /* ------------------------------------------------------------------ */
@@ -848,8 +552,8 @@ static void test_out_faults(void **state)
 /* kvc_swap_in(@key) with the read covering @off failing with EIO. */
 static void expect_in_fails(struct fixture *fx, uint64_t key, uint64_t off)
 {
-	struct kvc_swap_stats before = swap_stats(fx->sw), after;
-	uint64_t live = live_blocks(fx->kv);
+	struct kvc_swap_stats before = swap_seq_stats(fx->sw), after;
+	uint64_t live = swap_seq_live_blocks(fx->kv);
 	uint32_t nr_seqs = fx->kv->nr_seqs;
 	struct kvc_seq *seq = NULL;
 	const char *primer = prime_error(fx->sw);
@@ -868,13 +572,13 @@ static void expect_in_fails(struct fixture *fx, uint64_t key, uint64_t off)
 
 	/* no sequence made */
 	assert_null(seq);
-	EXPECT_U64(live_blocks(fx->kv), live);
+	EXPECT_U64(swap_seq_live_blocks(fx->kv), live);
 	EXPECT_U64(fx->kv->nr_seqs, nr_seqs);
 
 	/* the entry stays, and an I/O error is no checksum failure */
-	e = lookup_ok(fx->sw, key);
+	e = swap_seq_lookup(fx->sw, key);
 	assert_false(e.bad);
-	after = swap_stats(fx->sw);
+	after = swap_seq_stats(fx->sw);
 	EXPECT_U64(after.entries, before.entries);
 	EXPECT_U64(after.used_bytes, before.used_bytes);
 	EXPECT_U64(after.in_seqs, before.in_seqs);
@@ -889,7 +593,7 @@ static void test_in_read_fault(void **state)
 	static const uint64_t keys[2] = { KEY_A, KEY_B };
 	struct kvc_swap_stats st;
 	struct kvc_seq *seq;
-	struct snap sn[2];
+	struct swap_snap sn[2];
 	uint64_t first, last;
 	uint32_t crc;
 	int i;
@@ -897,14 +601,14 @@ static void test_in_read_fault(void **state)
 	OPEN_SWAP(fx, KVC_SWAP_FRESH);
 	for (i = 0; i < 2; i++) {
 		seq = BUILD(fx, keys[i], 120 + 40 * i);
-		snap_take(fx->kv, seq, &sn[i]);
+		swap_snap_take(fx->kv, seq, &sn[i], true);
 		SWAP_OUT(fx, seq, keys[i]);
 		kvc_seq_destroy(seq);
 		KV_CHECK(fx->kv);
 	}
 	EXPECT_ERR(kvc_swap_locate(fx->sw, KEY_A, 0, 0, 0, &first, &crc), 0);
 	last = last_block_off(fx, KEY_A, &sn[0]);
-	st = swap_stats(fx->sw);
+	st = swap_seq_stats(fx->sw);
 
 	/* the first data block, the last, the metadata after it */
 	expect_in_fails(fx, KEY_A, first);
@@ -916,13 +620,13 @@ static void test_in_read_fault(void **state)
 	st = reopen(fx);
 	EXPECT_U64(st.recovered, 2);
 	EXPECT_U64(st.torn_bytes, 0);
-	assert_false(lookup_ok(fx->sw, KEY_A).bad);
+	assert_false(swap_seq_lookup(fx->sw, KEY_A).bad);
 
 	/* one more failed read after the reopen, then it comes in */
 	expect_in_fails(fx, KEY_A, first);
 	ROUND_TRIP(fx, KEY_A, &sn[0]);
 	ROUND_TRIP(fx, KEY_B, &sn[1]);
-	st = swap_stats(fx->sw);
+	st = swap_seq_stats(fx->sw);
 	EXPECT_U64(st.entries, 0);
 	EXPECT_U64(st.used_bytes, 0);
 	EXPECT_U64(st.in_seqs, 2);
@@ -930,7 +634,7 @@ static void test_in_read_fault(void **state)
 	SW_CHECK(fx->sw);
 	close_swap(fx);
 	for (i = 0; i < 2; i++)
-		snap_free(&sn[i]);
+		swap_snap_free(&sn[i]);
 }
 
 /* ------------------------------------------------------------------ */
@@ -945,16 +649,16 @@ static void test_meta_corrupt(void **state)
 	struct fixture *fx = *state;
 	struct kvc_swap_stats st;
 	struct kvc_seq *seq = NULL;
-	struct snap sn_c, sn_d;
+	struct swap_snap sn_c, sn_d;
 	uint64_t live, meta;
 
 	OPEN_SWAP(fx, KVC_SWAP_FRESH);
 	seq = BUILD(fx, KEY_C, 100);
-	snap_take(fx->kv, seq, &sn_c);
+	swap_snap_take(fx->kv, seq, &sn_c, true);
 	SWAP_OUT(fx, seq, KEY_C);
 	kvc_seq_destroy(seq);
 	seq = BUILD(fx, KEY_D, 80);
-	snap_take(fx->kv, seq, &sn_d);
+	swap_snap_take(fx->kv, seq, &sn_d, true);
 	SWAP_OUT(fx, seq, KEY_D);
 	kvc_seq_destroy(seq);
 	KV_CHECK(fx->kv);
@@ -964,21 +668,21 @@ static void test_meta_corrupt(void **state)
 	 * slots right after its last block; the first bytes there are the
 	 * first block's metric and position.
 	 */
-	st = swap_stats(fx->sw);
+	st = swap_seq_stats(fx->sw);
 	meta = last_block_off(fx, KEY_C, &sn_c) + st.slot_bytes;
 	assert_true(meta + st.slot_bytes <= st.file_bytes);
 	close_swap(fx);
-	flip_byte(fx->path, meta + 2);
+	swap_seq_flip_byte(fx->path, meta + 2);
 	st = OPEN_SWAP(fx, 0);
 	EXPECT_U64(st.recovered, 2);
 
-	live = live_blocks(fx->kv);
+	live = swap_seq_live_blocks(fx->kv);
 	seq = NULL;
 	EXPECT_ERR(kvc_swap_in(fx->sw, KEY_C, &seq), -EBADMSG);
 	assert_null(seq);
-	EXPECT_U64(live_blocks(fx->kv), live);
-	assert_true(lookup_ok(fx->sw, KEY_C).bad);
-	st = swap_stats(fx->sw);
+	EXPECT_U64(swap_seq_live_blocks(fx->kv), live);
+	assert_true(swap_seq_lookup(fx->sw, KEY_C).bad);
+	st = swap_seq_stats(fx->sw);
 	EXPECT_U64(st.checksum_failures, 1);
 	EXPECT_U64(st.io_errors, 0);
 	SW_CHECK(fx->sw);
@@ -989,14 +693,14 @@ static void test_meta_corrupt(void **state)
 	EXPECT_ERR(kvc_swap_in(fx->sw, KEY_C, &seq), -EBADMSG);
 	assert_null(seq);
 	EXPECT_ERR(kvc_swap_drop(fx->sw, KEY_C), 0);
-	st = swap_stats(fx->sw);
+	st = swap_seq_stats(fx->sw);
 	EXPECT_U64(st.entries, 0);
 	EXPECT_U64(st.used_bytes, 0);
 	SW_CHECK(fx->sw);
 	KV_CHECK(fx->kv);
 	close_swap(fx);
-	snap_free(&sn_c);
-	snap_free(&sn_d);
+	swap_snap_free(&sn_c);
+	swap_snap_free(&sn_d);
 }
 
 #define KEY_E 41
@@ -1009,27 +713,27 @@ static void test_journal_corrupt(void **state)
 	struct kvc_swap_stats st;
 	struct kvc_seq *seq, *last;
 	uint64_t before, after, sum = 0;
-	struct snap sn[3];
+	struct swap_snap sn[3];
 	int i;
 
 	OPEN_SWAP(fx, KVC_SWAP_FRESH);
 	for (i = 0; i < 2; i++) {
 		seq = BUILD(fx, keys[i], 70 + 30 * i);
-		snap_take(fx->kv, seq, &sn[i]);
+		swap_snap_take(fx->kv, seq, &sn[i], true);
 		SWAP_OUT(fx, seq, keys[i]);
-		sum += lookup_ok(fx->sw, keys[i]).bytes;
+		sum += swap_seq_lookup(fx->sw, keys[i]).bytes;
 		kvc_seq_destroy(seq);
 	}
 	last = BUILD(fx, KEY_E, 90);
-	snap_take(fx->kv, last, &sn[2]);
-	before = file_size(fx->idx);
+	swap_snap_take(fx->kv, last, &sn[2], true);
+	before = swap_seq_file_size(fx->idx);
 	SWAP_OUT(fx, last, KEY_E);
-	after = file_size(fx->idx);
+	after = swap_seq_file_size(fx->idx);
 	assert_true(after > before);
 	close_swap(fx);
 
 	/* the middle of the record: its payload, under its checksum */
-	flip_byte(fx->idx, before + (after - before) / 2);
+	swap_seq_flip_byte(fx->idx, before + (after - before) / 2);
 	st = OPEN_SWAP(fx, 0);
 	EXPECT_U64(st.recovered, 2);
 	EXPECT_U64(st.entries, 2);
@@ -1037,7 +741,7 @@ static void test_journal_corrupt(void **state)
 	EXPECT_U64(st.used_bytes, sum);
 	expect_absent(fx->sw, KEY_E);
 	expect_keys(fx->sw, keys, 2);
-	EXPECT_U64(file_size(fx->idx), before);
+	EXPECT_U64(swap_seq_file_size(fx->idx), before);
 
 	/* its slots are free: the key goes out again */
 	SWAP_OUT(fx, last, KEY_E);
@@ -1051,7 +755,7 @@ static void test_journal_corrupt(void **state)
 	SW_CHECK(fx->sw);
 	close_swap(fx);
 	for (i = 0; i < 3; i++)
-		snap_free(&sn[i]);
+		swap_snap_free(&sn[i]);
 }
 
 /* A journal path holding some other file is refused and left alone. */
@@ -1063,7 +767,7 @@ static void test_not_a_journal(void **state)
 	struct kvc_swap *sw = NULL;
 	struct kvc_swap_stats st;
 	struct kvc_seq *seq;
-	struct snap sn;
+	struct swap_snap sn;
 	char back[sizeof(text) + 16];
 	int fd, err;
 
@@ -1083,7 +787,7 @@ static void test_not_a_journal(void **state)
 	assert_true(strstr(kvc_last_error(), fx->idx) != NULL);
 
 	/* untouched */
-	EXPECT_U64(file_size(fx->idx), sizeof(text) - 1);
+	EXPECT_U64(swap_seq_file_size(fx->idx), sizeof(text) - 1);
 	fd = open(fx->idx, O_RDONLY);
 	assert_true(fd >= 0);
 	memset(back, 0, sizeof(back));
@@ -1098,14 +802,14 @@ static void test_not_a_journal(void **state)
 	EXPECT_U64(st.entries, 0);
 	EXPECT_U64(st.recovered, 0);
 	seq = BUILD(fx, KEY_E, 50);
-	snap_take(fx->kv, seq, &sn);
+	swap_snap_take(fx->kv, seq, &sn, true);
 	SWAP_OUT(fx, seq, KEY_E);
 	kvc_seq_destroy(seq);
 	st = reopen(fx);
 	EXPECT_U64(st.recovered, 1);
 	ROUND_TRIP(fx, KEY_E, &sn);
 	close_swap(fx);
-	snap_free(&sn);
+	swap_snap_free(&sn);
 }
 
 int main(void)
