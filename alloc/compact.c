@@ -120,14 +120,6 @@ static void rec_moves(struct run *r, uint32_t n)
 	kvc_recorder_unlock(rec);
 }
 
-static uint64_t now_ns(void)
-{
-	struct timespec ts;
-
-	clock_gettime(CLOCK_MONOTONIC, &ts);
-	return (uint64_t)ts.tv_sec * 1000000000ull + (uint64_t)ts.tv_nsec;
-}
-
 int kvc_pool_set_move_hook(struct kvc_pool *pool, kvc_move_fn fn, void *arg)
 {
 	if (!pool)
@@ -237,7 +229,7 @@ static int plan_alloc(struct kvc_pool *pool,
 	uint32_t used = pool->nr_mapped - (uint32_t)pool->fill.hist[0];
 	uint32_t most = kvc_pool_reclaimable(pool);
 	struct kvc_compact_plan *plan;
-	uint64_t t0 = now_ns();
+	uint64_t t0 = kvc_now_ns();
 	uint8_t *chosen;
 
 	plan = calloc(1, sizeof(*plan));
@@ -267,7 +259,7 @@ static int plan_alloc(struct kvc_pool *pool,
 	list_add(&plan->link, &pool->plans);
 	plan_locked(pool, plan, chosen);
 	free(chosen);
-	plan->planned.plan_ns = now_ns() - t0;
+	plan->planned.plan_ns = kvc_now_ns() - t0;
 	*out = plan;
 	return 0;
 }
@@ -328,12 +320,12 @@ static int move_batch(struct run *r, struct kvc_chunk *src, uint32_t n)
 		plan->copies[i] = (struct kvc_copy){ plan->moves[i].from * bb,
 						     plan->holes[i] * bb, bb };
 	}
-	t0 = now_ns();
+	t0 = kvc_now_ns();
 	err = pool->be->ops->copy(pool->be, &pool->va, plan->copies, n);
 	if (err) {
 		/* Copies issued before the failure must not land later. */
 		pool->be->ops->fence(pool->be, &pool->va);
-		r->res->copy_ns += now_ns() - t0;
+		r->res->copy_ns += kvc_now_ns() - t0;
 		while (nr_takes--) {
 			struct take *t = &r->takes[nr_takes];
 
@@ -342,7 +334,7 @@ static int move_batch(struct run *r, struct kvc_chunk *src, uint32_t n)
 		}
 		return err;
 	}
-	r->res->copy_ns += now_ns() - t0;
+	r->res->copy_ns += kvc_now_ns() - t0;
 	kvc_ladder_touch(pool->ladder, chunk_index(pool, src));
 	for (i = 0; i < n; i++) {
 		local = plan->moves[i].from - first;
@@ -422,7 +414,7 @@ static int fence_copies(struct run *r)
 	struct kvc_compact_plan *plan = r->plan;
 	struct kvc_pool *pool = r->pool;
 	const struct kvc_backend_ops *ops = pool->be->ops;
-	uint64_t token, seq = 0, t0 = now_ns();
+	uint64_t token, seq = 0, t0 = kvc_now_ns();
 	int err;
 
 	err = ops->fence_record(pool->be, &pool->va, &token);
@@ -444,7 +436,7 @@ static int fence_copies(struct run *r)
 			ops->fence(pool->be, &pool->va);
 	}
 out:
-	r->res->copy_ns += now_ns() - t0;
+	r->res->copy_ns += kvc_now_ns() - t0;
 	return err;
 }
 
@@ -454,7 +446,7 @@ static int execute_locked(struct kvc_compact_plan *plan,
 {
 	struct kvc_pool *pool = plan->pool;
 	struct run r = { plan, pool, res, 0, 0, false, { { 0 } } };
-	uint64_t t0 = now_ns(), t1, released = pool->chunks_released;
+	uint64_t t0 = kvc_now_ns(), t1, released = pool->chunks_released;
 	uint32_t i, nr_vacated = 0;
 	struct kvc_chunk *c;
 	int err = 0, ret;
@@ -493,10 +485,10 @@ out:
 	pool->compactions++;
 	if (err)
 		pool->compact_failures++;
-	t1 = now_ns();
+	t1 = kvc_now_ns();
 	res->move_ns = t1 - t0 - res->copy_ns;
 	kvc_pool_trim_locked(pool, pool->empty_kept);
-	res->unmap_ns = now_ns() - t1;
+	res->unmap_ns = kvc_now_ns() - t1;
 	res->chunks_released = (uint32_t)(pool->chunks_released - released);
 	kvc_pool_publish(pool);
 	return err;

@@ -15,6 +15,7 @@
 #include <kvc/pool.h>
 
 #include "backend.h"
+#include "clock.h"
 #include "list.h"
 
 struct kvc_ladder_state;
@@ -314,14 +315,6 @@ static inline uint32_t kvc_pool_reclaimable(const struct kvc_pool *pool)
 	uint64_t need = (pool->nr_live + pool->bpc - 1) / pool->bpc;
 
 	return used > need ? (uint32_t)(used - need) : 0;
-}
-
-static inline uint64_t kvc_now_ns(void)
-{
-	struct timespec ts;
-
-	clock_gettime(CLOCK_MONOTONIC, &ts);
-	return (uint64_t)ts.tv_sec * 1000000000ull + (uint64_t)ts.tv_nsec;
 }
 
 /* pool.c */

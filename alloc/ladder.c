@@ -509,15 +509,6 @@ void kvc_ladder_state_free(struct kvc_ladder_state *state)
 	free(state);
 }
 
-const struct kvc_stats_sample *
-kvc_ladder_state_get(const struct kvc_ladder_state *state, uint32_t i)
-{
-	uint32_t oldest =
-		(state->head + KVC_STATS_RING - state->count) % KVC_STATS_RING;
-
-	return &state->ring[(oldest + i) % KVC_STATS_RING];
-}
-
 static void compact_sample(const struct kvc_pool *pool,
 			   const struct kvc_ladder *l,
 			   struct kvc_stats_sample *s)
@@ -576,12 +567,6 @@ int kvc_pool_sample(struct kvc_pool *pool, const struct kvc_pool_usage *usage,
 	if (err)
 		goto out_unlock;
 	compact_sample(pool, &l, &s);
-	st->ring[st->head] = s;
-	st->head = (st->head + 1) % KVC_STATS_RING;
-	if (st->count < KVC_STATS_RING)
-		st->count++;
-	st->samples++;
-	st->last = l;
 	peaks_now(st, &peaks);
 	kvc_stats_pub_sample(pool->pub, &l, &s, &peaks);
 	kvc_pool_publish(pool);

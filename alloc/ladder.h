@@ -24,13 +24,9 @@ struct kvc_ladder_runs {
 };
 
 /**
- * struct kvc_ladder_state - What a pool keeps of its samples.
- * @ring: the latest %KVC_STATS_RING samples, compact (as published).
- * @head: the slot the next sample goes to.
- * @count: samples in @ring.
- * @samples: samples taken in total.
+ * struct kvc_ladder_state - What a pool keeps of its samples (the latest
+ * ones themselves go to its stats page's ring).
  * @acc: peaks and means, weighted by steps.
- * @last: the latest sample, whole.
  * @dirty: one bit per chunk whose live bits or mapping changed since the
  *         last ladder (see kvc_ladder_touch()).
  * @contrib: per chunk, its free runs as of its last recount: free blocks,
@@ -46,12 +42,7 @@ struct kvc_ladder_runs {
  * walking them all at every step cost more than the rest of a replay.
  */
 struct kvc_ladder_state {
-	struct kvc_stats_sample ring[KVC_STATS_RING];
-	uint32_t head;
-	uint32_t count;
-	uint64_t samples;
 	struct kvc_ladder_acc acc;
-	struct kvc_ladder last;
 	uint64_t *dirty;
 	uint32_t *contrib;
 	uint32_t stride;
@@ -79,15 +70,5 @@ static inline void kvc_ladder_touch(struct kvc_ladder_state *state, uint32_t ci)
  * @state: the state, or NULL.
  */
 void kvc_ladder_state_free(struct kvc_ladder_state *state);
-
-/**
- * kvc_ladder_state_get() - The @i-th oldest sample of the ring.
- * @state: the state.
- * @i: 0 .. @count - 1.
- *
- * Return: the sample.
- */
-const struct kvc_stats_sample *
-kvc_ladder_state_get(const struct kvc_ladder_state *state, uint32_t i);
 
 #endif /* KVC_ALLOC_LADDER_H */

@@ -38,6 +38,7 @@
 
 #include <kvc/record.h>
 
+#include "clock.h"
 #include "error.h"
 #include "recorder.h"
 
@@ -102,14 +103,6 @@ struct kvc_recorder {
 	struct kvc_recorder_stats stats;
 	uint64_t group_ns;
 };
-
-static uint64_t mono_ns(void)
-{
-	struct timespec ts;
-
-	clock_gettime(CLOCK_MONOTONIC, &ts);
-	return (uint64_t)ts.tv_sec * 1000000000ull + (uint64_t)ts.tv_nsec;
-}
 
 static void set_err(struct kvc_recorder *rec, int err)
 {
@@ -254,12 +247,10 @@ static int emit_locked(struct kvc_recorder *rec, uint16_t kind,
 	struct rec_buf *b;
 	struct kvc_rec_event *ev;
 
+	/* Counted, not said: this runs under the pool's lock, per block. */
 	if (rec->err) {
 		rec->stats.lost++;
-		return kvc_err(
-			rec->err,
-			"recorder: writing the trace failed (%s); events are lost",
-			strerror(-rec->err));
+		return rec->err;
 	}
 	b = &rec->buf[rec->cur];
 	ev = &b->ev[b->nr++];
@@ -282,7 +273,7 @@ void kvc_recorder_lock(struct kvc_recorder *rec)
 	pthread_mutex_lock(&rec->lock);
 	/* One call's events share its time: a clock read per block cost more
 	 * than the rest of recording it. */
-	rec->group_ns = mono_ns();
+	rec->group_ns = kvc_now_ns();
 }
 
 void kvc_recorder_unlock(struct kvc_recorder *rec)
@@ -296,6 +287,16 @@ int kvc_recorder_emit_locked(struct kvc_recorder *rec, enum kvc_rec_kind kind,
 	return emit_locked(rec, (uint16_t)kind, p, rec->group_ns);
 }
 
+/* The message of an event lost to an earlier write error, said once. */
+static int lost(int err)
+{
+	if (!err)
+		return 0;
+	return kvc_err(
+		err, "recorder: writing the trace failed (%s); events are lost",
+		strerror(-err));
+}
+
 int kvc_recorder_emit(struct kvc_recorder *rec, enum kvc_rec_kind kind,
 		      const uint64_t *p)
 {
@@ -307,9 +308,9 @@ int kvc_recorder_emit(struct kvc_recorder *rec, enum kvc_rec_kind kind,
 		return kvc_err(-EINVAL, "recorder: event kind %d is not known",
 			       (int)kind);
 	pthread_mutex_lock(&rec->lock);
-	ret = emit_locked(rec, (uint16_t)kind, p, mono_ns());
+	ret = emit_locked(rec, (uint16_t)kind, p, kvc_now_ns());
 	pthread_mutex_unlock(&rec->lock);
-	return ret;
+	return lost(ret);
 }
 
 int kvc_recorder_step(struct kvc_recorder *rec, uint32_t step)
@@ -327,9 +328,9 @@ int kvc_recorder_step(struct kvc_recorder *rec, uint32_t step)
 			       rec->step);
 	}
 	rec->step = step;
-	ret = emit_locked(rec, KVC_REC_STEP, p, mono_ns());
+	ret = emit_locked(rec, KVC_REC_STEP, p, kvc_now_ns());
 	pthread_mutex_unlock(&rec->lock);
-	return ret;
+	return lost(ret);
 }
 
 int kvc_recorder_name(struct kvc_recorder *rec, uint32_t what, const char *text)
@@ -480,7 +481,7 @@ int kvc_recorder_open(const char *path,
 				"recorder: io_uring unavailable (%s); writing the trace with pwrite()",
 				strerror(-ret));
 	}
-	rec->t0 = mono_ns();
+	rec->t0 = kvc_now_ns();
 	*out = rec;
 	return 0;
 }
@@ -495,7 +496,7 @@ int kvc_recorder_close(struct kvc_recorder *rec)
 	pthread_mutex_lock(&rec->lock);
 	p[0] = rec->stats.events;
 	p[1] = rec->stats.lost;
-	emit_locked(rec, KVC_REC_END, p, mono_ns());
+	emit_locked(rec, KVC_REC_END, p, kvc_now_ns());
 	ret = flush_locked(rec);
 	pthread_mutex_unlock(&rec->lock);
 	if (!ret && fsync(rec->fd))

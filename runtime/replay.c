@@ -166,6 +166,8 @@ static int sample(struct replay *rp, const struct kvc_rec_event *ev)
 			(unsigned long long)l.held,
 			(unsigned long long)l.mapped,
 			(unsigned long long)l.parked);
+	/* When it was recorded, not when the replay got there. */
+	l.t_ns = ev->t_ns;
 	err = kvc_ladder_check(&l);
 	if (!err)
 		err = kvc_ladder_acc_add(&rp->acc, &l, (double)ev->step);

@@ -27,6 +27,7 @@
 #include <kvc/record.h>
 #include <kvc/sim.h>
 
+#include "../alloc/clock.h"
 #include "../alloc/error.h"
 #include "sim.h"
 
@@ -1364,20 +1365,12 @@ static int sim_loop(struct sim *sim, struct kvc_sim_result *res)
 	return sim_latency(sim->latency, sim->done, sum);
 }
 
-static double wall_now(void)
-{
-	struct timespec ts;
-
-	clock_gettime(CLOCK_MONOTONIC, &ts);
-	return (double)ts.tv_sec + ts.tv_nsec / 1e9;
-}
-
 int kvc_sim_run(const struct kvc_sim_params *p,
 		const struct kvc_sim_request *reqs, uint32_t n,
 		struct kvc_sim_result *res)
 {
 	struct kvc_sim_params q;
-	double start = wall_now();
+	double start = (double)kvc_now_ns() / 1e9;
 	struct sim sim;
 	int err;
 
@@ -1406,7 +1399,7 @@ int kvc_sim_run(const struct kvc_sim_params *p,
 			err = sim_loop(&sim, res);
 		sim_close(&sim);
 	}
-	res->summary.wall_s = wall_now() - start;
+	res->summary.wall_s = (double)kvc_now_ns() / 1e9 - start;
 	if (err)
 		kvc_sim_result_free(res);
 	return err;

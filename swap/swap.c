@@ -38,6 +38,7 @@
 #include <kvc/error.h>
 #include <kvc/swap.h>
 
+#include "../alloc/clock.h"
 #include "../alloc/error.h"
 #include "../runtime/device.h"
 #include "../runtime/internal.h"
@@ -179,14 +180,6 @@ struct kvc_swap {
 	uint64_t orphan_slots;
 	struct kvc_swap_stats st;
 };
-
-static uint64_t now_ns(void)
-{
-	struct timespec t;
-
-	clock_gettime(CLOCK_MONOTONIC, &t);
-	return (uint64_t)t.tv_sec * 1000000000ull + (uint64_t)t.tv_nsec;
-}
 
 static uint64_t round_up(uint64_t a, uint64_t b)
 {
@@ -1222,7 +1215,7 @@ static int out_fail(struct kvc_swap *sw, struct swap_ent *e, int err,
 
 int kvc_swap_out(struct kvc_swap *sw, struct kvc_seq *seq, uint64_t key)
 {
-	uint64_t t0 = now_ns(), blocks;
+	uint64_t t0 = kvc_now_ns(), blocks;
 	struct swap_ent *e;
 	int err;
 
@@ -1289,7 +1282,7 @@ int kvc_swap_out(struct kvc_swap *sw, struct kvc_seq *seq, uint64_t key)
 	sw->ents[sw->nr_ents++] = e;
 	sw->st.out_seqs++;
 	sw->st.out_bytes += e->slots * sw->slot_bytes;
-	sw->st.out_ns += now_ns() - t0;
+	sw->st.out_ns += kvc_now_ns() - t0;
 	/* A failed rewrite leaves the old journal whole: not this call's. */
 	maybe_compact_journal(sw);
 	return 0;
@@ -1349,7 +1342,7 @@ static int place_meta(struct kvc_swap *sw, const struct swap_ent *e)
 
 int kvc_swap_in(struct kvc_swap *sw, uint64_t key, struct kvc_seq **out)
 {
-	uint64_t t0 = now_ns(), blocks, bad = 0, nr_bad = 0, at;
+	uint64_t t0 = kvc_now_ns(), blocks, bad = 0, nr_bad = 0, at;
 	uint32_t layer, head, block;
 	struct kvc_seq *seq;
 	struct swap_ent *e;
@@ -1402,7 +1395,7 @@ int kvc_swap_in(struct kvc_swap *sw, uint64_t key, struct kvc_seq **out)
 	ent_remove(sw, at);
 	sw->st.in_seqs++;
 	sw->st.in_bytes += e->slots * sw->slot_bytes;
-	sw->st.in_ns += now_ns() - t0;
+	sw->st.in_ns += kvc_now_ns() - t0;
 	ent_free(e);
 	maybe_compact_journal(sw);
 	*out = seq;

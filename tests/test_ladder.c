@@ -37,6 +37,7 @@
 struct fixture {
 	struct kvc_backend *be;
 	struct kvc_pool *pool;
+	char pages[64];
 };
 
 static int setup(void **state)
@@ -56,6 +57,10 @@ static int teardown(void **state)
 	if (fx->pool)
 		assert_int_equal(kvc_pool_destroy(fx->pool), 0);
 	kvc_backend_close(fx->be);
+	if (fx->pages[0]) {
+		rmdir(fx->pages);
+		unsetenv("KVC_STATS_DIR");
+	}
 	free(fx);
 	return 0;
 }
@@ -250,6 +255,7 @@ static void test_usage(void **state)
 	struct fixture *fx = *state;
 	struct kvc_pool_usage u = { 0 };
 	struct kvc_ladder l, before;
+	struct kvc_ladder_peaks p;
 	uint32_t ids[2];
 
 	pool_open(fx, 2, 1);
@@ -283,7 +289,8 @@ static void test_usage(void **state)
 	assert_int_equal(kvc_pool_ladder(fx->pool, &u, 1, &l), -EINVAL);
 	assert_int_equal(kvc_pool_sample(fx->pool, &u, 1), -EINVAL);
 	/* Nothing kept: the ladders above made the state, not a sample. */
-	assert_true(!fx->pool->ladder || !fx->pool->ladder->samples);
+	kvc_pool_peaks(fx->pool, &p);
+	EXPECT_U64(p.samples, 0);
 	assert_int_equal(kvc_pool_ladder(NULL, NULL, 0, &l), -EINVAL);
 	assert_int_equal(kvc_pool_ladder(fx->pool, NULL, 0, NULL), -EINVAL);
 	CHECK(fx->pool);
@@ -794,12 +801,26 @@ static void test_sample_ring_wraps(void **state)
 {
 	struct fixture *fx = *state;
 	const struct kvc_stats_sample *s;
+	struct kvc_stats_snapshot *snap;
+	const struct kvc_stats_page *pg;
+	struct kvc_pool_params pp;
 	struct kvc_ladder_peaks p;
 	struct kvc_pool_usage u = { 0 };
 	struct kvc_pool_stats st;
 	uint32_t ids[4 * 8], total = 300, i;
 
-	pool_open(fx, 4, 1);
+	/* The ring is the stats page's: published into a directory of ours. */
+	snprintf(fx->pages, sizeof(fx->pages), "/tmp/kvc-ladder-XXXXXX");
+	assert_non_null(mkdtemp(fx->pages));
+	assert_int_equal(setenv("KVC_STATS_DIR", fx->pages, 1), 0);
+	kvc_pool_params_init(&pp);
+	pp.block_bytes = BLOCK;
+	pp.capacity_blocks = 4ull * BPC;
+	pp.backend = fx->be;
+	pp.empty_chunks_kept = 1;
+	pp.name = "ladder-ring";
+	if (kvc_pool_create(&pp, &fx->pool))
+		fail_msg("kvc_pool_create: %s", kvc_last_error());
 	kvc_pool_peaks(fx->pool, &p);
 	EXPECT_U64(p.samples, 0);
 	for (i = 0; i < total; i++) {
@@ -813,13 +834,18 @@ static void test_sample_ring_wraps(void **state)
 		assert_int_equal(kvc_pool_sample(fx->pool, &u, 10 + i), 0);
 		CHECK(fx->pool);
 	}
-	assert_non_null(fx->pool->ladder);
-	EXPECT_U64(fx->pool->ladder->samples, total);
-	EXPECT_U64(fx->pool->ladder->count, KVC_STATS_RING);
-	EXPECT_U64(fx->pool->ladder->head, total % KVC_STATS_RING);
-	s = kvc_ladder_state_get(fx->pool->ladder, 0);
+	snap = malloc(sizeof(*snap));
+	assert_non_null(snap);
+	if (kvc_stats_read(kvc_pool_stats_path(fx->pool), snap))
+		fail_msg("kvc_stats_read: %s", kvc_last_error());
+	pg = &snap->page;
+	EXPECT_U64(pg->samples, total);
+	EXPECT_U64(pg->ring_count, KVC_STATS_RING);
+	EXPECT_U64(pg->ring_head, total % KVC_STATS_RING);
+	/* The oldest sample sits at the head, the newest just before it. */
+	s = &pg->ring[pg->ring_head];
 	EXPECT_U64(s->step, 10 + total - KVC_STATS_RING);
-	s = kvc_ladder_state_get(fx->pool->ladder, KVC_STATS_RING - 1);
+	s = &pg->ring[(pg->ring_head + KVC_STATS_RING - 1) % KVC_STATS_RING];
 	EXPECT_U64(s->step, 10 + total - 1);
 	EXPECT_U64(s->live, 32 * BLOCK);
 	EXPECT_U64(s->held, 32 * BLOCK);
@@ -828,7 +854,8 @@ static void test_sample_ring_wraps(void **state)
 	EXPECT_U64(s->backend_map, st.backend_map);
 	EXPECT_U64(s->blocks_moved, 0);
 	EXPECT_REAL(s->pack_ratio, 1);
-	EXPECT_U64(fx->pool->ladder->last.step, 10 + total - 1);
+	EXPECT_U64(pg->ladder.step, 10 + total - 1);
+	free(snap);
 
 	kvc_pool_peaks(fx->pool, &p);
 	EXPECT_U64(p.samples, total);
@@ -842,7 +869,8 @@ static void test_sample_ring_wraps(void **state)
 
 	/* A step that goes backwards keeps nothing. */
 	assert_int_equal(kvc_pool_sample(fx->pool, &u, 5), -EINVAL);
-	EXPECT_U64(fx->pool->ladder->samples, total);
+	kvc_pool_peaks(fx->pool, &p);
+	EXPECT_U64(p.samples, total);
 	assert_int_equal(kvc_pool_sample(NULL, &u, 5), -EINVAL);
 	CHECK(fx->pool);
 }

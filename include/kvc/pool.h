@@ -274,7 +274,8 @@ struct kvc_pool_usage {
 
 /**
  * struct kvc_ladder - Where every byte of a pool is, at one sample.
- * @t_ns: CLOCK_MONOTONIC time of the sample.
+ * @t_ns: CLOCK_MONOTONIC time of the sample (in an exact replay, the
+ *        time it was recorded, from the trace's start).
  * @step: the caller's step (iteration) number.
  * @logical: bytes a full cache would hold (from &struct kvc_pool_usage).
  * @live: KV bytes stored.

@@ -171,14 +171,6 @@ static const char usage_text[] =
 	"or the plot cannot be drawn; 2 for a bad command line or an\n"
 	"unreadable text file.\n";
 
-static double now_s(void)
-{
-	struct timespec ts;
-
-	clock_gettime(CLOCK_MONOTONIC, &ts);
-	return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
-}
-
 /* ------------------------------------------------------------------ */
 /* Options */
 
@@ -953,7 +945,7 @@ static int evaluate(struct eval *e)
 {
 	const struct eval_opts *o = e->o;
 	uint32_t p, r, runs = 1;
-	double t0 = now_s();
+	double t0 = kvcctl_now_s();
 	int err;
 
 	for (p = 0; p < o->nr_policies; p++)
@@ -978,7 +970,7 @@ static int evaluate(struct eval *e)
 		return KVCCTL_EXIT_FAIL;
 	}
 	fprintf(stderr, "kvcctl eval: %u model runs in %.1f s\n", runs,
-		now_s() - t0);
+		kvcctl_now_s() - t0);
 	return -1;
 }
 

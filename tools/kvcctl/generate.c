@@ -116,14 +116,6 @@ static const char usage_text[] =
 	"Exit status: 0 on success; 1 when the model cannot be loaded or run;\n"
 	"2 for a bad command line.\n";
 
-static double now_s(void)
-{
-	struct timespec ts;
-
-	clock_gettime(CLOCK_MONOTONIC, &ts);
-	return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
-}
-
 static int parse_real(int opt, const char *arg, double min, double max,
 		      double *out)
 {
@@ -494,13 +486,13 @@ static int generate(struct gen *x, const struct gen_opts *o)
 		fputs(o->prompt, stdout);
 		fflush(stdout);
 	}
-	t0 = now_s();
+	t0 = kvcctl_now_s();
 	err = kvc_llama_forward(x->m, x->seq, ids, n_prompt, &obs, metric,
 				x->logits, false);
 	free(ids);
 	if (err)
 		return err;
-	t_prefill = now_s() - t0;
+	t_prefill = kvcctl_now_s() - t0;
 	err = maybe_compress(x, 0, &compressions);
 	if (err)
 		return err;
@@ -512,12 +504,12 @@ static int generate(struct gen *x, const struct gen_opts *o)
 		put_piece(x, next);
 		if (i + 1 == o->tokens)
 			break;
-		t0 = now_s();
+		t0 = kvcctl_now_s();
 		err = kvc_llama_forward(x->m, x->seq, &next, 1, NULL, metric,
 					x->logits, false);
 		if (err)
 			return err;
-		t_decode += now_s() - t0;
+		t_decode += kvcctl_now_s() - t0;
 		decoded++;
 		err = maybe_compress(x, decoded, &compressions);
 		if (err)

@@ -11,6 +11,7 @@
 #include <stddef.h>
 #include <stdint.h>
 #include <stdio.h>
+#include <time.h>
 
 /* Exit statuses, the same for every subcommand. */
 #define KVCCTL_EXIT_OK 0 /* done, including "nothing found" */
@@ -30,6 +31,20 @@ struct kvcctl_cmd {
 	int (*fn)(int argc, char **argv);
 	const char *help;
 };
+
+/**
+ * kvcctl_now_s() - CLOCK_MONOTONIC in seconds, for timing what a command
+ * does.
+ *
+ * Return: the time.
+ */
+static inline double kvcctl_now_s(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
+}
 
 /* Subcommands, one file each. */
 int kvcctl_stats(int argc, char **argv);

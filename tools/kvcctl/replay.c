@@ -346,14 +346,6 @@ static const char usage_text[] =
 	"scripts are still written); 1 when FILE cannot be read or a replay\n"
 	"fails; 2 for a bad command line.\n";
 
-static double now_s(void)
-{
-	struct timespec ts;
-
-	clock_gettime(CLOCK_MONOTONIC, &ts);
-	return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
-}
-
 /* ---- Option values ---- */
 
 static const char *flag(int opt)
@@ -1618,7 +1610,7 @@ static int replay_logical(const struct replay_opts *o, bool trace)
 	jobs.reqs = reqs;
 	jobs.nr_reqs = nr_reqs;
 	pthread_mutex_init(&jobs.lock, NULL);
-	t0 = now_s();
+	t0 = kvcctl_now_s();
 	run_configs(&jobs, o->jobs);
 	pthread_mutex_destroy(&jobs.lock);
 	for (i = 0; i < n; i++)
@@ -1629,7 +1621,7 @@ static int replay_logical(const struct replay_opts *o, bool trace)
 		}
 	fprintf(stderr,
 		"kvcctl replay: %u configuration%s of %u requests in %.2f s on %u thread%s\n",
-		n, n == 1 ? "" : "s", nr_reqs, now_s() - t0,
+		n, n == 1 ? "" : "s", nr_reqs, kvcctl_now_s() - t0,
 		o->jobs < n ? o->jobs : n,
 		(o->jobs < n ? o->jobs : n) == 1 ? "" : "s");
 	if (o->json) {
