@@ -286,17 +286,6 @@ int kvc_dev_mem_info(struct kvc_backend *be, uint64_t *free_bytes,
 /* ------------------------------------------------------------------ */
 /* Slot metadata: copies down, and moves with compaction */
 
-static uint64_t seq_blocks(const struct kvc_seq *seq)
-{
-	const struct kvc_model_shape *s = &seq->kv->shape;
-	uint32_t t, nr = s->layers * s->kv_heads;
-	uint64_t n = 0;
-
-	for (t = 0; t < nr; t++)
-		n += seq->tables[t].nr_blocks;
-	return n;
-}
-
 /*
  * Queue the copy of the device metadata of every block of @seq, in table
  * order, into host staging; set *@host to it. The caller syncs before it
@@ -363,7 +352,7 @@ int kvc_dev_meta_sync(struct kvc_seq *seq)
 	const struct kvc_model_shape *s = &kv->shape;
 	uint32_t t, i, nr = s->layers * s->kv_heads, bs = s->block_size;
 	const struct kvc_slot_meta *m;
-	uint64_t nb = seq_blocks(seq), at = 0;
+	uint64_t nb = kvc_seq_blocks(seq), at = 0;
 	int err;
 
 	if (!d || !seq->meta_dirty)
@@ -483,7 +472,7 @@ static int check_seq(struct kvc_dev *d, const struct kvc_seq *seq)
 	const struct kvc_model_shape *s = &kv->shape;
 	uint32_t t, i, nr = s->layers * s->kv_heads, bs = s->block_size;
 	const struct kvc_slot_meta *m, *dm;
-	uint64_t nb = seq_blocks(seq), at = 0;
+	uint64_t nb = kvc_seq_blocks(seq), at = 0;
 	int err;
 
 	if (!nb)

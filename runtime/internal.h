@@ -137,6 +137,22 @@ int kvc_seq_truncate(struct kvc_seq *seq, uint32_t layer, uint32_t head,
 		     uint32_t new_len);
 
 /**
+ * kvc_seq_blocks() - Blocks a sequence holds over all its tables.
+ * @seq: the sequence.
+ *
+ * Return: the count.
+ */
+uint64_t kvc_seq_blocks(const struct kvc_seq *seq);
+
+/**
+ * kvc_seq_block_ids() - Every block id of a sequence, table by table
+ * (layer-major), each table's in logical order.
+ * @seq: the sequence.
+ * @ids: room for kvc_seq_blocks() ids.
+ */
+void kvc_seq_block_ids(const struct kvc_seq *seq, uint32_t *ids);
+
+/**
  * kvc_seq_restore() - A new sequence with given lengths and fresh blocks,
  * for one read back from a file.
  * @kv: the cache.
@@ -146,9 +162,11 @@ int kvc_seq_truncate(struct kvc_seq *seq, uint32_t layer, uint32_t head,
  * @out: set to the sequence; its blocks are allocated in one call (all or
  *       nothing) and owned by their (sequence, table, index), but their
  *       K, V and slot metadata are not written: the caller writes them.
+ *       Their ids are left in kv->ids in kvc_seq_block_ids() order.
  *
- * Return: 0, -EINVAL, -ENOMEM (the pool cannot hold it), -ENOSPC (too
- * many sequences); on failure no sequence is left.
+ * Return: 0, -EINVAL (a length past @tokens or past 2^20 blocks),
+ * -ENOMEM (the pool cannot hold it), -ENOSPC (too many sequences); on
+ * failure no sequence is left.
  */
 int kvc_seq_restore(struct kvc_kv *kv, uint32_t tokens, const uint32_t *lens,
 		    struct kvc_seq **out);

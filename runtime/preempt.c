@@ -19,6 +19,7 @@
 #include <kvc/pool.h>
 
 #include "../alloc/error.h"
+#include "internal.h"
 #include "run_state.h"
 
 int kvc_preempt_parse(const char *name, enum kvc_preempt *out)
@@ -45,19 +46,6 @@ const char *kvc_preempt_name(enum kvc_preempt p)
 		return "largest";
 	}
 	return "?";
-}
-
-static uint64_t seq_blocks(const struct run *r, const struct kvc_seq *seq)
-{
-	uint32_t layer, head, n;
-	uint64_t blocks = 0;
-
-	for (layer = 0; layer < r->shape.layers; layer++)
-		for (head = 0; head < r->shape.kv_heads; head++) {
-			kvc_seq_table(seq, layer, head, &n);
-			blocks += n;
-		}
-	return blocks;
 }
 
 /* Say once per run why sequences are being recomputed. */
@@ -87,6 +75,7 @@ static void drop(struct run *r, uint32_t i)
 static int preempt(struct run *r, uint32_t i)
 {
 	struct run_seq *s = &r->seqs[i];
+	uint64_t blocks = kvc_seq_blocks(s->seq);
 	int err;
 
 	r->preemptions++;
@@ -99,12 +88,14 @@ static int preempt(struct run *r, uint32_t i)
 	if (err) {
 		swap_failed(r, "out", i);
 		drop(r, i);
-		return 0;
+	} else {
+		/* The uncompressed reference copy stays: it is not budgeted. */
+		kvc_seq_destroy(s->seq);
+		s->seq = NULL;
+		s->state = RUN_SWAPPED;
 	}
-	/* The uncompressed reference copy stays: it is not budgeted. */
-	kvc_seq_destroy(s->seq);
-	s->seq = NULL;
-	s->state = RUN_SWAPPED;
+	/* After the frees it describes, as every event. */
+	kvc_run_rec(r, KVC_REC_PREEMPT, i, blocks, 0, 0);
 	return 0;
 }
 
@@ -140,7 +131,7 @@ int kvc_run_make_room(struct run *r, uint32_t self, bool admitting)
 	if (err || freed)
 		return err;
 	if (r->p->preempt == KVC_PREEMPT_LARGEST)
-		best_blocks = seq_blocks(r, r->seqs[self].seq);
+		best_blocks = kvc_seq_blocks(r->seqs[self].seq);
 	for (i = 0; i < r->arrived; i++) {
 		const struct run_seq *s = &r->seqs[i];
 
@@ -151,7 +142,7 @@ int kvc_run_make_room(struct run *r, uint32_t self, bool admitting)
 				victim = i;
 			continue;
 		}
-		b = seq_blocks(r, s->seq);
+		b = kvc_seq_blocks(s->seq);
 		if (b > best_blocks || (b == best_blocks && i > victim)) {
 			best_blocks = b;
 			victim = i;

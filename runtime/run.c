@@ -295,8 +295,8 @@ static int reserve_q(struct run *r, uint32_t n)
 /* ------------------------------------------------------------------ */
 /* Recording: each event follows what it describes (see alloc/record.c) */
 
-static void rec_emit(struct run *r, enum kvc_rec_kind kind, uint64_t a,
-		     uint64_t b, uint64_t c, uint64_t d)
+void kvc_run_rec(struct run *r, enum kvc_rec_kind kind, uint64_t a, uint64_t b,
+		 uint64_t c, uint64_t d)
 {
 	uint64_t p[KVC_REC_PAYLOAD] = { a, b, c, d };
 
@@ -557,8 +557,8 @@ static int append(struct run *r, uint32_t i, uint32_t pos, uint32_t n,
 		}
 		if (err)
 			return err;
-		rec_emit(r, KVC_REC_APPEND, i, piece, kvc_seq_tokens(s->seq),
-			 0);
+		kvc_run_rec(r, KVC_REC_APPEND, i, piece, kvc_seq_tokens(s->seq),
+			    0);
 		sample_device(r);
 		if (s->full) {
 			err = kvc_seq_append(s->full, piece, r->k, r->v);
@@ -586,9 +586,9 @@ static int compress(struct run *r, struct run_seq *s, bool *compressed)
 		return err;
 	if (r->rec) {
 		kvc_pool_get_stats(kvc_kv_pool(r->kv), &after, NULL);
-		rec_emit(r, KVC_REC_COMPRESS, (uint64_t)(s - r->seqs), kvs,
-			 seq_kvs(r, s->seq),
-			 before.blocks_live - after.blocks_live);
+		kvc_run_rec(r, KVC_REC_COMPRESS, (uint64_t)(s - r->seqs), kvs,
+			    seq_kvs(r, s->seq),
+			    before.blocks_live - after.blocks_live);
 	}
 	r->compressions++;
 	*compressed = true;
@@ -625,8 +625,8 @@ int kvc_run_prefill(struct run *r, uint32_t i, bool *compressed)
 	if (r->sw && !kvc_run_admissible(r, i))
 		return -EAGAIN;
 	if (s->state == RUN_WAITING)
-		rec_emit(r, KVC_REC_ARRIVE, i, s->prompt, s->gen,
-			 (uint64_t)(seconds_since(&r->start) * 1e9));
+		kvc_run_rec(r, KVC_REC_ARRIVE, i, s->prompt, s->gen,
+			    (uint64_t)(seconds_since(&r->start) * 1e9));
 	s->done = 0;
 	s->digest = DIGEST_SEED;
 	err = kvc_seq_create(r->kv, &s->seq);
@@ -661,7 +661,7 @@ int kvc_run_prefill(struct run *r, uint32_t i, bool *compressed)
 	if (kvc_policy_due(r->pol, s->seq, 0))
 		err = compress(r, s, compressed);
 	if (!err && !s->gen) {
-		rec_emit(r, KVC_REC_FINISH, i, kvc_seq_tokens(s->seq), 0, 0);
+		kvc_run_rec(r, KVC_REC_FINISH, i, kvc_seq_tokens(s->seq), 0, 0);
 		kvc_run_finish(r, i);
 	}
 	return err;
@@ -741,7 +741,7 @@ static int decode(struct run *r, uint32_t i, bool *compressed)
 	if (kvc_policy_due(r->pol, s->seq, s->done))
 		err = compress(r, s, compressed);
 	if (!err && s->done == s->gen) {
-		rec_emit(r, KVC_REC_FINISH, i, kvc_seq_tokens(s->seq), 0, 0);
+		kvc_run_rec(r, KVC_REC_FINISH, i, kvc_seq_tokens(s->seq), 0, 0);
 		kvc_run_finish(r, i);
 	}
 	return err;

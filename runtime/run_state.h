@@ -153,6 +153,20 @@ struct run {
 };
 
 /**
+ * kvc_run_rec() - Record a request-level event, when the run records.
+ * @r: the run.
+ * @kind: the event.
+ * @a: payload word 0.
+ * @b: payload word 1.
+ * @c: payload word 2.
+ * @d: payload word 3.
+ *
+ * A write error stays in the recorder; closing it reports it.
+ */
+void kvc_run_rec(struct run *r, enum kvc_rec_kind kind, uint64_t a, uint64_t b,
+		 uint64_t c, uint64_t d);
+
+/**
  * kvc_run_prefill() - Admit sequence @i: create it (in both caches),
  * append its prompt, observe it, compress it when due.
  * @r: the run.

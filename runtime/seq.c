@@ -93,6 +93,10 @@ static int grow_table(struct kvc_head_table *t, uint32_t n)
 
 	if (n <= t->cap)
 		return 0;
+	if (n > TABLE_MAX_BLOCKS)
+		return kvc_err(-EINVAL,
+			       "a block table of %u entries, at most %u", n,
+			       TABLE_MAX_BLOCKS);
 	while (cap < n)
 		cap = cap > TABLE_MAX_BLOCKS / 2 ? TABLE_MAX_BLOCKS : cap * 2;
 	blocks = realloc(t->blocks, (size_t)cap * sizeof(*blocks));
@@ -150,26 +154,44 @@ int kvc_seq_create(struct kvc_kv *kv, struct kvc_seq **out)
 	return 0;
 }
 
+uint64_t kvc_seq_blocks(const struct kvc_seq *seq)
+{
+	uint64_t n = 0;
+	uint32_t t;
+
+	for (t = 0; t < nr_tables(seq->kv); t++)
+		n += seq->tables[t].nr_blocks;
+	return n;
+}
+
+void kvc_seq_block_ids(const struct kvc_seq *seq, uint32_t *ids)
+{
+	uint32_t t;
+
+	for (t = 0; t < nr_tables(seq->kv); t++) {
+		const struct kvc_head_table *h = &seq->tables[t];
+
+		/* An empty table may have no array. */
+		if (h->nr_blocks)
+			memcpy(ids, h->blocks,
+			       (size_t)h->nr_blocks * sizeof(*ids));
+		ids += h->nr_blocks;
+	}
+}
+
 void kvc_seq_destroy(struct kvc_seq *seq)
 {
 	struct kvc_kv *kv;
-	uint64_t total = 0;
-	uint32_t t, n = 0;
+	uint64_t total;
+	uint32_t t;
 
 	if (!seq)
 		return;
 	kv = seq->kv;
-	for (t = 0; t < nr_tables(kv); t++)
-		total += seq->tables[t].nr_blocks;
+	total = kvc_seq_blocks(seq);
 	if (total && total <= UINT32_MAX && !grow_ids(kv, (uint32_t)total)) {
-		for (t = 0; t < nr_tables(kv); t++) {
-			const struct kvc_head_table *h = &seq->tables[t];
-
-			memcpy(kv->ids + n, h->blocks,
-			       (size_t)h->nr_blocks * sizeof(*kv->ids));
-			n += h->nr_blocks;
-		}
-		kvc_dev_free(kv, n, kv->ids);
+		kvc_seq_block_ids(seq, kv->ids);
+		kvc_dev_free(kv, (uint32_t)total, kv->ids);
 	} else if (total) {
 		/* No scratch for one call: one call per table still frees. */
 		for (t = 0; t < nr_tables(kv); t++)
@@ -184,22 +206,9 @@ void kvc_seq_destroy(struct kvc_seq *seq)
 	free(seq);
 }
 
-/* Blocks table @t needs to hold @n more KVs. */
-static uint32_t blocks_for(const struct kvc_kv *kv,
-			   const struct kvc_head_table *t, uint32_t n)
-{
-	uint64_t len = (uint64_t)t->len + n, bs = kv->shape.block_size;
-
-	return (uint32_t)((len + bs - 1) / bs) - t->nr_blocks;
-}
-
 static int append_check(const struct kvc_seq *seq, uint32_t n, const float *k,
 			const float *v)
 {
-	const struct kvc_kv *kv = seq->kv;
-	uint64_t len, bs = kv->shape.block_size;
-	uint32_t t;
-
 	if (!k || !v)
 		return kvc_err(-EINVAL, "kvc_seq_append: NULL %s",
 			       k ? "v" : "k");
@@ -208,14 +217,66 @@ static int append_check(const struct kvc_seq *seq, uint32_t n, const float *k,
 			-EINVAL,
 			"kvc_seq_append: %u tokens after %u: positions are below 2^31",
 			n, seq->tokens);
+	return 0;
+}
+
+/*
+ * Blocks for every table of @seq to hold its new length: @lens[t] KVs, or
+ * @add more than now when @lens is NULL. Tables grow first, then the pool
+ * gives every block in one call (all or nothing), then each is owned and
+ * entered in its table: nothing can fail once blocks are ours. The new
+ * ids stay in kv->ids, table by table; *@taken says how many.
+ */
+static int take_blocks(struct kvc_seq *seq, uint32_t add, const uint32_t *lens,
+		       uint32_t *taken)
+{
+	struct kvc_kv *kv = seq->kv;
+	uint64_t total = 0, bs = kv->shape.block_size, len;
+	uint32_t t, need, used = 0;
+	int err;
+
 	for (t = 0; t < nr_tables(kv); t++) {
-		len = (uint64_t)seq->tables[t].len + n;
+		struct kvc_head_table *h = &seq->tables[t];
+
+		len = lens ? lens[t] : (uint64_t)h->len + add;
 		if ((len + bs - 1) / bs > TABLE_MAX_BLOCKS)
 			return kvc_err(
 				-EINVAL,
-				"kvc_seq_append: table %u would hold %llu KVs, more than %u blocks",
+				"table %u would hold %llu KVs, more than %u blocks",
 				t, (unsigned long long)len, TABLE_MAX_BLOCKS);
+		need = (uint32_t)((len + bs - 1) / bs) - h->nr_blocks;
+		err = grow_table(h, h->nr_blocks + need);
+		if (err)
+			return err;
+		total += need;
 	}
+	if (total > UINT32_MAX)
+		return kvc_err(-ENOMEM, "%llu blocks in one call",
+			       (unsigned long long)total);
+	if (total) {
+		err = grow_ids(kv, (uint32_t)total);
+		if (!err)
+			err = kvc_pool_alloc(kv->pool, (uint32_t)total,
+					     kv->ids);
+		if (err)
+			return err;
+	}
+	for (t = 0; t < nr_tables(kv); t++) {
+		struct kvc_head_table *h = &seq->tables[t];
+
+		len = lens ? lens[t] : (uint64_t)h->len + add;
+		need = (uint32_t)((len + bs - 1) / bs) - h->nr_blocks;
+		while (need--) {
+			uint32_t b = kv->ids[used++];
+
+			/* Cannot fail: the block was just handed to us. */
+			kvc_pool_set_owner(
+				kv->pool, b,
+				kvc_owner_tag(seq->id, t, h->nr_blocks));
+			h->blocks[h->nr_blocks++] = b;
+		}
+	}
+	*taken = used;
 	return 0;
 }
 
@@ -266,8 +327,7 @@ int kvc_seq_append(struct kvc_seq *seq, uint32_t n, const float *k,
 		   const float *v)
 {
 	struct kvc_kv *kv;
-	uint64_t total = 0;
-	uint32_t t, need, used = 0;
+	uint32_t t, used = 0;
 	int err;
 
 	if (!seq)
@@ -276,46 +336,12 @@ int kvc_seq_append(struct kvc_seq *seq, uint32_t n, const float *k,
 		return 0;
 	kv = seq->kv;
 	err = append_check(seq, n, k, v);
+	if (!err)
+		err = take_blocks(seq, n, NULL, &used);
 	if (err)
 		return err;
-	/* Room in every table first: nothing may fail once blocks are ours. */
-	for (t = 0; t < nr_tables(kv); t++) {
-		struct kvc_head_table *h = &seq->tables[t];
-
-		need = blocks_for(kv, h, n);
-		err = grow_table(h, h->nr_blocks + need);
-		if (err)
-			return err;
-		total += need;
-	}
-	if (total > UINT32_MAX)
-		return kvc_err(-ENOMEM,
-			       "kvc_seq_append: %llu blocks in one call",
-			       (unsigned long long)total);
-	if (total) {
-		err = grow_ids(kv, (uint32_t)total);
-		if (err)
-			return err;
-		err = kvc_pool_alloc(kv->pool, (uint32_t)total, kv->ids);
-		if (err)
-			return err;
-	}
-	for (t = 0; t < nr_tables(kv); t++) {
-		struct kvc_head_table *h = &seq->tables[t];
-
-		need = blocks_for(kv, h, n);
-		while (need--) {
-			uint32_t b = kv->ids[used++];
-
-			/* Cannot fail: the block was just handed to us. */
-			kvc_pool_set_owner(
-				kv->pool, b,
-				kvc_owner_tag(seq->id, t, h->nr_blocks));
-			h->blocks[h->nr_blocks++] = b;
-		}
-		if (!kv->dev)
-			append_table(seq, t, n, k, v);
-	}
+	for (t = 0; t < nr_tables(kv) && !kv->dev; t++)
+		append_table(seq, t, n, k, v);
 	if (kv->dev) {
 		err = kvc_dev_append(seq, n, k, v);
 		if (err) {
@@ -394,54 +420,30 @@ int kvc_seq_write_layer(struct kvc_seq *seq, uint32_t layer, uint32_t n,
 int kvc_seq_restore(struct kvc_kv *kv, uint32_t tokens, const uint32_t *lens,
 		    struct kvc_seq **out)
 {
-	uint32_t t, bs, used = 0;
-	uint64_t total = 0;
 	struct kvc_seq *seq;
+	uint32_t t, taken;
 	int err;
 
 	if (!kv || !lens || !out)
 		return kvc_err(-EINVAL, "kvc_seq_restore: NULL argument");
-	bs = kv->shape.block_size;
 	if (tokens > INT32_MAX)
 		return kvc_err(-EINVAL, "kvc_seq_restore: %u tokens", tokens);
-	for (t = 0; t < nr_tables(kv); t++) {
+	for (t = 0; t < nr_tables(kv); t++)
 		if (lens[t] > tokens)
 			return kvc_err(
 				-EINVAL,
 				"kvc_seq_restore: table %u holds %u KVs of %u tokens",
 				t, lens[t], tokens);
-		total += (lens[t] + bs - 1) / bs;
-	}
-	if (total > UINT32_MAX)
-		return kvc_err(-ENOMEM, "kvc_seq_restore: %llu blocks",
-			       (unsigned long long)total);
 	err = kvc_seq_create(kv, &seq);
 	if (err)
 		return err;
-	for (t = 0; t < nr_tables(kv) && !err; t++)
-		err = grow_table(&seq->tables[t], (lens[t] + bs - 1) / bs);
-	if (!err && total)
-		err = grow_ids(kv, (uint32_t)total);
-	if (!err && total)
-		err = kvc_pool_alloc(kv->pool, (uint32_t)total, kv->ids);
+	err = take_blocks(seq, 0, lens, &taken);
 	if (err) {
 		kvc_seq_destroy(seq);
 		return err;
 	}
-	for (t = 0; t < nr_tables(kv); t++) {
-		struct kvc_head_table *h = &seq->tables[t];
-		uint32_t need = (lens[t] + bs - 1) / bs;
-
-		while (h->nr_blocks < need) {
-			uint32_t b = kv->ids[used++];
-
-			kvc_pool_set_owner(
-				kv->pool, b,
-				kvc_owner_tag(seq->id, t, h->nr_blocks));
-			h->blocks[h->nr_blocks++] = b;
-		}
-		h->len = lens[t];
-	}
+	for (t = 0; t < nr_tables(kv); t++)
+		seq->tables[t].len = lens[t];
 	seq->tokens = tokens;
 	*out = seq;
 	return 0;

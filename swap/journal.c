@@ -59,11 +59,6 @@ static uint64_t pad_of(uint32_t len)
 	return (JREC_ALIGN - len % JREC_ALIGN) % JREC_ALIGN;
 }
 
-static uint64_t rec_bytes(uint32_t len)
-{
-	return sizeof(struct kvc_jrec_head) + (uint64_t)len + pad_of(len);
-}
-
 static uint32_t rec_crc(const struct kvc_jrec_head *h, const void *payload,
 			uint32_t len)
 {
@@ -178,11 +173,11 @@ static int read_rec(int fd, uint64_t off, uint64_t size, uint64_t seqno,
 	if ((uint64_t)r < sizeof(*h))
 		return 0;
 	if (h->magic != KVC_JREC_MAGIC || !h->kind || h->len > KVC_JREC_MAX ||
-	    h->seqno != seqno || size - off < rec_bytes(h->len))
+	    h->seqno != seqno || size - off < kvc_journal_rec_bytes(h->len))
 		return 0;
 	/* Payload and padding together; never 0 bytes, so that an empty
 	 * payload is a valid pointer too. */
-	body = rec_bytes(h->len) - sizeof(*h);
+	body = kvc_journal_rec_bytes(h->len) - sizeof(*h);
 	if (*cap < body || !*buf) {
 		uint64_t want = body > 4096 ? body : 4096;
 		void *p = realloc(*buf, want);
@@ -245,8 +240,25 @@ static int replay(struct kvc_journal *j, kvc_journal_apply_fn apply, void *arg)
 				goto out;
 			}
 		}
-		j->end += rec_bytes(h.len);
+		j->end += kvc_journal_rec_bytes(h.len);
 		j->records++;
+	}
+	/*
+	 * Nothing valid, and the first word is not a record's: another
+	 * file, not a journal a crash tore. Refused, never cut.
+	 */
+	if (!j->records && size >= sizeof(uint32_t)) {
+		uint32_t magic = 0;
+
+		if (pread(j->fd, &magic, sizeof(magic), 0) ==
+			    (ssize_t)sizeof(magic) &&
+		    magic != KVC_JREC_MAGIC) {
+			err = kvc_err(
+				-EINVAL,
+				"journal %s: not a kvc journal (it does not start with a record)",
+				j->path);
+			goto out;
+		}
 	}
 	if (j->end < size) {
 		j->torn = size - j->end;
@@ -360,7 +372,7 @@ int kvc_journal_append(struct kvc_journal *j, uint32_t kind,
 		return kvc_err(err, "journal %s: append at %" PRIu64 ": %s",
 			       j->path, j->end, strerror(-err));
 	}
-	j->end += rec_bytes(len);
+	j->end += kvc_journal_rec_bytes(len);
 	j->records++;
 	return 0;
 }
@@ -435,7 +447,7 @@ int kvc_journal_rewrite(struct kvc_journal *j, const struct kvc_jrec *recs,
 				      j->path, tmp, strerror(-err));
 			goto err_unlink;
 		}
-		off += rec_bytes(recs[i].len);
+		off += kvc_journal_rec_bytes(recs[i].len);
 	}
 	err = fdatasync_retry(fd);
 	if (err) {

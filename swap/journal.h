@@ -47,6 +47,18 @@ struct kvc_jrec {
 	uint32_t len;
 };
 
+/**
+ * kvc_journal_rec_bytes() - File bytes of a record: head, payload, and the
+ * padding to 8 bytes.
+ * @len: payload bytes.
+ *
+ * Return: the size.
+ */
+static inline uint64_t kvc_journal_rec_bytes(uint32_t len)
+{
+	return sizeof(struct kvc_jrec_head) + (((uint64_t)len + 7) & ~7ull);
+}
+
 struct kvc_journal;
 
 /**
@@ -72,8 +84,10 @@ typedef int (*kvc_journal_apply_fn)(void *arg, uint32_t kind,
  * The torn tail, if any, is cut off (truncated and synced) before
  * kvc_journal_open() returns.
  *
- * Return: 0; @apply's error; -ENOMEM; the file system's -errno with a
- * message naming the file.
+ * Return: 0; @apply's error; -EINVAL for a file that holds no valid
+ * record and does not start with a record's magic (another file: it is
+ * left as it was); -ENOMEM; the file system's -errno with a message
+ * naming the file.
  */
 int kvc_journal_open(const char *path, bool fresh, kvc_journal_apply_fn apply,
 		     void *arg, struct kvc_journal **out);

@@ -73,7 +73,6 @@ struct sio_slot {
  * struct sio_fail - The first failure of a group since its last wait.
  * @err: the -errno, 0 for none.
  * @write: the op wrote.
- * @sync: it was a sync, not an op.
  * @off: the op's offset.
  * @bytes: the op's length.
  * @seq: when it happened, to find the first across groups.
@@ -81,7 +80,6 @@ struct sio_slot {
 struct sio_fail {
 	int err;
 	bool write;
-	bool sync;
 	uint64_t off;
 	uint64_t bytes;
 	uint64_t seq;
@@ -158,7 +156,7 @@ static const char *op_name(bool write)
 }
 
 static void note_fail(struct kvc_sio *io, uint32_t group, int err, bool write,
-		      bool sync, uint64_t off, uint64_t bytes)
+		      uint64_t off, uint64_t bytes)
 {
 	struct sio_fail *f = &io->fail[group];
 
@@ -167,7 +165,6 @@ static void note_fail(struct kvc_sio *io, uint32_t group, int err, bool write,
 		return;
 	f->err = err;
 	f->write = write;
-	f->sync = sync;
 	f->off = off;
 	f->bytes = bytes;
 	f->seq = ++io->fail_seq;
@@ -176,7 +173,7 @@ static void note_fail(struct kvc_sio *io, uint32_t group, int err, bool write,
 static void slot_finish(struct kvc_sio *io, struct sio_slot *s, int err)
 {
 	if (err)
-		note_fail(io, s->group, err, s->write, false, s->off, s->bytes);
+		note_fail(io, s->group, err, s->write, s->off, s->bytes);
 	io->group_inflight[s->group]--;
 	io->inflight--;
 	s->busy = false;
@@ -704,7 +701,7 @@ int kvc_sio_queue(struct kvc_sio *io, const struct kvc_sio_op *op)
 		ret = io->fault(io->fault_arg, op->write, op->off, bytes);
 		if (ret) {
 			note_fail(io, op->group, ret < 0 ? ret : -ret,
-				  op->write, false, op->off, bytes);
+				  op->write, op->off, bytes);
 			return 0;
 		}
 	}
@@ -738,9 +735,6 @@ int kvc_sio_queue(struct kvc_sio *io, const struct kvc_sio_op *op)
 
 static int report(struct kvc_sio *io, const struct sio_fail *f)
 {
-	if (f->sync)
-		return kvc_err(f->err, "swap sync of %s failed: %s", io->path,
-			       strerror(-f->err));
 	return kvc_err(f->err,
 		       "swap %s of %llu bytes at offset %llu failed: %s",
 		       op_name(f->write), (unsigned long long)f->bytes,

@@ -28,12 +28,10 @@
  * only once the I/O of its group has completed.
  */
 #include <errno.h>
-#include <fcntl.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
-#include <unistd.h>
 
 #include <kvc/error.h>
 #include <kvc/swap.h>
@@ -432,23 +430,13 @@ static int grow(void **p, uint64_t *cap, uint64_t need, uint64_t align)
 /* The block ids of @seq in slot order, in sw->ids. */
 static int seq_ids(struct kvc_swap *sw, const struct kvc_seq *seq, uint64_t *n)
 {
-	uint64_t total = 0;
-	uint32_t t;
+	uint64_t total = kvc_seq_blocks(seq);
 	int err;
 
-	for (t = 0; t < sw->tables; t++)
-		total += seq->tables[t].nr_blocks;
 	err = grow((void **)&sw->ids, &sw->ids_cap, total * 4 + 4, 64);
 	if (err)
 		return err;
-	total = 0;
-	for (t = 0; t < sw->tables; t++) {
-		if (!seq->tables[t].nr_blocks)
-			continue; /* an empty table may have no array */
-		memcpy(sw->ids + total, seq->tables[t].blocks,
-		       4ull * seq->tables[t].nr_blocks);
-		total += seq->tables[t].nr_blocks;
-	}
+	kvc_seq_block_ids(seq, sw->ids);
 	*n = total;
 	return 0;
 }
@@ -743,7 +731,7 @@ static int journal_put(struct kvc_swap *sw, const struct swap_ent *e)
 	err = kvc_journal_append(sw->jr, SWAP_REC_PUT, rec, len);
 	free(rec);
 	if (!err)
-		sw->live_journal += len + 32;
+		sw->live_journal += kvc_journal_rec_bytes(len);
 	return err;
 }
 
@@ -753,8 +741,8 @@ static int journal_drop(struct kvc_swap *sw, const struct swap_ent *e)
 				     sizeof(e->key));
 
 	if (!err)
-		sw->live_journal -=
-			put_bytes(sw->tables, e->nr_blocks, e->nr_ext) + 32;
+		sw->live_journal -= kvc_journal_rec_bytes(
+			put_bytes(sw->tables, e->nr_blocks, e->nr_ext));
 	return err;
 }
 
@@ -788,7 +776,7 @@ static int journal_compact(struct kvc_swap *sw)
 		return kvc_err(-ENOMEM, "swap: out of memory for the journal");
 	header_of(sw, &h);
 	recs[n++] = (struct kvc_jrec){ SWAP_REC_HEADER, &h, sizeof(h) };
-	sw->live_journal = sizeof(h) + 32;
+	sw->live_journal = kvc_journal_rec_bytes(sizeof(h));
 	for (i = 0; i < sw->nr_ents && !err; i++) {
 		void *p;
 		uint32_t len;
@@ -796,7 +784,7 @@ static int journal_compact(struct kvc_swap *sw)
 		err = put_encode(sw, sw->ents[i], &p, &len);
 		if (!err) {
 			recs[n++] = (struct kvc_jrec){ SWAP_REC_PUT, p, len };
-			sw->live_journal += len + 32;
+			sw->live_journal += kvc_journal_rec_bytes(len);
 		}
 	}
 	if (!err)
@@ -843,7 +831,7 @@ static int replay(void *arg, uint32_t kind, const void *payload, uint32_t len)
 				"%s holds KV of another shape (%u layers, %u KV heads, head_dim %u, block %u, dtype %u) than the cache's",
 				sw->path, got.layers, got.kv_heads,
 				got.head_dim, got.block_size, got.dtype);
-		sw->live_journal = len + 32;
+		sw->live_journal = kvc_journal_rec_bytes(len);
 		return 0;
 	}
 	if (!sw->live_journal)
@@ -886,7 +874,7 @@ static int replay(void *arg, uint32_t kind, const void *payload, uint32_t len)
 			ent_free(e);
 			return err;
 		}
-		sw->live_journal += len + 32;
+		sw->live_journal += kvc_journal_rec_bytes(len);
 		return 0;
 	}
 	if (kind == SWAP_REC_DROP && len == sizeof(key)) {
@@ -896,8 +884,8 @@ static int replay(void *arg, uint32_t kind, const void *payload, uint32_t len)
 			return kvc_err(-EINVAL, "%s.idx drops unknown key %llu",
 				       sw->path, (unsigned long long)key);
 		kvc_extents_free(&sw->map, e->ext, e->nr_ext);
-		sw->live_journal -=
-			put_bytes(sw->tables, e->nr_blocks, e->nr_ext) + 32;
+		sw->live_journal -= kvc_journal_rec_bytes(
+			put_bytes(sw->tables, e->nr_blocks, e->nr_ext));
 		ent_remove(sw, at);
 		ent_free(e);
 		return 0;
@@ -998,29 +986,6 @@ static int open_stage(struct kvc_swap *sw)
 	return err;
 }
 
-/*
- * A file that does not start like a journal is refused, not cut: the
- * journal would take it for a record torn by a crash and empty it.
- */
-static int check_journal(const char *jpath)
-{
-	uint32_t magic = 0;
-	ssize_t n;
-	int fd;
-
-	fd = open(jpath, O_RDONLY | O_CLOEXEC);
-	if (fd < 0)
-		return 0; /* missing: created afresh; else open says why */
-	n = pread(fd, &magic, sizeof(magic), 0);
-	close(fd);
-	if (n > 0 && (n < (ssize_t)sizeof(magic) || magic != KVC_JREC_MAGIC))
-		return kvc_err(
-			-EINVAL,
-			"%s is not a kvc swap journal (open with KVC_SWAP_FRESH to start afresh)",
-			jpath);
-	return 0;
-}
-
 int kvc_swap_open(const struct kvc_swap_params *p, struct kvc_kv *kv,
 		  struct kvc_swap **out)
 {
@@ -1072,11 +1037,6 @@ int kvc_swap_open(const struct kvc_swap_params *p, struct kvc_kv *kv,
 	err = open_io(sw);
 	if (err)
 		goto fail;
-	if (!(p->flags & KVC_SWAP_FRESH)) {
-		err = check_journal(jpath);
-		if (err)
-			goto fail;
-	}
 	err = kvc_journal_open(jpath, p->flags & KVC_SWAP_FRESH, replay, sw,
 			       &sw->jr);
 	if (err)
@@ -1090,7 +1050,7 @@ int kvc_swap_open(const struct kvc_swap_params *p, struct kvc_kv *kv,
 		if (!err)
 			err = kvc_journal_append(sw->jr, SWAP_REC_HEADER, &h,
 						 sizeof(h));
-		sw->live_journal = sizeof(h) + 32;
+		sw->live_journal = kvc_journal_rec_bytes(sizeof(h));
 	} else if (kvc_journal_records(sw->jr) > sw->nr_ents + 1) {
 		err = journal_compact(sw);
 	}
@@ -1272,10 +1232,8 @@ int kvc_swap_out(struct kvc_swap *sw, struct kvc_seq *seq, uint64_t key)
 	/* Data durable first; only then may the journal point at it. */
 	if (!err)
 		err = kvc_sio_sync(sw->io);
-	if (err) {
-		sw->st.io_errors = kvc_sio_errors(sw->io);
+	if (err)
 		return out_fail(sw, e, err, false);
-	}
 	err = journal_put(sw, e);
 	if (err)
 		return out_fail(sw, e, err, true);
@@ -1387,7 +1345,6 @@ int kvc_swap_in(struct kvc_swap *sw, uint64_t key, struct kvc_seq **out)
 		err = journal_drop(sw, e);
 	if (err) {
 		kvc_sio_wait(sw->io, -1);
-		sw->st.io_errors = kvc_sio_errors(sw->io);
 		kvc_seq_destroy(seq);
 		return err;
 	}

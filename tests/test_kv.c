@@ -880,6 +880,58 @@ static void test_destroy_frees_everything(void **state)
 	kvc_kv_destroy(NULL);
 }
 
+/* kvc_seq_restore(): blocks for given lengths, owned; bad lengths refused. */
+static void test_restore(void **state)
+{
+	struct fixture *fx = *state;
+	const struct kvc_model_shape *s;
+	struct kvc_pool_stats before, after;
+	uint32_t lens[64], t, nr, bs, tables;
+	struct kvc_seq *seq = NULL;
+	uint64_t owner;
+	struct kvc_kv *kv;
+
+	kv = kv_open(fx);
+	s = kvc_kv_shape(kv);
+	bs = s->block_size;
+	tables = s->layers * s->kv_heads;
+	assert_true(tables <= 64);
+	for (t = 0; t < tables; t++)
+		lens[t] = t % 3 ? 1 + t * 5 : 0;
+	assert_int_equal(kvc_seq_restore(kv, 200, lens, &seq), 0);
+	EXPECT_U64(kvc_seq_tokens(seq), 200);
+	for (t = 0; t < tables; t++) {
+		const uint32_t *tbl = kvc_seq_table(seq, t / s->kv_heads,
+						    t % s->kv_heads, &nr);
+
+		EXPECT_U64(kvc_seq_len(seq, t / s->kv_heads, t % s->kv_heads),
+			   lens[t]);
+		EXPECT_U64(nr, (lens[t] + bs - 1) / bs);
+		if (nr) {
+			assert_int_equal(kvc_pool_get_owner(kvc_kv_pool(kv),
+							    tbl[nr - 1],
+							    &owner),
+					 0);
+			EXPECT_U64(owner, kvc_owner_tag(seq->id, t, nr - 1));
+		}
+	}
+	KV_CHECK(kv);
+	kvc_seq_destroy(seq);
+
+	/* A length past the tokens, or past 2^20 blocks: refused, no hang. */
+	kvc_pool_get_stats(kvc_kv_pool(kv), &before, NULL);
+	lens[0] = 201;
+	seq = NULL;
+	assert_int_equal(kvc_seq_restore(kv, 200, lens, &seq), -EINVAL);
+	lens[0] = ((1u << KVC_INDEX_BITS) + 1) * bs;
+	assert_int_equal(kvc_seq_restore(kv, lens[0], lens, &seq), -EINVAL);
+	assert_non_null(strstr(kvc_last_error(), "blocks"));
+	assert_null(seq);
+	kvc_pool_get_stats(kvc_kv_pool(kv), &after, NULL);
+	EXPECT_U64(after.blocks_live, before.blocks_live);
+	KV_CHECK(kv);
+}
+
 static void test_owner_tags(void **state)
 {
 	struct fixture *fx = *state;
@@ -1201,6 +1253,7 @@ int main(void)
 		cmocka_unit_test_setup_teardown(test_seq_ids, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_destroy_frees_everything,
 						setup, teardown),
+		cmocka_unit_test_setup_teardown(test_restore, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_owner_tags, setup,
 						teardown),
 		cmocka_unit_test_setup_teardown(test_truncate, setup, teardown),
