@@ -104,3 +104,44 @@ void proc_run_argv(struct result *r, char *const argv[], int timeout_ms)
 	fclose(out);
 	fclose(err);
 }
+
+void proc_vrun(struct result *r, int timeout_ms, char *const head[], va_list ap)
+{
+	char *argv[PROC_MAX_ARGS + 1];
+	char *arg;
+	int n = 0;
+
+	for (; head[n]; n++) {
+		if (n == PROC_MAX_ARGS)
+			fail_msg("%s: more than %d arguments", head[0],
+				 PROC_MAX_ARGS);
+		argv[n] = head[n];
+	}
+	while ((arg = va_arg(ap, char *))) {
+		if (n == PROC_MAX_ARGS)
+			fail_msg("%s: more than %d arguments", head[0],
+				 PROC_MAX_ARGS);
+		argv[n++] = arg;
+	}
+	argv[n] = NULL;
+	proc_run_argv(r, argv, timeout_ms);
+}
+
+void proc_run(struct result *r, int timeout_ms, const char *prog, ...)
+{
+	char *const head[] = { (char *)prog, NULL };
+	va_list ap;
+
+	va_start(ap, prog);
+	proc_vrun(r, timeout_ms, head, ap);
+	va_end(ap);
+}
+
+size_t proc_count_lines(const char *s)
+{
+	size_t n = 0;
+
+	for (; *s; s++)
+		n += *s == '\n';
+	return n;
+}

@@ -3,8 +3,13 @@
 #ifndef KVC_TESTS_PROC_H
 #define KVC_TESTS_PROC_H
 
+#include <stdarg.h>
+#include <stddef.h>
 #include <stdio.h>
 #include <sys/types.h>
+
+/* Most arguments proc_run() and proc_vrun() take, the program included. */
+#define PROC_MAX_ARGS 64
 
 /**
  * struct result - What a program run left.
@@ -29,5 +34,31 @@ int proc_wait_exit(pid_t pid, int timeout_ms, int *status);
 pid_t proc_spawn(char *const argv[], FILE *out, FILE *err);
 /* Run @argv (NULL-terminated) to its end; capture stdout and stderr. */
 void proc_run_argv(struct result *r, char *const argv[], int timeout_ms);
+
+/**
+ * proc_vrun() - Run @head's words, then @ap's, to the end; capture output.
+ * @r: filled with the exit status, stdout and stderr.
+ * @timeout_ms: how long the program may run before the test fails.
+ * @head: the program and its first arguments, NULL-terminated.
+ * @ap: more arguments, up to a NULL.
+ *
+ * More than PROC_MAX_ARGS words in all fail the test, naming the program,
+ * rather than running it with some of them cut.
+ */
+void proc_vrun(struct result *r, int timeout_ms, char *const head[],
+	       va_list ap);
+
+/**
+ * proc_run() - Run @prog with the arguments after it, up to a NULL.
+ * @r: filled with the exit status, stdout and stderr.
+ * @timeout_ms: how long the program may run before the test fails.
+ * @prog: the program's path.
+ *
+ * As proc_vrun().
+ */
+void proc_run(struct result *r, int timeout_ms, const char *prog, ...);
+
+/* Newline characters in @s: the lines of a program's output. */
+size_t proc_count_lines(const char *s);
 
 #endif /* KVC_TESTS_PROC_H */

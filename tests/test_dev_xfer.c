@@ -30,6 +30,7 @@
 #include "../runtime/device.h"
 #include "../runtime/internal.h"
 #include "backend.h"
+#include "fake_check.h"
 #include "fake_driver.h"
 
 #define GRAN (64ull << 10)
@@ -92,20 +93,6 @@ static void assert_no_violation(void)
 		fail_msg("driver rule broken: %s", kvc_fake_last_violation());
 }
 
-static void assert_fake_clean(void)
-{
-	struct kvc_fake_counts fc;
-
-	kvc_fake_counts(&fc);
-	EXPECT_U64(fc.streams, 0);
-	EXPECT_U64(fc.events, 0);
-	EXPECT_U64(fc.pending, 0);
-	EXPECT_U64(fc.pushed, 0);
-	EXPECT_U64(fc.allocs, 0);
-	EXPECT_U64(fc.host_allocs, 0);
-	EXPECT_U64(fc.mappings, 0);
-}
-
 static uint64_t fake_calls(enum kvc_fake_fn fn)
 {
 	struct kvc_fake_counts fc;
@@ -162,8 +149,7 @@ static int teardown(void **state)
 	kvc_fake_set_async(false);
 	kvc_backend_close(fx->be[DEV]);
 	kvc_backend_close(fx->be[HOST]);
-	assert_no_violation();
-	assert_fake_clean();
+	FAKE_EXPECT_CLEAN(FAKE_KEEP_NONE);
 	free(fx);
 	return 0;
 }

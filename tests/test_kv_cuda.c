@@ -37,6 +37,7 @@
 #include "../runtime/device.h"
 #include "../runtime/internal.h"
 #include "backend.h"
+#include "fake_check.h"
 #include "fake_driver.h"
 
 #define GRAN (64ull << 10)
@@ -83,22 +84,6 @@ static void assert_no_violation(void)
 	kvc_fake_counts(&fc);
 	if (fc.violations)
 		fail_msg("driver rule broken: %s", kvc_fake_last_violation());
-}
-
-static void assert_fake_clean(void)
-{
-	struct kvc_fake_counts fc;
-
-	kvc_fake_counts(&fc);
-	EXPECT_U64(fc.handles, 0);
-	EXPECT_U64(fc.mappings, 0);
-	EXPECT_U64(fc.reservations, 0);
-	EXPECT_U64(fc.streams, 0);
-	EXPECT_U64(fc.events, 0);
-	EXPECT_U64(fc.pending, 0);
-	EXPECT_U64(fc.pushed, 0);
-	EXPECT_U64(fc.allocs, 0);
-	EXPECT_U64(fc.host_allocs, 0);
 }
 
 /* The fake's entry point of this name, so that tests need no enum name. */
@@ -168,8 +153,7 @@ static int teardown(void **state)
 	kvc_fake_set_async(false);
 	kvc_backend_close(fx->be[DEV]);
 	kvc_backend_close(fx->be[HOST]);
-	assert_no_violation();
-	assert_fake_clean();
+	FAKE_EXPECT_CLEAN(FAKE_KEEP_NONE);
 	free(fx);
 	return 0;
 }

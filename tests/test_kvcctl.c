@@ -508,18 +508,12 @@ static void run_argv(struct result *r, char *const argv[])
 /* run(&r, PROGRAM, args..., NULL) */
 static void run(struct result *r, const char *program, ...)
 {
-	char *argv[32];
+	char *const head[] = { (char *)program, NULL };
 	va_list ap;
-	int n = 0;
 
-	argv[n++] = (char *)program;
 	va_start(ap, program);
-	while ((argv[n] = va_arg(ap, char *)) != NULL) {
-		n++;
-		assert_true(n < 31);
-	}
+	proc_vrun(r, RUN_TIMEOUT_MS, head, ap);
 	va_end(ap);
-	run_argv(r, argv);
 }
 
 /* kvcctl stats --json ARGS...: exit 0, valid JSON, an array. */
@@ -536,15 +530,6 @@ static struct json *stats_json(const char *arg1, const char *arg2)
 	assert_int_equal(arr->type, JSON_ARRAY);
 	proc_result_free(&r);
 	return arr;
-}
-
-static int count_lines(const char *s)
-{
-	int n = 0;
-
-	for (; *s; s++)
-		n += *s == '\n';
-	return n;
 }
 
 /* The line of @text whose first word is @word, copied to @line. */
@@ -1290,7 +1275,7 @@ static void test_no_pools_and_missing_dir(void **state)
 	assert_int_equal(r.status, 1);
 	assert_string_equal(r.out, "");
 	assert_non_null(strstr(r.err, missing));
-	assert_int_equal(count_lines(r.err), 1);
+	assert_int_equal(proc_count_lines(r.err), 1);
 	proc_result_free(&r);
 
 	/* The same through the environment, with JSON asked for. */
@@ -1350,7 +1335,7 @@ static void test_usage_errors(void **state)
 				 cases[i].says, r.status);
 		assert_string_equal(r.out, "");
 		/* One line naming the flag, one line with the usage hint. */
-		assert_int_equal(count_lines(r.err), 2);
+		assert_int_equal(proc_count_lines(r.err), 2);
 		nl = strchr(r.err, '\n');
 		assert_non_null(nl);
 		*nl = '\0';
@@ -1479,7 +1464,7 @@ static void test_refused_pages(void **state)
 
 	run(&r, KVCCTL, "stats", "--json", NULL);
 	assert_int_equal(r.status, 0);
-	assert_int_equal(count_lines(r.err), 4);
+	assert_int_equal(proc_count_lines(r.err), 4);
 	for (i = 0; i < 4; i++)
 		if (!strstr(r.err, bad[i]))
 			fail_msg("%s not reported:\n%s", bad[i], r.err);
@@ -2619,7 +2604,7 @@ static void test_run_swap_usage(void **state)
 			fail_msg("case %zu (%s): exit %d, expected 2: %s", i,
 				 cases[i].says, r.status, r.err);
 		assert_string_equal(r.out, "");
-		assert_int_equal(count_lines(r.err), 2);
+		assert_int_equal(proc_count_lines(r.err), 2);
 		nl = strchr(r.err, '\n');
 		assert_non_null(nl);
 		*nl = '\0';

@@ -214,28 +214,46 @@ static int teardown(void **state)
 /* Run kvcctl with the arguments, NULL-terminated. */
 static void kvcctl(struct result *r, ...)
 {
-	char *argv[32];
+	char *const head[] = { KVCCTL, NULL };
 	va_list ap;
-	int n = 0;
 
-	argv[n++] = KVCCTL;
 	va_start(ap, r);
-	while (n < 31 && (argv[n] = va_arg(ap, char *)))
-		n++;
+	proc_vrun(r, RUN_TIMEOUT_MS, head, ap);
 	va_end(ap);
-	argv[n] = NULL;
-	proc_run_argv(r, argv, RUN_TIMEOUT_MS);
+}
+
+/*
+ * The summary of a generate run that made all @tokens it was asked for:
+ * the first comes from the prefill's logits, each later one from a decode
+ * step, so the decode line counts @tokens - 1.
+ */
+static void expect_decoded(const struct result *r, unsigned int tokens)
+{
+	const char *at = strstr(r->err, "\ndecode ");
+	unsigned int decoded;
+
+	if (!at || sscanf(at, " decode %u tokens", &decoded) != 1)
+		fail_msg("no decode summary in: %s", r->err);
+	if (decoded != tokens - 1)
+		fail_msg("decode %u tokens, expected %u for --tokens %u: %s",
+			 decoded, tokens - 1, tokens, r->err);
 }
 
 static void test_generate(void **state)
 {
 	struct fx *fx = *state;
+	unsigned int compressions;
 	struct result r;
+	const char *at;
 
 	kvcctl(&r, "generate", "--model", fx->model, "--prompt", "the cat",
 	       "--tokens", "6", NULL);
 	assert_int_equal(r.status, 0);
 	assert_non_null(strstr(r.out, "the cat"));
+	/* The prompt echoed, then what was generated after it. */
+	assert_int_equal(strncmp(r.out, "the cat", 7), 0);
+	assert_true(strlen(r.out) > 7);
+	expect_decoded(&r, 6);
 	assert_non_null(strstr(r.err, "prefill"));
 	assert_non_null(strstr(r.err, "tokens/s"));
 	assert_non_null(strstr(r.err, "mapped"));
@@ -247,6 +265,13 @@ static void test_generate(void **state)
 	       NULL);
 	assert_int_equal(r.status, 0);
 	assert_non_null(strstr(r.err, "policy kvcompress"));
+	expect_decoded(&r, 8);
+	at = strstr(r.err, "policy kvcompress, rate 2, ");
+	if (!at || sscanf(at, "policy kvcompress, rate 2, %u compressions",
+			  &compressions) != 1)
+		fail_msg("no compression count in: %s", r.err);
+	if (compressions < 1)
+		fail_msg("kvcompress at rate 2 never compressed: %s", r.err);
 	proc_result_free(&r);
 }
 

@@ -26,7 +26,6 @@
 #define KVCCTL "build/kvcctl"
 #endif
 #define RUN_TIMEOUT_MS 60000
-#define MAX_ARGS 40
 
 /* Six requests, the longest 600 tokens: small enough for 16 MiB. */
 static const char requests_csv[] = "ContextTokens,GeneratedTokens,arrival_s\n"
@@ -85,17 +84,12 @@ static int teardown(void **state)
 /* Runs kvcctl with the arguments given, NULL-terminated. */
 static void kvcctl(struct result *r, ...)
 {
-	char *argv[MAX_ARGS];
+	char *const head[] = { KVCCTL, NULL };
 	va_list ap;
-	int n = 0;
 
-	argv[n++] = KVCCTL;
 	va_start(ap, r);
-	while (n < MAX_ARGS - 1 && (argv[n] = va_arg(ap, char *)))
-		n++;
+	proc_vrun(r, RUN_TIMEOUT_MS, head, ap);
 	va_end(ap);
-	argv[n] = NULL;
-	proc_run_argv(r, argv, RUN_TIMEOUT_MS);
 }
 
 static char *path_in(const struct fx *fx, const char *name)

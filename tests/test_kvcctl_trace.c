@@ -38,28 +38,15 @@ struct fixture {
 	uint64_t events;
 };
 
+/* Runs kvcctl with the arguments given, NULL-terminated. */
 static void run(struct result *r, ...)
 {
-	char *argv[32];
+	char *const head[] = { KVCCTL, NULL };
 	va_list ap;
-	int n = 0;
 
-	argv[n++] = KVCCTL;
 	va_start(ap, r);
-	while (n < 31 && (argv[n] = va_arg(ap, char *)))
-		n++;
+	proc_vrun(r, RUN_TIMEOUT_MS, head, ap);
 	va_end(ap);
-	argv[n] = NULL;
-	proc_run_argv(r, argv, RUN_TIMEOUT_MS);
-}
-
-static uint64_t count_lines(const char *s)
-{
-	uint64_t n = 0;
-
-	for (; *s; s++)
-		n += *s == '\n';
-	return n;
 }
 
 /* Record a small run into f->trace; f->events from the stderr line. */
@@ -135,7 +122,7 @@ static void test_dump_text(void **state)
 	assert_true(f->events > 100);
 	run(&r, "trace", "dump", f->trace, NULL);
 	assert_int_equal(r.status, 0);
-	EXPECT_U64(count_lines(r.out), f->events);
+	EXPECT_U64(proc_count_lines(r.out), f->events);
 	assert_true(!strncmp(
 		r.out, "#0 step 0 config block_bytes=4096 chunk_bytes=", 45));
 	assert_non_null(strstr(r.out, " name what=backend text=\"host\"\n"));
@@ -181,7 +168,7 @@ static void test_dump_json(void **state)
 
 	run(&r, "trace", "dump", "-j", "--kinds", "arrive", f->trace, NULL);
 	assert_int_equal(r.status, 0);
-	EXPECT_U64(count_lines(r.out), 2);
+	EXPECT_U64(proc_count_lines(r.out), 2);
 	assert_non_null(strstr(
 		r.out,
 		"\"kind\":\"arrive\",\"seq\":1,\"prompt\":40,\"gen\":20,\"arrival_ns\":"));
@@ -196,13 +183,13 @@ static void test_dump_filters(void **state)
 	run(&r, "trace", "dump", f->trace, "--kinds", "arrive,finish,config",
 	    NULL);
 	assert_int_equal(r.status, 0);
-	EXPECT_U64(count_lines(r.out), 5);
+	EXPECT_U64(proc_count_lines(r.out), 5);
 	assert_null(strstr(r.out, "blk_alloc"));
 	proc_result_free(&r);
 
 	run(&r, "trace", "dump", f->trace, "--limit", "7", NULL);
 	assert_int_equal(r.status, 0);
-	EXPECT_U64(count_lines(r.out), 7);
+	EXPECT_U64(proc_count_lines(r.out), 7);
 	assert_non_null(strstr(r.out, "#6 "));
 	assert_null(strstr(r.out, "#7 "));
 	proc_result_free(&r);
@@ -256,7 +243,7 @@ static void test_dump_bad(void **state)
 	set_kind(f->bad, 10, 77);
 	run(&r, "trace", "dump", f->bad, NULL);
 	assert_int_equal(r.status, 1);
-	EXPECT_U64(count_lines(r.out), 10);
+	EXPECT_U64(proc_count_lines(r.out), 10);
 	assert_non_null(strstr(r.out, "#9 "));
 	assert_non_null(strstr(r.err, "event 10 (kind 77): unknown kind"));
 	assert_non_null(strstr(r.err, "(bad trace)"));
@@ -266,7 +253,7 @@ static void test_dump_bad(void **state)
 	copy_file(f->trace, f->bad, 64 + (f->events - 1) * 64);
 	run(&r, "trace", "dump", "--json", f->bad, NULL);
 	assert_int_equal(r.status, 1);
-	EXPECT_U64(count_lines(r.out), f->events - 1);
+	EXPECT_U64(proc_count_lines(r.out), f->events - 1);
 	assert_non_null(strstr(r.err, "truncated after event"));
 	/* The fault's line names the file, not only the summary. */
 	{

@@ -28,6 +28,7 @@
 #include <cmocka.h>
 
 #include "fault_backend.h"
+#include "proc.h"
 #include "testutil.h"
 
 #include <kvc/kvc.h>
@@ -37,6 +38,8 @@
 #define BPC ((uint32_t)(GRAN / BLOCK)) /* 16 blocks per chunk */
 #define CHUNKS 16u
 #define BLOCKS (CHUNKS * BPC)
+/* How long a forked writer may take; it writes 100 events. */
+#define CHILD_TIMEOUT_MS 30000
 
 struct fixture {
 	char dir[64];
@@ -411,13 +414,18 @@ static int write_error_child(const char *path, bool sync_io)
 
 static void write_error(struct fixture *fx, bool sync_io)
 {
-	int status;
+	int status, err;
 	pid_t pid = fork();
 
 	assert_true(pid >= 0);
 	if (pid == 0)
 		_exit(write_error_child(fx->path, sync_io));
-	assert_int_equal(waitpid(pid, &status, 0), pid);
+	/* A recorder stuck on the failing write must not hang the suite. */
+	err = proc_wait_exit(pid, CHILD_TIMEOUT_MS, &status);
+	if (err == -ETIMEDOUT)
+		fail_msg("the writing child did not finish in %d ms",
+			 CHILD_TIMEOUT_MS);
+	assert_int_equal(err, 0);
 	assert_true(WIFEXITED(status));
 	assert_int_equal(WEXITSTATUS(status), 0);
 }

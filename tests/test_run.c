@@ -589,21 +589,16 @@ static void run_argv(struct result *r, char *const argv[])
 /* kvcctl(&r, args..., NULL): kvcctl run with a small shape, then args. */
 static void kvcctl(struct result *r, ...)
 {
-	char *argv[48] = {
+	char *const head[] = {
 		KVCCTL,	      "run", "--layers", "2", "--heads",      "4",
 		"--kv-heads", "2",   "--seqs",	 "2", "--prompt-len", "96",
-		"--gen-len",  "16",
+		"--gen-len",  "16",  NULL,
 	};
-	int n = 14;
 	va_list ap;
 
 	va_start(ap, r);
-	while ((argv[n] = va_arg(ap, char *)) != NULL) {
-		n++;
-		assert_true(n < 47);
-	}
+	proc_vrun(r, RUN_TIMEOUT_MS, head, ap);
 	va_end(ap);
-	run_argv(r, argv);
 }
 
 /* ---- A strict parser for one flat JSON object ---- */
@@ -781,22 +776,17 @@ static double member_real(const struct object *o, const char *key)
 /* kvcctl run --json ARGS...: exit 0, stdout one flat object. */
 static void run_json(struct object *o, ...)
 {
-	char *argv[48] = {
-		KVCCTL,	      "run", "--layers", "2", "--heads",      "4",
-		"--kv-heads", "2",   "--seqs",	 "2", "--prompt-len", "96",
-		"--gen-len",  "16",  "--json",
+	char *const head[] = {
+		KVCCTL,	      "run", "--layers", "2",  "--heads",      "4",
+		"--kv-heads", "2",   "--seqs",	 "2",  "--prompt-len", "96",
+		"--gen-len",  "16",  "--json",	 NULL,
 	};
 	struct result r;
-	int n = 15;
 	va_list ap;
 
 	va_start(ap, o);
-	while ((argv[n] = va_arg(ap, char *)) != NULL) {
-		n++;
-		assert_true(n < 47);
-	}
+	proc_vrun(&r, RUN_TIMEOUT_MS, head, ap);
 	va_end(ap);
-	run_argv(&r, argv);
 	if (r.status != 0)
 		fail_msg("kvcctl run --json: exit %d: %s", r.status, r.err);
 	if (!parse_object(r.out, o))
@@ -976,22 +966,25 @@ static void test_kvcctl_help(void **state)
 /* kvcctl run ARGS: exit 2, nothing on stdout, @message on stderr. */
 static void expect_usage(const char *message, ...)
 {
-	char *argv[16] = { KVCCTL, "run" };
+	char *const head[] = { KVCCTL, "run", NULL };
+	const char *first;
 	struct result r;
-	int n = 2;
-	va_list ap;
+	va_list ap, peek;
 
 	va_start(ap, message);
-	while ((argv[n] = va_arg(ap, char *)) != NULL)
-		n++;
+	/* The first argument names the case in a failure message. */
+	va_copy(peek, ap);
+	first = va_arg(peek, const char *);
+	va_end(peek);
+	if (!first)
+		first = "";
+	proc_vrun(&r, RUN_TIMEOUT_MS, head, ap);
 	va_end(ap);
-	run_argv(&r, argv);
 	if (r.status != 2)
-		fail_msg("kvcctl run %s: exit %d, expected 2", argv[2],
-			 r.status);
+		fail_msg("kvcctl run %s: exit %d, expected 2", first, r.status);
 	assert_string_equal(r.out, "");
 	if (!strstr(r.err, message))
-		fail_msg("kvcctl run %s: no '%s' in: %s", argv[2], message,
+		fail_msg("kvcctl run %s: no '%s' in: %s", first, message,
 			 r.err);
 	assert_non_null(strstr(r.err, "Try 'kvcctl run --help'."));
 	proc_result_free(&r);

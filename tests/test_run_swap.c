@@ -28,6 +28,7 @@
 
 #include <cmocka.h>
 
+#include "swap_seq.h"
 #include "testutil.h"
 
 #include <kvc/backend.h>
@@ -36,6 +37,7 @@
 #include <kvc/swap.h>
 
 #include "backend.h"
+#include "fake_check.h"
 #include "fake_driver.h"
 
 /* The backends' chunk: a budget is a few of them. */
@@ -86,26 +88,6 @@ static int open_fds(void)
 	return n;
 }
 
-/* Files directly in @dir, then @dir itself. */
-static void remove_dir(const char *dir)
-{
-	char path[PATH_MAX + 256];
-	struct dirent *de;
-	DIR *d = opendir(dir);
-
-	if (!d)
-		return;
-	while ((de = readdir(d))) {
-		if (!strcmp(de->d_name, ".") || !strcmp(de->d_name, ".."))
-			continue;
-		snprintf(path, sizeof(path), "%s/%s", dir, de->d_name);
-		unlink(path);
-	}
-	closedir(d);
-	if (rmdir(dir))
-		fprintf(stderr, "test_run_swap: cannot remove %s\n", dir);
-}
-
 /* 2 layers, 4 query heads, 2 KV heads, head_dim 64, block 16, f16. */
 static void small_params(struct fixture *f)
 {
@@ -125,13 +107,10 @@ static void small_params(struct fixture *f)
 static int setup(void **state)
 {
 	struct fixture *f = calloc(1, sizeof(*f));
-	const char *tmp = getenv("TMPDIR");
 
 	if (!f)
 		return -1;
-	snprintf(f->dir, sizeof(f->dir), "%s/kvc-test-run-swap-XXXXXX",
-		 tmp && *tmp ? tmp : "/tmp");
-	if (!mkdtemp(f->dir)) {
+	if (swap_seq_mkdtemp(f->dir, sizeof(f->dir), "kvc-test-run-swap")) {
 		perror("test_run_swap setup");
 		free(f);
 		return -1;
@@ -140,7 +119,7 @@ static int setup(void **state)
 	if (setenv("KVC_STATS_DIR", f->dir, 1) ||
 	    kvc_backend_open_host(GRAN, &f->be)) {
 		fprintf(stderr, "test_run_swap setup: %s\n", kvc_last_error());
-		remove_dir(f->dir);
+		swap_seq_remove_dir(f->dir);
 		free(f);
 		return -1;
 	}
@@ -157,7 +136,8 @@ static int teardown(void **state)
 	kvc_backend_close(f->dev);
 	kvc_backend_close(f->be);
 	unsetenv("KVC_STATS_DIR");
-	remove_dir(f->dir);
+	if (swap_seq_remove_dir(f->dir))
+		fprintf(stderr, "test_run_swap: cannot remove %s\n", f->dir);
 	free(f);
 	return 0;
 }
@@ -613,23 +593,6 @@ static void test_preempt_names(void **state)
 
 /* ---- The cuda backend over the fake driver ---- */
 
-static void expect_fake_clean(void)
-{
-	struct kvc_fake_counts fc;
-
-	kvc_fake_counts(&fc);
-	if (fc.violations)
-		fail_msg("driver rule broken: %s", kvc_fake_last_violation());
-	EXPECT_U64(fc.handles, 0);
-	EXPECT_U64(fc.mappings, 0);
-	EXPECT_U64(fc.reservations, 0);
-	EXPECT_U64(fc.streams, 0);
-	EXPECT_U64(fc.events, 0);
-	EXPECT_U64(fc.pending, 0);
-	EXPECT_U64(fc.allocs, 0);
-	EXPECT_U64(fc.host_allocs, 0);
-}
-
 /*
  * Blocks go out through the pinned staging buffer. The emulated kernels
  * sum in another order than the host's attention, so the device's digest
@@ -665,7 +628,7 @@ static void run_on_fake(struct fixture *f,
 	f->dev = NULL;
 	f->fds = fds;
 	expect_no_fd_leak(f);
-	expect_fake_clean();
+	FAKE_EXPECT_CLEAN(FAKE_KEEP_NONE);
 }
 
 /* The emulated kernels are slow: fewer and shorter sequences. */

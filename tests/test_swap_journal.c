@@ -26,6 +26,7 @@
 #include <cmocka.h>
 
 #include "error.h"
+#include "swap_seq.h"
 #include "testutil.h"
 
 #include "../swap/crc32c.h"
@@ -86,14 +87,10 @@ static void seen_reset(struct seen *s)
 static int setup(void **state)
 {
 	struct fixture *fx = calloc(1, sizeof(*fx));
-	const char *base = getenv("TMPDIR");
 
 	if (!fx)
 		return -1;
-	if (!base || !base[0])
-		base = "/tmp";
-	snprintf(fx->dir, sizeof(fx->dir), "%s/kvc-test-journal-XXXXXX", base);
-	if (!mkdtemp(fx->dir)) {
+	if (swap_seq_mkdtemp(fx->dir, sizeof(fx->dir), "kvc-test-journal")) {
 		free(fx);
 		return -1;
 	}
@@ -155,19 +152,10 @@ static uint64_t rec_bytes(uint32_t len)
 	return HEAD + (len + 7ull) / 8 * 8;
 }
 
-static uint64_t file_size(const char *path)
-{
-	struct stat st;
-
-	if (stat(path, &st))
-		fail_msg("stat %s: %s", path, strerror(errno));
-	return (uint64_t)st.st_size;
-}
-
 /* Reads the whole file; *len gets its size. */
 static uint8_t *file_read(const char *path, uint64_t *len)
 {
-	uint64_t size = file_size(path);
+	uint64_t size = swap_seq_file_size(path);
 	uint8_t *buf = malloc(size ? size : 1);
 	int fd = open(path, O_RDONLY);
 
@@ -300,7 +288,7 @@ static void expect_journal(struct fixture *fx, uint32_t n)
 
 	EXPECT_U64(kvc_journal_records(fx->j), n);
 	EXPECT_U64(kvc_journal_bytes(fx->j), bytes);
-	EXPECT_U64(file_size(fx->path), bytes);
+	EXPECT_U64(swap_seq_file_size(fx->path), bytes);
 }
 
 static void test_append_replay(void **state)
@@ -393,7 +381,7 @@ static void test_fresh_empties(void **state)
 	EXPECT_U64(fx->seen.nr, 0);
 	EXPECT_U64(kvc_journal_records(fx->j), 0);
 	EXPECT_U64(kvc_journal_bytes(fx->j), 0);
-	EXPECT_U64(file_size(fx->path), 0);
+	EXPECT_U64(swap_seq_file_size(fx->path), 0);
 
 	/* Numbering starts again at 1, or the next replay would stop. */
 	r = &fx->recs[3];
@@ -430,7 +418,7 @@ static void check_cut(struct fixture *fx, const uint8_t *orig, uint64_t start,
 	assert_memory_equal(fx->seen.recs[nr_before].data, extra.data,
 			    extra.len);
 	EXPECT_U64(kvc_journal_torn(fx->j), 0);
-	EXPECT_U64(file_size(fx->path), start + rec_bytes(extra.len));
+	EXPECT_U64(swap_seq_file_size(fx->path), start + rec_bytes(extra.len));
 	kvc_journal_close(fx->j);
 	fx->j = NULL;
 }
@@ -613,7 +601,7 @@ static void test_apply_error(void **state)
 		EXPECT_U64(write(fd, "torn", 4), 4);
 		close(fd);
 	}
-	size = file_size(fx->path);
+	size = swap_seq_file_size(fx->path);
 
 	fx->seen.fail_at = 4;
 	fx->seen.fail_err = -EBADMSG;
@@ -625,7 +613,7 @@ static void test_apply_error(void **state)
 	    !strstr(kvc_last_error(), "record 4"))
 		fail_msg("message does not name the file and record: %s",
 			 kvc_last_error());
-	EXPECT_U64(file_size(fx->path), size);
+	EXPECT_U64(swap_seq_file_size(fx->path), size);
 
 	/* A callback's own message is kept inside the journal's. */
 	seen_reset(&fx->seen);
@@ -681,7 +669,7 @@ static void test_rewrite(void **state)
 	assert_int_equal(kvc_journal_rewrite(fx->j, NULL, 0), 0);
 	EXPECT_U64(kvc_journal_records(fx->j), 0);
 	EXPECT_U64(kvc_journal_bytes(fx->j), 0);
-	EXPECT_U64(file_size(fx->path), 0);
+	EXPECT_U64(swap_seq_file_size(fx->path), 0);
 	reopen(fx);
 	EXPECT_U64(fx->seen.nr, 0);
 }
@@ -736,7 +724,7 @@ static void test_append_failure(void **state)
 
 	fx->j = open_ok(fx, true);
 	append_random(fx, &rng, 4);
-	size = file_size(fx->path);
+	size = swap_seq_file_size(fx->path);
 
 	/* The file may grow by 40 bytes only: a 200-byte record is short. */
 	lim = fx->fsize;
@@ -794,7 +782,7 @@ static void test_bad_args(void **state)
 
 	/* Nothing was written by the refused calls. */
 	EXPECT_U64(kvc_journal_records(fx->j), 0);
-	EXPECT_U64(file_size(fx->path), 0);
+	EXPECT_U64(swap_seq_file_size(fx->path), 0);
 	/* An empty payload may be NULL. */
 	assert_int_equal(kvc_journal_append(fx->j, 2, NULL, 0), 0);
 	EXPECT_U64(kvc_journal_records(fx->j), 1);
