@@ -1,4 +1,4 @@
-/* Description: support, not a test: sequences with random K and V, snapshots of what they hold and checks, shared by the swap tier's tests. */
+/* Description: support, not a test: sequences with random K and V, snapshots of what they hold, checks, and one host cache with its swap as a fixture, shared by the swap tier's tests. */
 // SPDX-License-Identifier: MIT
 #include <dirent.h>
 #include <errno.h>
@@ -21,6 +21,7 @@
 #include "testutil.h"
 
 #include <kvc/attention.h>
+#include <kvc/backend.h>
 #include <kvc/evict.h>
 #include <kvc/kv.h>
 #include <kvc/kvc.h>
@@ -284,6 +285,185 @@ uint64_t swap_seq_file_size(const char *path)
 	if (stat(path, &st))
 		fail_msg("stat(%s): %s", path, strerror(errno));
 	return (uint64_t)st.st_size;
+}
+
+/* ------------------------------------------------------------------ */
+/* Wrappers */
+
+struct kvc_seq *swap_seq_build_ok(struct kvc_kv *kv, struct kvc_policy *pol,
+				  uint64_t key, uint32_t prefill,
+				  uint32_t steps, const char *file, int line)
+{
+	struct kvc_seq *seq = NULL;
+	int err = swap_seq_build(kv, pol, key, prefill, steps, &seq);
+
+	if (err)
+		fail_msg("%s:%d: building sequence %" PRIu64 " = %d: %s", file,
+			 line, key, err, kvc_last_error());
+	check_kv_at(kv, file, line);
+	return seq;
+}
+
+void swap_seq_out_ok(struct kvc_kv *kv, struct kvc_swap *sw,
+		     struct kvc_seq *seq, uint64_t key, const char *file,
+		     int line)
+{
+	int err = kvc_swap_out(sw, seq, key);
+
+	if (err)
+		fail_msg("%s:%d: kvc_swap_out(%" PRIu64 ") = %d: %s", file,
+			 line, key, err, kvc_last_error());
+	swap_seq_check(sw, file, line);
+	check_kv_at(kv, file, line);
+}
+
+struct kvc_seq *swap_seq_in_ok(struct kvc_kv *kv, struct kvc_swap *sw,
+			       uint64_t key, const char *file, int line)
+{
+	struct kvc_swap_entry e;
+	struct kvc_seq *seq = NULL;
+	int err = kvc_swap_in(sw, key, &seq);
+
+	if (err)
+		fail_msg("%s:%d: kvc_swap_in(%" PRIu64 ") = %d: %s", file, line,
+			 key, err, kvc_last_error());
+	if (!seq)
+		fail_msg("%s:%d: kvc_swap_in(%" PRIu64 ") gave no sequence",
+			 file, line, key);
+	if (kvc_swap_lookup(sw, key, &e) != -ENOENT)
+		fail_msg("%s:%d: key %" PRIu64
+			 " still in the swap after swap-in",
+			 file, line, key);
+	swap_seq_check(sw, file, line);
+	check_kv_at(kv, file, line);
+	return seq;
+}
+
+void swap_seq_untouched(struct kvc_kv *kv, const struct kvc_seq *seq,
+			const struct swap_snap *sn, const char *file, int line)
+{
+	struct swap_snap now;
+
+	swap_snap_take(kv, seq, &now, true);
+	swap_snap_equal(sn, &now, file, line);
+	swap_snap_free(&now);
+}
+
+/* ------------------------------------------------------------------ */
+/* Fixture */
+
+const struct kvc_model_shape swap_shape_f16 = {
+	.layers = 2,
+	.q_heads = 4,
+	.kv_heads = 2,
+	.head_dim = 64,
+	.block_size = 16,
+	.dtype = KVC_DTYPE_F16,
+};
+
+const struct kvc_model_shape swap_shape_hd80 = {
+	.layers = 2,
+	.q_heads = 4,
+	.kv_heads = 2,
+	.head_dim = 80,
+	.block_size = 16,
+	.dtype = KVC_DTYPE_F16,
+};
+
+int swap_fx_cache(struct swap_fx *fx)
+{
+	struct kvc_kv_params kp;
+	int err;
+
+	memset(&kp, 0, sizeof(kp));
+	kp.shape = fx->shape;
+	kp.capacity_blocks = fx->cfg->capacity;
+	kp.flags = KVC_POOL_NO_STATS_PAGE;
+	err = kvc_backend_open_host(SWAP_FX_GRAN, &fx->be);
+	if (err)
+		return err;
+	kp.backend = fx->be;
+	err = kvc_kv_create(&kp, &fx->kv);
+	if (err)
+		return err;
+	return swap_seq_policy(&fx->shape, &fx->pol);
+}
+
+/* Frees what swap_fx_cache() and swap_fx_setup() made, and @fx. */
+static void swap_fx_free(struct swap_fx *fx)
+{
+	kvc_swap_close(fx->sw);
+	kvc_policy_destroy(fx->pol);
+	kvc_kv_destroy(fx->kv);
+	kvc_backend_close(fx->be);
+	if (swap_seq_remove_dir(fx->dir))
+		fprintf(stderr, "%s: cannot remove %s\n", fx->cfg->name,
+			fx->dir);
+	free(fx);
+}
+
+int swap_fx_setup(void **state, const struct swap_fx_cfg *cfg,
+		  const struct kvc_model_shape *shape, uint32_t flags)
+{
+	struct swap_fx *fx = calloc(1, sizeof(*fx));
+
+	if (!fx)
+		return -1;
+	fx->cfg = cfg;
+	if (swap_seq_mkdtemp(fx->dir, sizeof(fx->dir), cfg->tmp_name)) {
+		free(fx);
+		return -1;
+	}
+	snprintf(fx->path, sizeof(fx->path), "%s/swap", fx->dir);
+	snprintf(fx->idx, sizeof(fx->idx), "%s.idx", fx->path);
+	fx->shape = *shape;
+	fx->flags = flags;
+	if (swap_fx_cache(fx)) {
+		fprintf(stderr, "%s setup: %s\n", cfg->name, kvc_last_error());
+		swap_fx_free(fx);
+		return -1;
+	}
+	*state = fx;
+	return 0;
+}
+
+int swap_fx_teardown(void **state)
+{
+	swap_fx_free(*state);
+	return 0;
+}
+
+void swap_fx_params(const struct swap_fx *fx, const char *path, uint32_t flags,
+		    struct kvc_swap_params *p)
+{
+	kvc_swap_params_init(p);
+	p->path = path;
+	p->cap_bytes = fx->cfg->swap_cap;
+	if (fx->cfg->io_bytes)
+		p->io_bytes = fx->cfg->io_bytes;
+	p->flags = flags | fx->flags | KVC_SWAP_QUIET;
+}
+
+struct kvc_swap_stats swap_fx_open(struct swap_fx *fx, uint32_t flags,
+				   const char *file, int line)
+{
+	struct kvc_swap_params p;
+	int err;
+
+	swap_fx_params(fx, fx->path, flags, &p);
+	assert_null(fx->sw);
+	err = kvc_swap_open(&p, fx->kv, &fx->sw);
+	if (err)
+		fail_msg("%s:%d: kvc_swap_open(%s) = %d: %s", file, line,
+			 fx->path, err, kvc_last_error());
+	swap_seq_check(fx->sw, file, line);
+	return swap_seq_stats(fx->sw);
+}
+
+void swap_fx_close(struct swap_fx *fx)
+{
+	kvc_swap_close(fx->sw);
+	fx->sw = NULL;
 }
 
 /* ------------------------------------------------------------------ */

@@ -48,21 +48,19 @@
 #include "../runtime/internal.h"
 #include "../swap/crc32c.h"
 #include "backend.h"
+#include "fake_check.h"
 #include "fake_driver.h"
 #include "swap_seq.h"
 
-#define GRAN (64ull << 10)
 #define CAPACITY 2048
 #define SWAP_CAP (256ull << 20)
 #define DECODE_STEPS 4
 
-static const struct kvc_model_shape shape_f16 = {
-	.layers = 2,
-	.q_heads = 4,
-	.kv_heads = 2,
-	.head_dim = 64,
-	.block_size = 16,
-	.dtype = KVC_DTYPE_F16,
+static const struct swap_fx_cfg fx_cfg = {
+	.name = "test_swap",
+	.tmp_name = "kvc-test-swap",
+	.capacity = CAPACITY,
+	.swap_cap = SWAP_CAP,
 };
 
 static const struct kvc_model_shape shape_f32 = {
@@ -74,128 +72,8 @@ static const struct kvc_model_shape shape_f32 = {
 	.dtype = KVC_DTYPE_F32,
 };
 
-/* 2 x 16 x 80 x 2 = 5120 bytes a block: not a multiple of 4096. */
-static const struct kvc_model_shape shape_hd80 = {
-	.layers = 2,
-	.q_heads = 4,
-	.kv_heads = 2,
-	.head_dim = 80,
-	.block_size = 16,
-	.dtype = KVC_DTYPE_F16,
-};
-
-/**
- * struct fixture - One cache and the swap under test.
- * @dir: a fresh temporary directory, removed in teardown.
- * @path: the swap's data file in it.
- * @shape: the cache's shape.
- * @flags: engine flags every swap of the test is opened with.
- * @be: the host backend.
- * @kv: the cache.
- * @pol: KV-Compress, rate 3.
- * @sw: the swap, or NULL.
- */
-struct fixture {
-	char dir[PATH_MAX / 2];
-	char path[PATH_MAX];
-	struct kvc_model_shape shape;
-	uint32_t flags;
-	struct kvc_backend *be;
-	struct kvc_kv *kv;
-	struct kvc_policy *pol;
-	struct kvc_swap *sw;
-};
-
 /* ------------------------------------------------------------------ */
 /* Checks and wrappers */
-
-#define BUILD(kv, pol, key, prefill, steps) \
-	build_ok(kv, pol, key, prefill, steps, __FILE__, __LINE__)
-
-static struct kvc_seq *build_ok(struct kvc_kv *kv, struct kvc_policy *pol,
-				uint64_t key, uint32_t prefill, uint32_t steps,
-				const char *file, int line)
-{
-	struct kvc_seq *seq = NULL;
-	int err = swap_seq_build(kv, pol, key, prefill, steps, &seq);
-
-	if (err)
-		fail_msg("%s:%d: building sequence %" PRIu64 " = %d: %s", file,
-			 line, key, err, kvc_last_error());
-	check_kv_at(kv, file, line);
-	return seq;
-}
-
-static void swap_params(const struct fixture *fx, const char *path,
-			uint32_t flags, struct kvc_swap_params *p)
-{
-	kvc_swap_params_init(p);
-	p->path = path;
-	p->cap_bytes = SWAP_CAP;
-	p->flags = flags | fx->flags | KVC_SWAP_QUIET;
-}
-
-#define OPEN_SWAP(fx, flags) open_swap_at(fx, flags, __FILE__, __LINE__)
-
-/* Opens fx->sw on fx->path. */
-static struct kvc_swap_stats open_swap_at(struct fixture *fx, uint32_t flags,
-					  const char *file, int line)
-{
-	struct kvc_swap_params p;
-	int err;
-
-	swap_params(fx, fx->path, flags, &p);
-	assert_null(fx->sw);
-	err = kvc_swap_open(&p, fx->kv, &fx->sw);
-	if (err)
-		fail_msg("%s:%d: kvc_swap_open(%s) = %d: %s", file, line,
-			 fx->path, err, kvc_last_error());
-	swap_seq_check(fx->sw, file, line);
-	return swap_seq_stats(fx->sw);
-}
-
-static void close_swap(struct fixture *fx)
-{
-	kvc_swap_close(fx->sw);
-	fx->sw = NULL;
-}
-
-#define SWAP_OUT(sw, seq, key) swap_out_ok(sw, seq, key, __FILE__, __LINE__)
-
-static void swap_out_ok(struct kvc_swap *sw, struct kvc_seq *seq, uint64_t key,
-			const char *file, int line)
-{
-	int err = kvc_swap_out(sw, seq, key);
-
-	if (err)
-		fail_msg("%s:%d: kvc_swap_out(%" PRIu64 ") = %d: %s", file,
-			 line, key, err, kvc_last_error());
-	swap_seq_check(sw, file, line);
-}
-
-#define SWAP_IN(kv, sw, key) swap_in_ok(kv, sw, key, __FILE__, __LINE__)
-
-static struct kvc_seq *swap_in_ok(struct kvc_kv *kv, struct kvc_swap *sw,
-				  uint64_t key, const char *file, int line)
-{
-	struct kvc_swap_entry e;
-	struct kvc_seq *seq = NULL;
-	int err = kvc_swap_in(sw, key, &seq);
-
-	if (err)
-		fail_msg("%s:%d: kvc_swap_in(%" PRIu64 ") = %d: %s", file, line,
-			 key, err, kvc_last_error());
-	if (!seq)
-		fail_msg("%s:%d: kvc_swap_in(%" PRIu64 ") gave no sequence",
-			 file, line, key);
-	if (kvc_swap_lookup(sw, key, &e) != -ENOENT)
-		fail_msg("%s:%d: key %" PRIu64
-			 " still in the swap after swap-in",
-			 file, line, key);
-	swap_seq_check(sw, file, line);
-	check_kv_at(kv, file, line);
-	return seq;
-}
 
 /* The entry of a sequence just swapped out describes it. */
 static void expect_entry(const struct kvc_swap *sw, uint64_t key,
@@ -218,11 +96,6 @@ static void expect_entry(const struct kvc_swap *sw, uint64_t key,
 			 key, e.bytes, e.blocks, st.slot_bytes);
 }
 
-static void idx_path(const struct fixture *fx, char *buf, size_t n)
-{
-	snprintf(buf, n, "%s.idx", fx->path);
-}
-
 static int cmp_u64(const void *a, const void *b)
 {
 	uint64_t x = *(const uint64_t *)a, y = *(const uint64_t *)b;
@@ -236,7 +109,7 @@ static int cmp_u64(const void *a, const void *b)
  * are its bytes in the pool, and its crc is the crc32c of its K and V
  * then of its slots' metadata. Offsets are appended to @offs.
  */
-static void expect_located(struct fixture *fx, const struct kvc_seq *seq,
+static void expect_located(struct swap_fx *fx, const struct kvc_seq *seq,
 			   uint64_t key, uint64_t *offs, uint64_t *nr_offs)
 {
 	const struct kvc_model_shape *s = kvc_kv_shape(fx->kv);
@@ -306,42 +179,12 @@ static void expect_located(struct fixture *fx, const struct kvc_seq *seq,
 static int setup_with(void **state, const struct kvc_model_shape *shape,
 		      uint32_t flags)
 {
-	struct fixture *fx = calloc(1, sizeof(*fx));
-	struct kvc_kv_params kp;
-
-	if (!fx)
-		return -1;
-	if (swap_seq_mkdtemp(fx->dir, sizeof(fx->dir), "kvc-test-swap")) {
-		free(fx);
-		return -1;
-	}
-	snprintf(fx->path, sizeof(fx->path), "%s/swap", fx->dir);
-	fx->shape = *shape;
-	fx->flags = flags;
-	memset(&kp, 0, sizeof(kp));
-	kp.shape = *shape;
-	kp.capacity_blocks = CAPACITY;
-	kp.flags = KVC_POOL_NO_STATS_PAGE;
-	if (kvc_backend_open_host(GRAN, &fx->be))
-		goto err;
-	kp.backend = fx->be;
-	if (kvc_kv_create(&kp, &fx->kv) || swap_seq_policy(shape, &fx->pol))
-		goto err;
-	*state = fx;
-	return 0;
-err:
-	fprintf(stderr, "test_swap setup: %s\n", kvc_last_error());
-	kvc_policy_destroy(fx->pol);
-	kvc_kv_destroy(fx->kv);
-	kvc_backend_close(fx->be);
-	swap_seq_remove_dir(fx->dir);
-	free(fx);
-	return -1;
+	return swap_fx_setup(state, &fx_cfg, shape, flags);
 }
 
 static int setup_f16(void **state)
 {
-	return setup_with(state, &shape_f16, 0);
+	return setup_with(state, &swap_shape_f16, 0);
 }
 
 static int setup_f32(void **state)
@@ -351,37 +194,23 @@ static int setup_f32(void **state)
 
 static int setup_hd80(void **state)
 {
-	return setup_with(state, &shape_hd80, 0);
+	return setup_with(state, &swap_shape_hd80, 0);
 }
 
 static int setup_f16_pread(void **state)
 {
-	return setup_with(state, &shape_f16, KVC_SWAP_NO_URING);
+	return setup_with(state, &swap_shape_f16, KVC_SWAP_NO_URING);
 }
 
 static int setup_f16_buffered(void **state)
 {
-	return setup_with(state, &shape_f16, KVC_SWAP_NO_DIRECT);
+	return setup_with(state, &swap_shape_f16, KVC_SWAP_NO_DIRECT);
 }
 
 static int setup_hd80_pread(void **state)
 {
-	return setup_with(state, &shape_hd80,
+	return setup_with(state, &swap_shape_hd80,
 			  KVC_SWAP_NO_URING | KVC_SWAP_NO_DIRECT);
-}
-
-static int teardown(void **state)
-{
-	struct fixture *fx = *state;
-
-	kvc_swap_close(fx->sw);
-	kvc_policy_destroy(fx->pol);
-	kvc_kv_destroy(fx->kv);
-	kvc_backend_close(fx->be);
-	if (swap_seq_remove_dir(fx->dir))
-		fprintf(stderr, "test_swap: cannot remove %s\n", fx->dir);
-	free(fx);
-	return 0;
 }
 
 /* ------------------------------------------------------------------ */
@@ -403,7 +232,7 @@ static const struct {
 static void test_round_trip(void **state)
 {
 	static const int order[NR_RT] = { 3, 0, 5, 2, 4, 1 };
-	struct fixture *fx = *state;
+	struct swap_fx *fx = *state;
 	struct kvc_seq *seq[NR_RT];
 	struct swap_snap sn[NR_RT];
 	struct kvc_swap_stats st;
@@ -412,7 +241,7 @@ static void test_round_trip(void **state)
 	bool ragged = false;
 	int i, round;
 
-	st = OPEN_SWAP(fx, KVC_SWAP_FRESH);
+	st = SWAP_OPEN(fx, KVC_SWAP_FRESH);
 	if (fx->flags & KVC_SWAP_NO_URING)
 		assert_string_equal(st.engine, "pread");
 	else if (strcmp(st.engine, "io_uring") && strcmp(st.engine, "pread"))
@@ -432,13 +261,13 @@ static void test_round_trip(void **state)
 	for (i = 0; i < NR_RT; i++) {
 		uint32_t t;
 
-		seq[i] = BUILD(fx->kv, rt_seqs[i].compress ? fx->pol : NULL,
-			       rt_seqs[i].key, rt_seqs[i].prefill,
-			       rt_seqs[i].steps);
+		seq[i] = SWAP_BUILD(
+			fx->kv, rt_seqs[i].compress ? fx->pol : NULL,
+			rt_seqs[i].key, rt_seqs[i].prefill, rt_seqs[i].steps);
 		swap_snap_take(fx->kv, seq[i], &sn[i], true);
 		for (t = 1; t < sn[i].nr_tables; t++)
 			ragged |= sn[i].len[t] != sn[i].len[0];
-		SWAP_OUT(fx->sw, seq[i], rt_seqs[i].key);
+		SWAP_OUT(fx->kv, fx->sw, seq[i], rt_seqs[i].key);
 		KV_CHECK(fx->kv);
 		expect_entry(fx->sw, rt_seqs[i].key, &sn[i]);
 		sum += swap_seq_lookup(fx->sw, rt_seqs[i].key).bytes;
@@ -510,7 +339,7 @@ static void test_round_trip(void **state)
 		/* the same amount again reuses the space */
 		file1 = st.file_bytes;
 		for (i = NR_RT - 1; i >= 0; i--) {
-			SWAP_OUT(fx->sw, seq[i], rt_seqs[i].key);
+			SWAP_OUT(fx->kv, fx->sw, seq[i], rt_seqs[i].key);
 			kvc_seq_destroy(seq[i]);
 			KV_CHECK(fx->kv);
 		}
@@ -525,7 +354,7 @@ static void test_round_trip(void **state)
 	}
 	KV_CHECK(fx->kv);
 	SW_CHECK(fx->sw);
-	close_swap(fx);
+	swap_fx_close(fx);
 }
 
 /* ------------------------------------------------------------------ */
@@ -533,7 +362,7 @@ static void test_round_trip(void **state)
 
 static void test_attention(void **state)
 {
-	struct fixture *fx = *state;
+	struct swap_fx *fx = *state;
 	const struct kvc_model_shape *s = &fx->shape;
 	uint64_t nq = (uint64_t)s->layers * s->q_heads * s->head_dim;
 	float *out1 = malloc(3 * nq * sizeof(float));
@@ -543,14 +372,14 @@ static void test_attention(void **state)
 
 	assert_non_null(out1);
 	assert_non_null(out2);
-	OPEN_SWAP(fx, KVC_SWAP_FRESH);
+	SWAP_OPEN(fx, KVC_SWAP_FRESH);
 	for (i = 0; i < 2; i++) {
-		struct kvc_seq *seq = BUILD(fx->kv, fx->pol, keys[i],
-					    70 + 30 * i, DECODE_STEPS);
+		struct kvc_seq *seq = SWAP_BUILD(fx->kv, fx->pol, keys[i],
+						 70 + 30 * i, DECODE_STEPS);
 		struct swap_snap before, after;
 		uint64_t rng = 0x1234 + keys[i];
 
-		SWAP_OUT(fx->sw, seq, keys[i]);
+		SWAP_OUT(fx->kv, fx->sw, seq, keys[i]);
 		/* the original goes on: three more tokens and decode steps */
 		for (step = 0; step < 3; step++) {
 			assert_int_equal(swap_seq_append(seq, s, 1, &rng), 0);
@@ -590,7 +419,7 @@ static void test_attention(void **state)
 		kvc_seq_destroy(seq);
 	}
 	SW_CHECK(fx->sw);
-	close_swap(fx);
+	swap_fx_close(fx);
 	free(out1);
 	free(out2);
 }
@@ -598,7 +427,7 @@ static void test_attention(void **state)
 /* ------------------------------------------------------------------ */
 /* 3. Flipped bytes */
 
-static void expect_bad(struct fixture *fx, uint64_t key, uint64_t failures)
+static void expect_bad(struct swap_fx *fx, uint64_t key, uint64_t failures)
 {
 	struct kvc_seq *seq = NULL;
 	uint64_t live = swap_seq_live_blocks(fx->kv);
@@ -619,7 +448,7 @@ static void expect_bad(struct fixture *fx, uint64_t key, uint64_t failures)
 
 static void test_flipped_byte(void **state)
 {
-	struct fixture *fx = *state;
+	struct swap_fx *fx = *state;
 	const struct kvc_model_shape *s = &fx->shape;
 	uint64_t row = (uint64_t)s->head_dim * kvc_dtype_bytes(s->dtype);
 	static const uint64_t keys[4] = { 31, 32, 33, 34 };
@@ -630,12 +459,12 @@ static void test_flipped_byte(void **state)
 	uint32_t crc;
 	int i;
 
-	OPEN_SWAP(fx, KVC_SWAP_FRESH);
+	SWAP_OPEN(fx, KVC_SWAP_FRESH);
 	for (i = 0; i < 3; i++) {
-		seq = BUILD(fx->kv, fx->pol, keys[i], 50 + 20 * i,
-			    DECODE_STEPS);
+		seq = SWAP_BUILD(fx->kv, fx->pol, keys[i], 50 + 20 * i,
+				 DECODE_STEPS);
 		swap_snap_take(fx->kv, seq, &sn[i], true);
-		SWAP_OUT(fx->sw, seq, keys[i]);
+		SWAP_OUT(fx->kv, fx->sw, seq, keys[i]);
 		kvc_seq_destroy(seq);
 	}
 
@@ -664,7 +493,7 @@ static void test_flipped_byte(void **state)
 	EXPECT_U64(st.entries, 1);
 	EXPECT_U64(st.used_bytes, swap_seq_lookup(fx->sw, keys[2]).bytes);
 	SW_CHECK(fx->sw);
-	close_swap(fx);
+	swap_fx_close(fx);
 
 	/* closed: a byte of the V of slot 0 of the last block of a head */
 	{
@@ -672,22 +501,22 @@ static void test_flipped_byte(void **state)
 			(sn[2].len[sn[2].nr_tables - 1] + s->block_size - 1) /
 			s->block_size;
 
-		st = OPEN_SWAP(fx, 0);
+		st = SWAP_OPEN(fx, 0);
 		EXPECT_U64(st.recovered, 1);
 		assert_int_equal(kvc_swap_locate(fx->sw, keys[2], s->layers - 1,
 						 s->kv_heads - 1, nr - 1, &off,
 						 &crc),
 				 0);
-		close_swap(fx);
+		swap_fx_close(fx);
 	}
 	swap_seq_flip_byte(fx->path, off + s->block_size * row + 3);
-	st = OPEN_SWAP(fx, 0);
+	st = SWAP_OPEN(fx, 0);
 	EXPECT_U64(st.recovered, 1);
 	expect_bad(fx, keys[2], 1);
 	/* a new entry beside the bad one */
-	seq = BUILD(fx->kv, fx->pol, keys[3], 60, DECODE_STEPS);
+	seq = SWAP_BUILD(fx->kv, fx->pol, keys[3], 60, DECODE_STEPS);
 	swap_snap_take(fx->kv, seq, &sn[3], true);
-	SWAP_OUT(fx->sw, seq, keys[3]);
+	SWAP_OUT(fx->kv, fx->sw, seq, keys[3]);
 	kvc_seq_destroy(seq);
 	seq = SWAP_IN(fx->kv, fx->sw, keys[3]);
 	swap_snap_take(fx->kv, seq, &got, true);
@@ -700,7 +529,7 @@ static void test_flipped_byte(void **state)
 	EXPECT_U64(st.used_bytes, 0);
 	SW_CHECK(fx->sw);
 	KV_CHECK(fx->kv);
-	close_swap(fx);
+	swap_fx_close(fx);
 	for (i = 0; i < 4; i++)
 		swap_snap_free(&sn[i]);
 }
@@ -716,32 +545,25 @@ static uint32_t crash_prefill(uint64_t key)
 }
 
 /* The child: its own cache; swaps out keys 1, 2, ... and reports each. */
-static void crash_child(struct fixture *fx, int wfd)
+static void crash_child(struct swap_fx *fx, int wfd)
 {
-	struct kvc_backend *be = NULL;
-	struct kvc_kv_params kp;
+	/* built as the parent's, so the keys it reports come back alike */
+	struct swap_fx own = { .cfg = fx->cfg,
+			       .shape = fx->shape,
+			       .flags = fx->flags };
 	struct kvc_swap_params p;
-	struct kvc_policy *pol = NULL;
 	struct kvc_swap *sw = NULL;
-	struct kvc_kv *kv = NULL;
 	uint64_t key;
 
-	memset(&kp, 0, sizeof(kp));
-	kp.shape = fx->shape;
-	kp.capacity_blocks = CAPACITY;
-	kp.flags = KVC_POOL_NO_STATS_PAGE;
-	if (kvc_backend_open_host(GRAN, &be))
+	if (swap_fx_cache(&own))
 		_exit(10);
-	kp.backend = be;
-	if (kvc_kv_create(&kp, &kv) || swap_seq_policy(&fx->shape, &pol))
-		_exit(11);
-	swap_params(fx, fx->path, KVC_SWAP_FRESH, &p);
-	if (kvc_swap_open(&p, kv, &sw))
+	swap_fx_params(&own, fx->path, KVC_SWAP_FRESH, &p);
+	if (kvc_swap_open(&p, own.kv, &sw))
 		_exit(12);
 	for (key = 1; key <= CRASH_KEYS; key++) {
 		struct kvc_seq *seq;
 
-		if (swap_seq_build(kv, pol, key, crash_prefill(key),
+		if (swap_seq_build(own.kv, own.pol, key, crash_prefill(key),
 				   DECODE_STEPS, &seq))
 			_exit(13);
 		if (kvc_swap_out(sw, seq, key))
@@ -768,7 +590,7 @@ static uint64_t read_key(int fd)
 	return key;
 }
 
-static void crash_round(struct fixture *fx, uint64_t kill_after)
+static void crash_round(struct swap_fx *fx, uint64_t kill_after)
 {
 	uint64_t keys[CRASH_KEYS + 1], reported = 0, key, nr, i;
 	struct kvc_swap_stats st;
@@ -807,7 +629,7 @@ static void crash_round(struct fixture *fx, uint64_t kill_after)
 			 " keys, expected %" PRIu64,
 			 reported, kill_after);
 
-	st = OPEN_SWAP(fx, 0);
+	st = SWAP_OPEN(fx, 0);
 	nr = kvc_swap_keys(fx->sw, keys, CRASH_KEYS + 1);
 	EXPECT_U64(st.recovered, nr);
 	EXPECT_U64(st.entries, nr);
@@ -819,8 +641,8 @@ static void crash_round(struct fixture *fx, uint64_t kill_after)
 		struct swap_snap want, got;
 
 		EXPECT_U64(keys[i], i + 1);
-		seq = BUILD(fx->kv, fx->pol, keys[i], crash_prefill(keys[i]),
-			    DECODE_STEPS);
+		seq = SWAP_BUILD(fx->kv, fx->pol, keys[i],
+				 crash_prefill(keys[i]), DECODE_STEPS);
 		swap_snap_take(fx->kv, seq, &want, true);
 		kvc_seq_destroy(seq);
 		seq = SWAP_IN(fx->kv, fx->sw, keys[i]);
@@ -835,12 +657,12 @@ static void crash_round(struct fixture *fx, uint64_t kill_after)
 	EXPECT_U64(st.used_bytes, 0);
 	SW_CHECK(fx->sw);
 	KV_CHECK(fx->kv);
-	close_swap(fx);
+	swap_fx_close(fx);
 }
 
 static void test_crash(void **state)
 {
-	struct fixture *fx = *state;
+	struct swap_fx *fx = *state;
 
 	crash_round(fx, 1);
 	crash_round(fx, 3);
@@ -850,53 +672,51 @@ static void test_crash(void **state)
 static void test_torn_journal(void **state)
 {
 	static const uint8_t garbage[37] = { 0x4b, 0x56, 0x4a, 0x52, 1, 2, 3 };
-	struct fixture *fx = *state;
+	struct swap_fx *fx = *state;
 	static const uint64_t keys[4] = { 41, 42, 43, 44 };
-	char idx[PATH_MAX + 8];
 	struct kvc_swap_stats st;
 	struct swap_snap sn[4], got;
 	struct kvc_seq *seq;
 	uint64_t before, after, sum = 0;
 	int fd, i;
 
-	idx_path(fx, idx, sizeof(idx));
-	OPEN_SWAP(fx, KVC_SWAP_FRESH);
+	SWAP_OPEN(fx, KVC_SWAP_FRESH);
 	for (i = 0; i < 3; i++) {
-		seq = BUILD(fx->kv, fx->pol, keys[i], 40 + 25 * i,
-			    DECODE_STEPS);
+		seq = SWAP_BUILD(fx->kv, fx->pol, keys[i], 40 + 25 * i,
+				 DECODE_STEPS);
 		swap_snap_take(fx->kv, seq, &sn[i], true);
-		SWAP_OUT(fx->sw, seq, keys[i]);
+		SWAP_OUT(fx->kv, fx->sw, seq, keys[i]);
 		sum += swap_seq_lookup(fx->sw, keys[i]).bytes;
 		kvc_seq_destroy(seq);
 	}
-	close_swap(fx);
+	swap_fx_close(fx);
 
 	/* garbage after the last whole record */
-	fd = open(idx, O_WRONLY | O_APPEND);
+	fd = open(fx->idx, O_WRONLY | O_APPEND);
 	assert_true(fd >= 0);
 	assert_int_equal(write(fd, garbage, sizeof(garbage)), sizeof(garbage));
 	close(fd);
-	st = OPEN_SWAP(fx, 0);
+	st = SWAP_OPEN(fx, 0);
 	EXPECT_U64(st.recovered, 3);
 	EXPECT_U64(st.entries, 3);
 	EXPECT_U64(st.torn_bytes, sizeof(garbage));
 	EXPECT_U64(st.used_bytes, sum);
-	close_swap(fx);
-	st = OPEN_SWAP(fx, 0);
+	swap_fx_close(fx);
+	st = SWAP_OPEN(fx, 0);
 	EXPECT_U64(st.recovered, 3);
 	EXPECT_U64(st.torn_bytes, 0);
 
 	/* a record cut in half */
-	seq = BUILD(fx->kv, fx->pol, keys[3], 77, DECODE_STEPS);
+	seq = SWAP_BUILD(fx->kv, fx->pol, keys[3], 77, DECODE_STEPS);
 	swap_snap_take(fx->kv, seq, &sn[3], true);
-	before = swap_seq_file_size(idx);
-	SWAP_OUT(fx->sw, seq, keys[3]);
-	after = swap_seq_file_size(idx);
+	before = swap_seq_file_size(fx->idx);
+	SWAP_OUT(fx->kv, fx->sw, seq, keys[3]);
+	after = swap_seq_file_size(fx->idx);
 	assert_true(after > before);
-	close_swap(fx);
-	assert_int_equal(truncate(idx, (off_t)(before + (after - before) / 2)),
-			 0);
-	st = OPEN_SWAP(fx, 0);
+	swap_fx_close(fx);
+	assert_int_equal(
+		truncate(fx->idx, (off_t)(before + (after - before) / 2)), 0);
+	st = SWAP_OPEN(fx, 0);
 	EXPECT_U64(st.recovered, 3);
 	EXPECT_U64(st.entries, 3);
 	EXPECT_U64(st.torn_bytes, (after - before) / 2);
@@ -905,7 +725,7 @@ static void test_torn_journal(void **state)
 		kvc_swap_lookup(fx->sw, keys[3], &(struct kvc_swap_entry){ 0 }),
 		-ENOENT);
 	/* its space is free again, and the key can go out again */
-	SWAP_OUT(fx->sw, seq, keys[3]);
+	SWAP_OUT(fx->kv, fx->sw, seq, keys[3]);
 	kvc_seq_destroy(seq);
 	for (i = 3; i >= 0; i--) {
 		seq = SWAP_IN(fx->kv, fx->sw, keys[i]);
@@ -917,7 +737,7 @@ static void test_torn_journal(void **state)
 	}
 	SW_CHECK(fx->sw);
 	KV_CHECK(fx->kv);
-	close_swap(fx);
+	swap_fx_close(fx);
 }
 
 /* ------------------------------------------------------------------ */
@@ -925,7 +745,7 @@ static void test_torn_journal(void **state)
 
 static void test_open_bad_params(void **state)
 {
-	struct fixture *fx = *state;
+	struct swap_fx *fx = *state;
 	struct kvc_swap_params p, d;
 	struct kvc_swap *sw = NULL;
 	char bad_dir[PATH_MAX + 32];
@@ -939,7 +759,7 @@ static void test_open_bad_params(void **state)
 
 #define BAD_OPEN(field, value)                                       \
 	do {                                                         \
-		swap_params(fx, fx->path, KVC_SWAP_FRESH, &p);       \
+		swap_fx_params(fx, fx->path, KVC_SWAP_FRESH, &p);    \
 		p.field = value;                                     \
 		EXPECT_ERR(kvc_swap_open(&p, fx->kv, &sw), -EINVAL); \
 		assert_null(sw);                                     \
@@ -956,7 +776,7 @@ static void test_open_bad_params(void **state)
 	BAD_OPEN(io_bytes, 4096 + 512);
 	BAD_OPEN(io_bytes, (64u << 20) + 4096);
 #undef BAD_OPEN
-	swap_params(fx, fx->path, KVC_SWAP_FRESH, &p);
+	swap_fx_params(fx, fx->path, KVC_SWAP_FRESH, &p);
 	EXPECT_ERR(kvc_swap_open(&p, NULL, &sw), -EINVAL);
 	assert_null(sw);
 
@@ -983,7 +803,7 @@ static void test_open_bad_params(void **state)
 
 static void test_cap(void **state)
 {
-	struct fixture *fx = *state;
+	struct swap_fx *fx = *state;
 	struct kvc_swap_params p;
 	struct kvc_swap_stats st;
 	struct kvc_seq *a, *b, *c;
@@ -991,26 +811,26 @@ static void test_cap(void **state)
 	uint64_t ba, bb, cap, live;
 
 	/* learn what the two take */
-	OPEN_SWAP(fx, KVC_SWAP_FRESH);
-	a = BUILD(fx->kv, fx->pol, 51, 30, DECODE_STEPS);
-	b = BUILD(fx->kv, fx->pol, 52, 140, DECODE_STEPS);
-	SWAP_OUT(fx->sw, a, 51);
-	SWAP_OUT(fx->sw, b, 52);
+	SWAP_OPEN(fx, KVC_SWAP_FRESH);
+	a = SWAP_BUILD(fx->kv, fx->pol, 51, 30, DECODE_STEPS);
+	b = SWAP_BUILD(fx->kv, fx->pol, 52, 140, DECODE_STEPS);
+	SWAP_OUT(fx->kv, fx->sw, a, 51);
+	SWAP_OUT(fx->kv, fx->sw, b, 52);
 	ba = swap_seq_lookup(fx->sw, 51).bytes;
 	bb = swap_seq_lookup(fx->sw, 52).bytes;
 	st = swap_seq_stats(fx->sw);
-	close_swap(fx);
+	swap_fx_close(fx);
 	cap = ba + bb - st.slot_bytes;
 	assert_true(bb > st.slot_bytes);
 
 	/* a cap that holds a and not b beside it */
-	swap_params(fx, fx->path, KVC_SWAP_FRESH, &p);
+	swap_fx_params(fx, fx->path, KVC_SWAP_FRESH, &p);
 	p.cap_bytes = cap + st.slot_bytes - 1; /* rounded down */
 	assert_int_equal(kvc_swap_open(&p, fx->kv, &fx->sw), 0);
 	st = swap_seq_stats(fx->sw);
 	EXPECT_U64(st.cap_bytes, cap);
 	EXPECT_U64(st.entries, 0);
-	SWAP_OUT(fx->sw, a, 51);
+	SWAP_OUT(fx->kv, fx->sw, a, 51);
 	swap_snap_take(fx->kv, b, &sb, true);
 	live = swap_seq_live_blocks(fx->kv);
 	EXPECT_ERR(kvc_swap_out(fx->sw, b, 52), -ENOSPC);
@@ -1038,7 +858,7 @@ static void test_cap(void **state)
 	swap_snap_take(fx->kv, a, &got, true);
 	SNAP_EQUAL(&sa, &got);
 	swap_snap_free(&got);
-	SWAP_OUT(fx->sw, b, 52);
+	SWAP_OUT(fx->kv, fx->sw, b, 52);
 	/* now a does not fit beside b */
 	EXPECT_ERR(kvc_swap_out(fx->sw, a, 51), -ENOSPC);
 	EXPECT_U64(swap_seq_stats(fx->sw).cap_refusals, 2);
@@ -1064,12 +884,12 @@ static void test_cap(void **state)
 	kvc_seq_destroy(c);
 	SW_CHECK(fx->sw);
 	KV_CHECK(fx->kv);
-	close_swap(fx);
+	swap_fx_close(fx);
 }
 
 static void test_file_size_limit(void **state)
 {
-	struct fixture *fx = *state;
+	struct swap_fx *fx = *state;
 	struct kvc_swap_stats st;
 	struct kvc_seq *a, *b;
 	struct swap_snap sa, sb, got;
@@ -1077,12 +897,12 @@ static void test_file_size_limit(void **state)
 	void (*old_handler)(int);
 	int err;
 
-	OPEN_SWAP(fx, KVC_SWAP_FRESH);
-	a = BUILD(fx->kv, fx->pol, 61, 40, DECODE_STEPS);
-	b = BUILD(fx->kv, fx->pol, 62, 120, DECODE_STEPS);
+	SWAP_OPEN(fx, KVC_SWAP_FRESH);
+	a = SWAP_BUILD(fx->kv, fx->pol, 61, 40, DECODE_STEPS);
+	b = SWAP_BUILD(fx->kv, fx->pol, 62, 120, DECODE_STEPS);
 	swap_snap_take(fx->kv, a, &sa, true);
 	swap_snap_take(fx->kv, b, &sb, true);
-	SWAP_OUT(fx->sw, a, 61);
+	SWAP_OUT(fx->kv, fx->sw, a, 61);
 	st = swap_seq_stats(fx->sw);
 	assert_true(st.file_bytes > 0);
 
@@ -1114,12 +934,12 @@ static void test_file_size_limit(void **state)
 	swap_snap_free(&got);
 
 	/* the limit lifted, the same call works */
-	SWAP_OUT(fx->sw, b, 62);
+	SWAP_OUT(fx->kv, fx->sw, b, 62);
 	kvc_seq_destroy(a);
 	kvc_seq_destroy(b);
-	close_swap(fx);
+	swap_fx_close(fx);
 	/* and both survive a reopen */
-	st = OPEN_SWAP(fx, 0);
+	st = SWAP_OPEN(fx, 0);
 	EXPECT_U64(st.recovered, 2);
 	b = SWAP_IN(fx->kv, fx->sw, 62);
 	a = SWAP_IN(fx->kv, fx->sw, 61);
@@ -1134,12 +954,12 @@ static void test_file_size_limit(void **state)
 	kvc_seq_destroy(a);
 	kvc_seq_destroy(b);
 	SW_CHECK(fx->sw);
-	close_swap(fx);
+	swap_fx_close(fx);
 }
 
 static void test_keys_and_args(void **state)
 {
-	struct fixture *fx = *state;
+	struct swap_fx *fx = *state;
 	struct kvc_swap_entry e;
 	struct kvc_kv_params kp;
 	struct kvc_kv *other = NULL;
@@ -1148,10 +968,10 @@ static void test_keys_and_args(void **state)
 	uint64_t off = 0;
 	uint32_t crc = 0;
 
-	OPEN_SWAP(fx, KVC_SWAP_FRESH);
-	a = BUILD(fx->kv, fx->pol, 71, 50, DECODE_STEPS);
-	b = BUILD(fx->kv, fx->pol, 72, 60, DECODE_STEPS);
-	SWAP_OUT(fx->sw, a, 71);
+	SWAP_OPEN(fx, KVC_SWAP_FRESH);
+	a = SWAP_BUILD(fx->kv, fx->pol, 71, 50, DECODE_STEPS);
+	b = SWAP_BUILD(fx->kv, fx->pol, 72, 60, DECODE_STEPS);
+	SWAP_OUT(fx->kv, fx->sw, a, 71);
 	EXPECT_ERR(kvc_swap_out(fx->sw, a, 71), -EEXIST);
 	EXPECT_ERR(kvc_swap_out(fx->sw, b, 71), -EEXIST);
 	st = swap_seq_stats(fx->sw);
@@ -1177,7 +997,7 @@ static void test_keys_and_args(void **state)
 	kp.backend = fx->be;
 	kp.flags = KVC_POOL_NO_STATS_PAGE;
 	assert_int_equal(kvc_kv_create(&kp, &other), 0);
-	foreign = BUILD(other, NULL, 74, 20, 1);
+	foreign = SWAP_BUILD(other, NULL, 74, 20, 1);
 	EXPECT_ERR(kvc_swap_out(fx->sw, foreign, 74), -EINVAL);
 	EXPECT_ERR(kvc_swap_lookup(fx->sw, 74, &e), -ENOENT);
 	kvc_seq_destroy(foreign);
@@ -1192,17 +1012,17 @@ static void test_keys_and_args(void **state)
 	st = swap_seq_stats(fx->sw);
 	EXPECT_U64(st.entries, 0);
 	EXPECT_U64(st.used_bytes, 0);
-	SWAP_OUT(fx->sw, b, 71);
-	SWAP_OUT(fx->sw, a, 72);
-	close_swap(fx);
+	SWAP_OUT(fx->kv, fx->sw, b, 71);
+	SWAP_OUT(fx->kv, fx->sw, a, 72);
+	swap_fx_close(fx);
 	/* a dropped entry stays dropped after a reopen */
-	st = OPEN_SWAP(fx, 0);
+	st = SWAP_OPEN(fx, 0);
 	EXPECT_U64(st.recovered, 2);
 	EXPECT_U64(swap_seq_lookup(fx->sw, 71).tokens, kvc_seq_tokens(b));
 	EXPECT_U64(swap_seq_lookup(fx->sw, 72).tokens, kvc_seq_tokens(a));
 	assert_int_equal(kvc_swap_drop(fx->sw, 72), 0);
-	close_swap(fx);
-	st = OPEN_SWAP(fx, 0);
+	swap_fx_close(fx);
+	st = SWAP_OPEN(fx, 0);
 	EXPECT_U64(st.recovered, 1);
 	EXPECT_ERR(kvc_swap_lookup(fx->sw, 72, &e), -ENOENT);
 	{
@@ -1222,7 +1042,7 @@ static void test_keys_and_args(void **state)
 		uint32_t layer, head;
 
 		assert_int_equal(kvc_seq_create(fx->kv, &empty), 0);
-		SWAP_OUT(fx->sw, empty, 76);
+		SWAP_OUT(fx->kv, fx->sw, empty, 76);
 		EXPECT_U64(swap_seq_lookup(fx->sw, 76).tokens, 0);
 		EXPECT_U64(swap_seq_lookup(fx->sw, 76).blocks, 0);
 		EXPECT_ERR(kvc_swap_locate(fx->sw, 76, 0, 0, 0, &off, &crc),
@@ -1239,12 +1059,12 @@ static void test_keys_and_args(void **state)
 	kvc_seq_destroy(b);
 	SW_CHECK(fx->sw);
 	KV_CHECK(fx->kv);
-	close_swap(fx);
+	swap_fx_close(fx);
 }
 
 static void test_pool_full(void **state)
 {
-	struct fixture *fx = *state;
+	struct swap_fx *fx = *state;
 	struct kvc_kv_params kp;
 	struct kvc_swap_params p;
 	struct kvc_pool_stats ps;
@@ -1262,10 +1082,10 @@ static void test_pool_full(void **state)
 	kp.flags = KVC_POOL_NO_STATS_PAGE;
 	assert_int_equal(kvc_kv_create(&kp, &small), 0);
 	snprintf(path, sizeof(path), "%s/small", fx->dir);
-	swap_params(fx, path, KVC_SWAP_FRESH, &p);
+	swap_fx_params(fx, path, KVC_SWAP_FRESH, &p);
 	assert_int_equal(kvc_swap_open(&p, small, &sw), 0);
 
-	seq = BUILD(small, NULL, 81, 100, DECODE_STEPS);
+	seq = SWAP_BUILD(small, NULL, 81, 100, DECODE_STEPS);
 	live = swap_seq_live_blocks(small);
 	kvc_pool_get_stats(kvc_kv_pool(small), &ps, NULL);
 	if (ps.blocks_total >= 2 * live)
@@ -1273,7 +1093,7 @@ static void test_pool_full(void **state)
 			 " blocks hold two sequences of %" PRIu64,
 			 ps.blocks_total, live);
 	swap_snap_take(small, seq, &want, true);
-	SWAP_OUT(sw, seq, 81);
+	SWAP_OUT(small, sw, seq, 81);
 	EXPECT_ERR(kvc_swap_in(sw, 81, &got_seq), -ENOMEM);
 	assert_null(got_seq);
 	EXPECT_U64(swap_seq_live_blocks(small), live);
@@ -1296,7 +1116,7 @@ static void test_pool_full(void **state)
 
 static void test_reopen(void **state)
 {
-	struct fixture *fx = *state;
+	struct swap_fx *fx = *state;
 	static const struct {
 		uint32_t layers, head_dim, block_size;
 		enum kvc_dtype dtype;
@@ -1313,12 +1133,12 @@ static void test_reopen(void **state)
 	struct swap_snap want, got;
 	int i;
 
-	OPEN_SWAP(fx, KVC_SWAP_FRESH);
-	seq = BUILD(fx->kv, fx->pol, 91, 60, DECODE_STEPS);
+	SWAP_OPEN(fx, KVC_SWAP_FRESH);
+	seq = SWAP_BUILD(fx->kv, fx->pol, 91, 60, DECODE_STEPS);
 	swap_snap_take(fx->kv, seq, &want, true);
-	SWAP_OUT(fx->sw, seq, 91);
+	SWAP_OUT(fx->kv, fx->sw, seq, 91);
 	kvc_seq_destroy(seq);
-	close_swap(fx);
+	swap_fx_close(fx);
 
 	for (i = 0; i < 3; i++) {
 		struct kvc_kv *other = NULL;
@@ -1336,7 +1156,7 @@ static void test_reopen(void **state)
 		kp.backend = fx->be;
 		kp.flags = KVC_POOL_NO_STATS_PAGE;
 		assert_int_equal(kvc_kv_create(&kp, &other), 0);
-		swap_params(fx, fx->path, 0, &p);
+		swap_fx_params(fx, fx->path, 0, &p);
 		EXPECT_ERR(kvc_swap_open(&p, other, &sw), -EINVAL);
 		assert_null(sw);
 		assert_true(kvc_last_error()[0] != '\0');
@@ -1344,10 +1164,10 @@ static void test_reopen(void **state)
 	}
 
 	/* refused, the files are as they were */
-	st = OPEN_SWAP(fx, 0);
+	st = SWAP_OPEN(fx, 0);
 	EXPECT_U64(st.recovered, 1);
 	EXPECT_U64(swap_seq_lookup(fx->sw, 91).tokens, want.tokens);
-	close_swap(fx);
+	swap_fx_close(fx);
 
 	/* KVC_SWAP_FRESH discards, on another shape too */
 	{
@@ -1362,7 +1182,7 @@ static void test_reopen(void **state)
 		kp.backend = fx->be;
 		kp.flags = KVC_POOL_NO_STATS_PAGE;
 		assert_int_equal(kvc_kv_create(&kp, &other), 0);
-		swap_params(fx, fx->path, 0, &p);
+		swap_fx_params(fx, fx->path, 0, &p);
 		p.flags |= KVC_SWAP_FRESH;
 		assert_int_equal(kvc_swap_open(&p, other, &sw), 0);
 		st = swap_seq_stats(sw);
@@ -1375,17 +1195,17 @@ static void test_reopen(void **state)
 		kvc_kv_destroy(other);
 	}
 	/* now the files belong to that shape */
-	swap_params(fx, fx->path, 0, &p);
+	swap_fx_params(fx, fx->path, 0, &p);
 	EXPECT_ERR(kvc_swap_open(&p, fx->kv, &sw), -EINVAL);
 	assert_null(sw);
 
 	/* on the cache's own shape */
-	OPEN_SWAP(fx, KVC_SWAP_FRESH);
-	seq = BUILD(fx->kv, fx->pol, 91, 60, DECODE_STEPS);
-	SWAP_OUT(fx->sw, seq, 91);
+	SWAP_OPEN(fx, KVC_SWAP_FRESH);
+	seq = SWAP_BUILD(fx->kv, fx->pol, 91, 60, DECODE_STEPS);
+	SWAP_OUT(fx->kv, fx->sw, seq, 91);
 	kvc_seq_destroy(seq);
-	close_swap(fx);
-	st = OPEN_SWAP(fx, KVC_SWAP_FRESH);
+	swap_fx_close(fx);
+	st = SWAP_OPEN(fx, KVC_SWAP_FRESH);
 	EXPECT_U64(st.entries, 0);
 	EXPECT_U64(st.recovered, 0);
 	EXPECT_U64(st.used_bytes, 0);
@@ -1393,8 +1213,8 @@ static void test_reopen(void **state)
 	EXPECT_ERR(kvc_swap_lookup(fx->sw, 91, &(struct kvc_swap_entry){ 0 }),
 		   -ENOENT);
 	/* and the key is free for a new sequence */
-	seq = BUILD(fx->kv, fx->pol, 91, 60, DECODE_STEPS);
-	SWAP_OUT(fx->sw, seq, 91);
+	seq = SWAP_BUILD(fx->kv, fx->pol, 91, 60, DECODE_STEPS);
+	SWAP_OUT(fx->kv, fx->sw, seq, 91);
 	kvc_seq_destroy(seq);
 	seq = SWAP_IN(fx->kv, fx->sw, 91);
 	swap_snap_take(fx->kv, seq, &got, true);
@@ -1403,14 +1223,13 @@ static void test_reopen(void **state)
 	swap_snap_free(&want);
 	kvc_seq_destroy(seq);
 	SW_CHECK(fx->sw);
-	close_swap(fx);
+	swap_fx_close(fx);
 }
 
 /* A journal that is not one is refused or read as empty, never trusted. */
 static void test_not_a_journal(void **state)
 {
-	struct fixture *fx = *state;
-	char idx[PATH_MAX + 8];
+	struct swap_fx *fx = *state;
 	struct kvc_swap_params p;
 	struct kvc_swap *sw = NULL;
 	uint8_t junk[300];
@@ -1418,14 +1237,13 @@ static void test_not_a_journal(void **state)
 	size_t i;
 	int fd, err;
 
-	idx_path(fx, idx, sizeof(idx));
 	for (i = 0; i < sizeof(junk); i++)
 		junk[i] = (uint8_t)rng_next(&rng);
-	fd = open(idx, O_WRONLY | O_CREAT | O_TRUNC, 0600);
+	fd = open(fx->idx, O_WRONLY | O_CREAT | O_TRUNC, 0600);
 	assert_true(fd >= 0);
 	assert_int_equal(write(fd, junk, sizeof(junk)), sizeof(junk));
 	close(fd);
-	swap_params(fx, fx->path, 0, &p);
+	swap_fx_params(fx, fx->path, 0, &p);
 	err = kvc_swap_open(&p, fx->kv, &sw);
 	if (err == 0) {
 		struct kvc_swap_stats st = swap_seq_stats(sw);
@@ -1444,7 +1262,7 @@ static void test_not_a_journal(void **state)
 /* 6. Queue depths and I/O sizes */
 
 /* The (offset, crc) of every block of entry @key, in table and block order. */
-static void locate_all(struct fixture *fx, const struct kvc_seq *seq,
+static void locate_all(struct swap_fx *fx, const struct kvc_seq *seq,
 		       uint64_t key, uint64_t *offs, uint32_t *crcs,
 		       uint64_t *nr)
 {
@@ -1487,7 +1305,7 @@ static void test_queue_depths(void **state)
 	static const uint32_t depths[] = { 1, 4, 64 };
 	static const uint32_t sizes[] = { 4096, 64u << 10, 1u << 20 };
 	static const uint64_t keys[NR_QD] = { 111, 112, 113 };
-	struct fixture *fx = *state;
+	struct swap_fx *fx = *state;
 	struct kvc_seq *seq[NR_QD], *in;
 	struct swap_snap sn[NR_QD], got;
 	uint64_t *ref = NULL, *offs, nr_ref = 0, nr;
@@ -1497,9 +1315,9 @@ static void test_queue_depths(void **state)
 	struct kvc_swap_params p;
 	int d, z, i, run;
 
-	seq[0] = BUILD(fx->kv, fx->pol, keys[0], 180, DECODE_STEPS);
-	seq[1] = BUILD(fx->kv, NULL, keys[1], 70, DECODE_STEPS);
-	seq[2] = BUILD(fx->kv, fx->pol, keys[2], 100, DECODE_STEPS);
+	seq[0] = SWAP_BUILD(fx->kv, fx->pol, keys[0], 180, DECODE_STEPS);
+	seq[1] = SWAP_BUILD(fx->kv, NULL, keys[1], 70, DECODE_STEPS);
+	seq[2] = SWAP_BUILD(fx->kv, fx->pol, keys[2], 100, DECODE_STEPS);
 	for (i = 0; i < NR_QD; i++)
 		swap_snap_take(fx->kv, seq[i], &sn[i], true);
 	offs = calloc(4096, sizeof(*offs));
@@ -1519,12 +1337,12 @@ static void test_queue_depths(void **state)
 			d = 2, z = 0;
 			flags |= KVC_SWAP_NO_DIRECT;
 		}
-		swap_params(fx, fx->path, flags, &p);
+		swap_fx_params(fx, fx->path, flags, &p);
 		p.queue_depth = depths[d];
 		p.io_bytes = sizes[z];
 		assert_int_equal(kvc_swap_open(&p, fx->kv, &fx->sw), 0);
 		for (i = 0; i < NR_QD; i++)
-			SWAP_OUT(fx->sw, seq[i], keys[i]);
+			SWAP_OUT(fx->kv, fx->sw, seq[i], keys[i]);
 		nr = 0;
 		for (i = 0; i < NR_QD; i++)
 			expect_located(fx, seq[i], keys[i], offs, &nr);
@@ -1568,7 +1386,7 @@ static void test_queue_depths(void **state)
 		}
 		SW_CHECK(fx->sw);
 		KV_CHECK(fx->kv);
-		close_swap(fx);
+		swap_fx_close(fx);
 	}
 	for (i = 0; i < NR_QD; i++) {
 		kvc_seq_destroy(seq[i]);
@@ -1586,9 +1404,9 @@ static void test_queue_depths(void **state)
 
 static void test_cuda_fake(void **state)
 {
-	static const struct kvc_fake_config cfg = { .granularity = GRAN,
+	static const struct kvc_fake_config cfg = { .granularity = SWAP_FX_GRAN,
 						    .devices = 1 };
-	struct fixture *fx = *state;
+	struct swap_fx *fx = *state;
 	const struct kvc_model_shape *s = &fx->shape;
 	const struct kvc_cuda_driver *drv = kvc_fake_driver(&cfg);
 	uint64_t nq = (uint64_t)s->layers * s->q_heads * s->head_dim;
@@ -1601,7 +1419,6 @@ static void test_cuda_fake(void **state)
 	struct kvc_kv *kv = NULL;
 	struct kvc_seq *seq[2];
 	struct swap_snap sn[2], got;
-	struct kvc_fake_counts fc;
 	uint64_t rng;
 	int i;
 
@@ -1616,15 +1433,16 @@ static void test_cuda_fake(void **state)
 	kp.flags = KVC_POOL_NO_STATS_PAGE;
 	assert_int_equal(kvc_kv_create(&kp, &kv), 0);
 	assert_string_equal(kvc_kv_backend_name(kv), "cuda-fake");
-	swap_params(fx, fx->path, KVC_SWAP_FRESH, &p);
+	swap_fx_params(fx, fx->path, KVC_SWAP_FRESH, &p);
 	p.io_bytes = 16u << 10; /* several pieces through the staging */
 	assert_int_equal(kvc_swap_open(&p, kv, &sw), 0);
 
 	for (i = 0; i < 2; i++) {
-		seq[i] = BUILD(kv, NULL, 121 + i, 60 + 50 * i, DECODE_STEPS);
+		seq[i] = SWAP_BUILD(kv, NULL, 121 + i, 60 + 50 * i,
+				    DECODE_STEPS);
 		KV_CHECK(kv); /* waits for the device */
 		swap_snap_take(kv, seq[i], &sn[i], false);
-		SWAP_OUT(sw, seq[i], 121 + i);
+		SWAP_OUT(kv, sw, seq[i], 121 + i);
 		EXPECT_U64(swap_seq_lookup(sw, 121 + i).blocks, sn[i].blocks);
 	}
 	/* the originals go on one step, the copies must give the same */
@@ -1661,22 +1479,16 @@ static void test_cuda_fake(void **state)
 	kvc_swap_close(sw);
 	kvc_kv_destroy(kv);
 	kvc_backend_close(be);
-	kvc_fake_counts(&fc);
-	if (fc.violations)
-		fail_msg("driver rule broken: %s", kvc_fake_last_violation());
-	EXPECT_U64(fc.host_allocs, 0);
-	EXPECT_U64(fc.allocs, 0);
-	EXPECT_U64(fc.streams, 0);
-	EXPECT_U64(fc.events, 0);
+	FAKE_EXPECT_CLEAN(FAKE_KEEP_NONE);
 	free(out1);
 	free(out2);
 }
 
 int main(void)
 {
-#define T(fn, setup, name)                      \
-	{                                       \
-		name, fn, setup, teardown, NULL \
+#define T(fn, setup, name)                              \
+	{                                               \
+		name, fn, setup, swap_fx_teardown, NULL \
 	}
 	const struct CMUnitTest tests[] = {
 		T(test_round_trip, setup_f16, "round_trip_f16"),

@@ -46,7 +46,6 @@
 #include "backend.h"
 #include "swap_seq.h"
 
-#define GRAN (64ull << 10)
 #define CAPACITY 1024
 #define SWAP_CAP (64ull << 20)
 /* One block per write (two for f16 at most): many writes to pick from. */
@@ -56,48 +55,12 @@
 /* Never swapped out: dropping it records a known message. */
 #define NO_KEY 0xdeadull
 
-/* 4096-byte blocks: zero copy between the chunks and the file. */
-static const struct kvc_model_shape shape_f16 = {
-	.layers = 2,
-	.q_heads = 4,
-	.kv_heads = 2,
-	.head_dim = 64,
-	.block_size = 16,
-	.dtype = KVC_DTYPE_F16,
-};
-
-/* 5120-byte blocks: through the staging buffer. */
-static const struct kvc_model_shape shape_hd80 = {
-	.layers = 2,
-	.q_heads = 4,
-	.kv_heads = 2,
-	.head_dim = 80,
-	.block_size = 16,
-	.dtype = KVC_DTYPE_F16,
-};
-
-/**
- * struct fixture - One cache and the swap under test.
- * @dir: a fresh temporary directory, removed in teardown.
- * @path: the swap's data file in it.
- * @idx: its journal.
- * @shape: the cache's shape.
- * @flags: engine flags every swap of the test is opened with.
- * @be: the host backend.
- * @kv: the cache.
- * @pol: KV-Compress, rate 3.
- * @sw: the swap, or NULL.
- */
-struct fixture {
-	char dir[PATH_MAX / 2];
-	char path[PATH_MAX];
-	char idx[PATH_MAX + 8];
-	struct kvc_model_shape shape;
-	uint32_t flags;
-	struct kvc_backend *be;
-	struct kvc_kv *kv;
-	struct kvc_policy *pol;
-	struct kvc_swap *sw;
+static const struct swap_fx_cfg fx_cfg = {
+	.name = "test_swap_faults",
+	.tmp_name = "kvc-test-swap-faults",
+	.capacity = CAPACITY,
+	.swap_cap = SWAP_CAP,
+	.io_bytes = SWAP_IO_BYTES,
 };
 
 /* ------------------------------------------------------------------ */
@@ -155,120 +118,27 @@ static int fault_hook(void *arg, bool write, uint64_t off, uint64_t bytes)
 }
 
 /* ------------------------------------------------------------------ */
-/* Snapshots */
-
-/* The sequence still holds what @sn says. */
-#define SEQ_UNTOUCHED(fx, seq, sn) \
-	seq_untouched(fx, seq, sn, __FILE__, __LINE__)
-
-static void seq_untouched(struct fixture *fx, const struct kvc_seq *seq,
-			  const struct swap_snap *sn, const char *file,
-			  int line)
-{
-	struct swap_snap now;
-
-	swap_snap_take(fx->kv, seq, &now, true);
-	swap_snap_equal(sn, &now, file, line);
-	swap_snap_free(&now);
-}
-
-/* ------------------------------------------------------------------ */
 /* Checks and wrappers */
 
-#define BUILD(fx, key, prefill) build_ok(fx, key, prefill, __FILE__, __LINE__)
-
-static struct kvc_seq *build_ok(struct fixture *fx, uint64_t key,
-				uint32_t prefill, const char *file, int line)
-{
-	struct kvc_seq *seq = NULL;
-	int err = swap_seq_build(fx->kv, fx->pol, key, prefill, DECODE_STEPS,
-				 &seq);
-
-	if (err)
-		fail_msg("%s:%d: building sequence %" PRIu64 " = %d: %s", file,
-			 line, key, err, kvc_last_error());
-	check_kv_at(fx->kv, file, line);
-	return seq;
-}
-
-static void swap_params(const struct fixture *fx, uint32_t flags,
-			struct kvc_swap_params *p)
-{
-	kvc_swap_params_init(p);
-	p->path = fx->path;
-	p->cap_bytes = SWAP_CAP;
-	p->io_bytes = SWAP_IO_BYTES;
-	p->flags = flags | fx->flags | KVC_SWAP_QUIET;
-}
-
-#define OPEN_SWAP(fx, flags) open_swap_at(fx, flags, __FILE__, __LINE__)
-
-static struct kvc_swap_stats open_swap_at(struct fixture *fx, uint32_t flags,
-					  const char *file, int line)
-{
-	struct kvc_swap_params p;
-	int err;
-
-	swap_params(fx, flags, &p);
-	assert_null(fx->sw);
-	err = kvc_swap_open(&p, fx->kv, &fx->sw);
-	if (err)
-		fail_msg("%s:%d: kvc_swap_open(%s) = %d: %s", file, line,
-			 fx->path, err, kvc_last_error());
-	swap_seq_check(fx->sw, file, line);
-	return swap_seq_stats(fx->sw);
-}
-
-static void close_swap(struct fixture *fx)
-{
-	kvc_swap_close(fx->sw);
-	fx->sw = NULL;
-}
+#define BUILD(fx, key, prefill) \
+	SWAP_BUILD((fx)->kv, (fx)->pol, key, prefill, DECODE_STEPS)
 
 /* Closed and opened again: what the files hold, nothing else. */
-static struct kvc_swap_stats reopen(struct fixture *fx)
+static struct kvc_swap_stats reopen(struct swap_fx *fx)
 {
-	close_swap(fx);
-	return OPEN_SWAP(fx, 0);
-}
-
-#define SWAP_OUT(fx, seq, key) swap_out_ok(fx, seq, key, __FILE__, __LINE__)
-
-static void swap_out_ok(struct fixture *fx, struct kvc_seq *seq, uint64_t key,
-			const char *file, int line)
-{
-	int err = kvc_swap_out(fx->sw, seq, key);
-
-	if (err)
-		fail_msg("%s:%d: kvc_swap_out(%" PRIu64 ") = %d: %s", file,
-			 line, key, err, kvc_last_error());
-	swap_seq_check(fx->sw, file, line);
-	check_kv_at(fx->kv, file, line);
+	swap_fx_close(fx);
+	return SWAP_OPEN(fx, 0);
 }
 
 /* Swaps @key in and checks it holds what @sn says, then frees it. */
 #define ROUND_TRIP(fx, key, sn) round_trip(fx, key, sn, __FILE__, __LINE__)
 
-static void round_trip(struct fixture *fx, uint64_t key,
+static void round_trip(struct swap_fx *fx, uint64_t key,
 		       const struct swap_snap *sn, const char *file, int line)
 {
-	struct kvc_swap_entry e;
-	struct kvc_seq *seq = NULL;
-	int err = kvc_swap_in(fx->sw, key, &seq);
+	struct kvc_seq *seq = swap_seq_in_ok(fx->kv, fx->sw, key, file, line);
 
-	if (err)
-		fail_msg("%s:%d: kvc_swap_in(%" PRIu64 ") = %d: %s", file, line,
-			 key, err, kvc_last_error());
-	if (!seq)
-		fail_msg("%s:%d: kvc_swap_in(%" PRIu64 ") gave no sequence",
-			 file, line, key);
-	if (kvc_swap_lookup(fx->sw, key, &e) != -ENOENT)
-		fail_msg("%s:%d: key %" PRIu64
-			 " still in the swap after swap-in",
-			 file, line, key);
-	swap_seq_check(fx->sw, file, line);
-	check_kv_at(fx->kv, file, line);
-	seq_untouched(fx, seq, sn, file, line);
+	swap_seq_untouched(fx->kv, seq, sn, file, line);
 	kvc_seq_destroy(seq);
 	check_kv_at(fx->kv, file, line);
 }
@@ -320,7 +190,7 @@ static void expect_new_error(const char *primer, const char *what)
 }
 
 /* The file offset of the last block of @key's last (layer, head). */
-static uint64_t last_block_off(struct fixture *fx, uint64_t key,
+static uint64_t last_block_off(struct swap_fx *fx, uint64_t key,
 			       const struct swap_snap *sn)
 {
 	const struct kvc_model_shape *s = &fx->shape;
@@ -342,74 +212,27 @@ static uint64_t last_block_off(struct fixture *fx, uint64_t key,
 static int setup_with(void **state, const struct kvc_model_shape *shape,
 		      uint32_t flags)
 {
-	struct fixture *fx = calloc(1, sizeof(*fx));
-	struct kvc_kv_params kp;
-
-	if (!fx)
-		return -1;
-	if (swap_seq_mkdtemp(fx->dir, sizeof(fx->dir),
-			     "kvc-test-swap-faults")) {
-		free(fx);
-		return -1;
-	}
-	snprintf(fx->path, sizeof(fx->path), "%s/swap", fx->dir);
-	snprintf(fx->idx, sizeof(fx->idx), "%s.idx", fx->path);
-	fx->shape = *shape;
-	fx->flags = flags;
-	memset(&kp, 0, sizeof(kp));
-	kp.shape = *shape;
-	kp.capacity_blocks = CAPACITY;
-	kp.flags = KVC_POOL_NO_STATS_PAGE;
-	if (kvc_backend_open_host(GRAN, &fx->be))
-		goto err;
-	kp.backend = fx->be;
-	if (kvc_kv_create(&kp, &fx->kv) || swap_seq_policy(shape, &fx->pol))
-		goto err;
-	*state = fx;
-	return 0;
-err:
-	fprintf(stderr, "test_swap_faults setup: %s\n", kvc_last_error());
-	kvc_policy_destroy(fx->pol);
-	kvc_kv_destroy(fx->kv);
-	kvc_backend_close(fx->be);
-	swap_seq_remove_dir(fx->dir);
-	free(fx);
-	return -1;
+	return swap_fx_setup(state, &fx_cfg, shape, flags);
 }
 
 static int setup_f16(void **state)
 {
-	return setup_with(state, &shape_f16, 0);
+	return setup_with(state, &swap_shape_f16, 0);
 }
 
 static int setup_f16_pread(void **state)
 {
-	return setup_with(state, &shape_f16, KVC_SWAP_NO_URING);
+	return setup_with(state, &swap_shape_f16, KVC_SWAP_NO_URING);
 }
 
 static int setup_hd80(void **state)
 {
-	return setup_with(state, &shape_hd80, 0);
+	return setup_with(state, &swap_shape_hd80, 0);
 }
 
 static int setup_hd80_pread(void **state)
 {
-	return setup_with(state, &shape_hd80, KVC_SWAP_NO_URING);
-}
-
-static int teardown(void **state)
-{
-	struct fixture *fx = *state;
-
-	kvc_swap_close(fx->sw);
-	kvc_policy_destroy(fx->pol);
-	kvc_kv_destroy(fx->kv);
-	kvc_backend_close(fx->be);
-	if (swap_seq_remove_dir(fx->dir))
-		fprintf(stderr, "test_swap_faults: cannot remove %s\n",
-			fx->dir);
-	free(fx);
-	return 0;
+	return setup_with(state, &swap_shape_hd80, KVC_SWAP_NO_URING);
 }
 
 /* ------------------------------------------------------------------ */
@@ -422,7 +245,7 @@ static int teardown(void **state)
  * kvc_swap_out() of @seq as @key with @f armed fails with @want and
  * leaves everything as it was; the swap holds @keys (@n of them).
  */
-static void expect_out_fails(struct fixture *fx, struct kvc_seq *seq,
+static void expect_out_fails(struct swap_fx *fx, struct kvc_seq *seq,
 			     uint64_t key, const struct swap_snap *sn,
 			     struct fault *f, int want, const uint64_t *keys,
 			     uint64_t n)
@@ -456,12 +279,12 @@ static void expect_out_fails(struct fixture *fx, struct kvc_seq *seq,
 
 	/* the sequence is as it was */
 	EXPECT_U64(swap_seq_live_blocks(fx->kv), live);
-	SEQ_UNTOUCHED(fx, seq, sn);
+	SWAP_UNTOUCHED(fx->kv, seq, sn);
 }
 
 static void test_out_faults(void **state)
 {
-	struct fixture *fx = *state;
+	struct swap_fx *fx = *state;
 	static const uint64_t kept[1] = { KEY_KEPT };
 	struct kvc_seq *seq, *other;
 	struct swap_snap sn, sn_kept;
@@ -469,10 +292,10 @@ static void test_out_faults(void **state)
 	struct fault f;
 	uint64_t writes, cases[4], i;
 
-	OPEN_SWAP(fx, KVC_SWAP_FRESH);
+	SWAP_OPEN(fx, KVC_SWAP_FRESH);
 	other = BUILD(fx, KEY_KEPT, 60);
 	swap_snap_take(fx->kv, other, &sn_kept, true);
-	SWAP_OUT(fx, other, KEY_KEPT);
+	SWAP_OUT(fx->kv, fx->sw, other, KEY_KEPT);
 	kvc_seq_destroy(other);
 
 	seq = BUILD(fx, KEY_OUT, 200);
@@ -481,7 +304,7 @@ static void test_out_faults(void **state)
 	/* How many writes a swap-out of it takes: go out, then drop. */
 	fault_init(&f, 0);
 	kvc_swap_set_fault(fx->sw, fault_hook, &f);
-	SWAP_OUT(fx, seq, KEY_OUT);
+	SWAP_OUT(fx->kv, fx->sw, seq, KEY_OUT);
 	kvc_swap_set_fault(fx->sw, NULL, NULL);
 	assert_int_equal(kvc_swap_drop(fx->sw, KEY_OUT), 0);
 	SW_CHECK(fx->sw);
@@ -525,8 +348,8 @@ static void test_out_faults(void **state)
 	EXPECT_U64(st.used_bytes, swap_seq_lookup(fx->sw, KEY_KEPT).bytes);
 
 	/* the same sequence then goes out, and comes back bit-exact */
-	SWAP_OUT(fx, seq, KEY_OUT);
-	SEQ_UNTOUCHED(fx, seq, &sn);
+	SWAP_OUT(fx->kv, fx->sw, seq, KEY_OUT);
+	SWAP_UNTOUCHED(fx->kv, seq, &sn);
 	kvc_seq_destroy(seq);
 	KV_CHECK(fx->kv);
 	st = reopen(fx);
@@ -538,7 +361,7 @@ static void test_out_faults(void **state)
 	EXPECT_U64(st.used_bytes, 0);
 	EXPECT_U64(st.io_errors, 0);
 	SW_CHECK(fx->sw);
-	close_swap(fx);
+	swap_fx_close(fx);
 	swap_snap_free(&sn);
 	swap_snap_free(&sn_kept);
 }
@@ -550,7 +373,7 @@ static void test_out_faults(void **state)
 #define KEY_B 22
 
 /* kvc_swap_in(@key) with the read covering @off failing with EIO. */
-static void expect_in_fails(struct fixture *fx, uint64_t key, uint64_t off)
+static void expect_in_fails(struct swap_fx *fx, uint64_t key, uint64_t off)
 {
 	struct kvc_swap_stats before = swap_seq_stats(fx->sw), after;
 	uint64_t live = swap_seq_live_blocks(fx->kv);
@@ -589,7 +412,7 @@ static void expect_in_fails(struct fixture *fx, uint64_t key, uint64_t off)
 
 static void test_in_read_fault(void **state)
 {
-	struct fixture *fx = *state;
+	struct swap_fx *fx = *state;
 	static const uint64_t keys[2] = { KEY_A, KEY_B };
 	struct kvc_swap_stats st;
 	struct kvc_seq *seq;
@@ -598,11 +421,11 @@ static void test_in_read_fault(void **state)
 	uint32_t crc;
 	int i;
 
-	OPEN_SWAP(fx, KVC_SWAP_FRESH);
+	SWAP_OPEN(fx, KVC_SWAP_FRESH);
 	for (i = 0; i < 2; i++) {
 		seq = BUILD(fx, keys[i], 120 + 40 * i);
 		swap_snap_take(fx->kv, seq, &sn[i], true);
-		SWAP_OUT(fx, seq, keys[i]);
+		SWAP_OUT(fx->kv, fx->sw, seq, keys[i]);
 		kvc_seq_destroy(seq);
 		KV_CHECK(fx->kv);
 	}
@@ -632,7 +455,7 @@ static void test_in_read_fault(void **state)
 	EXPECT_U64(st.in_seqs, 2);
 	EXPECT_U64(st.checksum_failures, 0);
 	SW_CHECK(fx->sw);
-	close_swap(fx);
+	swap_fx_close(fx);
 	for (i = 0; i < 2; i++)
 		swap_snap_free(&sn[i]);
 }
@@ -646,20 +469,20 @@ static void test_in_read_fault(void **state)
 /* A byte of an entry's metadata slots flipped: its blocks are refused. */
 static void test_meta_corrupt(void **state)
 {
-	struct fixture *fx = *state;
+	struct swap_fx *fx = *state;
 	struct kvc_swap_stats st;
 	struct kvc_seq *seq = NULL;
 	struct swap_snap sn_c, sn_d;
 	uint64_t live, meta;
 
-	OPEN_SWAP(fx, KVC_SWAP_FRESH);
+	SWAP_OPEN(fx, KVC_SWAP_FRESH);
 	seq = BUILD(fx, KEY_C, 100);
 	swap_snap_take(fx->kv, seq, &sn_c, true);
-	SWAP_OUT(fx, seq, KEY_C);
+	SWAP_OUT(fx->kv, fx->sw, seq, KEY_C);
 	kvc_seq_destroy(seq);
 	seq = BUILD(fx, KEY_D, 80);
 	swap_snap_take(fx->kv, seq, &sn_d, true);
-	SWAP_OUT(fx, seq, KEY_D);
+	SWAP_OUT(fx->kv, fx->sw, seq, KEY_D);
 	kvc_seq_destroy(seq);
 	KV_CHECK(fx->kv);
 
@@ -671,9 +494,9 @@ static void test_meta_corrupt(void **state)
 	st = swap_seq_stats(fx->sw);
 	meta = last_block_off(fx, KEY_C, &sn_c) + st.slot_bytes;
 	assert_true(meta + st.slot_bytes <= st.file_bytes);
-	close_swap(fx);
+	swap_fx_close(fx);
 	swap_seq_flip_byte(fx->path, meta + 2);
-	st = OPEN_SWAP(fx, 0);
+	st = SWAP_OPEN(fx, 0);
 	EXPECT_U64(st.recovered, 2);
 
 	live = swap_seq_live_blocks(fx->kv);
@@ -698,7 +521,7 @@ static void test_meta_corrupt(void **state)
 	EXPECT_U64(st.used_bytes, 0);
 	SW_CHECK(fx->sw);
 	KV_CHECK(fx->kv);
-	close_swap(fx);
+	swap_fx_close(fx);
 	swap_snap_free(&sn_c);
 	swap_snap_free(&sn_d);
 }
@@ -708,7 +531,7 @@ static void test_meta_corrupt(void **state)
 /* A byte inside the journal's last record flipped: that record is cut. */
 static void test_journal_corrupt(void **state)
 {
-	struct fixture *fx = *state;
+	struct swap_fx *fx = *state;
 	static const uint64_t keys[3] = { KEY_C, KEY_D, KEY_E };
 	struct kvc_swap_stats st;
 	struct kvc_seq *seq, *last;
@@ -716,25 +539,25 @@ static void test_journal_corrupt(void **state)
 	struct swap_snap sn[3];
 	int i;
 
-	OPEN_SWAP(fx, KVC_SWAP_FRESH);
+	SWAP_OPEN(fx, KVC_SWAP_FRESH);
 	for (i = 0; i < 2; i++) {
 		seq = BUILD(fx, keys[i], 70 + 30 * i);
 		swap_snap_take(fx->kv, seq, &sn[i], true);
-		SWAP_OUT(fx, seq, keys[i]);
+		SWAP_OUT(fx->kv, fx->sw, seq, keys[i]);
 		sum += swap_seq_lookup(fx->sw, keys[i]).bytes;
 		kvc_seq_destroy(seq);
 	}
 	last = BUILD(fx, KEY_E, 90);
 	swap_snap_take(fx->kv, last, &sn[2], true);
 	before = swap_seq_file_size(fx->idx);
-	SWAP_OUT(fx, last, KEY_E);
+	SWAP_OUT(fx->kv, fx->sw, last, KEY_E);
 	after = swap_seq_file_size(fx->idx);
 	assert_true(after > before);
-	close_swap(fx);
+	swap_fx_close(fx);
 
 	/* the middle of the record: its payload, under its checksum */
 	swap_seq_flip_byte(fx->idx, before + (after - before) / 2);
-	st = OPEN_SWAP(fx, 0);
+	st = SWAP_OPEN(fx, 0);
 	EXPECT_U64(st.recovered, 2);
 	EXPECT_U64(st.entries, 2);
 	EXPECT_U64(st.torn_bytes, after - before);
@@ -744,7 +567,7 @@ static void test_journal_corrupt(void **state)
 	EXPECT_U64(swap_seq_file_size(fx->idx), before);
 
 	/* its slots are free: the key goes out again */
-	SWAP_OUT(fx, last, KEY_E);
+	SWAP_OUT(fx->kv, fx->sw, last, KEY_E);
 	kvc_seq_destroy(last);
 	st = reopen(fx);
 	EXPECT_U64(st.recovered, 3);
@@ -753,7 +576,7 @@ static void test_journal_corrupt(void **state)
 	for (i = 2; i >= 0; i--)
 		ROUND_TRIP(fx, keys[i], &sn[i]);
 	SW_CHECK(fx->sw);
-	close_swap(fx);
+	swap_fx_close(fx);
 	for (i = 0; i < 3; i++)
 		swap_snap_free(&sn[i]);
 }
@@ -762,7 +585,7 @@ static void test_journal_corrupt(void **state)
 static void test_not_a_journal(void **state)
 {
 	static const char text[] = "name = kvc\nnot a journal at all\n";
-	struct fixture *fx = *state;
+	struct swap_fx *fx = *state;
 	struct kvc_swap_params p;
 	struct kvc_swap *sw = NULL;
 	struct kvc_swap_stats st;
@@ -777,7 +600,7 @@ static void test_not_a_journal(void **state)
 			 (ssize_t)sizeof(text) - 1);
 	assert_int_equal(close(fd), 0);
 
-	swap_params(fx, 0, &p);
+	swap_fx_params(fx, fx->path, 0, &p);
 	err = kvc_swap_open(&p, fx->kv, &sw);
 	if (err != -EINVAL)
 		fail_msg(
@@ -798,25 +621,25 @@ static void test_not_a_journal(void **state)
 		fail_msg("a refused journal was changed: \"%s\"", back);
 
 	/* KVC_SWAP_FRESH starts afresh over it */
-	st = OPEN_SWAP(fx, KVC_SWAP_FRESH);
+	st = SWAP_OPEN(fx, KVC_SWAP_FRESH);
 	EXPECT_U64(st.entries, 0);
 	EXPECT_U64(st.recovered, 0);
 	seq = BUILD(fx, KEY_E, 50);
 	swap_snap_take(fx->kv, seq, &sn, true);
-	SWAP_OUT(fx, seq, KEY_E);
+	SWAP_OUT(fx->kv, fx->sw, seq, KEY_E);
 	kvc_seq_destroy(seq);
 	st = reopen(fx);
 	EXPECT_U64(st.recovered, 1);
 	ROUND_TRIP(fx, KEY_E, &sn);
-	close_swap(fx);
+	swap_fx_close(fx);
 	swap_snap_free(&sn);
 }
 
 int main(void)
 {
-#define T(fn, setup, name)                      \
-	{                                       \
-		name, fn, setup, teardown, NULL \
+#define T(fn, setup, name)                              \
+	{                                               \
+		name, fn, setup, swap_fx_teardown, NULL \
 	}
 	const struct CMUnitTest tests[] = {
 		T(test_out_faults, setup_f16, "out_faults_f16"),
