@@ -206,6 +206,16 @@ int kvcctl_parse_seconds(const char *s, double min, double max, double *out)
 	return 0;
 }
 
+int kvcctl_opt_real(const char *cmd, const struct option *opts, int opt,
+		    const char *arg, double min, double max, double *out)
+{
+	if (kvcctl_parse_seconds(arg, min, max, out))
+		return kvcctl_usage_error(
+			cmd, "--%s: '%s' is not a number from %g to %g",
+			kvcctl_long_name(opts, opt), arg, min, max);
+	return -1;
+}
+
 int kvcctl_getopt(const char *cmd, int argc, char **argv,
 		  const char *short_opts, const struct option *long_opts,
 		  const char *usage,

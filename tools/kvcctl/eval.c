@@ -16,13 +16,11 @@
 #include <getopt.h>
 #include <inttypes.h>
 #include <math.h>
-#include <spawn.h>
 #include <stdbool.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -39,9 +37,7 @@
 
 #define CMD "eval"
 
-#define DEFAULT_MODEL "models/SmolLM2-135M-Instruct.Q4_1.gguf"
 #define DEFAULT_RATES "1,2,4,8,16,32,64"
-#define BLOCK_SIZE 16
 #define MAX_RATES 32
 #define MAX_RATE 1e6
 #define MAX_COUNT 0x100000u
@@ -150,7 +146,7 @@ static const char usage_text[] =
 	"\n"
 	"  --text FILE          the text (needs at least P + T + 1 tokens)\n"
 	"  --model FILE         the GGUF model (default\n"
-	"                       " DEFAULT_MODEL ";\n"
+	"                       " KVCCTL_MODEL_DEFAULT ";\n"
 	"                       'make model' downloads it)\n"
 	"  --rates LIST         compression rates, >= 1 (default " DEFAULT_RATES
 	")\n"
@@ -173,18 +169,6 @@ static const char usage_text[] =
 
 /* ------------------------------------------------------------------ */
 /* Options */
-
-/* A shape to check policy parameters with before the model is loaded. */
-static void probe_shape(struct kvc_model_shape *shape)
-{
-	memset(shape, 0, sizeof(*shape));
-	shape->layers = 30;
-	shape->q_heads = 9;
-	shape->kv_heads = 3;
-	shape->head_dim = 64;
-	shape->block_size = BLOCK_SIZE;
-	shape->dtype = KVC_DTYPE_F16;
-}
 
 static int parse_rates(struct eval_opts *o, const char *arg)
 {
@@ -220,8 +204,6 @@ static int parse_rates(struct eval_opts *o, const char *arg)
 static int parse_policies(struct eval_opts *o, const char *arg)
 {
 	struct kvc_policy_params pp;
-	struct kvc_model_shape shape;
-	struct kvc_policy *pol;
 	char *save = NULL, *name;
 	uint32_t i;
 
@@ -235,7 +217,6 @@ static int parse_policies(struct eval_opts *o, const char *arg)
 	o->policy_list = strdup(arg);
 	if (!o->policy_list)
 		return kvcctl_usage_error(CMD, "out of memory");
-	probe_shape(&shape);
 	for (name = strtok_r(o->policy_list, ",", &save); name;
 	     name = strtok_r(NULL, ",", &save)) {
 		if (o->nr_policies ==
@@ -244,26 +225,13 @@ static int parse_policies(struct eval_opts *o, const char *arg)
 						  "--policies: too many names");
 		kvc_policy_params_init(&pp);
 		pp.name = name;
-		if (kvc_policy_create(&pp, &shape, &pol))
+		if (kvcctl_model_check_policy(&pp))
 			return kvcctl_usage_error(CMD, "--policies: %s",
 						  kvc_last_error());
-		kvc_policy_destroy(pol);
 		o->policies[o->nr_policies++] = name;
 	}
 	if (!o->nr_policies)
 		return kvcctl_usage_error(CMD, "--policies: the list is empty");
-	return -1;
-}
-
-static int parse_count(int opt, const char *arg, uint32_t min, uint32_t *out)
-{
-	uint64_t v;
-
-	if (kvcctl_parse_u64(arg, min, MAX_COUNT, &v))
-		return kvcctl_usage_error(
-			CMD, "--%s: '%s' is not a whole number from %u to %u",
-			kvcctl_long_name(long_opts, opt), arg, min, MAX_COUNT);
-	*out = (uint32_t)v;
 	return -1;
 }
 
@@ -287,9 +255,11 @@ static int parse_option(struct eval_opts *o, int opt, const char *arg)
 	case OPT_POLICIES:
 		return parse_policies(o, arg);
 	case OPT_PREFILL:
-		return parse_count(opt, arg, 1, &o->prefill);
+		return kvcctl_opt_u32(CMD, long_opts, opt, arg, 1, MAX_COUNT,
+				      &o->prefill);
 	case OPT_TOKENS:
-		return parse_count(opt, arg, 1, &o->tokens);
+		return kvcctl_opt_u32(CMD, long_opts, opt, arg, 1, MAX_COUNT,
+				      &o->tokens);
 	case 'j':
 		o->json = true;
 		return -1;
@@ -320,7 +290,7 @@ static int parse_options(int argc, char **argv, struct eval_opts *o)
 	int status;
 
 	memset(o, 0, sizeof(*o));
-	o->model = DEFAULT_MODEL;
+	o->model = KVCCTL_MODEL_DEFAULT;
 	o->prefill = 512;
 	o->tokens = 32;
 	parse_rates(o, DEFAULT_RATES);
@@ -459,16 +429,6 @@ static void log_softmax(float *x, uint32_t n)
 		x[i] = (float)((double)x[i] - max - log(sum));
 }
 
-static uint32_t argmax(const float *x, uint32_t n)
-{
-	uint32_t i, best = 0;
-
-	for (i = 1; i < n; i++)
-		if (x[i] > x[best])
-			best = i;
-	return best;
-}
-
 /* KL(p || q) of two log-probability vectors. */
 static double kl_div(const float *lp, const float *lq, uint32_t n)
 {
@@ -487,10 +447,9 @@ static int open_cache(const struct eval *e, struct kvc_kv **kv,
 	int err;
 
 	memset(&kp, 0, sizeof(kp));
-	kvc_llama_shape(e->m, BLOCK_SIZE, KVC_DTYPE_F16, &kp.shape);
-	kp.capacity_blocks =
-		((uint64_t)e->o->prefill + e->o->tokens + BLOCK_SIZE) /
-		BLOCK_SIZE * kp.shape.layers * kp.shape.kv_heads;
+	kvcctl_model_shape(e->m, &kp.shape);
+	kp.capacity_blocks = kvcctl_model_capacity(
+		&kp.shape, (uint64_t)e->o->prefill + e->o->tokens);
 	kp.backend_kind = KVC_BACKEND_HOST;
 	/* Many short-lived caches: no stats page for each. */
 	kp.flags = KVC_POOL_NO_STATS_PAGE;
@@ -557,20 +516,6 @@ static int run_full(struct eval *e)
 	return err;
 }
 
-/* Compress when due, then compact so what was freed is unmapped. */
-static int maybe_compress(struct kvc_policy *pol, struct kvc_kv *kv,
-			  struct kvc_seq *seq, uint32_t steps)
-{
-	int err;
-
-	if (!kvc_policy_due(pol, seq, steps))
-		return 0;
-	err = kvc_policy_compress(pol, seq, NULL);
-	if (!err)
-		err = kvc_kv_compact(kv, NULL);
-	return err;
-}
-
 static int run_policy(struct eval *e, const char *name, double rate,
 		      struct eval_row *row)
 {
@@ -605,7 +550,7 @@ static int run_policy(struct eval *e, const char *name, double rate,
 	if (!pp.window_tokens)
 		pp.window_tokens = 1;
 	kvcctl_policy_published(&pp);
-	kvc_llama_shape(e->m, BLOCK_SIZE, KVC_DTYPE_F16, &shape);
+	kvcctl_model_shape(e->m, &shape);
 	err = kvc_policy_create(&pp, &shape, &pol);
 	if (err)
 		return err;
@@ -619,7 +564,7 @@ static int run_policy(struct eval *e, const char *name, double rate,
 	err = kvc_llama_forward(e->m, seq, e->ids, P, &obs, metric, e->logits,
 				false);
 	if (!err)
-		err = maybe_compress(pol, kv, seq, 0);
+		err = kvcctl_model_compress(pol, kv, seq, 0, NULL);
 	for (t = 1; !err && t <= T; t++) {
 		progress(e, name, rate, t);
 		err = kvc_llama_forward(e->m, seq, &e->ids[P + t - 1], 1, NULL,
@@ -628,10 +573,11 @@ static int run_policy(struct eval *e, const char *name, double rate,
 			break;
 		log_softmax(e->logits, e->vocab);
 		ref = e->ref + (size_t)t * e->vocab;
-		agree += argmax(ref, e->vocab) == argmax(e->logits, e->vocab);
+		agree += kvcctl_argmax(ref, e->vocab) ==
+			 kvcctl_argmax(e->logits, e->vocab);
 		kl += kl_div(ref, e->logits, e->vocab);
 		nll -= e->logits[e->ids[P + t]];
-		err = maybe_compress(pol, kv, seq, t);
+		err = kvcctl_model_compress(pol, kv, seq, t, NULL);
 	}
 	if (!err) {
 		row->top1 = (double)agree / T;
@@ -658,25 +604,8 @@ static int load(struct eval *e)
 	status = read_text(o->text, &text, &len);
 	if (status >= 0)
 		return status;
-	if (access(o->model, F_OK)) {
+	if (kvcctl_model_load(CMD, o->model, &e->g, &e->tok, &e->m)) {
 		free(text);
-		fprintf(stderr, "kvcctl eval: no model at %s", o->model);
-		if (!strcmp(o->model, DEFAULT_MODEL))
-			fputs("; run 'make model' to download SmolLM2-135M-Instruct",
-			      stderr);
-		fputc('\n', stderr);
-		return KVCCTL_EXIT_FAIL;
-	}
-	/* kvc_gguf_open()'s messages name the file already. */
-	if (kvc_gguf_open(o->model, &e->g)) {
-		free(text);
-		fprintf(stderr, "kvcctl eval: %s\n", kvc_last_error());
-		return KVCCTL_EXIT_FAIL;
-	}
-	if (kvc_tok_load(e->g, &e->tok) || kvc_llama_load(e->g, &e->m)) {
-		free(text);
-		fprintf(stderr, "kvcctl eval: %s: %s\n", o->model,
-			kvc_last_error());
 		return KVCCTL_EXIT_FAIL;
 	}
 	/*
@@ -824,18 +753,6 @@ static void put_table(FILE *out, const struct eval *e)
 	}
 }
 
-/* A path inside a single-quoted gnuplot string ('' is a quote). */
-static void put_gp_path(FILE *f, const char *s)
-{
-	fputc('\'', f);
-	for (; *s; s++) {
-		if (*s == '\'')
-			fputc('\'', f);
-		fputc(*s, f);
-	}
-	fputc('\'', f);
-}
-
 static void plot_panel(FILE *f, const struct eval *e, const char *dat,
 		       int column)
 {
@@ -843,7 +760,7 @@ static void plot_panel(FILE *f, const struct eval *e, const char *dat,
 
 	fputs("plot ", f);
 	for (i = 0; i < e->o->nr_policies; i++) {
-		put_gp_path(f, dat);
+		kvcctl_gp_string(f, dat);
 		fprintf(f, " index %u using 1:%d with linespoints title '%s'%s",
 			i, column, e->o->policies[i],
 			i + 1 < e->o->nr_policies ? ", \\\n     " : "\n");
@@ -856,11 +773,9 @@ static int plot(const struct eval *e)
 	const char *png = e->o->plot;
 	size_t len = strlen(png) + 8;
 	char *dat = malloc(len), *gp = malloc(len);
-	char *argv[3];
 	uint32_t p, r;
 	FILE *f = NULL;
-	int status = KVCCTL_EXIT_FAIL, ws;
-	pid_t pid;
+	int status = KVCCTL_EXIT_FAIL;
 
 	if (!dat || !gp)
 		goto out;
@@ -896,7 +811,7 @@ static int plot(const struct eval *e)
 		goto out;
 	}
 	fputs("set terminal png size 1200,500\nset output ", f);
-	put_gp_path(f, png);
+	kvcctl_gp_string(f, png);
 	fprintf(f,
 		"\nset logscale x 2\nset xlabel 'compression rate'\n"
 		"set grid\nset key left bottom\n"
@@ -922,12 +837,10 @@ static int plot(const struct eval *e)
 			gp, gp);
 		goto out;
 	}
-	argv[0] = "gnuplot";
-	argv[1] = gp;
-	argv[2] = NULL;
+	/* Our flush first: it keeps a failed write's errno for the status. */
 	kvcctl_flush();
-	if (posix_spawnp(&pid, "gnuplot", NULL, NULL, argv, environ) ||
-	    waitpid(pid, &ws, 0) != pid || !WIFEXITED(ws) || WEXITSTATUS(ws)) {
+	/* In our directory: the script's paths are relative to it. */
+	if (kvcctl_run_gnuplot(NULL, gp, NULL)) {
 		fprintf(stderr, "kvcctl eval: --plot: gnuplot %s failed\n", gp);
 		goto out;
 	}

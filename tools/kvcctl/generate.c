@@ -17,7 +17,6 @@
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
-#include <unistd.h>
 
 #include <kvc/kvc.h>
 #include <kvc/evict.h>
@@ -31,11 +30,9 @@
 
 #define CMD "generate"
 
-#define DEFAULT_MODEL "models/SmolLM2-135M-Instruct.Q4_1.gguf"
 #define DEFAULT_PROMPT "Once upon a time"
 #define MAX_TOKENS 0x100000u
 #define MAX_RATE 1e6
-#define BLOCK_SIZE 16
 
 /**
  * struct gen_opts - What `kvcctl generate` was asked to do.
@@ -96,7 +93,7 @@ static const char usage_text[] =
 	"the speed and the cache's memory go to stderr at the end.\n"
 	"\n"
 	"  --model FILE         the GGUF model (default\n"
-	"                       " DEFAULT_MODEL ";\n"
+	"                       " KVCCTL_MODEL_DEFAULT ";\n"
 	"                       'make model' downloads it)\n"
 	"  --prompt TEXT        the prompt (default \"" DEFAULT_PROMPT "\")\n"
 	"  --chat               wrap the prompt in the chat template\n"
@@ -116,20 +113,8 @@ static const char usage_text[] =
 	"Exit status: 0 on success; 1 when the model cannot be loaded or run;\n"
 	"2 for a bad command line.\n";
 
-static int parse_real(int opt, const char *arg, double min, double max,
-		      double *out)
-{
-	if (kvcctl_parse_seconds(arg, min, max, out))
-		return kvcctl_usage_error(
-			CMD, "--%s: '%s' is not a number from %g to %g",
-			kvcctl_long_name(long_opts, opt), arg, min, max);
-	return -1;
-}
-
 static int parse_option(struct gen_opts *o, int opt, const char *arg)
 {
-	uint64_t v;
-
 	switch (opt) {
 	case OPT_MODEL:
 		if (!*arg)
@@ -141,15 +126,11 @@ static int parse_option(struct gen_opts *o, int opt, const char *arg)
 		o->prompt = arg;
 		return -1;
 	case OPT_TOKENS:
-		if (kvcctl_parse_u64(arg, 1, MAX_TOKENS, &v))
-			return kvcctl_usage_error(
-				CMD,
-				"--tokens: '%s' is not a whole number from 1 to %u",
-				arg, MAX_TOKENS);
-		o->tokens = (uint32_t)v;
-		return -1;
+		return kvcctl_opt_u32(CMD, long_opts, opt, arg, 1, MAX_TOKENS,
+				      &o->tokens);
 	case OPT_TEMPERATURE:
-		return parse_real(opt, arg, 0, 100, &o->temperature);
+		return kvcctl_opt_real(CMD, long_opts, opt, arg, 0, 100,
+				       &o->temperature);
 	case OPT_TOP_P:
 		if (kvcctl_parse_seconds(arg, 0, 1, &o->top_p) || o->top_p <= 0)
 			return kvcctl_usage_error(
@@ -157,10 +138,8 @@ static int parse_option(struct gen_opts *o, int opt, const char *arg)
 				arg);
 		return -1;
 	case OPT_SEED:
-		if (kvcctl_parse_u64(arg, 0, UINT64_MAX, &o->seed))
-			return kvcctl_usage_error(
-				CMD, "--seed: '%s' is not a whole number", arg);
-		return -1;
+		return kvcctl_opt_u64(CMD, long_opts, opt, arg, 0, UINT64_MAX,
+				      &o->seed);
 	case OPT_POLICY:
 		if (!*arg)
 			return kvcctl_usage_error(
@@ -168,34 +147,13 @@ static int parse_option(struct gen_opts *o, int opt, const char *arg)
 		o->policy.name = arg;
 		return -1;
 	case OPT_RATE:
-		return parse_real(opt, arg, 1, MAX_RATE, &o->policy.rate);
+		return kvcctl_opt_real(CMD, long_opts, opt, arg, 1, MAX_RATE,
+				       &o->policy.rate);
 	case OPT_CHAT:
 		o->chat = true;
 		return -1;
 	}
 	return kvcctl_usage_error(CMD, "option %d not handled", opt);
-}
-
-/*
- * Refuse a bad policy before the model loads: its shape is not known yet,
- * but names and rates do not depend on it.
- */
-static int check_policy(const struct kvc_policy_params *p)
-{
-	struct kvc_model_shape shape = {
-		.layers = 30,
-		.q_heads = 9,
-		.kv_heads = 3,
-		.head_dim = 64,
-		.block_size = BLOCK_SIZE,
-		.dtype = KVC_DTYPE_F16,
-	};
-	struct kvc_policy *pol;
-
-	if (kvc_policy_create(p, &shape, &pol))
-		return kvcctl_usage_error(CMD, "%s", kvc_last_error());
-	kvc_policy_destroy(pol);
-	return -1;
 }
 
 /* parse_option() as kvcctl_getopt() calls it. */
@@ -209,7 +167,7 @@ static int parse_options(int argc, char **argv, struct gen_opts *o)
 	int status;
 
 	memset(o, 0, sizeof(*o));
-	o->model = DEFAULT_MODEL;
+	o->model = KVCCTL_MODEL_DEFAULT;
 	o->prompt = DEFAULT_PROMPT;
 	o->tokens = 128;
 	o->top_p = 1;
@@ -224,7 +182,10 @@ static int parse_options(int argc, char **argv, struct gen_opts *o)
 	if (!*o->prompt && !o->chat)
 		return kvcctl_usage_error(CMD, "--prompt: the prompt is empty");
 	kvcctl_policy_published(&o->policy);
-	return check_policy(&o->policy);
+	/* A bad policy is refused before the model loads. */
+	if (kvcctl_model_check_policy(&o->policy))
+		return kvcctl_usage_error(CMD, "%s", kvc_last_error());
+	return -1;
 }
 
 /* ------------------------------------------------------------------ */
@@ -252,53 +213,105 @@ struct cand {
 	int32_t id;
 };
 
-static int cand_cmp(const void *a, const void *b)
+/* The nucleus order: more probable first, then the lower id. */
+static bool cand_before(const struct cand *a, const struct cand *b)
 {
-	const struct cand *x = a, *y = b;
-
-	if (x->p != y->p)
-		return x->p < y->p ? 1 : -1;
-	return x->id < y->id ? -1 : x->id > y->id;
+	return a->p > b->p || (a->p == b->p && a->id < b->id);
 }
 
-static int32_t argmax(const float *logits, uint32_t n)
+/* Restore the heap below @i, the first in nucleus order at the root. */
+static void sift_down(struct cand *c, size_t n, size_t i)
 {
-	uint32_t i, best = 0;
+	struct cand t;
+	size_t child;
 
-	for (i = 1; i < n; i++)
-		if (logits[i] > logits[best])
-			best = i;
-	return (int32_t)best;
+	for (;;) {
+		child = 2 * i + 1;
+		if (child >= n)
+			return;
+		if (child + 1 < n && cand_before(&c[child + 1], &c[child]))
+			child++;
+		if (!cand_before(&c[child], &c[i]))
+			return;
+		t = c[i];
+		c[i] = c[child];
+		c[child] = t;
+		i = child;
+	}
 }
 
-/* Temperature, then top-p over the sorted probabilities. */
+/*
+ * A draw in proportion to @c[i].p over the whole vocabulary, in token
+ * order; rounding never picks a token of probability 0.
+ */
+static int32_t draw_all(const struct cand *c, uint32_t n, double sum,
+			uint64_t *rng)
+{
+	double r = rand_unit(rng) * sum;
+	uint32_t i, last = 0;
+
+	for (i = 0; i < n; i++) {
+		if (!(c[i].p > 0))
+			continue;
+		last = i;
+		r -= c[i].p;
+		if (r <= 0)
+			break;
+	}
+	return c[last].id;
+}
+
+/*
+ * The smallest set of most probable tokens whose mass reaches top_p, and a
+ * draw in it. A heap orders only the tokens kept (few, when top_p cuts at
+ * all) instead of sorting the whole vocabulary every token.
+ */
+static int32_t draw_nucleus(struct cand *c, uint32_t n, double sum,
+			    double top_p, uint64_t *rng)
+{
+	double mass = 0, r;
+	struct cand t;
+	uint32_t i, end;
+
+	for (i = n / 2; i-- > 0;)
+		sift_down(c, n, i);
+	/* Pop into c[end..n), so the most probable ends up last. */
+	for (end = n; end > 0;) {
+		t = c[0];
+		c[0] = c[end - 1];
+		c[--end] = t;
+		sift_down(c, end, 0);
+		mass += c[end].p / sum;
+		if (mass >= top_p)
+			break;
+	}
+	r = rand_unit(rng) * mass * sum;
+	for (i = n; i > end; i--) {
+		r -= c[i - 1].p;
+		if (r <= 0)
+			return c[i - 1].id;
+	}
+	return c[end].id;
+}
+
+/* Greedy at temperature 0; else softmax with temperature, then top-p. */
 static int32_t sample(const struct gen_opts *o, const float *logits, uint32_t n,
 		      struct cand *c, uint64_t *rng)
 {
-	double sum = 0, mass = 0, r;
-	float max = logits[argmax(logits, n)];
-	uint32_t i, keep;
+	uint32_t i, best = kvcctl_argmax(logits, n);
+	float max = logits[best];
+	double sum = 0;
 
 	if (o->temperature <= 0)
-		return argmax(logits, n);
+		return (int32_t)best;
 	for (i = 0; i < n; i++) {
 		c[i].p = expf((float)((logits[i] - max) / o->temperature));
 		c[i].id = (int32_t)i;
 		sum += c[i].p;
 	}
-	qsort(c, n, sizeof(*c), cand_cmp);
-	for (keep = 0; keep < n;) {
-		mass += c[keep++].p / sum;
-		if (mass >= o->top_p)
-			break;
-	}
-	r = rand_unit(rng) * mass * sum;
-	for (i = 0; i < keep; i++) {
-		r -= c[i].p;
-		if (r <= 0)
-			return c[i].id;
-	}
-	return c[keep - 1].id;
+	if (o->top_p >= 1)
+		return draw_all(c, n, sum, rng);
+	return draw_nucleus(c, n, sum, o->top_p, rng);
 }
 
 /* ------------------------------------------------------------------ */
@@ -335,43 +348,6 @@ static void gen_free(struct gen *x)
 	kvc_llama_free(x->m);
 	kvc_tok_free(x->tok);
 	kvc_gguf_close(x->g);
-}
-
-static int load(struct gen *x, const struct gen_opts *o)
-{
-	if (access(o->model, F_OK)) {
-		fprintf(stderr, "kvcctl generate: no model at %s", o->model);
-		if (!strcmp(o->model, DEFAULT_MODEL))
-			fputs("; run 'make model' to download SmolLM2-135M-Instruct",
-			      stderr);
-		fputc('\n', stderr);
-		return -ENOENT;
-	}
-	/* kvc_gguf_open()'s messages name the file already. */
-	if (kvc_gguf_open(o->model, &x->g)) {
-		fprintf(stderr, "kvcctl generate: %s\n", kvc_last_error());
-		return -EINVAL;
-	}
-	if (kvc_tok_load(x->g, &x->tok) || kvc_llama_load(x->g, &x->m)) {
-		fprintf(stderr, "kvcctl generate: %s: %s\n", o->model,
-			kvc_last_error());
-		return -EINVAL;
-	}
-	return 0;
-}
-
-/* Compress when due, then compact so the freed blocks leave the mapping. */
-static int maybe_compress(struct gen *x, uint32_t steps, uint32_t *done)
-{
-	int err;
-
-	if (!kvc_policy_due(x->pol, x->seq, steps))
-		return 0;
-	err = kvc_policy_compress(x->pol, x->seq, NULL);
-	if (!err)
-		err = kvc_kv_compact(x->kv, NULL);
-	(*done)++;
-	return err;
 }
 
 static void put_piece(const struct gen *x, int32_t id)
@@ -453,7 +429,7 @@ static int generate(struct gen *x, const struct gen_opts *o)
 			n_prompt, o->tokens, cfg->context);
 	}
 
-	kvc_llama_shape(x->m, BLOCK_SIZE, KVC_DTYPE_F16, &shape);
+	kvcctl_model_shape(x->m, &shape);
 	err = kvc_policy_create(&o->policy, &shape, &x->pol);
 	if (err) {
 		free(ids);
@@ -464,9 +440,8 @@ static int generate(struct gen *x, const struct gen_opts *o)
 
 	memset(&kp, 0, sizeof(kp));
 	kp.shape = shape;
-	/* Every token at full length bounds what is ever live. */
-	kp.capacity_blocks = ((uint64_t)n_prompt + o->tokens + BLOCK_SIZE) /
-			     BLOCK_SIZE * shape.layers * shape.kv_heads;
+	kp.capacity_blocks =
+		kvcctl_model_capacity(&shape, (uint64_t)n_prompt + o->tokens);
 	kp.backend_kind = KVC_BACKEND_HOST;
 	kp.name = "kvcctl generate";
 	err = kvc_kv_create(&kp, &x->kv);
@@ -493,12 +468,15 @@ static int generate(struct gen *x, const struct gen_opts *o)
 	if (err)
 		return err;
 	t_prefill = kvcctl_now_s() - t0;
-	err = maybe_compress(x, 0, &compressions);
+	err = kvcctl_model_compress(x->pol, x->kv, x->seq, 0, &compressions);
 	if (err)
 		return err;
 
+	/* Decoding is sampling and the forward pass; printing is not. */
 	for (i = 0; i < o->tokens; i++) {
+		t0 = kvcctl_now_s();
 		next = sample(o, x->logits, cfg->vocab, x->cand, &rng);
+		t_decode += kvcctl_now_s() - t0;
 		if (next == kvc_tok_eos(x->tok))
 			break;
 		put_piece(x, next);
@@ -511,7 +489,8 @@ static int generate(struct gen *x, const struct gen_opts *o)
 			return err;
 		t_decode += kvcctl_now_s() - t0;
 		decoded++;
-		err = maybe_compress(x, decoded, &compressions);
+		err = kvcctl_model_compress(x->pol, x->kv, x->seq, decoded,
+					    &compressions);
 		if (err)
 			return err;
 	}
@@ -529,7 +508,7 @@ int kvcctl_generate(int argc, char **argv)
 	if (status >= 0)
 		return status;
 	memset(&x, 0, sizeof(x));
-	err = load(&x, &o);
+	err = kvcctl_model_load(CMD, o.model, &x.g, &x.tok, &x.m);
 	if (!err) {
 		err = generate(&x, &o);
 		if (err)

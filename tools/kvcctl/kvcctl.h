@@ -49,6 +49,10 @@ static inline double kvcctl_now_s(void)
 /* Subcommands, one file each. */
 int kvcctl_stats(int argc, char **argv);
 int kvcctl_run(int argc, char **argv);
+int kvcctl_generate(int argc, char **argv);
+int kvcctl_eval(int argc, char **argv);
+int kvcctl_trace(int argc, char **argv);
+int kvcctl_replay(int argc, char **argv);
 
 /* args.c: option values and usage errors. */
 
@@ -148,6 +152,22 @@ int kvcctl_opt_bytes(const char *cmd, const struct option *opts, int opt,
 int kvcctl_opt_u32(const char *cmd, const struct option *opts, int opt,
 		   const char *arg, uint64_t min, uint64_t max, uint32_t *out);
 
+/**
+ * kvcctl_opt_real() - Parse a decimal option value, or say why not.
+ * @cmd: as kvcctl_opt_u64().
+ * @opts: as kvcctl_opt_u64().
+ * @opt: as kvcctl_opt_u64().
+ * @arg: the text; digits with at most one decimal point, as
+ *       kvcctl_parse_seconds() takes.
+ * @min: smallest value accepted.
+ * @max: largest value accepted.
+ * @out: set on success; left alone otherwise.
+ *
+ * Return: as kvcctl_opt_u64().
+ */
+int kvcctl_opt_real(const char *cmd, const struct option *opts, int opt,
+		    const char *arg, double min, double max, double *out);
+
 struct kvc_policy_params;
 
 /**
@@ -196,6 +216,97 @@ int kvcctl_getopt(const char *cmd, int argc, char **argv,
  * of [@min, @max].
  */
 int kvcctl_parse_seconds(const char *s, double min, double max, double *out);
+
+/* model_cmd.c: what the commands that run a model (generate, eval) share. */
+
+/* The model they load unless --model names another; 'make model' gets it. */
+#define KVCCTL_MODEL_DEFAULT "models/SmolLM2-135M-Instruct.Q4_1.gguf"
+/* Tokens per block of their caches. */
+#define KVCCTL_MODEL_BLOCK_SIZE 16
+
+struct kvc_gguf;
+struct kvc_tokenizer;
+struct kvc_llama;
+struct kvc_model_shape;
+struct kvc_policy;
+struct kvc_kv;
+struct kvc_seq;
+
+/**
+ * kvcctl_model_load() - Open a GGUF model with its tokenizer.
+ * @cmd: the subcommand, for the messages.
+ * @path: the GGUF file.
+ * @g: set to the file.
+ * @tok: set to its tokenizer.
+ * @m: set to its model.
+ *
+ * Says on stderr why it failed, with the way to get the default model
+ * when that one is missing. On failure what was opened is still set, for
+ * the caller to free with the rest of its state.
+ *
+ * Return: 0, -ENOENT when there is no file at @path, -EINVAL when it
+ * cannot be read as a model.
+ */
+int kvcctl_model_load(const char *cmd, const char *path, struct kvc_gguf **g,
+		      struct kvc_tokenizer **tok, struct kvc_llama **m);
+
+/**
+ * kvcctl_model_shape() - The cache shape of a loaded model, in the block
+ * size and storage type the model commands use.
+ * @m: the model.
+ * @shape: filled.
+ */
+void kvcctl_model_shape(const struct kvc_llama *m,
+			struct kvc_model_shape *shape);
+
+/**
+ * kvcctl_model_capacity() - Blocks a cache needs to hold a sequence of
+ * @tokens tokens uncompressed.
+ * @shape: the cache's shape.
+ * @tokens: the sequence's longest length.
+ *
+ * Return: a block count that covers every (layer, KV head) of the
+ * sequence at full length, so eviction is never needed to fit.
+ */
+uint64_t kvcctl_model_capacity(const struct kvc_model_shape *shape,
+			       uint64_t tokens);
+
+/**
+ * kvcctl_model_check_policy() - Whether policy parameters are valid,
+ * before the model is loaded.
+ * @pp: the parameters.
+ *
+ * Names and rates do not depend on the model, so a bad one is refused
+ * against the library's default model shape (kvc_run_params_init()).
+ *
+ * Return: 0, or the error of kvc_policy_create(), with its message.
+ */
+int kvcctl_model_check_policy(const struct kvc_policy_params *pp);
+
+/**
+ * kvcctl_model_compress() - Compress a sequence when its policy says it is
+ * due, then compact the pool so the blocks freed leave the mapping.
+ * @pol: the policy.
+ * @kv: the cache.
+ * @seq: the sequence.
+ * @steps: decode steps since the prefill (0 right after it).
+ * @compressions: counts the compressions done; may be NULL.
+ *
+ * Return: 0 (compressed or not due), or -errno.
+ */
+int kvcctl_model_compress(struct kvc_policy *pol, struct kvc_kv *kv,
+			  struct kvc_seq *seq, uint32_t steps,
+			  uint32_t *compressions);
+
+/**
+ * kvcctl_argmax() - The index of the largest value, the first one on a
+ * tie.
+ * @x: the values (logits or log-probabilities).
+ * @n: their count, at least 1.
+ *
+ * Return: the index.
+ */
+uint32_t kvcctl_argmax(const float *x, uint32_t n);
 
 /* text.c: human units, terminal-safe names, JSON strings, flushing. */
 

@@ -12,13 +12,6 @@
 
 #include "kvcctl.h"
 
-/* The model commands (generate.c, eval.c). */
-int kvcctl_generate(int argc, char **argv);
-int kvcctl_eval(int argc, char **argv);
-/* The trace commands (trace.c, replay.c). */
-int kvcctl_trace(int argc, char **argv);
-int kvcctl_replay(int argc, char **argv);
-
 static const struct kvcctl_cmd commands[] = {
 	{ "stats", kvcctl_stats, "show the kvc pools of running processes" },
 	{ "run", kvcctl_run,

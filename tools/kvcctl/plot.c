@@ -41,8 +41,7 @@ static double pct(double share)
 	return share * 100.0;
 }
 
-/* A string inside a single-quoted gnuplot string ('' is a quote). */
-static void put_gp_string(FILE *f, const char *s)
+void kvcctl_gp_string(FILE *f, const char *s)
 {
 	fputc('\'', f);
 	for (; *s; s++) {
@@ -225,7 +224,7 @@ static void timeline_script(FILE *f, const char *name, const char *dat,
 	script_head(f, name, "memory timeline of one configuration", 1200, 600);
 	fputs("\tset title ", f);
 	fprintf(f, "'%u: ' . ", idx);
-	put_gp_string(f, label);
+	kvcctl_gp_string(f, label);
 	fprintf(f,
 		"\n"
 		"\tset xlabel 'time (s)'\n"
@@ -280,7 +279,7 @@ static void heat_script(FILE *f, const char *name, const char *dat,
 
 	script_head(f, name, "live blocks per chunk at one step", 900, 800);
 	fprintf(f, "\tset title '%u: ' . ", idx);
-	put_gp_string(f, label_of(r));
+	kvcctl_gp_string(f, label_of(r));
 	fprintf(f,
 		" . ' - live blocks per chunk at step %llu'\n"
 		"\tunset grid\n"
@@ -324,7 +323,7 @@ static void series_plot(FILE *f, const struct kvc_sim_result *const *res,
 		fprintf(f,
 			"%s'series.dat' index %u using 2:%d with lines title ",
 			sep, i, col);
-		put_gp_string(f, label_of(res[i]));
+		kvcctl_gp_string(f, label_of(res[i]));
 		sep = ", \\\n\t     ";
 	}
 	fputc('\n', f);
@@ -403,7 +402,7 @@ static void tradeoff_script(FILE *f, const struct kvc_sim_result *const *res,
 			"%s'tradeoff.dat' every ::%u::%u using 3:4 with points pt 7 ps 1.5 title ",
 			sep, i, i);
 		fprintf(f, "'%u: ' . ", i + 1);
-		put_gp_string(f, label_of(res[i]));
+		kvcctl_gp_string(f, label_of(res[i]));
 		sep = ", \\\n\t     ";
 	}
 	fprintf(f,
@@ -644,24 +643,24 @@ bool kvcctl_in_path(const char *prog)
 	return false;
 }
 
-/*
- * gnuplot @script with @dir as its working directory, its chatter (flat
- * ranges, empty series) kept in gnuplot.log there; 0 when it succeeds.
- */
-static int run_gnuplot(const char *dir, const char *script)
+int kvcctl_run_gnuplot(const char *dir, const char *script,
+		       const char *log_file)
 {
+	int ws, fd = -1;
 	pid_t pid;
-	int ws, fd;
 
+	/* What the caller buffered must come out before gnuplot's own output. */
 	fflush(NULL);
 	pid = fork();
 	if (pid < 0)
 		return -errno;
 	if (!pid) {
-		if (chdir(dir))
+		if (dir && chdir(dir))
 			_exit(127);
-		fd = open(GNUPLOT_LOG,
-			  O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0666);
+		if (log_file)
+			fd = open(log_file,
+				  O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC,
+				  0666);
 		if (fd >= 0) {
 			dup2(fd, STDOUT_FILENO);
 			dup2(fd, STDERR_FILENO);
@@ -687,7 +686,8 @@ int kvcctl_plot_draw(const char *dir, const struct kvcctl_plot_files *files)
 	snprintf(log, sizeof(log), "%s/" GNUPLOT_LOG, dir);
 	unlink(log);
 	for (i = 0; i < files->nr; i++)
-		if (run_gnuplot(dir, files->names[i]) && !failed)
+		if (kvcctl_run_gnuplot(dir, files->names[i], GNUPLOT_LOG) &&
+		    !failed)
 			failed = files->names[i];
 	if (failed)
 		return kvc_err(

@@ -4,6 +4,7 @@
  * directory, then drawn by running gnuplot there. The data and scripts are
  * the product; the PNG and SVG are a convenience, so a user without
  * gnuplot (or with other taste) still has everything to draw them.
+ * kvcctl eval's figure uses the quoting and the running of gnuplot too.
  */
 #ifndef KVCCTL_PLOT_H
 #define KVCCTL_PLOT_H
@@ -165,5 +166,30 @@ int kvcctl_plot_draw(const char *dir, const struct kvcctl_plot_files *files);
  * (/usr/bin:/bin when $PATH is unset).
  */
 bool kvcctl_in_path(const char *prog);
+
+/**
+ * kvcctl_gp_string() - Write a gnuplot single-quoted string.
+ * @f: the stream.
+ * @s: the text (a path, a title), written between quotes with each quote
+ *     doubled, as gnuplot reads it back.
+ */
+void kvcctl_gp_string(FILE *f, const char *s);
+
+/**
+ * kvcctl_run_gnuplot() - Run gnuplot on a script and wait for it.
+ * @dir: its working directory, or NULL for the current one.
+ * @script: the script, relative to @dir.
+ * @log_file: a file (relative to @dir) that gnuplot's chatter is
+ *            appended to, or NULL to leave it on our stdout and stderr.
+ *
+ * Flushes every stdio stream first, so output already written comes
+ * before gnuplot's.
+ *
+ * Return: 0 when gnuplot ran and exited with 0; -EIO when it could not
+ * be run or failed; another -errno when it could not be started or
+ * waited for.
+ */
+int kvcctl_run_gnuplot(const char *dir, const char *script,
+		       const char *log_file);
 
 #endif /* KVCCTL_PLOT_H */
