@@ -59,6 +59,7 @@ struct snap_buf {
  * @usage: the last sample's usage; @have_usage once there is one.
  * @sample_step: the step of the last sample.
  * @last_step: the step of the last event.
+ * @last_ns: its recorded time.
  * @applied: a block or chunk event (or a snapshot) has changed the pool.
  * @snap: the snapshot being gathered.
  */
@@ -72,6 +73,7 @@ struct replay {
 	bool have_usage;
 	uint64_t sample_step;
 	uint64_t last_step;
+	uint64_t last_ns;
 	bool applied;
 	struct snap_buf snap;
 };
@@ -386,6 +388,7 @@ int kvc_replay_exact(const char *path, struct kvc_replay_result *res)
 	while ((ret = kvc_rec_next(rp.reader, &ev)) == 1) {
 		res->events++;
 		rp.last_step = ev.step;
+		rp.last_ns = ev.t_ns;
 		err = apply(&rp, &ev);
 		if (!err)
 			err = check(&rp, ev.step);
@@ -426,6 +429,7 @@ int kvc_replay_exact(const char *path, struct kvc_replay_result *res)
 			      kvc_last_error());
 		goto out;
 	}
+	res->final.t_ns = rp.last_ns;
 	/* Closed as the pool closes its own: the last sample weighs a step. */
 	kvc_ladder_acc_end(&rp.acc, (double)rp.sample_step + 1, &res->peaks);
 out:

@@ -165,6 +165,34 @@ static void on_sample(void *arg, const struct kvc_ladder *l)
 	f->last_seen = *l;
 }
 
+/*
+ * Samples carry the time they were recorded, not the replay's: the last
+ * one seen, the live peak (the last sample here) and the final ladder
+ * (the last event) are stamped from the trace.
+ */
+static void expect_recorded_times(struct fixture *f,
+				  const struct kvc_replay_result *res)
+{
+	uint64_t sample_ns = 0, last_ns = 0;
+	struct kvc_rec_reader *r;
+	struct kvc_rec_event e;
+	int ret;
+
+	if (kvc_rec_reader_open(f->path, &r))
+		fail_msg("reader: %s", kvc_last_error());
+	while ((ret = kvc_rec_next(r, &e)) == 1) {
+		if (e.kind == KVC_REC_SAMPLE)
+			sample_ns = e.t_ns;
+		last_ns = e.t_ns;
+	}
+	kvc_rec_reader_close(r);
+	assert_int_equal(ret, 0);
+	assert_true(sample_ns > 0);
+	EXPECT_U64(f->last_seen.t_ns, sample_ns);
+	EXPECT_U64(res->peaks.live_peak_ns, sample_ns);
+	EXPECT_U64(res->final.t_ns, last_ns);
+}
+
 static void test_hand_trace(void **state)
 {
 	struct fixture *f = *state;
@@ -208,6 +236,7 @@ static void test_hand_trace(void **state)
 	EXPECT_U64(res.peaks.mapped_peak, GRAN);
 	EXPECT_U64(res.peaks.live_peak, 3 * BLOCK);
 	EXPECT_U64(res.peaks.live_peak_step, 3);
+	expect_recorded_times(f, &res);
 }
 
 /* A trace cut by hand at @bad: -EPROTO naming event @index. */

@@ -31,6 +31,7 @@
 
 #include "kvcctl.h"
 #include "plot.h"
+#include "stats.h"
 
 #define CMD "replay"
 
@@ -404,11 +405,7 @@ static int parse_u32(int opt, const char *arg, uint64_t min, uint64_t max,
 static int parse_real(int opt, const char *arg, double min, double max,
 		      double *out)
 {
-	if (kvcctl_parse_seconds(arg, min, max, out))
-		return kvcctl_usage_error(
-			CMD, "--%s: '%s' is not a number from %g to %g",
-			flag(opt), arg, min, max);
-	return -1;
+	return kvcctl_opt_real(CMD, long_opts, opt, arg, min, max, out);
 }
 
 /* Splits @arg at commas and hands each item to @item; distinct items kept. */
@@ -1122,35 +1119,6 @@ static void json_real(FILE *out, const char *key, double v)
 	put_real(out, v);
 }
 
-static void put_peaks_json(FILE *out, const struct kvc_ladder_peaks *pk)
-{
-	fprintf(out, "{\"samples\": %" PRIu64, pk->samples);
-	json_u64(out, "live_peak", pk->live_peak);
-	json_u64(out, "live_peak_step", pk->live_peak_step);
-	json_u64(out, "live_peak_ns", pk->live_peak_ns);
-	json_u64(out, "mapped_at_live_peak", pk->mapped_at_live_peak);
-	json_u64(out, "mapped_peak", pk->mapped_peak);
-	json_u64(out, "mapped_peak_step", pk->mapped_peak_step);
-	json_u64(out, "mapped_peak_ns", pk->mapped_peak_ns);
-	json_u64(out, "live_at_mapped_peak", pk->live_at_mapped_peak);
-	json_real(out, "gmlake_util", pk->gmlake_util);
-	json_real(out, "jw2", pk->jw2);
-	json_real(out, "jw3", pk->jw3);
-	json_real(out, "jw4", pk->jw4);
-	json_real(out, "weight", pk->weight);
-	json_real(out, "mean_logical", pk->mean_logical);
-	json_real(out, "mean_live", pk->mean_live);
-	json_real(out, "mean_held", pk->mean_held);
-	json_real(out, "mean_mapped", pk->mean_mapped);
-	json_real(out, "mean_parked", pk->mean_parked);
-	json_real(out, "mean_reservation", pk->mean_reservation);
-	json_real(out, "mean_tail", pk->mean_tail);
-	json_real(out, "mean_free_mapped", pk->mean_free_mapped);
-	json_real(out, "mean_seqs", pk->mean_seqs);
-	json_real(out, "mean_util", pk->mean_util);
-	fputc('}', out);
-}
-
 static void put_config_json(FILE *out, const struct config *c)
 {
 	const struct kvc_sim_summary *s = &c->res.summary;
@@ -1181,7 +1149,7 @@ static void put_config_json(FILE *out, const struct config *c)
 	json_real(out, "seconds", s->seconds);
 	json_real(out, "wall_s", s->wall_s);
 	fputs(", \"peaks\": ", out);
-	put_peaks_json(out, &s->peaks);
+	stats_json_peaks(out, &s->peaks);
 	json_real(out, "share_live", s->share_live);
 	json_real(out, "share_reservation", s->share_reservation);
 	json_real(out, "share_internal", s->share_internal);
@@ -1713,22 +1681,10 @@ static void put_exact_json(FILE *out, const struct replay_opts *o,
 	json_u64(out, "alloc_failures", r->alloc_failures);
 	fprintf(out, ", \"final_snapshot\": %s",
 		r->final_snapshot ? "true" : "false");
-	fprintf(out, ",\n \"final\": {\"step\": %" PRIu64, l->step);
-	json_u64(out, "logical", l->logical);
-	json_u64(out, "live", l->live);
-	json_u64(out, "held", l->held);
-	json_u64(out, "mapped", l->mapped);
-	json_u64(out, "parked", l->parked);
-	json_u64(out, "reservation", l->reservation);
-	json_u64(out, "tail", l->tail);
-	json_u64(out, "free_mapped", l->free_mapped);
-	json_u64(out, "held_blocks", l->held_blocks);
-	json_u64(out, "mapped_chunks", l->mapped_chunks);
-	json_u64(out, "floor_chunks", l->floor_chunks);
-	json_real(out, "pack_ratio", l->pack_ratio);
-	json_real(out, "hole_ratio", l->hole_ratio);
-	fputs("},\n \"peaks\": ", out);
-	put_peaks_json(out, &r->peaks);
+	fputs(",\n \"final\": ", out);
+	stats_json_ladder(out, l);
+	fputs(",\n \"peaks\": ", out);
+	stats_json_peaks(out, &r->peaks);
 	fputs("}\n", out);
 }
 
@@ -1932,8 +1888,6 @@ static int check_outputs(const struct replay_opts *o)
 	}
 	return -1;
 }
-
-int kvcctl_replay(int argc, char **argv);
 
 int kvcctl_replay(int argc, char **argv)
 {

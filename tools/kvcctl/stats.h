@@ -9,6 +9,20 @@
 #include <kvc/stats.h>
 
 /**
+ * stats_json_ladder() - One ladder as a JSON object, every field of it.
+ * @out: the stream.
+ * @l: the ladder.
+ */
+void stats_json_ladder(FILE *out, const struct kvc_ladder *l);
+
+/**
+ * stats_json_peaks() - Peaks and means as a JSON object, every field.
+ * @out: the stream.
+ * @p: the peaks.
+ */
+void stats_json_peaks(FILE *out, const struct kvc_ladder_peaks *p);
+
+/**
  * stats_show_table() - Print pools as tables, then their chunk fill.
  * @out: the stream.
  * @snaps: the pages, in the order to show them.

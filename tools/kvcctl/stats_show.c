@@ -1141,7 +1141,7 @@ static void json_u64s(FILE *out, const char **sep, const char *key,
 	*sep = ", ";
 }
 
-static void put_json_ladder(FILE *out, const struct kvc_ladder *l)
+void stats_json_ladder(FILE *out, const struct kvc_ladder *l)
 {
 	uint32_t orders = l->nr_orders <= KVC_LADDER_ORDERS ? l->nr_orders :
 							      KVC_LADDER_ORDERS;
@@ -1160,7 +1160,7 @@ static void put_json_ladder(FILE *out, const struct kvc_ladder *l)
 #undef J_ORDERS_U64
 }
 
-static void put_json_peaks(FILE *out, const struct kvc_ladder_peaks *p)
+void stats_json_peaks(FILE *out, const struct kvc_ladder_peaks *p)
 {
 	const char *sep = "";
 
@@ -1193,9 +1193,9 @@ static void put_json_samples(FILE *out, const struct kvc_stats_page *page,
 
 	fprintf(out, ",\n    \"samples\": %" PRIu64 ",\n    \"ladder\": ",
 		page->samples);
-	put_json_ladder(out, &page->ladder);
+	stats_json_ladder(out, &page->ladder);
 	fprintf(out, ",\n    \"peaks\": ");
-	put_json_peaks(out, &page->peaks);
+	stats_json_peaks(out, &page->peaks);
 	if (!history)
 		return;
 	shown = history_span(page, history, &first);

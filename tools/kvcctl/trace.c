@@ -21,8 +21,6 @@
 #define CMD "trace"
 #define CMD_DUMP "trace dump"
 
-int kvcctl_trace(int argc, char **argv);
-
 static const char trace_usage[] =
 	"Usage: kvcctl trace dump FILE [--json] [--kinds LIST] [--limit N]\n"
 	"\n"
