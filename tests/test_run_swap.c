@@ -379,6 +379,72 @@ static void test_trace(void **state)
 	}
 }
 
+/*
+ * The first KVC_REC_PREEMPT of a recorded run under @rule: which sequence
+ * gave way and how many blocks it held.
+ */
+static void first_preempted(struct fixture *f, enum kvc_preempt rule,
+			    uint64_t *seq, uint64_t *blocks)
+{
+	char path[PATH_MAX + 16];
+	struct kvc_recorder *rec;
+	struct kvc_rec_reader *r;
+	struct kvc_rec_event e;
+	bool found = false;
+	int ret;
+
+	snprintf(path, sizeof(path), "%s/run.kvct", f->dir);
+	if (kvc_recorder_open(path, NULL, &rec))
+		fail_msg("recorder: %s", kvc_last_error());
+	f->p.rec = rec;
+	run_swapped(f, f->p.budget_bytes, rule);
+	f->p.rec = NULL;
+	if (kvc_recorder_close(rec))
+		fail_msg("recorder close: %s", kvc_last_error());
+	check_swapped(f, kvc_preempt_name(rule));
+	if (kvc_rec_reader_open(path, &r))
+		fail_msg("reader: %s", kvc_last_error());
+	while (!found && (ret = kvc_rec_next(r, &e)) == 1) {
+		if (e.kind != KVC_REC_PREEMPT)
+			continue;
+		*seq = e.p[0];
+		*blocks = e.p[1];
+		found = true;
+	}
+	kvc_rec_reader_close(r);
+	if (!found)
+		fail_msg("%s: no preemption recorded", kvc_preempt_name(rule));
+}
+
+/*
+ * The rules choose differently: one long request among short ones, all
+ * running when memory runs out. The latest arrival gives way under
+ * "latest"; the long one, holding the most, under "largest".
+ */
+static void test_rules_choose(void **state)
+{
+	static const struct kvc_request trace[] = {
+		{ 160, 96 },
+		{ 16, 96 },
+		{ 16, 96 },
+		{ 16, 96 },
+	};
+	struct fixture *f = *state;
+	uint64_t seq, blocks, latest_blocks;
+
+	full_workload(&f->p);
+	f->p.trace = trace;
+	f->p.nr_trace = sizeof(trace) / sizeof(trace[0]);
+	f->p.seqs = f->p.nr_trace;
+	f->p.budget_bytes = FULL_BUDGET;
+	run_reference(f);
+	first_preempted(f, KVC_PREEMPT_LATEST, &seq, &latest_blocks);
+	EXPECT_U64(seq, f->p.seqs - 1);
+	first_preempted(f, KVC_PREEMPT_LARGEST, &seq, &blocks);
+	EXPECT_U64(seq, 0);
+	assert_true(blocks > latest_blocks);
+}
+
 /* pread/pwrite instead of io_uring: the same bytes go out and come in. */
 static void test_pread_engine(void **state)
 {
@@ -663,6 +729,8 @@ int main(void)
 		cmocka_unit_test_setup_teardown(test_kvcompress_largest, setup,
 						teardown),
 		cmocka_unit_test_setup_teardown(test_trace, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_rules_choose, setup,
+						teardown),
 		cmocka_unit_test_setup_teardown(test_pread_engine, setup,
 						teardown),
 		cmocka_unit_test_setup_teardown(test_buffered, setup, teardown),
