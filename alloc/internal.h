@@ -319,6 +319,27 @@ static inline uint32_t kvc_pool_reclaimable(const struct kvc_pool *pool)
 
 /* pool.c */
 int kvc_pool_trim_locked(struct kvc_pool *pool, uint32_t keep);
+
+/**
+ * kvc_pool_map_from_stack() - Map the chunk at @at of the unmapped stack
+ * and link it as empty (the stack keeps its order). Lock held.
+ * @pool: the pool.
+ * @at: an index into pool->unmapped.
+ *
+ * Return: 0, or kvc_chunk_map()'s error (nothing changed).
+ */
+int kvc_pool_map_from_stack(struct kvc_pool *pool, uint32_t at);
+
+/**
+ * kvc_pool_unmap_to_stack() - Unmap an empty, linked chunk and push it
+ * on the unmapped stack. Lock held.
+ * @pool: the pool.
+ * @c: the chunk: no live block, no pending fence.
+ *
+ * Return: 0, or kvc_chunk_unmap()'s error (the chunk stays mapped and
+ * linked).
+ */
+int kvc_pool_unmap_to_stack(struct kvc_pool *pool, struct kvc_chunk *c);
 void kvc_pool_publish(struct kvc_pool *pool);
 
 /* compact.c */

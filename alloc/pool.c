@@ -552,20 +552,50 @@ int kvc_pool_trim_locked(struct kvc_pool *pool, uint32_t keep)
 			list_move(&c->link, empties);
 			continue;
 		}
-		kvc_fill_del(pool, c);
-		err = kvc_chunk_unmap(pool, c);
+		err = kvc_pool_unmap_to_stack(pool, c);
 		if (err) {
-			kvc_fill_add(pool, c);
 			pool->unmap_failures++;
 			break;
 		}
-		pool->nr_mapped--;
-		pool->unmapped[pool->nr_unmapped++] = chunk_index(pool, c);
 	}
 	/* Left beyond @keep: chunks a fence holds (or a refused unmap). */
 	pool->unmap_deferred =
 		pool->fill.hist[0] > keep ? pool->fill.hist[0] - keep : 0;
 	return err;
+}
+
+int kvc_pool_map_from_stack(struct kvc_pool *pool, uint32_t at)
+{
+	struct kvc_chunk *c = &pool->chunks[pool->unmapped[at]];
+	int err;
+
+	err = kvc_chunk_map(pool, c);
+	if (err)
+		return err;
+	/* Keep the stack's order: grows pop from its top. */
+	memmove(&pool->unmapped[at], &pool->unmapped[at + 1],
+		(pool->nr_unmapped - at - 1) * sizeof(*pool->unmapped));
+	pool->nr_unmapped--;
+	/* Here, not after an alloc: a failed one may leave it mapped. */
+	if (++pool->nr_mapped > pool->mapped_hwm)
+		pool->mapped_hwm = pool->nr_mapped;
+	kvc_fill_add(pool, c);
+	return 0;
+}
+
+int kvc_pool_unmap_to_stack(struct kvc_pool *pool, struct kvc_chunk *c)
+{
+	int err;
+
+	kvc_fill_del(pool, c);
+	err = kvc_chunk_unmap(pool, c);
+	if (err) {
+		kvc_fill_add(pool, c);
+		return err;
+	}
+	pool->nr_mapped--;
+	pool->unmapped[pool->nr_unmapped++] = chunk_index(pool, c);
+	return 0;
 }
 
 /* Map @n more chunks as empty ones; all or none. Lock held. */
@@ -576,15 +606,9 @@ static int grow_locked(struct kvc_pool *pool, uint32_t n)
 	int err;
 
 	for (i = 0; i < n; i++) {
-		c = &pool->chunks[pool->unmapped[pool->nr_unmapped - 1]];
-		err = kvc_chunk_map(pool, c);
+		err = kvc_pool_map_from_stack(pool, pool->nr_unmapped - 1);
 		if (err)
 			goto err_unwind;
-		pool->nr_unmapped--;
-		/* Here, not after the alloc: a failed one may leave it mapped. */
-		if (++pool->nr_mapped > pool->mapped_hwm)
-			pool->mapped_hwm = pool->nr_mapped;
-		kvc_fill_add(pool, c);
 	}
 	return 0;
 
@@ -597,15 +621,9 @@ err_unwind:
 	 */
 	for (top = pool->nr_unmapped, k = 0; k < i; k++) {
 		c = &pool->chunks[pool->unmapped[top + k]];
-		kvc_fill_del(pool, c);
-		if (kvc_chunk_unmap(pool, c)) {
-			kvc_fill_add(pool, c);
+		/* Pushes to a slot at or below top + k, already read. */
+		if (kvc_pool_unmap_to_stack(pool, c))
 			pool->unmap_failures++;
-			continue;
-		}
-		pool->nr_mapped--;
-		/* Writes a slot at or below top + k, already read. */
-		pool->unmapped[pool->nr_unmapped++] = chunk_index(pool, c);
 	}
 	return err;
 }

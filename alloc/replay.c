@@ -42,7 +42,6 @@ int kvc_replay_map_chunk(struct kvc_pool *pool, uint64_t ci)
 {
 	struct kvc_chunk *c;
 	uint32_t i;
-	int err;
 
 	if (ci >= pool->nr_chunks)
 		return kvc_err(-EPROTO,
@@ -64,23 +63,12 @@ int kvc_replay_map_chunk(struct kvc_pool *pool, uint64_t ci)
 		return kvc_err(-EPROTO,
 			       "map of chunk %llu: not on the unmapped stack",
 			       (unsigned long long)ci);
-	err = kvc_chunk_map(pool, c);
-	if (err)
-		return err;
-	/* Keep the stack's order: the pool's own grows pop from its top. */
-	memmove(&pool->unmapped[i], &pool->unmapped[i + 1],
-		(pool->nr_unmapped - i - 1) * sizeof(*pool->unmapped));
-	pool->nr_unmapped--;
-	if (++pool->nr_mapped > pool->mapped_hwm)
-		pool->mapped_hwm = pool->nr_mapped;
-	kvc_fill_add(pool, c);
-	return 0;
+	return kvc_pool_map_from_stack(pool, i);
 }
 
 int kvc_replay_unmap_chunk(struct kvc_pool *pool, uint64_t ci)
 {
 	struct kvc_chunk *c;
-	int err;
 
 	if (ci >= pool->nr_chunks)
 		return kvc_err(-EPROTO,
@@ -94,15 +82,7 @@ int kvc_replay_unmap_chunk(struct kvc_pool *pool, uint64_t ci)
 		return kvc_err(-EPROTO,
 			       "unmap of chunk %llu: %u blocks still live",
 			       (unsigned long long)ci, c->nr_live);
-	kvc_fill_del(pool, c);
-	err = kvc_chunk_unmap(pool, c);
-	if (err) {
-		kvc_fill_add(pool, c);
-		return err;
-	}
-	pool->nr_mapped--;
-	pool->unmapped[pool->nr_unmapped++] = (uint32_t)ci;
-	return 0;
+	return kvc_pool_unmap_to_stack(pool, c);
 }
 
 /* Check that @id can be taken; return its chunk or NULL with a message. */
