@@ -166,11 +166,6 @@ static double median(double *v, int n)
 	return v[n / 2];
 }
 
-static const char *dtype_name(enum kvc_dtype d)
-{
-	return d == KVC_DTYPE_F32 ? "f32" : d == KVC_DTYPE_F16 ? "f16" : "bf16";
-}
-
 /* Uniform in [-1, 1), two per draw. */
 static void fill_random(float *x, uint64_t n, uint64_t *rng)
 {
@@ -504,7 +499,7 @@ int main(int argc, char **argv)
 			cache_create(&c, &shapes[shape], bytes, &rng);
 			printf("        head_dim %u, block %u, %s: %u layers x %u KV heads, %u sequences of %u tokens\n",
 			       shapes[shape].head_dim, shapes[shape].block_size,
-			       dtype_name(shapes[shape].dtype), LAYERS,
+			       kvc_dtype_name(shapes[shape].dtype), LAYERS,
 			       KV_HEADS, NR_SEQS, c.tokens);
 		}
 		file_bytes = measure(&c, cf, &rng, &m, &st);

@@ -80,6 +80,36 @@ int kvc_model_shape_check(const struct kvc_model_shape *shape)
 	return 0;
 }
 
+static const char *const dtype_names[] = {
+	[KVC_DTYPE_F32] = "f32",
+	[KVC_DTYPE_F16] = "f16",
+	[KVC_DTYPE_BF16] = "bf16",
+};
+
+const char *kvc_dtype_name(enum kvc_dtype dtype)
+{
+	if ((unsigned)dtype < sizeof(dtype_names) / sizeof(dtype_names[0]))
+		return dtype_names[dtype];
+	return "?";
+}
+
+int kvc_dtype_parse(const char *name, enum kvc_dtype *out)
+{
+	uint32_t i;
+
+	if (!out)
+		return kvc_err(-EINVAL, "kvc_dtype_parse: NULL out");
+	for (i = 0; name && i < sizeof(dtype_names) / sizeof(dtype_names[0]);
+	     i++) {
+		if (!strcmp(name, dtype_names[i])) {
+			*out = (enum kvc_dtype)i;
+			return 0;
+		}
+	}
+	return kvc_err(-EINVAL, "storage type '%s' is not f16, bf16 or f32",
+		       name ? name : "(null)");
+}
+
 uint64_t kvc_kv_block_bytes(const struct kvc_model_shape *shape)
 {
 	return 2ull * shape->block_size * shape->head_dim *

@@ -233,8 +233,6 @@ int sim_latency(double *lat, uint64_t n, struct kvc_sim_summary *sum)
 /* The label: the caller's, or one made from the settings. */
 void sim_label(const struct kvc_sim_params *p, struct kvc_sim_result *res)
 {
-	static const char *const compact_names[] = { "off", "full",
-						     "proactive" };
 	const char *name = p->policy.name ? p->policy.name : "?";
 
 	if (p->label) {
@@ -249,28 +247,25 @@ void sim_label(const struct kvc_sim_params *p, struct kvc_sim_result *res)
 			 "%s %s/%g %s compact-%s",
 			 kvc_sim_layout_name(p->layout), name, p->policy.rate,
 			 kvc_placement_name(p->placement),
-			 (unsigned)p->compact < 3 ? compact_names[p->compact] :
-						    "?");
+			 kvc_sim_compact_name(p->compact));
 	else
 		snprintf(res->label_buf, sizeof(res->label_buf),
 			 "%s %s %s compact-%s", kvc_sim_layout_name(p->layout),
 			 name, kvc_placement_name(p->placement),
-			 (unsigned)p->compact < 3 ? compact_names[p->compact] :
-						    "?");
+			 kvc_sim_compact_name(p->compact));
 	res->summary.label = res->label_buf;
 }
 
 void kvc_sim_params_init(struct kvc_sim_params *p)
 {
+	struct kvc_run_params run;
+
 	if (!p)
 		return;
 	memset(p, 0, sizeof(*p));
-	p->shape.layers = 30;
-	p->shape.q_heads = 9;
-	p->shape.kv_heads = 3;
-	p->shape.head_dim = 64;
-	p->shape.block_size = 16;
-	p->shape.dtype = KVC_DTYPE_F16;
+	/* The model kvc_run() defaults to: SmolLM2-135M. */
+	kvc_run_params_init(&run);
+	p->shape = run.shape;
 	p->layout = KVC_LAYOUT_PER_HEAD;
 	p->capacity_bytes = 1ull << 30;
 	p->chunk_bytes = 2ull << 20;

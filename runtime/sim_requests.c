@@ -52,6 +52,19 @@ const char *kvc_sim_layout_name(enum kvc_sim_layout l)
 	return "?";
 }
 
+const char *kvc_sim_compact_name(enum kvc_sim_compact c)
+{
+	static const char *const names[] = {
+		[KVC_SIM_COMPACT_OFF] = "off",
+		[KVC_SIM_COMPACT_FULL] = "full",
+		[KVC_SIM_COMPACT_PROACTIVE] = "proactive",
+	};
+
+	if ((unsigned)c < sizeof(names) / sizeof(names[0]))
+		return names[c];
+	return "?";
+}
+
 /* Stable merge sort by arrival; halves already in order are not merged. */
 static void merge_sort(struct kvc_sim_request *a, struct kvc_sim_request *tmp,
 		       uint32_t n)

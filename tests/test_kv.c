@@ -389,6 +389,27 @@ static void expect_shape_err(const struct kvc_model_shape *s, const char *word,
 		expect_shape_err(&s_, word, __LINE__);   \
 	} while (0)
 
+/* Storage types by name, both ways; a bad name is refused. */
+static void test_dtype_names(void **state)
+{
+	enum kvc_dtype d;
+	uint32_t i;
+
+	(void)state;
+	for (i = KVC_DTYPE_F32; i <= KVC_DTYPE_BF16; i++) {
+		assert_int_equal(
+			kvc_dtype_parse(kvc_dtype_name((enum kvc_dtype)i), &d),
+			0);
+		EXPECT_U64(d, i);
+	}
+	assert_string_equal(kvc_dtype_name(KVC_DTYPE_BF16), "bf16");
+	assert_string_equal(kvc_dtype_name((enum kvc_dtype)3), "?");
+	assert_int_equal(kvc_dtype_parse("f8", &d), -EINVAL);
+	assert_non_null(strstr(kvc_last_error(), "'f8'"));
+	assert_int_equal(kvc_dtype_parse(NULL, &d), -EINVAL);
+	assert_int_equal(kvc_dtype_parse("f16", NULL), -EINVAL);
+}
+
 static void test_shape_check(void **state)
 {
 	static const uint32_t dims[] = { 64, 80, 96, 128, 256 };
@@ -1237,6 +1258,7 @@ static void test_compact_f16_hd80(void **state)
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
+		cmocka_unit_test(test_dtype_names),
 		cmocka_unit_test(test_shape_check),
 		cmocka_unit_test_setup_teardown(test_create_invalid, setup,
 						teardown),

@@ -1043,6 +1043,11 @@ static void test_layout_names(void **state)
 	assert_int_equal(kvc_sim_layout_parse("buddy", &l), -EINVAL);
 	assert_non_null(strstr(kvc_last_error(), "contig-oracle"));
 	assert_int_equal(kvc_sim_layout_parse(NULL, &l), -EINVAL);
+	assert_string_equal(kvc_sim_compact_name(KVC_SIM_COMPACT_OFF), "off");
+	assert_string_equal(kvc_sim_compact_name(KVC_SIM_COMPACT_FULL), "full");
+	assert_string_equal(kvc_sim_compact_name(KVC_SIM_COMPACT_PROACTIVE),
+			    "proactive");
+	assert_string_equal(kvc_sim_compact_name((enum kvc_sim_compact)3), "?");
 }
 
 int main(void)

@@ -41,6 +41,23 @@ static inline uint32_t kvc_dtype_bytes(enum kvc_dtype dtype)
 }
 
 /**
+ * kvc_dtype_name() - The name of a storage type: "f32", "f16" or "bf16".
+ * @dtype: the type.
+ *
+ * Return: the name, or "?".
+ */
+const char *kvc_dtype_name(enum kvc_dtype dtype);
+
+/**
+ * kvc_dtype_parse() - Parse "f32", "f16" or "bf16".
+ * @name: the name.
+ * @out: set on success.
+ *
+ * Return: 0, or -EINVAL with a message.
+ */
+int kvc_dtype_parse(const char *name, enum kvc_dtype *out);
+
+/**
  * struct kvc_model_shape - The attention shape a cache serves.
  * @layers: transformer layers (>= 1).
  * @q_heads: query heads per layer; a multiple of @kv_heads.

@@ -132,6 +132,15 @@ enum kvc_sim_compact {
 };
 
 /**
+ * kvc_sim_compact_name() - The name of a compaction mode: "off", "full"
+ * or "proactive".
+ * @c: the mode.
+ *
+ * Return: the name, or "?".
+ */
+const char *kvc_sim_compact_name(enum kvc_sim_compact c);
+
+/**
  * struct kvc_sim_params - One configuration of a logical replay.
  * @label: the configuration's name in tables and plots (NULL: made from
  *         the settings).

@@ -47,9 +47,10 @@
 
 /* ---- Axis values ---- */
 
-/* The library names layouts and placements: filled by names_init(). */
+/* The library names layouts, placements and compaction modes. */
 static const char *layout_names[KVC_LAYOUT_CONTIG_ORACLE + 1];
 static const char *placement_names[KVC_PLACE_RANDOM + 1];
+static const char *compact_names[KVC_SIM_COMPACT_PROACTIVE + 1];
 
 static void names_init(void)
 {
@@ -59,13 +60,10 @@ static void names_init(void)
 		layout_names[i] = kvc_sim_layout_name((enum kvc_sim_layout)i);
 	for (i = 0; i < ARRAY_SIZE(placement_names); i++)
 		placement_names[i] = kvc_placement_name((enum kvc_placement)i);
+	for (i = 0; i < ARRAY_SIZE(compact_names); i++)
+		compact_names[i] =
+			kvc_sim_compact_name((enum kvc_sim_compact)i);
 }
-
-static const char *const compact_names[] = {
-	[KVC_SIM_COMPACT_OFF] = "off",
-	[KVC_SIM_COMPACT_FULL] = "full",
-	[KVC_SIM_COMPACT_PROACTIVE] = "proactive",
-};
 
 static const char *const policy_names[] = {
 	"full",	     "kvcompress",   "h2o",	     "snapkv",
@@ -520,26 +518,10 @@ static int item_watermark(int opt, const char *s, void *axis, uint32_t *nr)
 
 static void shape_smollm(struct kvc_model_shape *s)
 {
-	memset(s, 0, sizeof(*s));
-	s->layers = 30;
-	s->q_heads = 9;
-	s->kv_heads = 3;
-	s->head_dim = 64;
-	s->block_size = 16;
-	s->dtype = KVC_DTYPE_F16;
-}
+	struct kvc_sim_params p;
 
-static const char *dtype_name(enum kvc_dtype d)
-{
-	switch (d) {
-	case KVC_DTYPE_F32:
-		return "f32";
-	case KVC_DTYPE_F16:
-		return "f16";
-	case KVC_DTYPE_BF16:
-		return "bf16";
-	}
-	return "?";
+	kvc_sim_params_init(&p);
+	*s = p.shape;
 }
 
 /* "layers=30,kv-heads=3,..." over SmolLM2's geometry. */
@@ -560,13 +542,7 @@ static int parse_model_spec(const char *arg, struct kvc_model_shape *s)
 			goto bad;
 		*val++ = '\0';
 		if (!strcmp(kv, "dtype")) {
-			if (!strcmp(val, "f16"))
-				s->dtype = KVC_DTYPE_F16;
-			else if (!strcmp(val, "bf16"))
-				s->dtype = KVC_DTYPE_BF16;
-			else if (!strcmp(val, "f32"))
-				s->dtype = KVC_DTYPE_F32;
-			else
+			if (kvc_dtype_parse(val, &s->dtype))
 				return kvcctl_usage_error(
 					CMD,
 					"--model: dtype '%s' is not f16, bf16 or f32",
@@ -1181,7 +1157,7 @@ static void put_shape_json(FILE *out, const struct replay_opts *o)
 	fprintf(out,
 		", \"layers\": %u, \"kv_heads\": %u, \"head_dim\": %u, \"block_size\": %u, \"dtype\": \"%s\"",
 		o->shape.layers, o->shape.kv_heads, o->shape.head_dim,
-		o->shape.block_size, dtype_name(o->shape.dtype));
+		o->shape.block_size, kvc_dtype_name(o->shape.dtype));
 }
 
 static void put_json(FILE *out, const struct replay_opts *o,
@@ -1226,7 +1202,7 @@ static void put_context(FILE *out, const struct replay_opts *o,
 	fprintf(out,
 		"model     %s: %u layers, %u KV heads, head dim %u, block %u, %s; region %s\n\n",
 		o->model, o->shape.layers, o->shape.kv_heads, o->shape.head_dim,
-		o->shape.block_size, dtype_name(o->shape.dtype),
+		o->shape.block_size, kvc_dtype_name(o->shape.dtype),
 		kvcctl_human_bytes(o->capacity, cap));
 }
 

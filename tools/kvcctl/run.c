@@ -309,13 +309,7 @@ static int parse_option(struct run_opts *o, int opt, const char *arg)
 	case OPT_BLOCK_SIZE:
 		return parse_u32(opt, arg, 1, MAX_COUNT, &p->shape.block_size);
 	case OPT_DTYPE:
-		if (!strcmp(arg, "f16"))
-			p->shape.dtype = KVC_DTYPE_F16;
-		else if (!strcmp(arg, "bf16"))
-			p->shape.dtype = KVC_DTYPE_BF16;
-		else if (!strcmp(arg, "f32"))
-			p->shape.dtype = KVC_DTYPE_F32;
-		else
+		if (kvc_dtype_parse(arg, &p->shape.dtype))
 			return kvcctl_usage_error(
 				CMD, "--dtype: '%s' is not f16, bf16 or f32",
 				arg);
@@ -496,18 +490,6 @@ static int read_trace(struct run_opts *o, struct kvc_request **reqs)
 /* ------------------------------------------------------------------ */
 /* Output */
 
-static const char *dtype_name(enum kvc_dtype dtype)
-{
-	switch (dtype) {
-	case KVC_DTYPE_F16:
-		return "f16";
-	case KVC_DTYPE_BF16:
-		return "bf16";
-	default:
-		return "f32";
-	}
-}
-
 /* A JSON number, or null for what JSON cannot hold (inf, NaN). */
 static void json_real(FILE *out, const char *key, double value, bool comma)
 {
@@ -546,7 +528,7 @@ static void put_json(FILE *out, const struct run_out *ro)
 	json_u64(out, "kv_heads", p->shape.kv_heads);
 	json_u64(out, "head_dim", p->shape.head_dim);
 	json_u64(out, "block_size", p->shape.block_size);
-	fprintf(out, "  \"dtype\": \"%s\",\n", dtype_name(p->shape.dtype));
+	fprintf(out, "  \"dtype\": \"%s\",\n", kvc_dtype_name(p->shape.dtype));
 	json_u64(out, "seqs", r->seqs);
 	if (o->trace_path) {
 		fputs("  \"trace\": ", out);
@@ -692,7 +674,7 @@ static void put_table(FILE *out, const struct run_opts *o,
 		"shape       %u layers, %u query heads, %u KV heads, head_dim %u, block %u, %s\n",
 		p->shape.layers, p->shape.q_heads, p->shape.kv_heads,
 		p->shape.head_dim, p->shape.block_size,
-		dtype_name(p->shape.dtype));
+		kvc_dtype_name(p->shape.dtype));
 	fprintf(out, "workload    %u sequences", r->seqs);
 	if (o->trace_path) {
 		char path[256];
