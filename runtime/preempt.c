@@ -63,12 +63,8 @@ static void swap_failed(struct run *r, const char *what, uint32_t i)
 /* Sequence @i leaves the cache without its KV: it starts over later. */
 static void drop(struct run *r, uint32_t i)
 {
-	struct run_seq *s = &r->seqs[i];
-
-	kvc_seq_destroy(s->seq);
-	kvc_seq_destroy(s->full);
-	s->seq = s->full = NULL;
-	s->state = RUN_RECOMPUTE;
+	kvc_run_release(r, i);
+	r->seqs[i].state = RUN_RECOMPUTE;
 	r->recomputes++;
 }
 

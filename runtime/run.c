@@ -605,8 +605,7 @@ static uint32_t observed_queries(const struct run *r, uint32_t prompt)
 	return prompt;
 }
 
-/* Sequence @i gave way while being admitted: nothing of it stays. */
-static void unadmit(struct run *r, uint32_t i)
+void kvc_run_release(struct run *r, uint32_t i)
 {
 	struct run_seq *s = &r->seqs[i];
 
@@ -638,8 +637,9 @@ int kvc_run_prefill(struct run *r, uint32_t i, bool *compressed)
 			return err;
 	}
 	err = append(r, i, 0, s->prompt, true);
+	/* It gave way while being admitted: nothing of it stays. */
 	if (err == -EAGAIN)
-		unadmit(r, i);
+		kvc_run_release(r, i);
 	if (err)
 		return err;
 	s->state = RUN_RUNNING;
@@ -927,9 +927,7 @@ void kvc_run_finish(struct run *r, uint32_t i)
 	if (!r->sw)
 		return;
 	seq_figures(r, i, &s->fin_tokens, &s->fin_live, &s->fin_conv_blocks);
-	kvc_seq_destroy(s->seq);
-	kvc_seq_destroy(s->full);
-	s->seq = s->full = NULL;
+	kvc_run_release(r, i);
 	s->state = RUN_DONE;
 }
 

@@ -179,6 +179,14 @@ void kvc_run_rec(struct run *r, enum kvc_rec_kind kind, uint64_t a, uint64_t b,
 int kvc_run_prefill(struct run *r, uint32_t i, bool *compressed);
 
 /**
+ * kvc_run_release() - Free sequence @i in both caches (its figures and
+ * state are the caller's to keep).
+ * @r: the run.
+ * @i: the sequence.
+ */
+void kvc_run_release(struct run *r, uint32_t i);
+
+/**
  * kvc_run_finish() - A sequence generated its last token: with a swap,
  * note its figures and free it.
  * @r: the run.

@@ -696,17 +696,23 @@ static int read_blocks(struct kvc_swap *sw, const struct swap_ent *e,
 /* The metadata area: after the data slots, in the entry's slot order. */
 static int move_meta(struct kvc_swap *sw, const struct swap_ent *e, bool write)
 {
-	uint64_t slots = e->slots - e->nr_blocks, j, first, run;
+	uint64_t slots = e->slots - e->nr_blocks, j, first = 0, run;
+	struct slot_cursor c = { .e = e };
 	struct iovec iov;
 	int err;
 
+	/* Past the data slots, then adjacent slots of the area in one I/O. */
+	for (j = e->nr_blocks; j; j -= run)
+		if (!(run = cursor_run(&c, j, &first)))
+			break;
 	for (j = 0; j < slots; j += run) {
-		first = slot_of(e, e->nr_blocks + j);
-		/* Adjacent slots of the area go in one I/O. */
-		for (run = 1; j + run < slots && run < sw->ios_per_op &&
-			      slot_of(e, e->nr_blocks + j + run) == first + run;
-		     run++)
-			;
+		run = slots - j < sw->ios_per_op ? slots - j : sw->ios_per_op;
+		run = cursor_run(&c, run, &first);
+		if (!run)
+			return kvc_err(
+				-EFAULT,
+				"swap: key %llu has fewer slots than its metadata",
+				(unsigned long long)e->key);
 		iov.iov_base = sw->meta + j * sw->slot_bytes;
 		iov.iov_len = run * sw->slot_bytes;
 		err = queue(sw, write, first, &iov, 1, KVC_SIO_GROUPS - 1);
