@@ -26,7 +26,6 @@
 
 #define GGUF_HEADER_BYTES 24
 #define GGUF_DEFAULT_ALIGNMENT 32
-#define GGUF_QK 32
 /* Smallest entry: key length, a 1-byte key, type, a 1-byte value. */
 #define GGUF_MIN_KV_BYTES 14
 /* Smallest tensor info: name length, 1-byte name, n_dims, 1 dim, type, offset. */
@@ -133,27 +132,12 @@ static unsigned int scalar_bytes(uint32_t type)
 
 uint64_t kvc_ggml_row_bytes(uint32_t type, uint64_t n)
 {
-	switch (type) {
-	case KVC_GGML_F32:
-		return n > UINT64_MAX / 4 ? 0 : n * 4;
-	case KVC_GGML_F16:
-		return n > UINT64_MAX / 2 ? 0 : n * 2;
-	case KVC_GGML_Q4_0:
-		return n % GGUF_QK ? 0 : n / GGUF_QK * 18;
-	case KVC_GGML_Q4_1:
-		return n % GGUF_QK ? 0 : n / GGUF_QK * 20;
-	case KVC_GGML_Q8_0:
-		return n % GGUF_QK ? 0 : n / GGUF_QK * 34;
-	default:
-		return 0;
-	}
-}
+	uint32_t elems = 1;
+	uint32_t bytes = kvc_ggml_block(type, &elems);
 
-static bool ggml_type_known(uint32_t type)
-{
-	return type == KVC_GGML_F32 || type == KVC_GGML_F16 ||
-	       type == KVC_GGML_Q4_0 || type == KVC_GGML_Q4_1 ||
-	       type == KVC_GGML_Q8_0;
+	if (!bytes || n % elems || n / elems > UINT64_MAX / bytes)
+		return 0;
+	return n / elems * bytes;
 }
 
 static int str_cmp(const struct kvc_gguf_str *a, const struct kvc_gguf_str *b)
@@ -425,7 +409,7 @@ static int parse_tensor_info(struct kvc_gguf *g, struct cursor *c, uint64_t i,
 	err = rd_u32(c, "tensor type", &t->type);
 	if (err)
 		return err;
-	if (!ggml_type_known(t->type))
+	if (!kvc_ggml_block(t->type, NULL))
 		return kvc_err(-EINVAL,
 			       "gguf: type of tensor \"%.*s\" at offset %llu: "
 			       "unknown ggml type %u",
@@ -717,54 +701,53 @@ void kvc_gguf_close(struct kvc_gguf *g)
 	free(g);
 }
 
-const struct kvc_gguf_kv *kvc_gguf_find(const struct kvc_gguf *g,
-					const char *key)
+/*
+ * Binary search of the kv entries, or with @tensors of the tensors, for
+ * @name: both tables are sorted by str_cmp() at parse time, so one search
+ * serves both lookups. Return: the index, or -1 when absent.
+ */
+static int64_t sorted_find(const struct kvc_gguf *g, bool tensors,
+			   const char *name)
 {
-	struct kvc_gguf_str k;
-	uint64_t lo = 0, hi;
+	struct kvc_gguf_str k = { strlen(name), name };
+	uint64_t lo = 0, hi = tensors ? g->nr_tensors : g->nr_kv;
 
-	if (!g || !key)
-		return NULL;
-	k.s = key;
-	k.len = strlen(key);
-	hi = g->nr_kv;
 	while (lo < hi) {
 		uint64_t mid = lo + (hi - lo) / 2;
-		int r = str_cmp(&g->kv_by_key[mid]->key, &k);
+		int r = str_cmp(tensors ? &g->tensor_by_name[mid]->name :
+					  &g->kv_by_key[mid]->key,
+				&k);
 
 		if (!r)
-			return g->kv_by_key[mid];
+			return (int64_t)mid;
 		if (r < 0)
 			lo = mid + 1;
 		else
 			hi = mid;
 	}
-	return NULL;
+	return -1;
+}
+
+const struct kvc_gguf_kv *kvc_gguf_find(const struct kvc_gguf *g,
+					const char *key)
+{
+	int64_t i;
+
+	if (!g || !key)
+		return NULL;
+	i = sorted_find(g, false, key);
+	return i < 0 ? NULL : g->kv_by_key[i];
 }
 
 const struct kvc_gguf_tensor *kvc_gguf_tensor(const struct kvc_gguf *g,
 					      const char *name)
 {
-	struct kvc_gguf_str k;
-	uint64_t lo = 0, hi;
+	int64_t i;
 
 	if (!g || !name)
 		return NULL;
-	k.s = name;
-	k.len = strlen(name);
-	hi = g->nr_tensors;
-	while (lo < hi) {
-		uint64_t mid = lo + (hi - lo) / 2;
-		int r = str_cmp(&g->tensor_by_name[mid]->name, &k);
-
-		if (!r)
-			return g->tensor_by_name[mid];
-		if (r < 0)
-			lo = mid + 1;
-		else
-			hi = mid;
-	}
-	return NULL;
+	i = sorted_find(g, true, name);
+	return i < 0 ? NULL : g->tensor_by_name[i];
 }
 
 /* The scalar entry @key of @g, or -ENOENT/-EINVAL with a message. */

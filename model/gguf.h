@@ -50,6 +50,70 @@ enum kvc_ggml_type {
 	KVC_GGML_Q8_0 = 8,
 };
 
+/* Elements of a block of the quantized types (Q4_0, Q4_1, Q8_0). */
+#define KVC_GGML_QK 32
+/* Bytes of such a block: the fp16 scale d (and for Q4_1 the fp16 min m). */
+#define KVC_GGML_Q4_0_BYTES 18 /* d, 16 B of nibbles */
+#define KVC_GGML_Q4_1_BYTES 20 /* d, m, 16 B of nibbles */
+#define KVC_GGML_Q8_0_BYTES 34 /* d, 32 int8 */
+
+/**
+ * kvc_ggml_block() - The unit a ggml type is stored in.
+ * @type: enum kvc_ggml_type.
+ * @elems: set to the elements of a block (KVC_GGML_QK for the quantized
+ *         types, 1 for F32 and F16) unless the type is unknown; may be
+ *         NULL.
+ *
+ * The one table of type sizes: the reader, the model loader and the
+ * dequantizer all size rows from it, so they cannot disagree. Inline, as
+ * the dot products check every row against it.
+ *
+ * Return: the bytes of a block, or 0 for an unknown type.
+ */
+static inline uint32_t kvc_ggml_block(uint32_t type, uint32_t *elems)
+{
+	uint32_t e = KVC_GGML_QK, bytes;
+
+	switch (type) {
+	case KVC_GGML_F32:
+		e = 1;
+		bytes = 4;
+		break;
+	case KVC_GGML_F16:
+		e = 1;
+		bytes = 2;
+		break;
+	case KVC_GGML_Q4_0:
+		bytes = KVC_GGML_Q4_0_BYTES;
+		break;
+	case KVC_GGML_Q4_1:
+		bytes = KVC_GGML_Q4_1_BYTES;
+		break;
+	case KVC_GGML_Q8_0:
+		bytes = KVC_GGML_Q8_0_BYTES;
+		break;
+	default:
+		return 0;
+	}
+	if (elems)
+		*elems = e;
+	return bytes;
+}
+
+/**
+ * kvc_ggml_quantized() - Whether @type is stored in blocks of KVC_GGML_QK.
+ * @type: enum kvc_ggml_type.
+ *
+ * Return: true for the quantized types; false for F32, F16 and unknown
+ * types.
+ */
+static inline bool kvc_ggml_quantized(uint32_t type)
+{
+	uint32_t elems = 0;
+
+	return kvc_ggml_block(type, &elems) && elems > 1;
+}
+
 /**
  * struct kvc_gguf_str - A string inside the file (not NUL-terminated).
  * @len: bytes.
@@ -209,7 +273,8 @@ const struct kvc_gguf_tensor *kvc_gguf_tensor(const struct kvc_gguf *g,
 /**
  * kvc_ggml_row_bytes() - Bytes of @n elements of @type.
  * @type: enum kvc_ggml_type.
- * @n: elements; quantized types need a multiple of their block (32).
+ * @n: elements; quantized types need a multiple of their block
+ *     (KVC_GGML_QK).
  *
  * Return: the bytes, or 0 for an unknown type or a bad @n.
  */

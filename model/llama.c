@@ -36,8 +36,6 @@
 #include "llama.h"
 #include "quant.h"
 
-/* Elements of a quantization block (Q4_0, Q4_1, Q8_0). */
-#define QBLOCK ((uint32_t)KVC_QBLOCK)
 /* Floats of dequantized weights one work item holds on its stack. */
 #define ROW_BUF 8192u
 /* Weight rows per work item at most. */
@@ -103,19 +101,6 @@ struct kvc_llama {
 
 /* ------------------------------------------------------------------ */
 /* Dequantization */
-
-static bool type_known(uint32_t type)
-{
-	return type == KVC_GGML_F32 || type == KVC_GGML_F16 ||
-	       type == KVC_GGML_Q4_0 || type == KVC_GGML_Q4_1 ||
-	       type == KVC_GGML_Q8_0;
-}
-
-static bool type_quantized(uint32_t type)
-{
-	return type == KVC_GGML_Q4_0 || type == KVC_GGML_Q4_1 ||
-	       type == KVC_GGML_Q8_0;
-}
 
 /* Types are checked at load, so a dequantization cannot fail. */
 static void dequant(uint32_t type, const uint8_t *src, float *dst, uint32_t n)
@@ -270,8 +255,9 @@ static void mm_item(void *arg, uint32_t item)
 						 w->in);
 		return;
 	}
-	/* A row longer than the buffer goes in QBLOCK-aligned segments. */
-	seg = w->in <= ROW_BUF / nr ? w->in : ROW_BUF / nr / QBLOCK * QBLOCK;
+	/* A row longer than the buffer goes in block-aligned segments. */
+	seg = w->in <= ROW_BUF / nr ? w->in :
+				      ROW_BUF / nr / KVC_GGML_QK * KVC_GGML_QK;
 	for (s0 = 0; s0 < w->in; s0 += seg) {
 		len = w->in - s0 < seg ? w->in - s0 : seg;
 		for (r = 0; r < nr; r++)
@@ -441,7 +427,7 @@ find(const struct kvc_gguf *g, const char *name, bool required, int *err)
 	*err = 0;
 	if (!t && required)
 		*err = kvc_err(-EINVAL, "llama: no tensor %s", name);
-	else if (t && !type_known(t->type))
+	else if (t && !kvc_ggml_block(t->type, NULL))
 		*err = kvc_err(-EINVAL,
 			       "llama: tensor %s has unsupported type %u", name,
 			       t->type);
@@ -465,11 +451,11 @@ static int load_lin(const struct kvc_gguf *g, const char *name, uint32_t in,
 			"llama: tensor %s is %u-d %llu x %llu, expected %u x %u",
 			name, t->n_dims, (unsigned long long)t->dims[0],
 			(unsigned long long)t->dims[1], in, out);
-	if (type_quantized(t->type) && in % QBLOCK)
+	if (kvc_ggml_quantized(t->type) && in % KVC_GGML_QK)
 		return kvc_err(
 			-EINVAL,
-			"llama: tensor %s rows of %u are not whole blocks of %u",
-			name, in, QBLOCK);
+			"llama: tensor %s rows of %u are not whole blocks of %d",
+			name, in, KVC_GGML_QK);
 	w->data = t->data;
 	w->type = t->type;
 	w->in = in;
@@ -498,7 +484,7 @@ static int load_vec(const struct kvc_gguf *g, const char *name, uint32_t n,
 			-EINVAL,
 			"llama: tensor %s is %u-d, %llu long, expected %u",
 			name, t->n_dims, (unsigned long long)t->dims[0], n);
-	if ((type_quantized(t->type) && n % QBLOCK) ||
+	if ((kvc_ggml_quantized(t->type) && n % KVC_GGML_QK) ||
 	    t->bytes < kvc_ggml_row_bytes(t->type, n) || !t->data)
 		return kvc_err(-EINVAL,
 			       "llama: tensor %s of %u elements: bad size",

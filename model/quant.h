@@ -19,8 +19,10 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "gguf.h"
+
 /* Elements of a quantized block. */
-#define KVC_QBLOCK 32
+#define KVC_QBLOCK KVC_GGML_QK
 
 /**
  * kvc_dequant() - Expand @n elements of @type to floats.

@@ -1,4 +1,4 @@
-/* Description: model/quant: dequantization of F32, F16, Q4_0, Q4_1 and Q8_0 against a plain reference, quantized dot products against dequantize-then-dot, matrix-vector products on one thread and many, refused types and lengths */
+/* Description: model/quant: dequantization of F32, F16, Q4_0, Q4_1 and Q8_0 against a plain reference, quantized dot products against dequantize-then-dot, matrix-vector products on one thread and many, the shared block-size table, every half as a block scale, refused types and lengths */
 // SPDX-License-Identifier: MIT
 /*
  * Tests of dequantization and the quantized dot products. Rows are random
@@ -77,28 +77,6 @@ static float rng_unit(uint64_t *s)
 	return (float)(rng_next(s) >> 40) / (float)(1 << 23) - 1.0f;
 }
 
-static size_t block_bytes(uint32_t type)
-{
-	switch (type) {
-	case KVC_GGML_Q4_0:
-		return 18;
-	case KVC_GGML_Q4_1:
-		return 20;
-	case KVC_GGML_Q8_0:
-		return 34;
-	}
-	return 0;
-}
-
-static size_t row_bytes(uint32_t type, size_t n)
-{
-	if (type == KVC_GGML_F32)
-		return 4 * n;
-	if (type == KVC_GGML_F16)
-		return 2 * n;
-	return n / KVC_QBLOCK * block_bytes(type);
-}
-
 static void put_half(uint8_t *p, float v)
 {
 	uint16_t h = kvc_f32_to_f16(v);
@@ -117,7 +95,7 @@ static float get_half(const uint8_t *p)
 /* @n random elements of @type at @p: random quants, scales near 0.01. */
 static void fill_row(uint64_t *s, uint32_t type, uint8_t *p, size_t n)
 {
-	size_t i, b, bb = block_bytes(type);
+	size_t i, b, bb = kvc_ggml_block(type, NULL);
 	float v;
 
 	if (type == KVC_GGML_F32) {
@@ -144,7 +122,9 @@ static void fill_row(uint64_t *s, uint32_t type, uint8_t *p, size_t n)
 /* The obvious decoding of element @i. */
 static float ref_elem(uint32_t type, const uint8_t *row, size_t i)
 {
-	const uint8_t *p = row + i / KVC_QBLOCK * block_bytes(type);
+	uint32_t elems = 1;
+	size_t bb = kvc_ggml_block(type, &elems);
+	const uint8_t *p = row + i / elems * bb; /* element or block */
 	size_t j = i % KVC_QBLOCK;
 	float v;
 
@@ -327,7 +307,7 @@ static void test_matvec(void **state)
 		for (s = 0; s < sizeof(shapes) / sizeof(shapes[0]); s++) {
 			rows = shapes[s][0];
 			cols = shapes[s][1];
-			rb = row_bytes(all_types[t], cols);
+			rb = kvc_ggml_row_bytes(all_types[t], cols);
 			w = malloc(rb * rows);
 			y1 = malloc(rows * sizeof(float));
 			y4 = malloc(rows * sizeof(float));
@@ -359,6 +339,72 @@ static void test_matvec(void **state)
 			free(w);
 			free(y1);
 			free(y4);
+		}
+	}
+}
+
+/* The shared size table: the block layouts the decoders assume. */
+static void test_block_table(void **state)
+{
+	static const struct {
+		uint32_t type, elems, bytes;
+		bool quantized;
+	} want[] = {
+		{ KVC_GGML_F32, 1, 4, false },
+		{ KVC_GGML_F16, 1, 2, false },
+		{ KVC_GGML_Q4_0, 32, 18, true },
+		{ KVC_GGML_Q4_1, 32, 20, true },
+		{ KVC_GGML_Q8_0, 32, 34, true },
+	};
+	uint32_t elems;
+	size_t i;
+
+	(void)state;
+	for (i = 0; i < sizeof(want) / sizeof(want[0]); i++) {
+		elems = 0;
+		assert_int_equal(kvc_ggml_block(want[i].type, &elems),
+				 want[i].bytes);
+		assert_int_equal(elems, want[i].elems);
+		assert_int_equal(kvc_ggml_quantized(want[i].type),
+				 want[i].quantized);
+		assert_int_equal(kvc_ggml_row_bytes(want[i].type, 64),
+				 64 / want[i].elems * want[i].bytes);
+	}
+	elems = 7;
+	assert_int_equal(kvc_ggml_block(4, &elems), 0);
+	assert_int_equal(kvc_ggml_block(99, NULL), 0);
+	assert_int_equal(elems, 7);
+	assert_false(kvc_ggml_quantized(99));
+}
+
+/* Every half, as a block's scale, decodes exactly as kvc_f16_to_f32(). */
+static void test_dequant_every_scale(void **state)
+{
+	struct fixture *f = *state;
+	const size_t blocks = MAX_N / KVC_QBLOCK;
+	uint32_t h0, b;
+
+	for (h0 = 0; h0 < (1u << 16); h0 += blocks) {
+		for (b = 0; b < blocks; b++) {
+			uint8_t *p = f->row + b * KVC_GGML_Q8_0_BYTES;
+			uint16_t h = (uint16_t)(h0 + b);
+
+			memset(p, 0, KVC_GGML_Q8_0_BYTES);
+			memcpy(p, &h, sizeof(h));
+			p[2] = 1;
+		}
+		assert_int_equal(kvc_dequant(KVC_GGML_Q8_0, f->row, f->got,
+					     blocks * KVC_QBLOCK),
+				 0);
+		for (b = 0; b < blocks; b++) {
+			float want = kvc_f16_to_f32((uint16_t)(h0 + b));
+			float got = f->got[b * KVC_QBLOCK];
+
+			if (isnan(want))
+				assert_true(isnan(got));
+			else if (memcmp(&got, &want, sizeof(want)))
+				fail_msg("scale 0x%04x: %g, want %g", h0 + b,
+					 got, want);
 		}
 	}
 }
@@ -401,6 +447,9 @@ int main(void)
 		cmocka_unit_test_setup_teardown(test_qdot_ragged_float_rows,
 						setup, teardown),
 		cmocka_unit_test_setup_teardown(test_matvec, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_dequant_every_scale, setup,
+						teardown),
+		cmocka_unit_test(test_block_table),
 		cmocka_unit_test_setup_teardown(test_refused, setup, teardown),
 	};
 
