@@ -641,15 +641,33 @@ static void rmsnorm(const float *x, const float *w, float *y, uint32_t n,
 	}
 }
 
+/*
+ * The rotation of each pair (2i, 2i + 1) at positions @pos0 .. @pos0 + n
+ * - 1: cos then sin, hd / 2 pairs per token. Once per forward, not once
+ * per layer and per q and k.
+ */
+static void rope_angles(const struct kvc_llama *m, float *cs, uint32_t pos0,
+			uint32_t n)
+{
+	uint32_t hd = m->cfg.head_dim, t, i;
+
+	for (t = 0; t < n; t++)
+		for (i = 0; i < hd / 2; i++, cs += 2) {
+			double a = (double)(pos0 + t) * m->inv_freq[i];
+
+			cs[0] = (float)cos(a);
+			cs[1] = (float)sin(a);
+		}
+}
+
 /* Rotate pairs (2i, 2i + 1) of each of @heads heads of one token. */
 static void rope(const struct kvc_llama *m, float *x, uint32_t heads,
-		 uint32_t pos)
+		 const float *cs)
 {
 	uint32_t hd = m->cfg.head_dim, h, i;
 
 	for (i = 0; i < hd / 2; i++) {
-		double a = pos * m->inv_freq[i];
-		float c = (float)cos(a), s = (float)sin(a);
+		float c = cs[2 * i], s = cs[2 * i + 1];
 
 		for (h = 0; h < heads; h++) {
 			float *p = x + (size_t)h * hd + 2 * i;
@@ -663,7 +681,7 @@ static void rope(const struct kvc_llama *m, float *x, uint32_t heads,
 
 /* The scratch of one forward of @n tokens. */
 struct fwd {
-	float *x, *h, *q, *k, *v, *kt, *vt, *att, *gate, *up;
+	float *x, *h, *q, *k, *v, *kt, *vt, *att, *gate, *up, *cs;
 };
 
 static void fwd_free(struct fwd *f)
@@ -678,6 +696,7 @@ static void fwd_free(struct fwd *f)
 	free(f->att);
 	free(f->gate);
 	free(f->up);
+	free(f->cs);
 }
 
 static int fwd_alloc(const struct kvc_llama_config *c, uint32_t n,
@@ -708,9 +727,10 @@ static int fwd_alloc(const struct kvc_llama_config *c, uint32_t n,
 		.att = malloc(n * qd * sizeof(float)),
 		.gate = malloc(n * (size_t)c->ffn * sizeof(float)),
 		.up = malloc(n * (size_t)c->ffn * sizeof(float)),
+		.cs = malloc(n * (size_t)c->head_dim * sizeof(float)),
 	};
 	if (!f->x || !f->h || !f->q || !f->k || !f->v || !f->kt || !f->vt ||
-	    !f->att || !f->gate || !f->up) {
+	    !f->att || !f->gate || !f->up || !f->cs) {
 		fwd_free(f);
 		return kvc_err(-ENOMEM, "llama: out of memory for %u tokens",
 			       n);
@@ -751,8 +771,8 @@ static int run_layer(struct kvc_llama *m, struct kvc_seq *seq, uint32_t l,
 	mm_add(&b, &ly->wv, f->h, f->v, kd);
 	mm_run(&b);
 	for (t = 0; t < n; t++) {
-		rope(m, f->q + t * qd, c->q_heads, pos0 + t);
-		rope(m, f->k + t * kd, c->kv_heads, pos0 + t);
+		rope(m, f->q + t * qd, c->q_heads, f->cs + t * c->head_dim);
+		rope(m, f->k + t * kd, c->kv_heads, f->cs + t * c->head_dim);
 	}
 	to_head_major(f->k, f->kt, n, c->kv_heads, c->head_dim);
 	to_head_major(f->v, f->vt, n, c->kv_heads, c->head_dim);
@@ -833,7 +853,6 @@ int kvc_llama_forward(struct kvc_llama *m, struct kvc_seq *seq,
 	const struct kvc_llama_config *c;
 	uint32_t t, l, pos0, rows;
 	struct fwd f;
-	float *zeros;
 	size_t hid;
 	int err;
 
@@ -845,18 +864,12 @@ int kvc_llama_forward(struct kvc_llama *m, struct kvc_seq *seq,
 	err = fwd_alloc(c, n, &f);
 	if (err)
 		return err;
-	/* Placeholders of every layer: slots and positions for the tokens. */
-	zeros = calloc((size_t)c->layers * c->kv_heads * n * c->head_dim,
-		       sizeof(float));
-	if (!zeros) {
-		err = kvc_err(-ENOMEM, "llama: out of memory for %u tokens", n);
-		goto out;
-	}
+	/* Slots and positions for every layer, filled layer by layer. */
 	pos0 = kvc_seq_tokens(seq);
-	err = kvc_seq_append(seq, n, zeros, zeros);
-	free(zeros);
+	err = kvc_seq_append(seq, n, NULL, NULL);
 	if (err)
 		goto out;
+	rope_angles(m, f.cs, pos0, n);
 
 	for (t = 0; t < n; t++)
 		dequant(m->embd.type,

@@ -209,9 +209,14 @@ void kvc_seq_destroy(struct kvc_seq *seq)
 static int append_check(const struct kvc_seq *seq, uint32_t n, const float *k,
 			const float *v)
 {
-	if (!k || !v)
+	if (!k != !v)
 		return kvc_err(-EINVAL, "kvc_seq_append: NULL %s",
 			       k ? "v" : "k");
+	/* Slots to fill layer by layer: the host's, which the host writes. */
+	if (!k && seq->kv->dev)
+		return kvc_err(
+			-EOPNOTSUPP,
+			"kvc_seq_append: NULL K and V reserve slots on host caches only");
 	if ((uint64_t)seq->tokens + n > INT32_MAX)
 		return kvc_err(
 			-EINVAL,
@@ -287,17 +292,19 @@ static void append_table(struct kvc_seq *seq, uint32_t table, uint32_t n,
 	struct kvc_kv *kv = seq->kv;
 	struct kvc_head_table *t = &seq->tables[table];
 	uint32_t bs = kv->shape.block_size, hd = kv->shape.head_dim, i;
-	const float *kt = k + (uint64_t)table * n * hd;
-	const float *vt = v + (uint64_t)table * n * hd;
+	const float *kt = k ? k + (uint64_t)table * n * hd : NULL;
+	const float *vt = v ? v + (uint64_t)table * n * hd : NULL;
 
 	for (i = 0; i < n; i++) {
 		uint32_t at = t->len + i, block = t->blocks[at / bs];
 		struct kvc_slot_meta *m = slot_meta(kv, block, at % bs);
 
-		store_row(kv, slot_k(kv, block, at % bs),
-			  kt + (uint64_t)i * hd);
-		store_row(kv, slot_v(kv, block, at % bs),
-			  vt + (uint64_t)i * hd);
+		if (k) {
+			store_row(kv, slot_k(kv, block, at % bs),
+				  kt + (uint64_t)i * hd);
+			store_row(kv, slot_v(kv, block, at % bs),
+				  vt + (uint64_t)i * hd);
+		}
 		m->metric = 0;
 		m->pos = (int32_t)(seq->tokens + i);
 	}

@@ -828,7 +828,8 @@ static void test_write_layer(void **state)
 		wl_fill(k, v, l, 0, 5);
 		assert_int_equal(kvc_seq_write_layer(seq, l, 5, k, v), 0);
 	}
-	assert_int_equal(kvc_seq_append(seq, 7, zero, zero), 0);
+	/* The second as the forward takes them: slots only, no K or V. */
+	assert_int_equal(kvc_seq_append(seq, 7, NULL, NULL), 0);
 	for (l = 0; l < 2; l++) {
 		wl_fill(k, v, l, 5, 7);
 		assert_int_equal(kvc_seq_write_layer(seq, l, 7, k, v), 0);
@@ -929,6 +930,9 @@ static void test_write_layer_device(void **state)
 	assert_int_equal(kvc_seq_append(seq, 4, zero, zero), 0);
 	assert_int_equal(kvc_seq_write_layer(seq, 0, 4, zero, zero),
 			 -EOPNOTSUPP);
+	/* Nor slots without K and V: the device's would stay unwritten. */
+	assert_int_equal(kvc_seq_append(seq, 4, NULL, NULL), -EOPNOTSUPP);
+	EXPECT_U64(kvc_seq_tokens(seq), 4);
 	kvc_kv_destroy(kv);
 	kvc_backend_close(be);
 	free(zero);

@@ -256,7 +256,10 @@ void kvc_seq_destroy(struct kvc_seq *seq);
  * kvc_seq_append() - Write the K and V of new tokens (the cache write).
  * @seq: the sequence.
  * @n: tokens.
- * @k: keys, [layers][kv_heads][n][head_dim] floats.
+ * @k: keys, [layers][kv_heads][n][head_dim] floats; or NULL, with @v
+ *     NULL too, on a host cache: the slots are taken and positioned but
+ *     their K and V left unwritten, for kvc_seq_write_layer() to fill
+ *     before anything reads them.
  * @v: values, same layout.
  *
  * Each (layer, head) appends at its own length; the tokens get positions
@@ -265,7 +268,8 @@ void kvc_seq_destroy(struct kvc_seq *seq);
  * write is queued on the cache's stream (@k and @v are copied before the
  * call returns).
  *
- * Return: 0, -EINVAL, -ENOMEM, or on the cuda backend the driver's error
+ * Return: 0, -EINVAL (one of @k and @v NULL), -EOPNOTSUPP (both NULL on a
+ * cuda cache), -ENOMEM, or on the cuda backend the driver's error
  * (nothing written: the sequence is as it was).
  */
 int kvc_seq_append(struct kvc_seq *seq, uint32_t n, const float *k,
