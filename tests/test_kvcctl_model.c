@@ -25,6 +25,7 @@
 
 #include "../model/gguf.h"
 #include "gguf_writer.h"
+#include "json.h"
 #include "proc.h"
 
 #ifndef KVCCTL
@@ -298,24 +299,34 @@ struct row {
 	unsigned long long live, mapped;
 };
 
-/* The rows: one per line, fields in a fixed order. */
-static int parse_rows(const char *out, struct row *rows, int max)
+/*
+ * The rows of @doc, each an object with every field a number (a policy
+ * name aside). Return: how many; fails the test past @max.
+ */
+static int parse_rows(const struct json *doc, struct row *rows, int max)
 {
-	const char *p = out;
-	int n = 0;
+	const struct json *arr = json_member(doc, "rows", JSON_ARRAY);
+	size_t i;
 
-	while ((p = strstr(p, "{\"policy\": \"")) && n < max) {
-		struct row *r = &rows[n];
+	assert_true(arr->n <= (size_t)max);
+	for (i = 0; i < arr->n; i++) {
+		const struct json *o = arr->items[i];
+		struct row *r = &rows[i];
+		const char *policy;
 
-		if (sscanf(p,
-			   "{\"policy\": \"%31[^\"]\", \"rate\": %lf, \"top1_agreement\": %lf, \"kl\": %lf, \"ppl\": %lf, \"ppl_full\": %lf, \"live_bytes\": %llu, \"mapped_bytes\": %llu}",
-			   r->policy, &r->rate, &r->top1, &r->kl, &r->ppl,
-			   &r->ppl_full, &r->live, &r->mapped) != 8)
-			return -1;
-		n++;
-		p++;
+		assert_int_equal(o->type, JSON_OBJECT);
+		policy = json_str(o, "policy");
+		assert_true(strlen(policy) < sizeof(r->policy));
+		strcpy(r->policy, policy);
+		r->rate = json_number(o, "rate");
+		r->top1 = json_number(o, "top1_agreement");
+		r->kl = json_number(o, "kl");
+		r->ppl = json_number(o, "ppl");
+		r->ppl_full = json_number(o, "ppl_full");
+		r->live = json_u64(o, "live_bytes");
+		r->mapped = json_u64(o, "mapped_bytes");
 	}
-	return n;
+	return (int)arr->n;
 }
 
 static void test_eval_json(void **state)
@@ -323,14 +334,18 @@ static void test_eval_json(void **state)
 	struct fx *fx = *state;
 	struct row rows[32];
 	struct result r;
+	struct json *doc;
 	int n, i, j, rate1;
 
 	kvcctl(&r, "eval", "--text", fx->text, "--model", fx->model,
 	       "--prefill", "96", "--tokens", "8", "--rates", "1,4",
 	       "--policies", "all", "--json", NULL);
 	assert_int_equal(r.status, 0);
-	assert_non_null(strstr(r.out, "\"rows\""));
-	n = parse_rows(r.out, rows, 32);
+	doc = json_parse(r.out);
+	if (!doc || doc->type != JSON_OBJECT)
+		fail_msg("kvcctl eval --json: not one JSON object:\n%s", r.out);
+	n = parse_rows(doc, rows, 32);
+	json_free(doc);
 	assert_int_equal(n, 16);
 	for (i = 0; i < n; i++) {
 		assert_true(isfinite(rows[i].ppl) && rows[i].ppl > 0);

@@ -20,6 +20,7 @@
 
 #include <cmocka.h>
 
+#include "json.h"
 #include "proc.h"
 
 #ifndef KVCCTL
@@ -141,23 +142,6 @@ static int table_rows(const char *out, char rows[][64], int max)
 	return n;
 }
 
-/* The number after the @nth (from 0) "key": in @json; NAN when absent. */
-static double json_number(const char *json, const char *key, int nth)
-{
-	char needle[64];
-	const char *p = json;
-
-	snprintf(needle, sizeof(needle), "\"%s\": ", key);
-	for (;;) {
-		p = strstr(p, needle);
-		if (!p)
-			return NAN;
-		if (!nth--)
-			return strtod(p + strlen(needle), NULL);
-		p++;
-	}
-}
-
 static int count(const char *s, const char *needle)
 {
 	int n = 0;
@@ -169,29 +153,29 @@ static int count(const char *s, const char *needle)
 	return n;
 }
 
-/* Braces and brackets balance outside strings: a cheap check of JSON. */
-static void assert_balanced(const char *s)
+/* kvcctl replay --json's output: one valid JSON object. */
+static struct json *parse_summary(const char *out)
 {
-	int depth = 0;
-	bool in_str = false;
+	struct json *doc = json_parse(out);
 
-	for (; *s; s++) {
-		if (in_str) {
-			if (*s == '\\' && s[1])
-				s++;
-			else if (*s == '"')
-				in_str = false;
-			continue;
-		}
-		if (*s == '"')
-			in_str = true;
-		else if (*s == '{' || *s == '[')
-			depth++;
-		else if (*s == '}' || *s == ']')
-			assert_true(--depth >= 0);
+	if (!doc || doc->type != JSON_OBJECT)
+		fail_msg("not one JSON object:\n%s", out);
+	return doc;
+}
+
+/* Its configurations, @n of them, each an object with a label. */
+static const struct json *configurations(const struct json *doc, size_t n)
+{
+	const struct json *confs =
+		json_member(doc, "configurations", JSON_ARRAY);
+	size_t i;
+
+	assert_int_equal(confs->n, n);
+	for (i = 0; i < n; i++) {
+		assert_int_equal(confs->items[i]->type, JSON_OBJECT);
+		(void)json_str(confs->items[i], "label");
 	}
-	assert_false(in_str);
-	assert_int_equal(depth, 0);
+	return confs;
 }
 
 static void test_table(void **state)
@@ -219,40 +203,44 @@ static void test_table(void **state)
 static void test_json(void **state)
 {
 	struct fx *fx = *state;
+	const struct json *confs, *c, *peaks;
+	struct json *doc;
 	struct result r;
 	double sum;
-	int i;
+	size_t i;
 
 	kvcctl(&r, "replay", fx->csv, "--capacity", "64M", "--jobs", "2",
 	       "--layout", "per-head,paged,contig-max", "--json", NULL);
 	assert_int_equal(r.status, 0);
-	assert_balanced(r.out);
-	assert_non_null(strstr(r.out, "\"mode\": \"logical\""));
-	assert_int_equal(count(r.out, "\"label\": "), 3);
-	assert_int_equal(count(r.out, "\"peaks\": {"), 3);
-	assert_true(json_number(r.out, "requests", 0) == 6);
+	doc = parse_summary(r.out);
+	assert_string_equal(json_str(doc, "mode"), "logical");
+	assert_null(json_get(doc, "label"));
+	assert_null(json_get(doc, "peaks"));
+	confs = configurations(doc, 3);
+	assert_true(json_u64(doc, "requests") == 6);
 	for (i = 0; i < 3; i++) {
+		c = confs->items[i];
+		peaks = json_member(c, "peaks", JSON_OBJECT);
 		/* Every request finished, and the shares cover the region. */
-		assert_true(json_number(r.out, "done", i) == 6);
-		assert_true(json_number(r.out, "requests", i + 1) == 6);
+		assert_true(json_u64(c, "done") == 6);
+		assert_true(json_u64(c, "requests") == 6);
 		/* Up-front layouts round the region to whole units. */
-		assert_true(json_number(r.out, "capacity_bytes", i + 1) <=
-			    64 << 20);
-		assert_true(json_number(r.out, "capacity_bytes", i + 1) >
-			    32 << 20);
-		sum = json_number(r.out, "share_live", i) +
-		      json_number(r.out, "share_reservation", i) +
-		      json_number(r.out, "share_internal", i) +
-		      json_number(r.out, "share_external", i) +
-		      json_number(r.out, "share_unmapped", i);
+		assert_true(json_u64(c, "capacity_bytes") <= 64 << 20);
+		assert_true(json_u64(c, "capacity_bytes") > 32 << 20);
+		sum = json_number(c, "share_live") +
+		      json_number(c, "share_reservation") +
+		      json_number(c, "share_internal") +
+		      json_number(c, "share_external") +
+		      json_number(c, "share_unmapped");
 		if (fabs(sum - 1) > 0.02)
-			fail_msg("configuration %d: shares sum to %g", i, sum);
-		assert_true(json_number(r.out, "gmlake_util", i) > 0);
-		assert_true(json_number(r.out, "gmlake_util", i) <= 1);
+			fail_msg("configuration %zu: shares sum to %g", i, sum);
+		assert_true(json_number(peaks, "gmlake_util") > 0);
+		assert_true(json_number(peaks, "gmlake_util") <= 1);
 	}
 	/* Paged and contiguous layouts map the whole region up front. */
-	assert_true(json_number(r.out, "share_unmapped", 1) == 0);
-	assert_true(json_number(r.out, "share_unmapped", 2) == 0);
+	assert_true(json_number(confs->items[1], "share_unmapped") == 0);
+	assert_true(json_number(confs->items[2], "share_unmapped") == 0);
+	json_free(doc);
 	proc_result_free(&r);
 }
 
@@ -445,7 +433,9 @@ static void test_file_errors(void **state)
 static void test_contig_max_and_dedupe(void **state)
 {
 	struct fx *fx = *state;
+	const struct json *confs;
 	char rows[8][64];
+	struct json *doc;
 	struct result r;
 
 	/*
@@ -468,19 +458,26 @@ static void test_contig_max_and_dedupe(void **state)
 	kvcctl(&r, "replay", fx->csv, "--capacity", "64M", "--layout",
 	       "contig-max,per-head", "--max-len", "256", "--json", NULL);
 	assert_int_equal(r.status, 0);
-	assert_true(json_number(r.out, "max_len", 0) == 256);
-	assert_true(json_number(r.out, "max_len", 1) == 256);
+	doc = parse_summary(r.out);
+	confs = configurations(doc, 2);
+	assert_true(json_u64(confs->items[0], "max_len") == 256);
+	assert_true(json_u64(confs->items[1], "max_len") == 256);
+	json_free(doc);
 	proc_result_free(&r);
 
 	/* Without --max-len, only contig-max reserves 2048 tokens. */
 	kvcctl(&r, "replay", fx->csv, "--capacity", "64M", "--layout",
 	       "contig-max,per-head", "--json", NULL);
 	assert_int_equal(r.status, 0);
-	assert_true(json_number(r.out, "max_len", 0) == 2048);
-	assert_true(json_number(r.out, "max_len", 1) == 0);
+	doc = parse_summary(r.out);
+	confs = configurations(doc, 2);
+	assert_string_equal(json_str(confs->items[0], "layout"), "contig-max");
+	assert_true(json_u64(confs->items[0], "max_len") == 2048);
+	assert_true(json_u64(confs->items[1], "max_len") == 0);
 	/* Max reserves more than any request fills: internal waste. */
-	assert_true(json_number(r.out, "share_internal", 0) > 0);
-	assert_true(json_number(r.out, "done", 0) == 6);
+	assert_true(json_number(confs->items[0], "share_internal") > 0);
+	assert_true(json_u64(confs->items[0], "done") == 6);
+	json_free(doc);
 	proc_result_free(&r);
 }
 
@@ -500,7 +497,9 @@ static void test_exact(void **state)
 {
 	struct fx *fx = *state;
 	char *trace = path_in(fx, "run.kvct");
+	const struct json *peaks;
 	char rows[8][64];
+	struct json *doc;
 	struct result r;
 	FILE *f;
 	long size;
@@ -519,15 +518,16 @@ static void test_exact(void **state)
 
 	kvcctl(&r, "replay", trace, "--exact", "--json", NULL);
 	assert_int_equal(r.status, 0);
-	assert_balanced(r.out);
-	assert_non_null(strstr(r.out, "\"mode\": \"exact\""));
-	assert_non_null(strstr(r.out, "\"final_snapshot\": true"));
-	assert_true(json_number(r.out, "events", 0) > 0);
+	doc = parse_summary(r.out);
+	assert_string_equal(json_str(doc, "mode"), "exact");
+	assert_true(json_bool(doc, "final_snapshot"));
+	assert_true(json_u64(doc, "events") > 0);
 	/* One invariant check per event. */
-	assert_true(json_number(r.out, "checks", 0) ==
-		    json_number(r.out, "events", 0));
-	assert_true(json_number(r.out, "allocs", 0) > 0);
-	assert_true(json_number(r.out, "live_peak", 0) > 0);
+	assert_true(json_u64(doc, "checks") == json_u64(doc, "events"));
+	assert_true(json_u64(doc, "allocs") > 0);
+	peaks = json_member(doc, "peaks", JSON_OBJECT);
+	assert_true(json_u64(peaks, "live_peak") > 0);
+	json_free(doc);
 	proc_result_free(&r);
 
 	/* Its requests replay logically, on the trace's model. */

@@ -5,9 +5,9 @@
  * chunks of the host backend do not decide the ratios), then runs the
  * built build/kvcctl (path from the repository root, where `make test`
  * runs) as a user would. Each test gets a fresh KVC_STATS_DIR made with
- * mkdtemp(), so /dev/shm is never touched. kvcctl's JSON is read by a
- * small strict parser below (one flat object, as `kvcctl run --json`
- * prints), so invalid JSON fails the tests.
+ * mkdtemp(), so /dev/shm is never touched. kvcctl's JSON is read by the
+ * strict parser in json.c and must be one flat object, as `kvcctl run
+ * --json` prints, so invalid JSON fails the tests.
  */
 #include <errno.h>
 #include <inttypes.h>
@@ -27,6 +27,7 @@
 
 #include <cmocka.h>
 
+#include "json.h"
 #include "proc.h"
 #include "testutil.h"
 
@@ -601,180 +602,41 @@ static void kvcctl(struct result *r, ...)
 	va_end(ap);
 }
 
-/* ---- A strict parser for one flat JSON object ---- */
-
-#define MAX_MEMBERS 64
-
-/**
- * struct object - One flat JSON object.
- * @n: members.
- * @keys: their names (no escapes inside).
- * @values: their values as written (strings without their quotes).
- * @is_string: whether each value was a string.
+/*
+ * @text as `kvcctl run --json` prints it: one object, flat (no arrays or
+ * objects inside), its names and strings printable ASCII. Return: the
+ * object, or NULL when @text is anything else.
  */
-struct object {
-	int n;
-	char keys[MAX_MEMBERS][64];
-	char values[MAX_MEMBERS][256];
-	bool is_string[MAX_MEMBERS];
-};
-
-static void skip_space(const char **s)
+static struct json *parse_flat(const char *text)
 {
-	while (**s == ' ' || **s == '\n' || **s == '\t' || **s == '\r')
-		(*s)++;
-}
+	struct json *o = json_parse(text);
+	const unsigned char *c;
+	size_t i;
 
-/* A string literal of printable ASCII, with \" \\ escapes only. */
-static bool parse_string(const char **s, char *out, size_t len)
-{
-	const char *p = *s;
-	size_t used = 0;
+	if (!o || o->type != JSON_OBJECT)
+		goto bad;
+	for (i = 0; i < o->n; i++) {
+		const struct json *v = o->items[i];
 
-	if (*p++ != '"')
-		return false;
-	while (*p != '"') {
-		if ((unsigned char)*p < 0x20 || (unsigned char)*p >= 0x7f)
-			return false;
-		if (*p == '\\') {
-			p++;
-			if (*p != '"' && *p != '\\')
-				return false;
-		}
-		if (used + 1 >= len)
-			return false;
-		out[used++] = *p++;
+		if (v->type == JSON_ARRAY || v->type == JSON_OBJECT)
+			goto bad;
+		for (c = (const unsigned char *)o->keys[i]; *c; c++)
+			if (*c < 0x20 || *c >= 0x7f)
+				goto bad;
+		if (v->type != JSON_STRING)
+			continue;
+		for (c = (const unsigned char *)v->text; *c; c++)
+			if (*c < 0x20 || *c >= 0x7f)
+				goto bad;
 	}
-	out[used] = '\0';
-	*s = p + 1;
-	return true;
-}
-
-/* A JSON number (RFC 8259 grammar) or true, false, null. */
-static bool parse_scalar(const char **s, char *out, size_t len)
-{
-	const char *p = *s, *start = *s;
-
-	if (!strncmp(p, "true", 4) || !strncmp(p, "null", 4))
-		p += 4;
-	else if (!strncmp(p, "false", 5))
-		p += 5;
-	else {
-		if (*p == '-')
-			p++;
-		if (*p == '0')
-			p++;
-		else if (*p >= '1' && *p <= '9')
-			while (*p >= '0' && *p <= '9')
-				p++;
-		else
-			return false;
-		if (*p == '.') {
-			p++;
-			if (*p < '0' || *p > '9')
-				return false;
-			while (*p >= '0' && *p <= '9')
-				p++;
-		}
-		if (*p == 'e' || *p == 'E') {
-			p++;
-			if (*p == '+' || *p == '-')
-				p++;
-			if (*p < '0' || *p > '9')
-				return false;
-			while (*p >= '0' && *p <= '9')
-				p++;
-		}
-	}
-	if ((size_t)(p - start) >= len)
-		return false;
-	memcpy(out, start, (size_t)(p - start));
-	out[p - start] = '\0';
-	*s = p;
-	return true;
-}
-
-static bool parse_object(const char *text, struct object *o)
-{
-	const char *s = text;
-	int i;
-
-	memset(o, 0, sizeof(*o));
-	skip_space(&s);
-	if (*s++ != '{')
-		return false;
-	skip_space(&s);
-	if (*s == '}')
-		goto end;
-	for (;;) {
-		if (o->n == MAX_MEMBERS)
-			return false;
-		skip_space(&s);
-		if (!parse_string(&s, o->keys[o->n], sizeof(o->keys[0])))
-			return false;
-		for (i = 0; i < o->n; i++)
-			if (!strcmp(o->keys[i], o->keys[o->n]))
-				return false; /* a duplicate key */
-		skip_space(&s);
-		if (*s++ != ':')
-			return false;
-		skip_space(&s);
-		o->is_string[o->n] = *s == '"';
-		if (!(o->is_string[o->n] ? parse_string(&s, o->values[o->n],
-							sizeof(o->values[0])) :
-					   parse_scalar(&s, o->values[o->n],
-							sizeof(o->values[0]))))
-			return false;
-		o->n++;
-		skip_space(&s);
-		if (*s == '}')
-			break;
-		if (*s++ != ',')
-			return false;
-	}
-end:
-	s++;
-	skip_space(&s);
-	return *s == '\0';
-}
-
-static const char *member(const struct object *o, const char *key)
-{
-	int i;
-
-	for (i = 0; i < o->n; i++)
-		if (!strcmp(o->keys[i], key))
-			return o->values[i];
-	fail_msg("no member \"%s\"", key);
+	return o;
+bad:
+	json_free(o);
 	return NULL;
 }
 
-static uint64_t member_u64(const struct object *o, const char *key)
-{
-	const char *v = member(o, key);
-	char *end;
-	uint64_t x;
-
-	errno = 0;
-	x = strtoull(v, &end, 10);
-	if (*end || errno || *v == '-')
-		fail_msg("\"%s\": %s is not a whole number", key, v);
-	return x;
-}
-
-static double member_real(const struct object *o, const char *key)
-{
-	const char *v = member(o, key);
-	char *end;
-	double x = strtod(v, &end);
-
-	if (*end || end == v)
-		fail_msg("\"%s\": %s is not a number", key, v);
-	return x;
-}
-
-/* kvcctl run --json ARGS...: exit 0, stdout one flat object. */
-static void run_json(struct object *o, ...)
+/* kvcctl run --json ARGS...: exit 0, stdout one flat object, to @o. */
+static void run_json(struct json **o, ...)
 {
 	char *const head[] = {
 		KVCCTL,	      "run", "--layers", "2",  "--heads",      "4",
@@ -789,7 +651,8 @@ static void run_json(struct object *o, ...)
 	va_end(ap);
 	if (r.status != 0)
 		fail_msg("kvcctl run --json: exit %d: %s", r.status, r.err);
-	if (!parse_object(r.out, o))
+	*o = parse_flat(r.out);
+	if (!*o)
 		fail_msg("kvcctl run --json: not one flat JSON object:\n%s",
 			 r.out);
 	proc_result_free(&r);
@@ -821,34 +684,36 @@ static void test_kvcctl_json(void **state)
 		"seconds",
 	};
 	uint64_t logical, live, mapped;
-	struct object o;
+	struct json *o;
 	size_t i;
 
 	run_json(&o, "--budget", "104857600", NULL);
 	for (i = 0; i < sizeof(fields) / sizeof(fields[0]); i++)
-		member(&o, fields[i]);
-	assert_string_equal(member(&o, "policy"), "kvcompress");
-	assert_true(member_real(&o, "rate") == 8);
-	EXPECT_U64(member_u64(&o, "seqs"), 2);
-	EXPECT_U64(member_u64(&o, "steps"), 32);
-	logical = member_u64(&o, "logical_bytes");
-	live = member_u64(&o, "live_bytes");
-	mapped = member_u64(&o, "mapped_bytes");
+		if (!json_get(o, fields[i]))
+			fail_msg("no member \"%s\"", fields[i]);
+	assert_string_equal(json_str(o, "policy"), "kvcompress");
+	assert_true(json_number(o, "rate") == 8);
+	EXPECT_U64(json_u64(o, "seqs"), 2);
+	EXPECT_U64(json_u64(o, "steps"), 32);
+	logical = json_u64(o, "logical_bytes");
+	live = json_u64(o, "live_bytes");
+	mapped = json_u64(o, "mapped_bytes");
 	EXPECT_U64(logical, 2 * 112 * 2 * 2 * 64 * 2 * 2);
 	assert_true(live <= logical && mapped >= live);
-	EXPECT_U64(member_u64(&o, "chunk_bytes"), CHUNK);
-	expect_near(member_real(&o, "theoretical_ratio"),
+	EXPECT_U64(json_u64(o, "chunk_bytes"), CHUNK);
+	expect_near(json_number(o, "theoretical_ratio"),
 		    (double)logical / (double)live, 1e-4, "theoretical_ratio");
-	expect_near(member_real(&o, "physical_ratio"),
+	expect_near(json_number(o, "physical_ratio"),
 		    (double)logical / (double)mapped, 1e-4, "physical_ratio");
-	assert_true(member_u64(&o, "capacity_full") > 0);
-	assert_true(member_u64(&o, "capacity_compressed") > 0);
+	assert_true(json_u64(o, "capacity_full") > 0);
+	assert_true(json_u64(o, "capacity_compressed") > 0);
 	/* The host backend measures nothing on a device. */
-	assert_string_equal(member(&o, "backend"), "host");
-	EXPECT_U64(member_u64(&o, "device_free_start"), 0);
-	EXPECT_U64(member_u64(&o, "device_measured_bytes"), 0);
-	EXPECT_U64(member_u64(&o, "device_overhead_bytes"), 0);
-	assert_true(member_real(&o, "device_ratio") == 0);
+	assert_string_equal(json_str(o, "backend"), "host");
+	EXPECT_U64(json_u64(o, "device_free_start"), 0);
+	EXPECT_U64(json_u64(o, "device_measured_bytes"), 0);
+	EXPECT_U64(json_u64(o, "device_overhead_bytes"), 0);
+	assert_true(json_number(o, "device_ratio") == 0);
+	json_free(o);
 
 	/* Another policy, a rate, the full set of flags. */
 	run_json(&o, "--policy", "h2o", "--rate", "4", "--protected-window",
@@ -856,24 +721,26 @@ static void test_kvcctl_json(void **state)
 		 "--block-size", "8", "--head-dim", "128", "--seed", "7",
 		 "--err-samples", "3", "--no-compact", "--backend", "host",
 		 "--max-tokens", "100", NULL);
-	assert_string_equal(member(&o, "policy"), "h2o");
-	assert_true(member_real(&o, "rate") == 4);
-	assert_string_equal(member(&o, "dtype"), "f32");
-	assert_string_equal(member(&o, "compact"), "false");
-	EXPECT_U64(member_u64(&o, "blocks_moved"), 0);
-	EXPECT_U64(member_u64(&o, "steps"), 8);
-	EXPECT_U64(member_u64(&o, "logical_bytes"),
-		   2 * 100 * 2 * 2 * 128 * 2 * 4);
+	assert_string_equal(json_str(o, "policy"), "h2o");
+	assert_true(json_number(o, "rate") == 4);
+	assert_string_equal(json_str(o, "dtype"), "f32");
+	assert_false(json_bool(o, "compact"));
+	EXPECT_U64(json_u64(o, "blocks_moved"), 0);
+	EXPECT_U64(json_u64(o, "steps"), 8);
+	EXPECT_U64(json_u64(o, "logical_bytes"), 2 * 100 * 2 * 2 * 128 * 2 * 4);
+	json_free(o);
 
 	run_json(&o, "--policy", "snapkv", "--max-cache-tokens", "32",
 		 "--compress-once", NULL);
-	assert_true(member_real(&o, "rate") == 0);
-	EXPECT_U64(member_u64(&o, "max_cache_tokens"), 32);
-	assert_string_equal(member(&o, "compress_once"), "true");
+	assert_true(json_number(o, "rate") == 0);
+	EXPECT_U64(json_u64(o, "max_cache_tokens"), 32);
+	assert_true(json_bool(o, "compress_once"));
+	json_free(o);
 
 	run_json(&o, "--policy", "window", "--window-tokens", "32",
 		 "--window-layers", "1", NULL);
-	assert_true(member_real(&o, "theoretical_ratio") > 1);
+	assert_true(json_number(o, "theoretical_ratio") > 1);
+	json_free(o);
 }
 
 /*
@@ -884,16 +751,18 @@ static void test_kvcctl_json(void **state)
 static void test_kvcctl_backend(void **state)
 {
 	struct result r;
-	struct object o;
+	struct json *o;
 	const char *nl;
 
 	kvcctl(&r, "--backend", "cuda", "--json", NULL);
 	if (r.status == 0) {
-		assert_true(parse_object(r.out, &o));
-		assert_string_equal(member(&o, "backend"), "cuda");
-		assert_true(member_u64(&o, "device_free_start") > 0);
-		assert_true(member_u64(&o, "device_measured_bytes") >=
-			    member_u64(&o, "device_overhead_bytes"));
+		o = parse_flat(r.out);
+		assert_non_null(o);
+		assert_string_equal(json_str(o, "backend"), "cuda");
+		assert_true(json_u64(o, "device_free_start") > 0);
+		assert_true(json_u64(o, "device_measured_bytes") >=
+			    json_u64(o, "device_overhead_bytes"));
+		json_free(o);
 	} else {
 		assert_int_equal(r.status, 1);
 		assert_string_equal(r.out, "");
@@ -908,11 +777,13 @@ static void test_kvcctl_backend(void **state)
 	if (r.status != 0)
 		fail_msg("kvcctl run --backend auto: exit %d: %s", r.status,
 			 r.err);
-	assert_true(parse_object(r.out, &o));
-	if (strcmp(member(&o, "backend"), "cuda")) {
-		assert_string_equal(member(&o, "backend"), "host");
+	o = parse_flat(r.out);
+	assert_non_null(o);
+	if (strcmp(json_str(o, "backend"), "cuda")) {
+		assert_string_equal(json_str(o, "backend"), "host");
 		assert_non_null(strstr(r.err, "using the host backend"));
 	}
+	json_free(o);
 	proc_result_free(&r);
 }
 
@@ -1043,7 +914,7 @@ static void test_kvcctl_trace(void **state)
 			 "--kv-heads", "2",   "--seqs",	  "3", "--trace", good,
 			 "--json",     NULL };
 	struct result r;
-	struct object o;
+	struct json *o;
 
 	snprintf(good, sizeof(good), "%s/trace.csv", f->dir);
 	snprintf(bad, sizeof(bad), "%s/bad.csv", f->dir);
@@ -1058,12 +929,14 @@ static void test_kvcctl_trace(void **state)
 	run_argv(&r, argv);
 	if (r.status != 0)
 		fail_msg("kvcctl run --trace: exit %d: %s", r.status, r.err);
-	assert_true(parse_object(r.out, &o));
-	EXPECT_U64(member_u64(&o, "seqs"), 3);
-	EXPECT_U64(member_u64(&o, "steps"), 16);
-	EXPECT_U64(member_u64(&o, "logical_bytes"),
+	o = parse_flat(r.out);
+	assert_non_null(o);
+	EXPECT_U64(json_u64(o, "seqs"), 3);
+	EXPECT_U64(json_u64(o, "steps"), 16);
+	EXPECT_U64(json_u64(o, "logical_bytes"),
 		   (108 + 60 + 108) * 2 * 2 * 64 * 2 * 2);
-	assert_string_equal(member(&o, "trace"), good);
+	assert_string_equal(json_str(o, "trace"), good);
+	json_free(o);
 	proc_result_free(&r);
 	expect_usage("bad.csv:3: ContextTokens \"12x\"", "--trace", bad, NULL);
 	expect_usage("missing.csv", "--trace", missing, NULL);
