@@ -131,24 +131,6 @@ int kvc_pool_set_move_hook(struct kvc_pool *pool, kvc_move_fn fn, void *arg)
 	return 0;
 }
 
-/* Index of the first set bit at or after @bit, or -1. */
-static int64_t next_bit(const uint64_t *words, uint32_t nr_words, uint32_t bit)
-{
-	uint32_t w = bit / 64;
-	uint64_t word;
-
-	if (w >= nr_words)
-		return -1;
-	word = words[w] & (~0ull << (bit % 64));
-	for (;;) {
-		if (word)
-			return (int64_t)w * 64 + __builtin_ctzll(word);
-		if (++w == nr_words)
-			return -1;
-		word = words[w];
-	}
-}
-
 /* Index of the last set bit at or before @bit, or -1. */
 static int64_t prev_bit(const uint64_t *words, int64_t bit)
 {
@@ -174,6 +156,7 @@ static void plan_locked(struct kvc_pool *pool, struct kvc_compact_plan *plan,
 	const struct kvc_fill *fill = &pool->fill;
 	struct kvc_compact_result *res = &plan->planned;
 	uint64_t budget = UINT64_MAX, bound = 0, holes = 0;
+	uint64_t nbits = (uint64_t)fill->nr_words * 64;
 	uint32_t most = kvc_pool_reclaimable(pool), idx;
 	struct list_head *pos;
 	int64_t k;
@@ -187,9 +170,9 @@ static void plan_locked(struct kvc_pool *pool, struct kvc_compact_plan *plan,
 	 * Chunks further up are fuller, so the first that does not fit the
 	 * budget ends the walk.
 	 */
-	for (k = next_bit(fill->bits, fill->nr_words, 1);
-	     k > 0 && plan->nr_src < most && bound + k <= budget;
-	     k = next_bit(fill->bits, fill->nr_words, (uint32_t)k + 1)) {
+	for (k = (int64_t)kvc_find_next_bit(fill->bits, nbits, 1, true);
+	     k < (int64_t)nbits && plan->nr_src < most && bound + k <= budget;
+	     k = (int64_t)kvc_find_next_bit(fill->bits, nbits, k + 1, true)) {
 		list_for_each(pos, &fill->lists[k])
 		{
 			if (plan->nr_src == most || bound + k > budget)

@@ -15,6 +15,7 @@
 #include <kvc/pool.h>
 
 #include "backend.h"
+#include "bitmap.h"
 #include "clock.h"
 #include "list.h"
 
@@ -371,21 +372,6 @@ static inline uint32_t chunk_index(const struct kvc_pool *pool,
 				   const struct kvc_chunk *c)
 {
 	return (uint32_t)(c - pool->chunks);
-}
-
-static inline bool test_bit(const uint64_t *map, uint32_t bit)
-{
-	return map[bit / 64] >> (bit % 64) & 1;
-}
-
-static inline void set_bit(uint64_t *map, uint32_t bit)
-{
-	map[bit / 64] |= 1ull << (bit % 64);
-}
-
-static inline void clear_bit(uint64_t *map, uint32_t bit)
-{
-	map[bit / 64] &= ~(1ull << (bit % 64));
 }
 
 #endif /* KVC_ALLOC_INTERNAL_H */

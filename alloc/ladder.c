@@ -40,28 +40,6 @@ _Static_assert(NR_MEANS == sizeof(((struct kvc_ladder_acc *)0)->sum) /
 				   sizeof(double),
 	       "one weighted sum per mean");
 
-/* Next bit at or after @from that is @set, or @nbits when there is none. */
-static uint32_t find_next(const uint64_t *map, uint32_t nbits, uint32_t from,
-			  bool set)
-{
-	uint64_t flip = set ? 0 : ~0ull, word;
-	uint32_t w, bit;
-
-	if (from >= nbits)
-		return nbits;
-	w = from / 64;
-	word = (map[w] ^ flip) & (~0ull << (from % 64));
-	for (;;) {
-		if (word) {
-			bit = w * 64 + (uint32_t)__builtin_ctzll(word);
-			return bit < nbits ? bit : nbits;
-		}
-		if ((uint64_t)++w * 64 >= nbits)
-			return nbits;
-		word = map[w] ^ flip;
-	}
-}
-
 /* Highest set bit below @nbits, or -1. */
 static int64_t find_last(const uint64_t *map, uint32_t nbits)
 {
@@ -110,9 +88,10 @@ static void count_chunk(const struct kvc_pool *pool, const struct kvc_chunk *c,
 		count_run(rc, bpc, nr_orders);
 		return;
 	}
-	for (start = find_next(c->live, bpc, 0, false); start < bpc;
-	     start = find_next(c->live, bpc, end, false)) {
-		end = find_next(c->live, bpc, start, true);
+	for (start = (uint32_t)kvc_find_next_bit(c->live, bpc, 0, false);
+	     start < bpc;
+	     start = (uint32_t)kvc_find_next_bit(c->live, bpc, end, false)) {
+		end = (uint32_t)kvc_find_next_bit(c->live, bpc, start, true);
 		count_run(rc, end - start, nr_orders);
 	}
 }

@@ -13,6 +13,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "../alloc/bitmap.h"
 #include "../alloc/error.h"
 #include "extent.h"
 
@@ -31,36 +32,14 @@ static uint64_t min_u64(uint64_t a, uint64_t b)
 /* The lowest free slot at or after @from, or the cap when there is none. */
 static uint64_t find_free(const struct kvc_extents *x, uint64_t from)
 {
-	uint64_t w = from / 64, words = nr_words(x->cap), word;
-
-	if (from >= x->cap)
-		return x->cap;
-	word = ~x->bits[w] & (~0ull << (from % 64));
-	while (!word) {
-		if (++w >= words)
-			return x->cap;
-		word = ~x->bits[w];
-	}
-	/* Bits past the cap are clear, so they look free: clamp. */
-	return min_u64(w * 64 + (uint64_t)__builtin_ctzll(word), x->cap);
+	return kvc_find_next_bit(x->bits, x->cap, from, false);
 }
 
 /* The lowest taken slot in [@from, @limit), or @limit when there is none. */
 static uint64_t find_taken(const struct kvc_extents *x, uint64_t from,
 			   uint64_t limit)
 {
-	uint64_t w = from / 64, last, word;
-
-	if (from >= limit)
-		return limit;
-	last = (limit - 1) / 64;
-	word = x->bits[w] & (~0ull << (from % 64));
-	while (!word) {
-		if (++w > last)
-			return limit;
-		word = x->bits[w];
-	}
-	return min_u64(w * 64 + (uint64_t)__builtin_ctzll(word), limit);
+	return kvc_find_next_bit(x->bits, limit, from, true);
 }
 
 /* The bits of word @w that lie in [@start, @end). */
