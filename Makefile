@@ -60,6 +60,10 @@ TESTS := $(TEST_SRCS:%.c=$(OUT)/%)
 EXAMPLES := $(patsubst %.c,$(OUT)/%,$(wildcard examples/*.c))
 BENCHES := $(patsubst %.c,$(OUT)/%,$(wildcard bench/*.c))
 
+# Each fuzz target as a plain program over files (-DKVC_FUZZ_MAIN): the
+# test suite runs the checked-in seeds through them with any compiler.
+FUZZ_SEEDS := $(patsubst fuzz/%.c,$(OUT)/fuzz/%_seeds,$(wildcard fuzz/fuzz_*.c))
+
 STATIC_LIB := $(OUT)/libkvc.a
 SHARED_LIB := $(OUT)/libkvc.so.$(VERSION)
 KVCCTL := $(OUT)/kvcctl
@@ -69,7 +73,7 @@ GPU_TEST := $(patsubst %.c,$(OUT)/%,$(wildcard tests/gpu/test_gpu.c))
 GPU_BENCH := $(patsubst %.c,$(OUT)/%,$(wildcard bench/gpu/bench_gpu.c))
 
 all: $(STATIC_LIB) $(SHARED_LIB) $(KVCCTL) $(EXAMPLES) $(TESTS) $(BENCHES) $(ABI_CHECK) \
-	$(GPU_TEST) $(GPU_BENCH)
+	$(GPU_TEST) $(GPU_BENCH) $(FUZZ_SEEDS)
 
 -include $(shell find $(OUT) -name '*.d' 2>/dev/null)
 
@@ -130,7 +134,8 @@ $(OUT)/tests/test_%: tests/test_%.c $(TEST_SUPPORT_OBJS) $(STATIC_LIB)
 	@mkdir -p $(@D)
 	$(Q)$(CC) $(KVC_CFLAGS) -Ialloc -Itests -DKVCCTL='"$(KVCCTL)"' \
 		-DPOOL_DEMO='"$(OUT)/examples/pool_demo"' -DGPU_TEST='"$(GPU_TEST)"' \
-		-DGPU_BENCH='"$(GPU_BENCH)"' -o $@ $< $(TEST_SUPPORT_OBJS) $(STATIC_LIB) \
+		-DGPU_BENCH='"$(GPU_BENCH)"' -DFUZZ_DIR='"$(OUT)/fuzz"' \
+		-o $@ $< $(TEST_SUPPORT_OBJS) $(STATIC_LIB) \
 		-lcmocka $(LDLIBS) -lm
 
 # test_plot checks kvcctl's plot writers, so it links them too.
@@ -164,6 +169,13 @@ bench-gpu: $(GPU_BENCH)
 	@$(GPU_BENCH) $(GPU_ARGS)
 
 $(OUT)/tests/test_gpu_programs: $(GPU_TEST) $(GPU_BENCH)
+
+$(OUT)/fuzz/%_seeds: fuzz/%.c fuzz/fuzz_main.h $(STATIC_LIB)
+	$(call msg,CC,$@)
+	@mkdir -p $(@D)
+	$(Q)$(CC) $(KVC_CFLAGS) -DKVC_FUZZ_MAIN -o $@ $< $(STATIC_LIB) $(LDLIBS)
+
+$(OUT)/tests/test_fuzz_seeds: $(FUZZ_SEEDS)
 
 test: all
 	@TEST_LOG_DIR=$(OUT)/test-logs tests/run-tests.sh $(TESTS)
