@@ -105,7 +105,7 @@ void sim_cut(const struct kvc_sim_params *p, const struct kvc_sim_request *r,
 int sim_keep_sample(struct kvc_sim_result *res, uint64_t *cap,
 		    const struct kvc_sim_sample *s);
 void sim_shares(struct kvc_sim_summary *sum, const struct kvc_ladder_peaks *pk);
-int sim_latency(double *lat, uint64_t n, struct kvc_sim_summary *sum);
+void sim_latency(double *lat, uint64_t n, struct kvc_sim_summary *sum);
 void sim_label(const struct kvc_sim_params *p, struct kvc_sim_result *res);
 
 #endif /* KVC_RUNTIME_SIM_H */

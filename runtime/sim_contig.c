@@ -213,7 +213,7 @@ int sim_contig_run(const struct kvc_sim_params *p,
 	kvc_ladder_acc_end(&acc, (double)step, &sum->peaks);
 	sim_shares(sum, &sum->peaks);
 	sum->mean_running = step ? running_sum / (double)step : 0;
-	err = sim_latency(lat, sum->done, sum);
+	sim_latency(lat, sum->done, sum);
 out:
 	free(run);
 	free(lat);
