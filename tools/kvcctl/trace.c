@@ -58,7 +58,8 @@ enum {
 	OPT_LIMIT,
 };
 
-static const char short_opts[] = ":jh";
+/* "-": FILE comes to the parser as option 1, wherever it stands. */
+static const char short_opts[] = "-:jh";
 
 static const struct option long_opts[] = {
 	{ "json", no_argument, NULL, 'j' },
@@ -128,51 +129,43 @@ static int parse_kinds(struct dump_opts *o, const char *list)
 	return -1;
 }
 
+/* One option of dump, as kvcctl_getopt() calls it. */
+static int parse_one(void *arg, int opt, const char *val)
+{
+	struct dump_opts *o = arg;
+
+	switch (opt) {
+	case 1:
+		if (o->path)
+			return kvcctl_usage_error(
+				CMD_DUMP, "unexpected argument '%s'", val);
+		o->path = val;
+		return -1;
+	case 'j':
+		o->json = true;
+		return -1;
+	case OPT_KINDS:
+		return parse_kinds(o, val);
+	case OPT_LIMIT:
+		return kvcctl_opt_u64(CMD_DUMP, long_opts, opt, val, 0,
+				      UINT64_MAX, &o->limit);
+	}
+	return kvcctl_usage_error(CMD_DUMP, "option %d not handled", opt);
+}
+
 /* Return: -1 to go on, or the exit status. */
 static int parse_dump(int argc, char **argv, struct dump_opts *o)
 {
-	int opt, status;
+	int status;
 
 	memset(o, 0, sizeof(*o));
 	o->limit = UINT64_MAX;
-	opterr = 0;
-	optind = 1;
-	while ((opt = getopt_long(argc, argv, short_opts, long_opts, NULL)) !=
-	       -1) {
-		switch (opt) {
-		case 'h':
-			fputs(dump_usage, stdout);
-			return KVCCTL_EXIT_OK;
-		case 'j':
-			o->json = true;
-			break;
-		case OPT_KINDS:
-			status = parse_kinds(o, optarg);
-			if (status >= 0)
-				return status;
-			break;
-		case OPT_LIMIT:
-			if (kvcctl_parse_u64(optarg, 0, UINT64_MAX, &o->limit))
-				return kvcctl_usage_error(
-					CMD_DUMP,
-					"--limit: '%s' is not a whole number",
-					optarg);
-			break;
-		case ':':
-			return kvcctl_usage_error(
-				CMD_DUMP, "--%s needs a value",
-				kvcctl_long_name(long_opts, optopt));
-		default:
-			return kvcctl_unknown_option(CMD_DUMP, long_opts, argv,
-						     optind, optopt);
-		}
-	}
-	if (optind >= argc)
+	status = kvcctl_getopt(CMD_DUMP, argc, argv, short_opts, long_opts,
+			       dump_usage, parse_one, o);
+	if (status >= 0)
+		return status;
+	if (!o->path)
 		return kvcctl_usage_error(CMD_DUMP, "no trace file given");
-	if (optind + 1 < argc)
-		return kvcctl_usage_error(CMD_DUMP, "unexpected argument '%s'",
-					  argv[optind + 1]);
-	o->path = argv[optind];
 	return -1;
 }
 
