@@ -136,6 +136,23 @@ static inline struct kvc_head_table *kvc_seq_head(const struct kvc_seq *seq,
 int kvc_seq_truncate(struct kvc_seq *seq, uint32_t layer, uint32_t head,
 		     uint32_t new_len);
 
+struct kvc_recorder;
+
+/**
+ * kvc_rec_model() - Attach a recorder to a pool, then record the model's
+ * shape and the policy's name (the configuration a trace reader needs
+ * before any request).
+ * @rec: the recorder.
+ * @pool: the pool, holding no block yet.
+ * @sh: the model shape.
+ * @policy: the policy's name.
+ *
+ * Return: 0, or the pool's or the recorder's error (then the pool is
+ * left without the recorder).
+ */
+int kvc_rec_model(struct kvc_recorder *rec, struct kvc_pool *pool,
+		  const struct kvc_model_shape *sh, const char *policy);
+
 /**
  * kvc_seq_blocks() - Blocks a sequence holds over all its tables.
  * @seq: the sequence.

@@ -81,6 +81,7 @@
 
 #include "../alloc/error.h"
 #include "device.h"
+#include "internal.h"
 #include "run_state.h"
 
 /* A new sequence arrives every this many decode iterations. */
@@ -311,23 +312,14 @@ void kvc_run_rec(struct run *r, enum kvc_rec_kind kind, uint64_t a, uint64_t b,
  */
 static int record_start(struct run *r, struct kvc_recorder *rec)
 {
-	const struct kvc_model_shape *sh = &r->shape;
-	uint64_t p[KVC_REC_PAYLOAD] = { sh->layers,	     sh->kv_heads,
-					sh->head_dim,	     sh->block_size,
-					(uint64_t)sh->dtype, sh->q_heads };
 	int err;
 
-	err = kvc_pool_set_recorder(kvc_kv_pool(r->kv), rec);
-	if (err)
-		return err;
-	r->rec = rec;
-	err = kvc_recorder_emit(rec, KVC_REC_SHAPE, p);
-	if (!err)
-		err = kvc_recorder_name(rec, KVC_REC_NAME_POLICY,
-					kvc_policy_name(r->pol));
+	err = kvc_rec_model(rec, kvc_kv_pool(r->kv), &r->shape,
+			    kvc_policy_name(r->pol));
 	if (err)
 		return kvc_err(err, "kvc_run: recording failed: %s",
 			       strerror(-err));
+	r->rec = rec;
 	return 0;
 }
 

@@ -29,6 +29,7 @@
 
 #include "../alloc/clock.h"
 #include "../alloc/error.h"
+#include "internal.h"
 #include "sim.h"
 
 /* The sim backend's granularity: chunks are multiples of it. */
@@ -1242,20 +1243,8 @@ static void sim_close(struct sim *sim)
 /* Start recording: the shape and the policy follow the pool's config. */
 static int rec_start(struct sim *sim)
 {
-	const struct kvc_model_shape *sh = &sim->p->shape;
-	uint64_t shape[KVC_REC_PAYLOAD] = {
-		sh->layers,	sh->kv_heads,	     sh->head_dim,
-		sh->block_size, (uint64_t)sh->dtype, sh->q_heads,
-	};
-	int err;
-
-	err = kvc_pool_set_recorder(sim->pool, sim->p->rec);
-	if (!err)
-		err = kvc_recorder_emit(sim->p->rec, KVC_REC_SHAPE, shape);
-	if (!err)
-		err = kvc_recorder_name(sim->p->rec, KVC_REC_NAME_POLICY,
-					sim->ev.name);
-	return err;
+	return kvc_rec_model(sim->p->rec, sim->pool, &sim->p->shape,
+			     sim->ev.name);
 }
 
 static int sim_loop(struct sim *sim, struct kvc_sim_result *res)
