@@ -1,6 +1,5 @@
 /* Description: support, not a test: sequences with random K and V, snapshots of what they hold, checks, and one host cache with its swap as a fixture, shared by the swap tier's tests. */
 // SPDX-License-Identifier: MIT
-#include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <inttypes.h>
@@ -29,6 +28,7 @@
 
 #include "../runtime/internal.h"
 #include "swap_seq.h"
+#include "tmpdir.h"
 
 /* ------------------------------------------------------------------ */
 /* Building sequences (usable in a forked child: no cmocka here) */
@@ -389,17 +389,25 @@ int swap_fx_cache(struct swap_fx *fx)
 	return swap_seq_policy(&fx->shape, &fx->pol);
 }
 
-/* Frees what swap_fx_cache() and swap_fx_setup() made, and @fx. */
-static void swap_fx_free(struct swap_fx *fx)
+/*
+ * Frees what swap_fx_cache() and swap_fx_setup() made, and @fx: 0, or -1
+ * when the directory could not be removed.
+ */
+static int swap_fx_free(struct swap_fx *fx)
 {
+	int err = 0;
+
 	kvc_swap_close(fx->sw);
 	kvc_policy_destroy(fx->pol);
 	kvc_kv_destroy(fx->kv);
 	kvc_backend_close(fx->be);
-	if (swap_seq_remove_dir(fx->dir))
-		fprintf(stderr, "%s: cannot remove %s\n", fx->cfg->name,
-			fx->dir);
+	if (tmpdir_remove(fx->dir)) {
+		fprintf(stderr, "%s: cannot remove %s: %s\n", fx->cfg->name,
+			fx->dir, strerror(errno));
+		err = -1;
+	}
 	free(fx);
+	return err;
 }
 
 int swap_fx_setup(void **state, const struct swap_fx_cfg *cfg,
@@ -410,7 +418,9 @@ int swap_fx_setup(void **state, const struct swap_fx_cfg *cfg,
 	if (!fx)
 		return -1;
 	fx->cfg = cfg;
-	if (swap_seq_mkdtemp(fx->dir, sizeof(fx->dir), cfg->tmp_name)) {
+	if (tmpdir_make(fx->dir, sizeof(fx->dir), cfg->tmp_name)) {
+		fprintf(stderr, "%s setup: temporary directory: %s\n",
+			cfg->name, strerror(errno));
 		free(fx);
 		return -1;
 	}
@@ -429,8 +439,7 @@ int swap_fx_setup(void **state, const struct swap_fx_cfg *cfg,
 
 int swap_fx_teardown(void **state)
 {
-	swap_fx_free(*state);
-	return 0;
+	return swap_fx_free(*state);
 }
 
 void swap_fx_params(const struct swap_fx *fx, const char *path, uint32_t flags,
@@ -464,33 +473,4 @@ void swap_fx_close(struct swap_fx *fx)
 {
 	kvc_swap_close(fx->sw);
 	fx->sw = NULL;
-}
-
-/* ------------------------------------------------------------------ */
-/* Temporary directories */
-
-int swap_seq_mkdtemp(char *dir, size_t n, const char *name)
-{
-	const char *tmp = getenv("TMPDIR");
-
-	snprintf(dir, n, "%s/%s-XXXXXX", tmp && *tmp ? tmp : "/tmp", name);
-	return mkdtemp(dir) ? 0 : -1;
-}
-
-int swap_seq_remove_dir(const char *dir)
-{
-	char p[PATH_MAX + 256];
-	struct dirent *de;
-	DIR *d = opendir(dir);
-
-	if (!d)
-		return -1;
-	while ((de = readdir(d))) {
-		if (!strcmp(de->d_name, ".") || !strcmp(de->d_name, ".."))
-			continue;
-		snprintf(p, sizeof(p), "%s/%s", dir, de->d_name);
-		unlink(p);
-	}
-	closedir(d);
-	return rmdir(dir);
 }

@@ -192,7 +192,8 @@ int swap_fx_setup(void **state, const struct swap_fx_cfg *cfg,
  * swap_fx_setup() made, the swap included, and removes the directory.
  * @state: the &struct swap_fx.
  *
- * Return: 0.
+ * Return: 0, or -1 with a message on stderr when the directory could not
+ * be removed.
  */
 int swap_fx_teardown(void **state);
 
@@ -256,13 +257,5 @@ struct kvc_seq *swap_seq_in_ok(struct kvc_kv *kv, struct kvc_swap *sw,
 /* @seq still holds what @sn says, metrics included. */
 void swap_seq_untouched(struct kvc_kv *kv, const struct kvc_seq *seq,
 			const struct swap_snap *sn, const char *file, int line);
-
-/* Temporary directories */
-
-/* Makes a fresh @dir ($TMPDIR or /tmp, then @name-XXXXXX): 0 or -1. */
-int swap_seq_mkdtemp(char *dir, size_t n, const char *name);
-
-/* Removes @dir and the files in it: 0 or -1. */
-int swap_seq_remove_dir(const char *dir);
 
 #endif /* KVC_TESTS_SWAP_SEQ_H */

@@ -27,6 +27,7 @@
 #include "gguf_writer.h"
 #include "json.h"
 #include "proc.h"
+#include "tmpdir.h"
 
 #ifndef KVCCTL
 #define KVCCTL "build/kvcctl"
@@ -179,8 +180,7 @@ static int setup(void **state)
 
 	if (!fx)
 		return -1;
-	strcpy(fx->dir, "/tmp/kvc-model-XXXXXX");
-	if (!mkdtemp(fx->dir)) {
+	if (tmpdir_make(fx->dir, sizeof(fx->dir), "kvc-test-kvcctl-model")) {
 		free(fx);
 		return -1;
 	}
@@ -189,8 +189,11 @@ static int setup(void **state)
 	snprintf(fx->text, sizeof(fx->text), "%s/text.txt", fx->dir);
 	write_model(fx->model);
 	f = fopen(fx->text, "w");
-	if (!f)
+	if (!f) {
+		tmpdir_remove(fx->dir);
+		free(fx);
 		return -1;
+	}
 	for (i = 0; i < 12; i++)
 		fprintf(f,
 			"In the beginning the thin cat ran to the tin can and then %d more.\n",
@@ -203,13 +206,14 @@ static int setup(void **state)
 static int teardown(void **state)
 {
 	struct fx *fx = *state;
-	char cmd[128];
+	int err;
 
-	snprintf(cmd, sizeof(cmd), "rm -rf '%s'", fx->dir);
-	if (system(cmd))
-		return -1;
+	err = tmpdir_remove(fx->dir);
+	if (err)
+		fprintf(stderr, "test_kvcctl_model: cannot remove %s: %s\n",
+			fx->dir, strerror(errno));
 	free(fx);
-	return 0;
+	return err;
 }
 
 /* Run kvcctl with the arguments, NULL-terminated. */

@@ -22,6 +22,7 @@
 
 #include "json.h"
 #include "proc.h"
+#include "tmpdir.h"
 
 #ifndef KVCCTL
 #define KVCCTL "build/kvcctl"
@@ -54,14 +55,14 @@ static int setup(void **state)
 
 	if (!fx)
 		return -1;
-	snprintf(fx->dir, sizeof(fx->dir), "/tmp/kvc-test-replay-XXXXXX");
-	if (!mkdtemp(fx->dir)) {
+	if (tmpdir_make(fx->dir, sizeof(fx->dir), "kvc-test-kvcctl-replay")) {
 		free(fx);
 		return -1;
 	}
 	snprintf(fx->csv, sizeof(fx->csv), "%s/requests.csv", fx->dir);
 	f = fopen(fx->csv, "w");
 	if (!f || fputs(requests_csv, f) < 0 || fclose(f)) {
+		tmpdir_remove(fx->dir);
 		free(fx);
 		return -1;
 	}
@@ -73,13 +74,14 @@ static int setup(void **state)
 static int teardown(void **state)
 {
 	struct fx *fx = *state;
-	char cmd[160];
+	int err;
 
-	snprintf(cmd, sizeof(cmd), "rm -rf '%s'", fx->dir);
-	if (system(cmd))
-		return -1;
+	err = tmpdir_remove(fx->dir);
+	if (err)
+		fprintf(stderr, "test_kvcctl_replay: cannot remove %s: %s\n",
+			fx->dir, strerror(errno));
 	free(fx);
-	return 0;
+	return err;
 }
 
 /* Runs kvcctl with the arguments given, NULL-terminated. */

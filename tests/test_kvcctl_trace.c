@@ -24,6 +24,7 @@
 #include "json.h"
 #include "proc.h"
 #include "testutil.h"
+#include "tmpdir.h"
 
 #ifndef KVCCTL
 #define KVCCTL "build/kvcctl"
@@ -84,8 +85,7 @@ static int setup(void **state)
 		free(f);
 		return -1;
 	}
-	snprintf(f->dir, sizeof(f->dir), "/tmp/kvc-test-trace-XXXXXX");
-	if (!mkdtemp(f->dir)) {
+	if (tmpdir_make(f->dir, sizeof(f->dir), "kvc-test-kvcctl-trace")) {
 		free(f);
 		return -1;
 	}
@@ -94,6 +94,7 @@ static int setup(void **state)
 	snprintf(f->bad, sizeof(f->bad), "%s/bad.kvct", f->dir);
 	if (mkdir(f->pages, 0700) || setenv("KVC_STATS_DIR", f->pages, 1) ||
 	    record_run(f)) {
+		tmpdir_remove(f->dir);
 		free(f);
 		return -1;
 	}
@@ -104,14 +105,15 @@ static int setup(void **state)
 static int teardown(void **state)
 {
 	struct fixture *f = *state;
+	int err;
 
-	unlink(f->trace);
-	unlink(f->bad);
-	rmdir(f->pages);
-	rmdir(f->dir);
+	err = tmpdir_remove(f->dir);
+	if (err)
+		fprintf(stderr, "test_kvcctl_trace: cannot remove %s: %s\n",
+			f->dir, strerror(errno));
 	unsetenv("KVC_STATS_DIR");
 	free(f);
-	return 0;
+	return err;
 }
 
 static void test_dump_text(void **state)

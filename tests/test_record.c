@@ -30,6 +30,7 @@
 #include "fault_backend.h"
 #include "proc.h"
 #include "testutil.h"
+#include "tmpdir.h"
 
 #include <kvc/kvc.h>
 
@@ -55,14 +56,13 @@ static int setup(void **state)
 
 	if (!fx)
 		return -1;
-	snprintf(fx->dir, sizeof(fx->dir), "/tmp/kvc-test-record-XXXXXX");
-	if (!mkdtemp(fx->dir)) {
+	if (tmpdir_make(fx->dir, sizeof(fx->dir), "kvc-test-record")) {
 		free(fx);
 		return -1;
 	}
 	snprintf(fx->path, sizeof(fx->path), "%s/t.kvct", fx->dir);
 	if (kvc_backend_open_host(GRAN, &fx->be)) {
-		rmdir(fx->dir);
+		tmpdir_remove(fx->dir);
 		free(fx);
 		return -1;
 	}
@@ -80,13 +80,16 @@ static int setup(void **state)
 static int teardown(void **state)
 {
 	struct fixture *fx = *state;
+	int err;
 
 	kvc_pool_destroy(fx->pool);
 	kvc_backend_close(fx->be);
-	unlink(fx->path);
-	rmdir(fx->dir);
+	err = tmpdir_remove(fx->dir);
+	if (err)
+		fprintf(stderr, "test_record: cannot remove %s: %s\n", fx->dir,
+			strerror(errno));
 	free(fx);
-	return 0;
+	return err;
 }
 
 static struct kvc_recorder *rec_open(struct fixture *fx, uint64_t buffer,

@@ -21,6 +21,7 @@
 #include <cmocka.h>
 
 #include "testutil.h"
+#include "tmpdir.h"
 
 #include <kvc/kvc.h>
 #include <kvc/record.h>
@@ -48,8 +49,12 @@ static int setup(void **state)
 
 	if (!f)
 		return -1;
-	snprintf(f->dir, sizeof(f->dir), "/tmp/kvc-replay-XXXXXX");
-	if (!mkdtemp(f->dir) || kvc_backend_open_sim(GRAN, &f->be)) {
+	if (tmpdir_make(f->dir, sizeof(f->dir), "kvc-test-replay")) {
+		free(f);
+		return -1;
+	}
+	if (kvc_backend_open_sim(GRAN, &f->be)) {
+		tmpdir_remove(f->dir);
 		free(f);
 		return -1;
 	}
@@ -61,16 +66,19 @@ static int setup(void **state)
 static int teardown(void **state)
 {
 	struct fixture *f = *state;
+	int err;
 
 	if (f->pool)
 		kvc_pool_set_recorder(f->pool, NULL);
 	kvc_recorder_close(f->rec);
 	kvc_pool_destroy(f->pool);
 	kvc_backend_close(f->be);
-	unlink(f->path);
-	rmdir(f->dir);
+	err = tmpdir_remove(f->dir);
+	if (err)
+		fprintf(stderr, "test_replay: cannot remove %s: %s\n", f->dir,
+			strerror(errno));
 	free(f);
-	return 0;
+	return err;
 }
 
 /* ------------------------------------------------------------------ */

@@ -4,7 +4,7 @@
  * Each test runs a small workload on a host backend of 64 KiB chunks, so
  * that a budget of a few chunks holds only a sequence or two: once
  * without a budget, as the reference, then under a budget with a swap in
- * a mkdtemp() directory. Sequences arrive every few iterations and grow
+ * a fresh temporary directory. Sequences arrive every few iterations and grow
  * while they decode, so a budget below the workload's peak forces running
  * ones out. Preemption must not change a single output: the digests of
  * both runs are equal, and the report says that sequences really went
@@ -28,8 +28,8 @@
 
 #include <cmocka.h>
 
-#include "swap_seq.h"
 #include "testutil.h"
+#include "tmpdir.h"
 
 #include <kvc/backend.h>
 #include <kvc/kvc.h>
@@ -49,7 +49,7 @@
 
 /**
  * struct fixture - One test's state.
- * @dir: its directory, made by mkdtemp(): the swap and the stats pages.
+ * @dir: its temporary directory: the swap and the stats pages.
  * @path: the swap's data file in @dir.
  * @be: a host backend of GRAN chunks, for every run.
  * @dev: a cuda backend over the fake driver, or NULL.
@@ -110,7 +110,7 @@ static int setup(void **state)
 
 	if (!f)
 		return -1;
-	if (swap_seq_mkdtemp(f->dir, sizeof(f->dir), "kvc-test-run-swap")) {
+	if (tmpdir_make(f->dir, sizeof(f->dir), "kvc-test-run-swap")) {
 		perror("test_run_swap setup");
 		free(f);
 		return -1;
@@ -119,7 +119,7 @@ static int setup(void **state)
 	if (setenv("KVC_STATS_DIR", f->dir, 1) ||
 	    kvc_backend_open_host(GRAN, &f->be)) {
 		fprintf(stderr, "test_run_swap setup: %s\n", kvc_last_error());
-		swap_seq_remove_dir(f->dir);
+		tmpdir_remove(f->dir);
 		free(f);
 		return -1;
 	}
@@ -132,14 +132,17 @@ static int setup(void **state)
 static int teardown(void **state)
 {
 	struct fixture *f = *state;
+	int err;
 
 	kvc_backend_close(f->dev);
 	kvc_backend_close(f->be);
 	unsetenv("KVC_STATS_DIR");
-	if (swap_seq_remove_dir(f->dir))
-		fprintf(stderr, "test_run_swap: cannot remove %s\n", f->dir);
+	err = tmpdir_remove(f->dir);
+	if (err)
+		fprintf(stderr, "test_run_swap: cannot remove %s: %s\n", f->dir,
+			strerror(errno));
 	free(f);
-	return 0;
+	return err;
 }
 
 /* ---- Workloads ---- */

@@ -24,6 +24,7 @@
 #include <cmocka.h>
 
 #include "testutil.h"
+#include "tmpdir.h"
 
 #include <kvc/kvc.h>
 #include <kvc/record.h>
@@ -47,8 +48,7 @@ static int setup(void **state)
 
 	if (!f)
 		return -1;
-	snprintf(f->dir, sizeof(f->dir), "/tmp/kvc_test_sim.XXXXXX");
-	if (!mkdtemp(f->dir)) {
+	if (tmpdir_make(f->dir, sizeof(f->dir), "kvc-test-sim")) {
 		free(f);
 		return -1;
 	}
@@ -70,14 +70,15 @@ static int setup(void **state)
 static int teardown(void **state)
 {
 	struct fixture *f = *state;
-	char cmd[128];
+	int err;
 
 	kvc_sim_result_free(&f->res);
-	snprintf(cmd, sizeof(cmd), "rm -rf %s", f->dir);
-	if (system(cmd))
-		return -1;
+	err = tmpdir_remove(f->dir);
+	if (err)
+		fprintf(stderr, "test_sim: cannot remove %s: %s\n", f->dir,
+			strerror(errno));
 	free(f);
-	return 0;
+	return err;
 }
 
 /* Every sample's identities hold, and the run ends holding nothing. */

@@ -16,7 +16,6 @@
  * the parent kills it at some point and recovers the files. What the test
  * asserts does not depend on when the kill lands.
  */
-#include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <inttypes.h>

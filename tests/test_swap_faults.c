@@ -15,7 +15,6 @@
  * hold different lengths. A snapshot holds, per (layer, head), the K and
  * V bytes and the slot metadata of every KV it holds.
  */
-#include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <inttypes.h>

@@ -27,6 +27,7 @@
 #include <cmocka.h>
 
 #include "testutil.h"
+#include "tmpdir.h"
 
 #include "../swap/sio.h"
 
@@ -65,16 +66,13 @@ struct fixture {
 static int setup(void **state)
 {
 	const struct config *cfg = *state;
-	const char *tmp = getenv("TMPDIR");
 	struct fixture *fx = calloc(1, sizeof(*fx));
 
 	if (!fx)
 		return -1;
 	fx->cfg = cfg;
 	fx->rng = 0x9e3779b97f4a7c15ull;
-	snprintf(fx->dir, sizeof(fx->dir), "%s/kvc-test-swap-io-XXXXXX",
-		 tmp && *tmp ? tmp : "/tmp");
-	if (!mkdtemp(fx->dir)) {
+	if (tmpdir_make(fx->dir, sizeof(fx->dir), "kvc-test-swap-io")) {
 		free(fx);
 		return -1;
 	}
@@ -87,14 +85,17 @@ static int teardown(void **state)
 {
 	struct fixture *fx = *state;
 	uint32_t i;
+	int err;
 
 	kvc_sio_close(fx->io);
 	for (i = 0; i < fx->nr_bufs; i++)
 		free(fx->bufs[i]);
-	unlink(fx->path);
-	rmdir(fx->dir);
+	err = tmpdir_remove(fx->dir);
+	if (err)
+		fprintf(stderr, "test_swap_io: cannot remove %s: %s\n", fx->dir,
+			strerror(errno));
 	free(fx);
-	return 0;
+	return err;
 }
 
 /* Memory freed in teardown, 4096-aligned (enough for any O_DIRECT). */

@@ -8,7 +8,6 @@
  */
 #include <errno.h>
 #include <fcntl.h>
-#include <ftw.h>
 #include <inttypes.h>
 #include <setjmp.h>
 #include <signal.h>
@@ -28,6 +27,7 @@
 #include "error.h"
 #include "swap_seq.h"
 #include "testutil.h"
+#include "tmpdir.h"
 
 #include "../swap/crc32c.h"
 #include "../swap/journal.h"
@@ -63,12 +63,6 @@ struct fixture {
 	void (*old_xfsz)(int);
 };
 
-static int rm_one(const char *path, const struct stat *st, int flag,
-		  struct FTW *ftw)
-{
-	return remove(path);
-}
-
 static void free_recs(struct rec *recs, uint32_t nr)
 {
 	uint32_t i;
@@ -90,7 +84,7 @@ static int setup(void **state)
 
 	if (!fx)
 		return -1;
-	if (swap_seq_mkdtemp(fx->dir, sizeof(fx->dir), "kvc-test-journal")) {
+	if (tmpdir_make(fx->dir, sizeof(fx->dir), "kvc-test-journal")) {
 		free(fx);
 		return -1;
 	}
@@ -105,15 +99,19 @@ static int setup(void **state)
 static int teardown(void **state)
 {
 	struct fixture *fx = *state;
+	int err;
 
 	setrlimit(RLIMIT_FSIZE, &fx->fsize);
 	signal(SIGXFSZ, fx->old_xfsz);
 	kvc_journal_close(fx->j);
 	seen_reset(&fx->seen);
 	free_recs(fx->recs, fx->nr);
-	nftw(fx->dir, rm_one, 8, FTW_DEPTH | FTW_PHYS);
+	err = tmpdir_remove(fx->dir);
+	if (err)
+		fprintf(stderr, "test_swap_journal: cannot remove %s: %s\n",
+			fx->dir, strerror(errno));
 	free(fx);
-	return 0;
+	return err;
 }
 
 static int collect(void *arg, uint32_t kind, const void *payload, uint32_t len)
